@@ -1,0 +1,147 @@
+//! Choosing where and in which precision the encoder runs.
+
+use std::fmt;
+use std::str::FromStr;
+
+use candle_core::{DType, Device};
+
+use crate::{Error, Result};
+
+/// Where to run the model: `auto`, `cpu`, `cuda` (the first GPU) or `cuda:N`.
+///
+/// `auto` picks the first CUDA device when the crate was built with the `cuda` feature and a
+/// GPU is present, and the CPU otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceSpec {
+    #[default]
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+impl FromStr for DeviceSpec {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let lower = s.trim().to_ascii_lowercase();
+        match lower.as_str() {
+            "auto" => Ok(DeviceSpec::Auto),
+            "cpu" => Ok(DeviceSpec::Cpu),
+            "cuda" | "gpu" => Ok(DeviceSpec::Cuda(0)),
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceSpec::Cuda)
+                .ok_or_else(|| {
+                    Error::invalid_input(
+                        "device",
+                        format!("{s:?} is not one of auto, cpu, cuda, cuda:N"),
+                    )
+                }),
+        }
+    }
+}
+
+impl fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceSpec::Auto => f.write_str("auto"),
+            DeviceSpec::Cpu => f.write_str("cpu"),
+            DeviceSpec::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl DeviceSpec {
+    /// Opens the device.
+    pub fn open(self) -> Result<Device> {
+        match self {
+            DeviceSpec::Cpu => Ok(Device::Cpu),
+            DeviceSpec::Cuda(ordinal) => open_cuda(ordinal),
+            DeviceSpec::Auto
+                if cfg!(feature = "cuda") && candle_core::utils::cuda_is_available() =>
+            {
+                open_cuda(0)
+            }
+            DeviceSpec::Auto => Ok(Device::Cpu),
+        }
+    }
+}
+
+fn open_cuda(ordinal: usize) -> Result<Device> {
+    if !cfg!(feature = "cuda") {
+        return Err(Error::Device(
+            "this build has no CUDA support; rebuild with `--features cuda`".into(),
+        ));
+    }
+    Device::new_cuda(ordinal).map_err(|e| Error::Device(format!("cannot open cuda:{ordinal}: {e}")))
+}
+
+/// A short name for a device, as reported by the server: `cpu`, `cuda` or `cuda:N`.
+pub fn device_name(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".to_string(),
+        candle_core::DeviceLocation::Cuda { gpu_id: 0 } => "cuda".to_string(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
+/// Parses a precision name: `f32`/`float32`/`fp32`, `f16`/`float16`/`fp16`, `bf16`/`bfloat16`.
+pub fn parse_dtype(s: &str) -> Result<DType> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "f32" | "float32" | "fp32" => Ok(DType::F32),
+        "f16" | "float16" | "fp16" | "half" => Ok(DType::F16),
+        "bf16" | "bfloat16" => Ok(DType::BF16),
+        _ => Err(Error::invalid_input(
+            "dtype",
+            format!("{s:?} is not one of f32, f16, bf16"),
+        )),
+    }
+}
+
+/// The precision used when none is asked for: f32 on the CPU (bit-for-bit comparable with
+/// FlagEmbedding's default), f16 on a GPU (FlagEmbedding's `use_fp16=True`).
+pub fn default_dtype(device: &Device) -> DType {
+    if device.is_cpu() {
+        DType::F32
+    } else {
+        DType::F16
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_device_names() {
+        assert_eq!("auto".parse::<DeviceSpec>().unwrap(), DeviceSpec::Auto);
+        assert_eq!("CPU".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cpu);
+        assert_eq!("cuda".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(0));
+        assert_eq!("cuda:3".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(3));
+        for bad in ["", "tpu", "cuda:", "cuda:x", "cuda:-1"] {
+            let err = bad.parse::<DeviceSpec>().unwrap_err();
+            assert!(err.to_string().contains("`device`"), "{err}");
+        }
+    }
+
+    #[test]
+    fn parses_dtypes() {
+        assert_eq!(parse_dtype("fp16").unwrap(), DType::F16);
+        assert_eq!(parse_dtype("BF16").unwrap(), DType::BF16);
+        assert_eq!(parse_dtype("float32").unwrap(), DType::F32);
+        assert!(parse_dtype("int8")
+            .unwrap_err()
+            .to_string()
+            .contains("`dtype`"));
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn cuda_without_the_feature_is_a_clear_error() {
+        let err = DeviceSpec::Cuda(0).open().unwrap_err();
+        assert!(err.to_string().contains("--features cuda"), "{err}");
+        assert!(DeviceSpec::Auto.open().unwrap().is_cpu());
+    }
+}

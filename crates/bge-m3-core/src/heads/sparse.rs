@@ -1,0 +1,84 @@
+//! The sparse (lexical weights) head: `relu(sparse_linear(h))` per token, max-pooled per token
+//! id. Mirrors `BGEM3Model._sparse_embedding` and `BGEM3FlagModel._process_token_weights`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{Device, Module, Tensor};
+use candle_nn::Linear;
+
+use crate::tokenize::SpecialTokens;
+use crate::weights::load_linear_head;
+use crate::Result;
+
+/// `sparse_linear.pt`: `Linear(hidden, 1)`.
+pub struct SparseHead {
+    linear: Linear,
+}
+
+impl SparseHead {
+    pub fn load(path: &Path, hidden_size: usize, device: &Device) -> Result<Self> {
+        Ok(Self {
+            linear: load_linear_head(path, hidden_size, device)?,
+        })
+    }
+
+    /// `(tokens, hidden)` f32 hidden states in, one non-negative weight per token out.
+    pub fn token_weights(&self, hidden: &Tensor) -> Result<Vec<f32>> {
+        let weights = self.linear.forward(hidden)?.relu()?.squeeze(1)?;
+        Ok(weights.to_vec1::<f32>()?)
+    }
+}
+
+/// Lexical weights of one text: token id -> weight, every weight > 0.
+///
+/// Entries are in the order in which FlagEmbedding's dict receives them (the first position
+/// where the id has a positive weight), which decides the winner when two ids decode to the
+/// same token string (see [`crate::BgeM3::sparse_by_token`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SparseEmbedding {
+    pub weights: Vec<(u32, f32)>,
+}
+
+impl SparseEmbedding {
+    /// Max-pools per-token weights by id, dropping `<s>`, `</s>`, `<pad>`, `<unk>` and every
+    /// weight that is not > 0, as `BGEM3FlagModel._process_token_weights` does.
+    ///
+    /// ```
+    /// use bge_m3_core::{SparseEmbedding, SpecialTokens};
+    /// let specials = SpecialTokens { cls: 0, pad: 1, eos: 2, unk: 3 };
+    /// let sparse = SparseEmbedding::from_token_weights(
+    ///     &[0, 10, 11, 10, 3, 12, 2],
+    ///     &[0.9, 0.2, 0.0, 0.5, 0.7, 0.1, 0.9],
+    ///     specials,
+    /// );
+    /// assert_eq!(sparse.weights, vec![(10, 0.5), (12, 0.1)]);
+    /// ```
+    pub fn from_token_weights(ids: &[u32], weights: &[f32], specials: SpecialTokens) -> Self {
+        let mut pooled: Vec<(u32, f32)> = Vec::new();
+        let mut slot: HashMap<u32, usize> = HashMap::new();
+        for (&id, &weight) in ids.iter().zip(weights) {
+            // `weight > 0.0` is false for NaN too, as FlagEmbedding's `w > 0` is.
+            let positive = weight > 0.0;
+            if specials.is_unused_for_sparse(id) || !positive {
+                continue;
+            }
+            match slot.get(&id) {
+                Some(&i) => pooled[i].1 = pooled[i].1.max(weight),
+                None => {
+                    slot.insert(id, pooled.len());
+                    pooled.push((id, weight));
+                }
+            }
+        }
+        Self { weights: pooled }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.weights.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.weights.len()
+    }
+}

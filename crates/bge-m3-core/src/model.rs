@@ -1,0 +1,470 @@
+//! [`BgeM3`]: the model, from a snapshot directory to embeddings and scores.
+
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::config::Config;
+use crate::device::{default_dtype, DeviceSpec};
+use crate::encoder::{EncoderInput, XlmRobertaEncoder};
+use crate::heads::{dense::dense_vectors, ColbertHead, SparseEmbedding, SparseHead};
+use crate::score::{colbert_score, dense_score, sparse_score, PairScores, ScoreWeights};
+use crate::tokenize::Tokenizer;
+use crate::weights::{encoder_var_builder, ModelFiles};
+use crate::{Error, Result};
+
+/// How to load the model.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Where to run. Default: [`DeviceSpec::Auto`].
+    pub device: DeviceSpec,
+    /// Precision of the encoder. Default (`None`): f32 on the CPU, f16 on a GPU. The heads
+    /// and the normalisation always run in f32.
+    pub dtype: Option<DType>,
+}
+
+/// Which of the three outputs to compute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outputs {
+    pub dense: bool,
+    pub sparse: bool,
+    pub colbert: bool,
+}
+
+impl Default for Outputs {
+    /// Dense and sparse, like the original service's `/embeddings`.
+    fn default() -> Self {
+        Self {
+            dense: true,
+            sparse: true,
+            colbert: false,
+        }
+    }
+}
+
+impl Outputs {
+    /// All three outputs.
+    pub const ALL: Outputs = Outputs {
+        dense: true,
+        sparse: true,
+        colbert: true,
+    };
+}
+
+/// Options of [`BgeM3::encode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncodeOptions {
+    /// Which outputs to compute. Default: dense and sparse.
+    pub outputs: Outputs,
+    /// Longest input in tokens, counting `<s>` and `</s>`; longer inputs are truncated,
+    /// keeping `</s>`. 1..=8192 for BGE-M3. Default: 8192.
+    pub max_length: usize,
+    /// Most texts per forward pass. Default: 12.
+    pub batch_size: usize,
+}
+
+impl Default for EncodeOptions {
+    fn default() -> Self {
+        Self {
+            outputs: Outputs::default(),
+            max_length: 8192,
+            batch_size: 12,
+        }
+    }
+}
+
+/// Options of [`BgeM3::compute_score`], with FlagEmbedding's `compute_score` defaults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScoreOptions {
+    /// Weights of the fused scores. Default: `[0.4, 0.2, 0.4]`.
+    pub weights: ScoreWeights,
+    /// Truncation of the queries (first texts of the pairs). Default: 512.
+    pub max_query_length: usize,
+    /// Truncation of the passages (second texts of the pairs). Default: 8192.
+    pub max_passage_length: usize,
+    /// Most texts per forward pass. Default: 12.
+    pub batch_size: usize,
+}
+
+impl Default for ScoreOptions {
+    fn default() -> Self {
+        Self {
+            weights: ScoreWeights::default(),
+            max_query_length: 512,
+            max_passage_length: 8192,
+            batch_size: 12,
+        }
+    }
+}
+
+/// The outputs for one input text.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Embedding {
+    /// The L2-normalised `<s>` vector (1024 values for BGE-M3), when asked for.
+    pub dense: Option<Vec<f32>>,
+    /// Lexical weights keyed by token id, when asked for.
+    pub sparse: Option<SparseEmbedding>,
+    /// One L2-normalised vector per token after `<s>` (`</s>` included), when asked for.
+    pub colbert: Option<Vec<Vec<f32>>>,
+    /// Tokens of the input after truncation, not counting `<s>` and `</s>`.
+    pub tokens: usize,
+}
+
+/// BGE-M3: tokenizer, XLM-RoBERTa encoder and the dense, sparse and ColBERT heads.
+pub struct BgeM3 {
+    config: Config,
+    tokenizer: Tokenizer,
+    encoder: XlmRobertaEncoder,
+    sparse: SparseHead,
+    colbert: ColbertHead,
+}
+
+impl BgeM3 {
+    /// Loads a model directory laid out like the BAAI/bge-m3 Hugging Face repository.
+    ///
+    /// A missing or malformed file is an error naming the file and the directory.
+    pub fn load(dir: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
+        let start = Instant::now();
+        let dir = dir.as_ref();
+        let files = ModelFiles::locate(dir)?;
+        let config = Config::from_file(&files.config)?;
+        let tokenizer = Tokenizer::from_file(&files.tokenizer)?;
+        if tokenizer.vocab_size() > config.vocab_size {
+            return Err(Error::InvalidFile {
+                path: files.tokenizer.clone(),
+                message: format!(
+                    "the tokenizer has {} ids but the model embeds only {} (config.json vocab_size)",
+                    tokenizer.vocab_size(),
+                    config.vocab_size
+                ),
+                source: None,
+            });
+        }
+        let device = options.device.open()?;
+        let dtype = options.dtype.unwrap_or_else(|| default_dtype(&device));
+        let weights_path = files.encoder.path();
+        let encoder = encoder_var_builder(&files.encoder, dtype, &device)
+            .and_then(|vb| XlmRobertaEncoder::load(vb, &config))
+            .map_err(|e| match e {
+                Error::Candle(e) => Error::invalid_file(weights_path, e),
+                other => other,
+            })?;
+        let sparse = SparseHead::load(&files.sparse, config.hidden_size, &device)?;
+        let colbert = ColbertHead::load(&files.colbert, config.hidden_size, &device)?;
+        tracing::info!(
+            dir = %dir.display(),
+            weights = %weights_path.display(),
+            device = %crate::device::device_name(&device),
+            ?dtype,
+            seconds = start.elapsed().as_secs_f32(),
+            "model loaded"
+        );
+        Ok(Self {
+            config,
+            tokenizer,
+            encoder,
+            sparse,
+            colbert,
+        })
+    }
+
+    /// The model's `config.json`.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn device(&self) -> &Device {
+        self.encoder.device()
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.encoder.dtype()
+    }
+
+    /// Width of the dense vectors (the hidden size, 1024 for BGE-M3).
+    pub fn dense_dim(&self) -> usize {
+        self.config.hidden_size
+    }
+
+    /// Width of the ColBERT vectors.
+    pub fn colbert_dim(&self) -> usize {
+        self.colbert.dim()
+    }
+
+    /// Longest input in tokens, `<s>` and `</s>` included (8192 for BGE-M3).
+    pub fn max_length(&self) -> usize {
+        self.config.max_tokens()
+    }
+
+    /// Number of token ids the model accepts.
+    pub fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+
+    /// Tokenizes texts into `<s> … </s>` sequences of at most `max_length` ids.
+    pub fn tokenize<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        max_length: usize,
+    ) -> Result<Vec<Vec<u32>>> {
+        self.check_max_length("max_length", max_length)?;
+        self.tokenizer.encode_batch(texts, max_length)
+    }
+
+    /// Wraps pre-tokenized inputs (content ids, without `<s>`/`</s>`, as OpenAI-style clients
+    /// send token arrays) into `<s> … </s>` sequences of at most `max_length` ids. An id outside
+    /// the vocabulary is an [`Error::InvalidInput`] on field `input`.
+    pub fn wrap_ids<I: AsRef<[u32]>>(
+        &self,
+        inputs: &[I],
+        max_length: usize,
+    ) -> Result<Vec<Vec<u32>>> {
+        self.check_max_length("max_length", max_length)?;
+        inputs
+            .iter()
+            .enumerate()
+            .map(|(i, ids)| {
+                let ids = ids.as_ref();
+                if let Some((j, id)) = ids
+                    .iter()
+                    .enumerate()
+                    .find(|(_, &id)| id as usize >= self.config.vocab_size)
+                {
+                    return Err(Error::invalid_input(
+                        "input",
+                        format!(
+                            "token id {id} at input[{i}][{j}] is outside the vocabulary (0..{})",
+                            self.config.vocab_size
+                        ),
+                    ));
+                }
+                Ok(self.tokenizer.wrap(ids, max_length))
+            })
+            .collect()
+    }
+
+    /// Encodes texts. The result has one [`Embedding`] per text, in order, and does not
+    /// depend on `batch_size` or on the other texts (within float rounding).
+    pub fn encode<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        options: &EncodeOptions,
+    ) -> Result<Vec<Embedding>> {
+        let sequences = self.tokenize(texts, options.max_length)?;
+        self.encode_tokenized(&sequences, options.outputs, options.batch_size)
+    }
+
+    /// Encodes pre-tokenized inputs (content ids without `<s>`/`</s>`); see [`Self::wrap_ids`].
+    pub fn encode_ids<I: AsRef<[u32]>>(
+        &self,
+        inputs: &[I],
+        options: &EncodeOptions,
+    ) -> Result<Vec<Embedding>> {
+        let sequences = self.wrap_ids(inputs, options.max_length)?;
+        self.encode_tokenized(&sequences, options.outputs, options.batch_size)
+    }
+
+    /// Encodes `<s> … </s>` sequences (from [`Self::tokenize`] or [`Self::wrap_ids`]): sorted
+    /// by length, so that each forward pass pads little, in passes of at most `batch_size`.
+    pub fn encode_tokenized<I: AsRef<[u32]>>(
+        &self,
+        sequences: &[I],
+        outputs: Outputs,
+        batch_size: usize,
+    ) -> Result<Vec<Embedding>> {
+        if batch_size == 0 {
+            return Err(Error::invalid_input("batch_size", "must be at least 1"));
+        }
+        let mut order: Vec<usize> = (0..sequences.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(sequences[i].as_ref().len()));
+        let mut results: Vec<Option<Embedding>> = vec![None; sequences.len()];
+        for chunk in order.chunks(batch_size) {
+            let batch: Vec<&[u32]> = chunk.iter().map(|&i| sequences[i].as_ref()).collect();
+            let embeddings = self.forward(&batch, outputs)?;
+            for (&i, embedding) in chunk.iter().zip(embeddings) {
+                results[i] = Some(embedding);
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|e| e.expect("every index is in exactly one chunk"))
+            .collect())
+    }
+
+    /// One forward pass over `sequences` (each `<s> … </s>`, at most [`Self::max_length`]
+    /// ids, every id in the vocabulary), padded to the longest one.
+    pub fn forward(&self, sequences: &[&[u32]], outputs: Outputs) -> Result<Vec<Embedding>> {
+        if sequences.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(seq) = sequences
+            .iter()
+            .find(|s| s.len() < 2 || s.len() > self.max_length())
+        {
+            return Err(Error::invalid_input(
+                "input",
+                format!(
+                    "a sequence of {} ids is outside 2..={} (`<s>` and `</s>` included)",
+                    seq.len(),
+                    self.max_length()
+                ),
+            ));
+        }
+        let pad = self.config.pad_token_id;
+        let input = EncoderInput::new(sequences, pad, self.dtype(), self.device())?;
+        let hidden = self.encoder.forward(&input)?.to_dtype(DType::F32)?;
+        let (batch, len, hidden_size) = hidden.dims3()?;
+
+        let dense = if outputs.dense {
+            Some(dense_vectors(&hidden)?.to_vec2::<f32>()?)
+        } else {
+            None
+        };
+        let flat = hidden.reshape((batch * len, hidden_size))?;
+        let sparse = if outputs.sparse {
+            Some(self.sparse.token_weights(&flat)?)
+        } else {
+            None
+        };
+        let colbert = if outputs.colbert {
+            Some(self.colbert_rows(&flat, sequences, len)?)
+        } else {
+            None
+        };
+
+        let specials = self.tokenizer.specials();
+        let mut dense = dense.map(Vec::into_iter);
+        let mut colbert = colbert.map(Vec::into_iter);
+        Ok(sequences
+            .iter()
+            .enumerate()
+            .map(|(i, seq)| Embedding {
+                dense: dense.as_mut().and_then(Iterator::next),
+                sparse: sparse.as_ref().map(|weights| {
+                    let row = &weights[i * len..i * len + seq.len()];
+                    SparseEmbedding::from_token_weights(seq, row, specials)
+                }),
+                colbert: colbert.as_mut().and_then(Iterator::next),
+                tokens: seq.len() - 2,
+            })
+            .collect())
+    }
+
+    /// ColBERT vectors of every sequence: the rows after `<s>` up to the sequence's end, taken
+    /// out of the padded batch and projected in one matrix product.
+    fn colbert_rows(
+        &self,
+        flat_hidden: &Tensor,
+        sequences: &[&[u32]],
+        padded_len: usize,
+    ) -> Result<Vec<Vec<Vec<f32>>>> {
+        let rows: Vec<u32> = sequences
+            .iter()
+            .enumerate()
+            .flat_map(|(i, seq)| (i * padded_len + 1..i * padded_len + seq.len()).map(|r| r as u32))
+            .collect();
+        let index = Tensor::from_vec(
+            rows,
+            sequences.iter().map(|s| s.len() - 1).sum::<usize>(),
+            flat_hidden.device(),
+        )?;
+        let vectors = self
+            .colbert
+            .forward(&flat_hidden.index_select(&index, 0)?)?
+            .to_vec2::<f32>()?;
+        let mut vectors = vectors.into_iter();
+        Ok(sequences
+            .iter()
+            .map(|seq| vectors.by_ref().take(seq.len() - 1).collect())
+            .collect())
+    }
+
+    /// Lexical weights keyed by token string, the way `BGEM3FlagModel.convert_id_to_token`
+    /// does it: each id decoded on its own (`▁What` becomes `What`).
+    ///
+    /// FlagEmbedding builds a dict from the id-keyed weights in their order; when two ids
+    /// decode to the same string, the later id overwrites the weight of the earlier one but the
+    /// key keeps its first place. This reproduces that quirk, so the result can have fewer
+    /// entries than `sparse`.
+    pub fn sparse_by_token(&self, sparse: &SparseEmbedding) -> Result<Vec<(String, f32)>> {
+        let mut out: Vec<(String, f32)> = Vec::with_capacity(sparse.len());
+        let mut slot: std::collections::HashMap<String, usize> =
+            std::collections::HashMap::with_capacity(sparse.len());
+        for &(id, weight) in &sparse.weights {
+            let token = self.tokenizer.decode_one(id)?;
+            match slot.get(&token) {
+                Some(&i) => out[i].1 = weight,
+                None => {
+                    slot.insert(token.clone(), out.len());
+                    out.push((token, weight));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Scores each (query, passage) pair independently of the others, like FlagEmbedding's
+    /// `compute_score` run on one pair at a time (its batched version pads ColBERT passages
+    /// together, which can change a batched score).
+    pub fn compute_score<Q: AsRef<str> + Sync, P: AsRef<str> + Sync>(
+        &self,
+        pairs: &[(Q, P)],
+        options: &ScoreOptions,
+    ) -> Result<Vec<PairScores>> {
+        let weights = options.weights.validate()?;
+        self.check_max_length("max_query_length", options.max_query_length)?;
+        self.check_max_length("max_passage_length", options.max_passage_length)?;
+        let queries: Vec<&str> = pairs.iter().map(|(q, _)| q.as_ref()).collect();
+        let passages: Vec<&str> = pairs.iter().map(|(_, p)| p.as_ref()).collect();
+        let mut sequences = self
+            .tokenizer
+            .encode_batch(&queries, options.max_query_length)?;
+        sequences.extend(
+            self.tokenizer
+                .encode_batch(&passages, options.max_passage_length)?,
+        );
+        let mut embeddings = self.encode_tokenized(&sequences, Outputs::ALL, options.batch_size)?;
+        let passage_embeddings = embeddings.split_off(pairs.len());
+        Ok(embeddings
+            .iter()
+            .zip(&passage_embeddings)
+            .map(|(q, p)| {
+                let expect = "compute_score encodes every output";
+                PairScores::new(
+                    dense_score(
+                        q.dense.as_ref().expect(expect),
+                        p.dense.as_ref().expect(expect),
+                    ),
+                    sparse_score(
+                        &q.sparse.as_ref().expect(expect).weights,
+                        &p.sparse.as_ref().expect(expect).weights,
+                    ),
+                    colbert_score(
+                        q.colbert.as_ref().expect(expect),
+                        p.colbert.as_ref().expect(expect),
+                    ),
+                    weights,
+                )
+            })
+            .collect())
+    }
+
+    fn check_max_length(&self, field: &str, max_length: usize) -> Result<()> {
+        if (1..=self.max_length()).contains(&max_length) {
+            Ok(())
+        } else {
+            Err(Error::invalid_input(
+                field,
+                format!(
+                    "must be between 1 and {}, got {max_length}",
+                    self.max_length()
+                ),
+            ))
+        }
+    }
+}

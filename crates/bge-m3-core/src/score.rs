@@ -1,0 +1,227 @@
+//! Similarity scores between a query and a passage, as pure functions over the outputs of
+//! [`crate::BgeM3::encode`]. They follow `BGEM3Model.compute_dense_score`,
+//! `compute_sparse_score`, `compute_colbert_score` and `BGEM3FlagModel.compute_score` for one
+//! pair at a time.
+
+use std::collections::HashMap;
+
+use crate::{Error, Result};
+
+/// Dot product of two dense vectors (their cosine, as BGE-M3 vectors are unit length).
+/// Vectors of different lengths are compared over their common prefix; empty or zero vectors
+/// score 0.
+///
+/// ```
+/// use bge_m3_core::score::dense_score;
+/// assert_eq!(dense_score(&[0.6, 0.8], &[0.6, 0.8]), 1.0);
+/// assert_eq!(dense_score(&[0.0, 0.0], &[0.6, 0.8]), 0.0);
+/// ```
+pub fn dense_score(query: &[f32], passage: &[f32]) -> f32 {
+    query.iter().zip(passage).map(|(a, b)| a * b).sum()
+}
+
+/// Lexical matching score: the sum over token ids present in both texts of
+/// `w_query * w_passage`. Empty weights score 0.
+///
+/// ```
+/// use bge_m3_core::score::sparse_score;
+/// let query = [(10, 0.5), (11, 0.2)];
+/// let passage = [(11, 0.5), (12, 0.9), (10, 0.1)];
+/// assert!((sparse_score(&query, &passage) - (0.5 * 0.1 + 0.2 * 0.5)).abs() < 1e-7);
+/// assert_eq!(sparse_score(&query, &[]), 0.0);
+/// ```
+pub fn sparse_score(query: &[(u32, f32)], passage: &[(u32, f32)]) -> f32 {
+    let (small, large) = if query.len() <= passage.len() {
+        (query, passage)
+    } else {
+        (passage, query)
+    };
+    let index: HashMap<u32, f32> = large.iter().copied().collect();
+    small
+        .iter()
+        .filter_map(|(id, w)| index.get(id).map(|other| w * other))
+        .sum()
+}
+
+/// Late-interaction score: for every query vector the best dot product with any passage
+/// vector, averaged over the query vectors. An empty query or passage scores 0.
+///
+/// ```
+/// use bge_m3_core::score::colbert_score;
+/// let query = [vec![1.0, 0.0], vec![0.0, 1.0]];
+/// let passage = [vec![1.0, 0.0], vec![0.6, 0.8]];
+/// // Row 1 matches [1, 0] (1.0), row 2 matches [0.6, 0.8] (0.8).
+/// assert!((colbert_score(&query, &passage) - 0.9).abs() < 1e-7);
+/// assert_eq!(colbert_score::<Vec<f32>, Vec<f32>>(&[], &passage), 0.0);
+/// ```
+pub fn colbert_score<Q: AsRef<[f32]>, P: AsRef<[f32]>>(query: &[Q], passage: &[P]) -> f32 {
+    if query.is_empty() || passage.is_empty() {
+        return 0.0;
+    }
+    let total: f32 = query
+        .iter()
+        .map(|q| {
+            passage
+                .iter()
+                .map(|p| dense_score(q.as_ref(), p.as_ref()))
+                .fold(f32::NEG_INFINITY, f32::max)
+        })
+        .sum();
+    total / query.len() as f32
+}
+
+/// Weights of the fused scores, in FlagEmbedding's `weights_for_different_modes` order:
+/// dense, sparse, ColBERT.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScoreWeights {
+    pub dense: f32,
+    pub sparse: f32,
+    pub colbert: f32,
+}
+
+impl Default for ScoreWeights {
+    /// `[0.4, 0.2, 0.4]`, FlagEmbedding's and the original service's default.
+    fn default() -> Self {
+        Self {
+            dense: 0.4,
+            sparse: 0.2,
+            colbert: 0.4,
+        }
+    }
+}
+
+impl ScoreWeights {
+    /// Checks that the weights are finite, non-negative and have a positive sum.
+    ///
+    /// ```
+    /// use bge_m3_core::score::ScoreWeights;
+    /// assert!(ScoreWeights::try_from([1.0, 0.0, 0.0]).is_ok());
+    /// assert!(ScoreWeights::try_from([0.0, 0.0, 0.0]).is_err());
+    /// assert!(ScoreWeights::try_from([-1.0, 1.0, 1.0]).is_err());
+    /// ```
+    pub fn validate(self) -> Result<Self> {
+        let all = [self.dense, self.sparse, self.colbert];
+        if all.iter().any(|w| !w.is_finite() || *w < 0.0) {
+            return Err(Error::invalid_input(
+                "weights",
+                format!("each weight must be a finite number >= 0, got {all:?}"),
+            ));
+        }
+        if all.iter().sum::<f32>() <= 0.0 {
+            return Err(Error::invalid_input(
+                "weights",
+                format!("the weights must have a positive sum, got {all:?}"),
+            ));
+        }
+        Ok(self)
+    }
+}
+
+impl TryFrom<[f32; 3]> for ScoreWeights {
+    type Error = Error;
+
+    fn try_from([dense, sparse, colbert]: [f32; 3]) -> Result<Self> {
+        ScoreWeights {
+            dense,
+            sparse,
+            colbert,
+        }
+        .validate()
+    }
+}
+
+/// `(w_dense * dense + w_sparse * sparse) / (w_dense + w_sparse)`.
+///
+/// When both weights are 0 the fusion is undefined and the result is NaN, as in FlagEmbedding.
+///
+/// ```
+/// use bge_m3_core::score::{sparse_dense_score, ScoreWeights};
+/// let w = ScoreWeights { dense: 0.4, sparse: 0.2, colbert: 0.4 };
+/// assert!((sparse_dense_score(0.6, 0.3, w) - 0.5).abs() < 1e-6);
+/// ```
+pub fn sparse_dense_score(dense: f32, sparse: f32, weights: ScoreWeights) -> f32 {
+    (weights.dense * dense + weights.sparse * sparse) / (weights.dense + weights.sparse)
+}
+
+/// `(w_dense * dense + w_sparse * sparse + w_colbert * colbert) / (w_dense + w_sparse + w_colbert)`.
+///
+/// ```
+/// use bge_m3_core::score::{colbert_sparse_dense_score, ScoreWeights};
+/// let w = ScoreWeights { dense: 1.0, sparse: 1.0, colbert: 2.0 };
+/// assert!((colbert_sparse_dense_score(0.4, 0.2, 0.7, w) - 0.5).abs() < 1e-6);
+/// ```
+pub fn colbert_sparse_dense_score(
+    dense: f32,
+    sparse: f32,
+    colbert: f32,
+    weights: ScoreWeights,
+) -> f32 {
+    (weights.dense * dense + weights.sparse * sparse + weights.colbert * colbert)
+        / (weights.dense + weights.sparse + weights.colbert)
+}
+
+/// The five scores of one (query, passage) pair, as `BGEM3FlagModel.compute_score` names them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PairScores {
+    pub dense: f32,
+    pub sparse: f32,
+    pub colbert: f32,
+    /// `"sparse+dense"`.
+    pub sparse_dense: f32,
+    /// `"colbert+sparse+dense"`.
+    pub colbert_sparse_dense: f32,
+}
+
+impl PairScores {
+    /// Fuses the three raw scores with `weights`.
+    pub fn new(dense: f32, sparse: f32, colbert: f32, weights: ScoreWeights) -> Self {
+        Self {
+            dense,
+            sparse,
+            colbert,
+            sparse_dense: sparse_dense_score(dense, sparse, weights),
+            colbert_sparse_dense: colbert_sparse_dense_score(dense, sparse, colbert, weights),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colbert_takes_the_best_passage_row_even_when_negative() {
+        // Unlike FlagEmbedding's batched padding, no zero row can win over a negative match.
+        let query = [vec![1.0f32, 0.0]];
+        let passage = [vec![-1.0f32, 0.0], vec![-0.6, -0.8]];
+        assert!((colbert_score(&query, &passage) + 0.6).abs() < 1e-7);
+    }
+
+    #[test]
+    fn sparse_score_is_symmetric() {
+        let a = [(1, 0.5), (2, 0.25), (7, 1.0)];
+        let b = [(7, 0.5), (2, 2.0)];
+        assert_eq!(sparse_score(&a, &b), sparse_score(&b, &a));
+        assert!((sparse_score(&a, &b) - 1.0).abs() < 1e-7);
+    }
+
+    #[test]
+    fn weights_reject_nan_and_infinity() {
+        for bad in [
+            [f32::NAN, 1.0, 1.0],
+            [f32::INFINITY, 0.0, 0.0],
+            [0.0, -0.0, 0.0],
+        ] {
+            let err = ScoreWeights::try_from(bad).unwrap_err();
+            assert!(err.to_string().contains("`weights`"), "{err}");
+        }
+    }
+
+    #[test]
+    fn zero_dense_and_sparse_weights_leave_that_fusion_undefined() {
+        let w = ScoreWeights::try_from([0.0, 0.0, 1.0]).unwrap();
+        let scores = PairScores::new(0.5, 0.1, 0.7, w);
+        assert!(scores.sparse_dense.is_nan());
+        assert!((scores.colbert_sparse_dense - 0.7).abs() < 1e-7);
+    }
+}
