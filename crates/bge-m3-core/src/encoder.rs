@@ -49,8 +49,9 @@ pub struct EncoderInput {
     pub input_ids: Tensor,
     /// `(batch, len)` RoBERTa position ids.
     pub position_ids: Tensor,
-    /// `(batch, 1, 1, len)` additive mask (0 for real tokens, a large negative value for
-    /// padding), or `None` when no sequence is padded.
+    /// `(batch, 1, 1, len)` additive f32 mask (0 for real tokens, `f32::MIN` for padding), or
+    /// `None` when no sequence is padded. It stays f32 whatever the model dtype, because the
+    /// softmax is computed in f32.
     pub attention_mask: Option<Tensor>,
 }
 
@@ -58,13 +59,12 @@ impl EncoderInput {
     /// Pads `sequences` to the longest one. Padding is right-aligned, and masked by the
     /// sequence lengths (not by the ids, so a literal `<pad>` in a text is attended to, as
     /// with Hugging Face's tokenizer output).
-    pub fn new(sequences: &[&[u32]], pad_id: u32, dtype: DType, device: &Device) -> Result<Self> {
+    pub fn new(sequences: &[&[u32]], pad_id: u32, device: &Device) -> Result<Self> {
         let batch = sequences.len();
         let len = sequences.iter().map(|s| s.len()).max().unwrap_or(0);
         let mut ids = Vec::with_capacity(batch * len);
         let mut positions = Vec::with_capacity(batch * len);
         let mut mask = Vec::with_capacity(batch * len);
-        let masked = mask_value(dtype);
         for seq in sequences {
             let padding = len - seq.len();
             ids.extend_from_slice(seq);
@@ -72,11 +72,11 @@ impl EncoderInput {
             positions.extend(position_ids(seq, pad_id));
             positions.extend(std::iter::repeat_n(pad_id, padding));
             mask.extend(std::iter::repeat_n(0f32, seq.len()));
-            mask.extend(std::iter::repeat_n(masked, padding));
+            mask.extend(std::iter::repeat_n(f32::MIN, padding));
         }
         let needs_mask = sequences.iter().any(|s| s.len() != len);
         let attention_mask = if needs_mask {
-            Some(Tensor::from_vec(mask, (batch, 1, 1, len), device)?.to_dtype(dtype)?)
+            Some(Tensor::from_vec(mask, (batch, 1, 1, len), device)?)
         } else {
             None
         };
@@ -85,16 +85,6 @@ impl EncoderInput {
             position_ids: Tensor::from_vec(positions, (batch, len), device)?,
             attention_mask,
         })
-    }
-}
-
-/// The most negative value of `dtype`: added to a score, its softmax weight is exactly zero.
-fn mask_value(dtype: DType) -> f32 {
-    match dtype {
-        // f16::MIN and bf16::MIN.
-        DType::F16 => -65504.0,
-        DType::BF16 => f32::from_bits(0xff7f_0000),
-        _ => f32::MIN,
     }
 }
 
@@ -212,12 +202,14 @@ fn blocked_attention(
         } else {
             q.narrow(2, start, rows)?
         };
-        let scores = (q_block.matmul(&k_t)? * scale)?;
+        // The softmax runs in f32 whatever the model dtype, as PyTorch's fused attention does:
+        // a sum of 8192 exponentials accumulated in f16 loses most of its precision.
+        let scores = (q_block.matmul(&k_t)? * scale)?.to_dtype(DType::F32)?;
         let scores = match attention_mask {
             Some(mask) => scores.broadcast_add(mask)?,
             None => scores,
         };
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
         outputs.push(probs.matmul(v)?);
     }
     if outputs.len() == 1 {
@@ -383,7 +375,7 @@ mod tests {
     fn padded_batch_masks_by_length_not_by_id() {
         let a: &[u32] = &[0, 1, 2];
         let b: &[u32] = &[0, 2];
-        let input = EncoderInput::new(&[a, b], 1, DType::F32, &Device::Cpu).unwrap();
+        let input = EncoderInput::new(&[a, b], 1, &Device::Cpu).unwrap();
         assert_eq!(
             input.input_ids.to_vec2::<u32>().unwrap(),
             vec![vec![0, 1, 2], vec![0, 2, 1]]
@@ -397,7 +389,7 @@ mod tests {
         assert_eq!(mask[..4], [0.0, 0.0, 0.0, 0.0]);
         assert_eq!(mask[4], 0.0);
         assert_eq!(mask[5], f32::MIN);
-        let same_length = EncoderInput::new(&[b, b], 1, DType::F32, &Device::Cpu).unwrap();
+        let same_length = EncoderInput::new(&[b, b], 1, &Device::Cpu).unwrap();
         assert!(same_length.attention_mask.is_none());
     }
 
@@ -406,12 +398,10 @@ mod tests {
         // The position ids are integers whatever the model dtype, so the 8192nd token looks up
         // row 8193 in f16 and bf16 too (a float cumsum would have drifted long before).
         let ids = vec![5u32; 8192];
-        for dtype in [DType::F16, DType::BF16, DType::F32] {
-            let input = EncoderInput::new(&[&ids], 1, dtype, &Device::Cpu).unwrap();
-            assert_eq!(input.position_ids.dtype(), DType::U32);
-            let positions = input.position_ids.to_vec2::<u32>().unwrap().remove(0);
-            assert_eq!(positions, (2..8194).collect::<Vec<u32>>());
-        }
+        let input = EncoderInput::new(&[&ids], 1, &Device::Cpu).unwrap();
+        assert_eq!(input.position_ids.dtype(), DType::U32);
+        let positions = input.position_ids.to_vec2::<u32>().unwrap().remove(0);
+        assert_eq!(positions, (2..8194).collect::<Vec<u32>>());
     }
 
     #[test]

@@ -316,7 +316,7 @@ impl BgeM3 {
             ));
         }
         let pad = self.config.pad_token_id;
-        let input = EncoderInput::new(sequences, pad, self.dtype(), self.device())?;
+        let input = EncoderInput::new(sequences, pad, self.device())?;
         let hidden = self.encoder.forward(&input)?.to_dtype(DType::F32)?;
         let (batch, len, hidden_size) = hidden.dims3()?;
 

@@ -13,6 +13,17 @@ fn check_encode_cases(name: &str) {
     for case in &expected.encode {
         let what = format!("{name}/{}", case.name);
         let ids = model.tokenize(&case.texts, case.max_length).unwrap();
+        if case.max_length < 2 {
+            // Hugging Face's tokenizer cannot fit `<s></s>` in max_length 1: it logs an error
+            // and returns the sequence untruncated (so a long text would overflow the position
+            // table). We keep the two markers instead; see the README.
+            assert!(
+                case.input_ids.iter().any(|ids| ids.len() > 2),
+                "{what}: FlagEmbedding now truncates at max_length 1; follow it"
+            );
+            assert!(ids.iter().all(|ids| ids == &[0, 2]), "{what}: {ids:?}");
+            continue;
+        }
         assert_eq!(ids, case.input_ids, "{what}: token ids");
 
         let options = EncodeOptions {
