@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use bge_m3_core::{BgeM3, DeviceSpec, EncodeOptions, LoadOptions, Outputs};
 use clap::Parser;
-use serde_json::{json, Map, Value};
+use serde::{Serialize, Serializer};
 
 /// Encode texts with BGE-M3 and print dense, sparse (and ColBERT) vectors as JSON.
 #[derive(Parser)]
@@ -35,6 +35,31 @@ struct Args {
     texts: Vec<String>,
 }
 
+/// The native `/embeddings` response shape.
+#[derive(Serialize)]
+struct Response<'a> {
+    dense_vecs: Vec<&'a [f32]>,
+    sparse_vecs: Vec<TokenWeights>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    colbert_vecs: Option<Vec<&'a [Vec<f32>]>>,
+    usage: Usage,
+}
+
+#[derive(Serialize)]
+struct Usage {
+    prompt_tokens: usize,
+    total_tokens: usize,
+}
+
+/// Lexical weights as a JSON object `{token: weight}`, in FlagEmbedding's order.
+struct TokenWeights(Vec<(String, f32)>);
+
+impl Serialize for TokenWeights {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(token, weight)| (token, weight)))
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let model = BgeM3::load(
@@ -55,29 +80,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let embeddings = model.encode(&args.texts, &options)?;
 
-    let mut sparse_vecs = Vec::with_capacity(embeddings.len());
-    for embedding in &embeddings {
-        let by_token = model.sparse_by_token(embedding.sparse.as_ref().expect("asked for"))?;
-        let map: Map<String, Value> = by_token.into_iter().map(|(t, w)| (t, json!(w))).collect();
-        sparse_vecs.push(Value::Object(map));
-    }
-    let tokens: usize = embeddings.iter().map(|e| e.tokens).sum();
-    let mut out = Map::new();
-    out.insert(
-        "dense_vecs".into(),
-        json!(embeddings.iter().map(|e| &e.dense).collect::<Vec<_>>()),
-    );
-    out.insert("sparse_vecs".into(), Value::Array(sparse_vecs));
-    if args.colbert {
-        out.insert(
-            "colbert_vecs".into(),
-            json!(embeddings.iter().map(|e| &e.colbert).collect::<Vec<_>>()),
-        );
-    }
-    out.insert(
-        "usage".into(),
-        json!({"prompt_tokens": tokens, "total_tokens": tokens}),
-    );
-    println!("{}", Value::Object(out));
+    let sparse_vecs = embeddings
+        .iter()
+        .map(|e| {
+            model
+                .sparse_by_token(e.sparse.as_ref().expect("asked for"))
+                .map(TokenWeights)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let tokens = embeddings.iter().map(|e| e.tokens).sum();
+    let response = Response {
+        dense_vecs: embeddings
+            .iter()
+            .map(|e| e.dense.as_deref().expect("asked for"))
+            .collect(),
+        sparse_vecs,
+        colbert_vecs: args.colbert.then(|| {
+            embeddings
+                .iter()
+                .map(|e| e.colbert.as_deref().expect("asked for"))
+                .collect()
+        }),
+        usage: Usage {
+            prompt_tokens: tokens,
+            total_tokens: tokens,
+        },
+    };
+    println!("{}", serde_json::to_string(&response)?);
     Ok(())
 }
