@@ -111,6 +111,34 @@ pub struct Embedding {
     pub tokens: usize,
 }
 
+impl Embedding {
+    /// The five scores of this embedding (the query) against `passage`, from the pure
+    /// functions of [`crate::score`]. Both need all three outputs ([`Outputs::ALL`]).
+    pub fn score(&self, passage: &Embedding, weights: ScoreWeights) -> Result<PairScores> {
+        let missing = |output: &str| {
+            Error::invalid_input(
+                "outputs",
+                format!("scoring needs the {output} output of both texts"),
+            )
+        };
+        let (Some(qd), Some(pd)) = (&self.dense, &passage.dense) else {
+            return Err(missing("dense"));
+        };
+        let (Some(qs), Some(ps)) = (&self.sparse, &passage.sparse) else {
+            return Err(missing("sparse"));
+        };
+        let (Some(qc), Some(pc)) = (&self.colbert, &passage.colbert) else {
+            return Err(missing("colbert"));
+        };
+        Ok(PairScores::new(
+            dense_score(qd, pd),
+            sparse_score(&qs.weights, &ps.weights),
+            colbert_score(qc, pc),
+            weights,
+        ))
+    }
+}
+
 /// BGE-M3: tokenizer, XLM-RoBERTa encoder and the dense, sparse and ColBERT heads.
 pub struct BgeM3 {
     config: Config,
@@ -416,42 +444,48 @@ impl BgeM3 {
         pairs: &[(Q, P)],
         options: &ScoreOptions,
     ) -> Result<Vec<PairScores>> {
-        let weights = options.weights.validate()?;
-        self.check_max_length("max_query_length", options.max_query_length)?;
-        self.check_max_length("max_passage_length", options.max_passage_length)?;
         let queries: Vec<&str> = pairs.iter().map(|(q, _)| q.as_ref()).collect();
         let passages: Vec<&str> = pairs.iter().map(|(_, p)| p.as_ref()).collect();
-        let mut sequences = self
+        self.check_max_length("max_query_length", options.max_query_length)?;
+        self.check_max_length("max_passage_length", options.max_passage_length)?;
+        let queries = self
             .tokenizer
             .encode_batch(&queries, options.max_query_length)?;
-        sequences.extend(
-            self.tokenizer
-                .encode_batch(&passages, options.max_passage_length)?,
-        );
-        let mut embeddings = self.encode_tokenized(&sequences, Outputs::ALL, options.batch_size)?;
-        let passage_embeddings = embeddings.split_off(pairs.len());
-        Ok(embeddings
+        let passages = self
+            .tokenizer
+            .encode_batch(&passages, options.max_passage_length)?;
+        self.score_tokenized(&queries, &passages, options.weights, options.batch_size)
+    }
+
+    /// [`Self::compute_score`] on `<s> … </s>` sequences (from [`Self::tokenize`] or
+    /// [`Self::wrap_ids`]): `queries[i]` is scored against `passages[i]`. Queries and passages
+    /// share the forward passes.
+    pub fn score_tokenized<Q: AsRef<[u32]>, P: AsRef<[u32]>>(
+        &self,
+        queries: &[Q],
+        passages: &[P],
+        weights: ScoreWeights,
+        batch_size: usize,
+    ) -> Result<Vec<PairScores>> {
+        let weights = weights.validate()?;
+        if queries.len() != passages.len() {
+            return Err(Error::invalid_input(
+                "pairs",
+                format!("{} queries but {} passages", queries.len(), passages.len()),
+            ));
+        }
+        let sequences: Vec<&[u32]> = queries
+            .iter()
+            .map(AsRef::as_ref)
+            .chain(passages.iter().map(AsRef::as_ref))
+            .collect();
+        let mut embeddings = self.encode_tokenized(&sequences, Outputs::ALL, batch_size)?;
+        let passage_embeddings = embeddings.split_off(queries.len());
+        embeddings
             .iter()
             .zip(&passage_embeddings)
-            .map(|(q, p)| {
-                let expect = "compute_score encodes every output";
-                PairScores::new(
-                    dense_score(
-                        q.dense.as_ref().expect(expect),
-                        p.dense.as_ref().expect(expect),
-                    ),
-                    sparse_score(
-                        &q.sparse.as_ref().expect(expect).weights,
-                        &p.sparse.as_ref().expect(expect).weights,
-                    ),
-                    colbert_score(
-                        q.colbert.as_ref().expect(expect),
-                        p.colbert.as_ref().expect(expect),
-                    ),
-                    weights,
-                )
-            })
-            .collect())
+            .map(|(q, p)| q.score(p, weights))
+            .collect()
     }
 
     fn check_max_length(&self, field: &str, max_length: usize) -> Result<()> {

@@ -1,0 +1,338 @@
+//! The server's one error type and its mapping to HTTP: every failure, from a malformed body to
+//! a model fault, leaves as OpenAI's error body with the status of the contract (API.md),
+//! decided here and nowhere else.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use actix_web::http::{header, Method, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+/// Everything that can go wrong in the server, while starting or while answering a request.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// 400: a field is missing, has the wrong type or an invalid value.
+    #[error("{message}")]
+    InvalidRequest {
+        /// The offending field, as a JSON path (`input`, `input_type.dense`, `weights`).
+        param: Option<String>,
+        message: String,
+        code: &'static str,
+    },
+
+    /// 400: the body is not JSON.
+    #[error("the request body is not valid JSON: {0}")]
+    MalformedJson(String),
+
+    /// 400: the body was sent with a Content-Type other than JSON.
+    #[error("Content-Type must be application/json, got {0:?}")]
+    UnsupportedContentType(String),
+
+    /// 404: `model` names no model served here.
+    #[error("The model `{0}` does not exist")]
+    ModelNotFound(String),
+
+    /// 404: no route has this path.
+    #[error("Invalid URL ({method} {path})")]
+    RouteNotFound { method: Method, path: String },
+
+    /// 405: the route exists but not for this method.
+    #[error("Method {method} is not allowed on {path}; it accepts {allowed}")]
+    MethodNotAllowed {
+        method: Method,
+        path: String,
+        allowed: Method,
+    },
+
+    /// 413: the body is larger than the configured limit.
+    #[error("the request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+
+    /// 413: more inputs than the configured limit.
+    #[error("`{param}` has {count} items, more than the limit of {limit} per request")]
+    TooManyInputs {
+        param: &'static str,
+        count: usize,
+        limit: usize,
+    },
+
+    /// 429: the queue in front of the model is full.
+    #[error("the server is overloaded ({capacity} requests are already waiting); retry later")]
+    Overloaded { capacity: usize },
+
+    /// 503: the model is still loading.
+    #[error("the model is still loading; retry when /health answers 200")]
+    ModelLoading,
+
+    /// 503: the model failed to load (the process is about to exit).
+    #[error("the model failed to load: {0}")]
+    ModelFailed(String),
+
+    /// 500: the model failed on a valid request. The cause goes to the log, not to the client.
+    #[error("the model failed on this request; the server log has the cause")]
+    Inference(#[source] bge_m3_core::Error),
+
+    /// 500: the server itself is broken (the model worker panicked or is gone).
+    #[error("internal error: {0}")]
+    Internal(String),
+
+    /// At startup: the listening socket cannot be opened.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// At startup: the model cannot be loaded.
+    #[error("cannot load the model from {}", path.display())]
+    Load {
+        path: PathBuf,
+        #[source]
+        source: bge_m3_core::Error,
+    },
+
+    /// At startup or shutdown: the HTTP server or the model thread failed.
+    #[error("server: {0}")]
+    Io(#[source] std::io::Error),
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// 400 for `param`, with code `invalid_value`.
+    pub fn invalid(param: impl Into<String>, message: impl fmt::Display) -> Self {
+        let param = param.into();
+        Error::InvalidRequest {
+            message: format!("invalid `{param}`: {message}"),
+            param: Some(param),
+            code: "invalid_value",
+        }
+    }
+
+    /// 400 for a required field that is absent (or `null`).
+    pub fn missing(param: &str) -> Self {
+        Error::InvalidRequest {
+            param: Some(param.to_string()),
+            message: format!("`{param}` is required"),
+            code: "missing_field",
+        }
+    }
+
+    /// The JSON path of the field at fault, when there is one.
+    fn param(&self) -> Option<&str> {
+        match self {
+            Error::InvalidRequest { param, .. } => param.as_deref(),
+            Error::ModelNotFound(_) => Some("model"),
+            Error::TooManyInputs { param, .. } => Some(param),
+            _ => None,
+        }
+    }
+
+    /// OpenAI's `type` and our machine-readable `code`.
+    fn kind(&self) -> (&'static str, &'static str) {
+        const INVALID: &str = "invalid_request_error";
+        match self {
+            Error::InvalidRequest { code, .. } => (INVALID, code),
+            Error::MalformedJson(_) => (INVALID, "invalid_json"),
+            Error::UnsupportedContentType(_) => (INVALID, "invalid_content_type"),
+            Error::ModelNotFound(_) => (INVALID, "model_not_found"),
+            Error::RouteNotFound { .. } => (INVALID, "not_found"),
+            Error::MethodNotAllowed { .. } => (INVALID, "method_not_allowed"),
+            Error::BodyTooLarge { .. } => (INVALID, "body_too_large"),
+            Error::TooManyInputs { .. } => (INVALID, "too_many_inputs"),
+            Error::Overloaded { .. } => ("rate_limit_error", "queue_full"),
+            Error::ModelLoading => ("server_error", "model_loading"),
+            Error::ModelFailed(_) => ("server_error", "model_load_failed"),
+            Error::Inference(_)
+            | Error::Internal(_)
+            | Error::Bind { .. }
+            | Error::Load { .. }
+            | Error::Io(_) => ("server_error", "internal_error"),
+        }
+    }
+}
+
+impl From<bge_m3_core::Error> for Error {
+    /// The core's [`bge_m3_core::Error::InvalidInput`] is the caller's fault; the rest are ours.
+    fn from(e: bge_m3_core::Error) -> Self {
+        match e {
+            bge_m3_core::Error::InvalidInput { field, message } => Error::invalid(field, message),
+            other => Error::Inference(other),
+        }
+    }
+}
+
+/// `{"error": {...}}`, OpenAI's error body.
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    message: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    param: Option<&'a str>,
+    code: &'static str,
+}
+
+impl ResponseError for Error {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Error::InvalidRequest { .. }
+            | Error::MalformedJson(_)
+            | Error::UnsupportedContentType(_) => StatusCode::BAD_REQUEST,
+            Error::ModelNotFound(_) | Error::RouteNotFound { .. } => StatusCode::NOT_FOUND,
+            Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Error::BodyTooLarge { .. } | Error::TooManyInputs { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            Error::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::ModelLoading | Error::ModelFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Inference(_)
+            | Error::Internal(_)
+            | Error::Bind { .. }
+            | Error::Load { .. }
+            | Error::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %Report(self), "request failed");
+        }
+        let mut response = HttpResponse::build(status);
+        match self {
+            Error::MethodNotAllowed { allowed, .. } => {
+                response.insert_header((header::ALLOW, allowed.as_str()));
+            }
+            Error::Overloaded { .. } | Error::ModelLoading => {
+                response.insert_header((header::RETRY_AFTER, "1"));
+            }
+            _ => {}
+        }
+        let (kind, code) = self.kind();
+        response.json(ErrorBody {
+            error: ErrorDetail {
+                message: self.to_string(),
+                kind,
+                param: self.param(),
+                code,
+            },
+        })
+    }
+}
+
+/// Displays an error with its chain of causes, `outer: cause: root cause`, for the logs.
+pub struct Report<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::to_bytes;
+
+    async fn body(error: Error) -> (StatusCode, serde_json::Value) {
+        let response = error.error_response();
+        let status = response.status();
+        let bytes = to_bytes(response.into_body()).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[actix_web::test]
+    async fn every_error_has_openais_shape() {
+        let cases = [
+            (
+                Error::invalid("max_length", "must be between 1 and 8192, got 0"),
+                400,
+                "invalid_value",
+                Some("max_length"),
+            ),
+            (Error::missing("input"), 400, "missing_field", Some("input")),
+            (
+                Error::MalformedJson("EOF".into()),
+                400,
+                "invalid_json",
+                None,
+            ),
+            (
+                Error::ModelNotFound("gpt-4".into()),
+                404,
+                "model_not_found",
+                Some("model"),
+            ),
+            (
+                Error::TooManyInputs {
+                    param: "input",
+                    count: 3,
+                    limit: 2,
+                },
+                413,
+                "too_many_inputs",
+                Some("input"),
+            ),
+            (
+                Error::BodyTooLarge { limit: 10 },
+                413,
+                "body_too_large",
+                None,
+            ),
+            (Error::Overloaded { capacity: 4 }, 429, "queue_full", None),
+            (Error::ModelLoading, 503, "model_loading", None),
+            (
+                Error::Internal("worker gone".into()),
+                500,
+                "internal_error",
+                None,
+            ),
+        ];
+        for (error, status, code, param) in cases {
+            let message = error.to_string();
+            let (got_status, json) = body(error).await;
+            assert_eq!(got_status.as_u16(), status, "{json}");
+            assert_eq!(json["error"]["code"], code);
+            assert_eq!(json["error"]["param"].as_str(), param);
+            assert_eq!(json["error"]["message"], message.as_str());
+            assert!(json["error"]["type"].is_string());
+        }
+    }
+
+    #[test]
+    fn core_input_errors_are_the_callers_fault() {
+        let core = bge_m3_core::score::ScoreWeights::try_from([-1.0, 1.0, 1.0]).unwrap_err();
+        let error = Error::from(core);
+        assert_eq!(error.status_code(), StatusCode::BAD_REQUEST);
+        assert_eq!(error.param(), Some("weights"));
+        let fault = Error::from(bge_m3_core::Error::Tokenizer("boom".into()));
+        assert_eq!(fault.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn report_shows_the_causes() {
+        let error = Error::Bind {
+            addr: "0.0.0.0:1".into(),
+            source: std::io::Error::new(std::io::ErrorKind::AddrInUse, "address in use"),
+        };
+        assert_eq!(
+            Report(&error).to_string(),
+            "cannot listen on 0.0.0.0:1: address in use"
+        );
+    }
+}

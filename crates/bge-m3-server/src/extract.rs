@@ -1,0 +1,192 @@
+//! [`Json`], the request body as JSON, failing with this crate's [`Error`] (and so with OpenAI's
+//! error body) where actix's own `web::Json` would answer with its plain-text errors.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::error::PayloadError;
+use actix_web::{dev::Payload, web, FromRequest, HttpMessage, HttpRequest};
+use serde::de::DeserializeOwned;
+
+use crate::state::AppState;
+use crate::{Error, Result};
+
+/// A JSON request body deserialized into `T`.
+///
+/// - The body may be at most [`crate::state::Limits::max_body_bytes`] long (413 otherwise).
+/// - A `Content-Type` other than JSON is a 400. A missing one is read as JSON, as the FastAPI
+///   service this server replaces did (so `curl -d` without `-H` keeps working).
+/// - A syntax error is a 400 `invalid_json`; a wrong type or value is a 400 naming the field
+///   by its JSON path (`input_type.dense`).
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let content_type = check_content_type(req);
+        let limit = req
+            .app_data::<web::Data<AppState>>()
+            .map_or(0, |state| state.limits().max_body_bytes);
+        let body = web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            content_type?;
+            let body = body.await.map_err(|e| match e.as_error::<PayloadError>() {
+                Some(PayloadError::Overflow) => Error::BodyTooLarge { limit },
+                _ => Error::InvalidRequest {
+                    param: None,
+                    message: format!("cannot read the request body: {e}"),
+                    code: "invalid_body",
+                },
+            })?;
+            parse(&body).map(Json)
+        })
+    }
+}
+
+fn check_content_type(req: &HttpRequest) -> Result<()> {
+    let mime = req
+        .mime_type()
+        .map_err(|_| Error::UnsupportedContentType(req.content_type().to_string()))?;
+    match mime {
+        None => Ok(()),
+        Some(mime) if mime.subtype() == "json" || mime.suffix().is_some_and(|s| s == "json") => {
+            Ok(())
+        }
+        Some(mime) => Err(Error::UnsupportedContentType(
+            mime.essence_str().to_string(),
+        )),
+    }
+}
+
+/// Deserializes a body, which must be a JSON object, naming the field at fault in the error.
+pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
+    // serde would also fill a struct from an array, positionally: `["a"]` must not pass for
+    // `{"input": "a"}`.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                Err(e) => Error::MalformedJson(e.to_string()),
+                Ok(_) => Error::InvalidRequest {
+                    param: None,
+                    message: "the request body must be a JSON object".to_string(),
+                    code: "invalid_value",
+                },
+            },
+        );
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            Error::MalformedJson(inner.to_string())
+        } else if path == "." {
+            Error::InvalidRequest {
+                param: None,
+                message: format!("invalid request body: {}", describe(&inner)),
+                code: "invalid_value",
+            }
+        } else {
+            // `param` names the field (`weights`), the message the element (`weights[1]`).
+            let field = path.split('[').next().unwrap_or(&path);
+            Error::InvalidRequest {
+                message: format!("invalid `{path}`: {}", describe(&inner)),
+                param: Some(field.to_string()),
+                code: "invalid_value",
+            }
+        }
+    })?;
+    deserializer
+        .end()
+        .map_err(|e| Error::MalformedJson(e.to_string()))?;
+    Ok(value)
+}
+
+/// serde_json's message in the caller's terms: without its " at line 1 column 42" suffix,
+/// which means little once the field is named, and without Rust type names.
+fn describe(e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    let message = match message.rfind(" at line ") {
+        Some(i) => &message[..i],
+        None => &message,
+    };
+    [
+        ("expected usize", "expected a non-negative integer"),
+        ("expected f32", "expected a number"),
+        ("expected a borrowed string", "expected a string"),
+    ]
+    .iter()
+    .fold(message.to_string(), |m, (rust, json)| m.replace(rust, json))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Request {
+        max_length: Option<usize>,
+        weights: Option<Vec<f32>>,
+        flags: Option<Flags>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Flags {
+        dense: Option<bool>,
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let err = parse::<Request>(br#"{"max_length": "long"}"#).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidRequest { param: Some(p), .. } if p == "max_length"),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "invalid `max_length`: invalid type: string \"long\", expected a non-negative integer"
+        );
+        let err = parse::<Request>(br#"{"weights": [1, null]}"#).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidRequest { param: Some(p), .. } if p == "weights"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("`weights[1]`"), "{err}");
+        let err = parse::<Request>(br#"{"flags": {"dense": 1}}"#).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidRequest { param: Some(p), .. } if p == "flags.dense"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_and_wrong_shapes() {
+        assert!(matches!(
+            parse::<Request>(br#"{"max_length": 1"#),
+            Err(Error::MalformedJson(_))
+        ));
+        assert!(matches!(
+            parse::<Request>(b"{} trailing"),
+            Err(Error::MalformedJson(_))
+        ));
+        assert!(matches!(
+            parse::<Request>(b""),
+            Err(Error::MalformedJson(_))
+        ));
+        for body in [&b"[1, 2]"[..], b"null", b" \"a\"", b"3"] {
+            let err = parse::<Request>(body).unwrap_err();
+            assert!(
+                matches!(&err, Error::InvalidRequest { param: None, .. }),
+                "{err:?}"
+            );
+        }
+        assert!(matches!(
+            parse::<Request>(b"nul"),
+            Err(Error::MalformedJson(_))
+        ));
+    }
+}

@@ -1,0 +1,225 @@
+//! How the outputs of one input are written in a response: `dimensions`, `encoding_format`
+//! and `sparse_format`, shared by `/v1/embeddings` and `/embeddings`.
+
+use base64::Engine;
+use bge_m3_core::{Embedding, SparseEmbedding};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
+
+/// `encoding_format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum EncodingFormat {
+    /// JSON numbers.
+    #[default]
+    Float,
+    /// Base64 of the little-endian f32 bytes, what OpenAI's Python SDK asks for by default.
+    Base64,
+}
+
+/// `sparse_format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum SparseFormat {
+    /// `{"What": 0.08}`: keyed by token string, like `convert_id_to_token`.
+    #[default]
+    Token,
+    /// `{"4865": 0.08}`: keyed by token id, FlagEmbedding's `lexical_weights`.
+    Id,
+    /// `{"indices": [4865], "values": [0.08]}`, for Qdrant, Milvus and pgvector.
+    Indices,
+}
+
+/// A vector as JSON numbers or as base64.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub(crate) enum Vector {
+    Float(Vec<f32>),
+    Base64(String),
+}
+
+/// Sparse weights in one of the [`SparseFormat`]s.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Sparse {
+    /// A JSON object from key to weight, in FlagEmbedding's order.
+    Map(Vec<(String, f32)>),
+    /// Parallel arrays, ascending by token id.
+    Indices { indices: Vec<u32>, values: Vec<f32> },
+}
+
+impl Serialize for Sparse {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Sparse::Map(entries) => {
+                let mut map = serializer.serialize_map(Some(entries.len()))?;
+                for (key, weight) in entries {
+                    map.serialize_entry(key, weight)?;
+                }
+                map.end()
+            }
+            Sparse::Indices { indices, values } => {
+                let mut map = serializer.serialize_map(Some(2))?;
+                map.serialize_entry("indices", indices)?;
+                map.serialize_entry("values", values)?;
+                map.end()
+            }
+        }
+    }
+}
+
+/// The outputs of one input, written the way the request asked.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Item {
+    pub dense: Option<Vector>,
+    pub sparse: Option<Sparse>,
+    pub colbert: Option<Vec<Vector>>,
+}
+
+/// The formatting options of a request, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Format {
+    pub encoding: EncodingFormat,
+    /// Keep this many dense values, then re-normalise (OpenAI's `dimensions`).
+    pub dimensions: Option<usize>,
+    pub sparse: SparseFormat,
+}
+
+impl Format {
+    /// Writes one input's outputs. `sparse_tokens` are its token-keyed weights, present when
+    /// the format is [`SparseFormat::Token`].
+    pub fn item(&self, embedding: Embedding, sparse_tokens: Option<Vec<(String, f32)>>) -> Item {
+        Item {
+            dense: embedding.dense.map(|dense| {
+                self.vector(match self.dimensions {
+                    Some(dimensions) => truncate_normalised(dense, dimensions),
+                    None => dense,
+                })
+            }),
+            sparse: embedding
+                .sparse
+                .map(|sparse| self.sparse_weights(sparse, sparse_tokens)),
+            colbert: embedding
+                .colbert
+                .map(|rows| rows.into_iter().map(|row| self.vector(row)).collect()),
+        }
+    }
+
+    fn vector(&self, values: Vec<f32>) -> Vector {
+        match self.encoding {
+            EncodingFormat::Float => Vector::Float(values),
+            EncodingFormat::Base64 => Vector::Base64(base64_f32(&values)),
+        }
+    }
+
+    fn sparse_weights(
+        &self,
+        sparse: SparseEmbedding,
+        by_token: Option<Vec<(String, f32)>>,
+    ) -> Sparse {
+        match (self.sparse, by_token) {
+            (SparseFormat::Token, Some(by_token)) => Sparse::Map(by_token),
+            (SparseFormat::Indices, _) => {
+                let mut weights = sparse.weights;
+                weights.sort_unstable_by_key(|&(id, _)| id);
+                let (indices, values) = weights.into_iter().unzip();
+                Sparse::Indices { indices, values }
+            }
+            (SparseFormat::Id | SparseFormat::Token, _) => Sparse::Map(
+                sparse
+                    .weights
+                    .into_iter()
+                    .map(|(id, weight)| (id.to_string(), weight))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// OpenAI's `dimensions`: the first `dimensions` values, rescaled to unit length. A vector
+/// no longer than `dimensions` is returned as it is; a zero prefix stays zero.
+pub(crate) fn truncate_normalised(mut values: Vec<f32>, dimensions: usize) -> Vec<f32> {
+    if values.len() <= dimensions {
+        return values;
+    }
+    values.truncate(dimensions);
+    let norm = values.iter().map(|v| v * v).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        values.iter_mut().for_each(|v| *v /= norm);
+    }
+    values
+}
+
+/// Base64 of the little-endian f32 bytes, as OpenAI encodes embeddings.
+pub(crate) fn base64_f32(values: &[f32]) -> String {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn format(encoding: EncodingFormat, dimensions: Option<usize>, sparse: SparseFormat) -> Format {
+        Format {
+            encoding,
+            dimensions,
+            sparse,
+        }
+    }
+
+    fn embedding() -> Embedding {
+        Embedding {
+            dense: Some(vec![0.6, 0.0, 0.8]),
+            sparse: Some(SparseEmbedding {
+                weights: vec![(30, 0.5), (7, 0.25)],
+            }),
+            colbert: Some(vec![vec![1.0, 0.0]]),
+            tokens: 2,
+        }
+    }
+
+    #[test]
+    fn truncation_renormalises() {
+        assert_eq!(truncate_normalised(vec![0.6, 0.8, 0.0], 1), vec![1.0]);
+        assert_eq!(truncate_normalised(vec![3.0, 4.0, 1.0], 2), vec![0.6, 0.8]);
+        assert_eq!(truncate_normalised(vec![0.0, 0.0, 1.0], 2), vec![0.0, 0.0]);
+        assert_eq!(truncate_normalised(vec![0.6, 0.8], 2), vec![0.6, 0.8]);
+    }
+
+    #[test]
+    fn base64_is_little_endian_f32() {
+        assert_eq!(base64_f32(&[1.0]), "AACAPw==");
+        assert_eq!(base64_f32(&[]), "");
+    }
+
+    #[test]
+    fn sparse_formats() {
+        let tokens = Some(vec![("What".to_string(), 0.5), ("?".to_string(), 0.25)]);
+        let write = |sparse, tokens| {
+            let item = format(EncodingFormat::Float, None, sparse).item(embedding(), tokens);
+            serde_json::to_string(&item.sparse.unwrap()).unwrap()
+        };
+        assert_eq!(
+            write(SparseFormat::Token, tokens),
+            r#"{"What":0.5,"?":0.25}"#
+        );
+        assert_eq!(write(SparseFormat::Id, None), r#"{"30":0.5,"7":0.25}"#);
+        assert_eq!(
+            write(SparseFormat::Indices, None),
+            r#"{"indices":[7,30],"values":[0.25,0.5]}"#
+        );
+    }
+
+    #[test]
+    fn dimensions_and_base64_apply_to_dense_and_base64_to_colbert() {
+        let item =
+            format(EncodingFormat::Base64, Some(1), SparseFormat::Id).item(embedding(), None);
+        assert_eq!(item.dense, Some(Vector::Base64(base64_f32(&[1.0]))));
+        assert_eq!(
+            item.colbert,
+            Some(vec![Vector::Base64(base64_f32(&[1.0, 0.0]))])
+        );
+        let item = format(EncodingFormat::Float, Some(3), SparseFormat::Id).item(embedding(), None);
+        assert_eq!(item.dense, Some(Vector::Float(vec![0.6, 0.0, 0.8])));
+    }
+}

@@ -1,0 +1,185 @@
+//! What every handler shares: the served model's names, the request limits, and whether the
+//! model has loaded (and then its dimensions and the queue in front of it).
+
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bge_m3_core::BgeM3;
+
+use crate::batcher::Batcher;
+use crate::config::Config;
+use crate::{Error, Result};
+
+/// Limits on one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most texts, token arrays or `/score` pairs in one request. Default: 2048.
+    pub max_inputs: usize,
+    /// Largest request body in bytes. Default: 16 MiB.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_inputs: 2048,
+            max_body_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Facts about the loaded model that the handlers need without asking the model's thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// Width of the dense vectors (1024 for BGE-M3).
+    pub dense_dim: usize,
+    /// Width of the ColBERT vectors.
+    pub colbert_dim: usize,
+    /// Longest input in tokens, `<s>` and `</s>` included (8192 for BGE-M3).
+    pub max_length: usize,
+    /// Number of token ids the model accepts.
+    pub vocab_size: usize,
+    /// Where the model runs: `cpu`, `cuda`, `cuda:N`.
+    pub device: String,
+    /// When the model finished loading, in Unix seconds (`created` in `/v1/models`).
+    pub loaded_at: u64,
+}
+
+impl ModelInfo {
+    /// Reads the facts off a loaded model.
+    pub fn of(model: &BgeM3) -> Self {
+        Self {
+            dense_dim: model.dense_dim(),
+            colbert_dim: model.colbert_dim(),
+            max_length: model.max_length(),
+            vocab_size: model.vocab_size(),
+            device: bge_m3_core::device::device_name(model.device()),
+            loaded_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        }
+    }
+}
+
+/// The loaded model, as the handlers reach it.
+pub(crate) struct Ready {
+    pub info: ModelInfo,
+    pub batcher: Batcher,
+}
+
+/// Where the model stands.
+pub(crate) enum Status<'a> {
+    Loading,
+    Ready(&'a ModelInfo),
+    Failed(&'a str),
+}
+
+/// The state shared by every handler of every HTTP worker (behind `web::Data`).
+///
+/// It starts out loading; [`AppState::set_ready`] or [`AppState::set_failed`] settles it once.
+pub struct AppState {
+    model_id: String,
+    aliases: Vec<String>,
+    limits: Limits,
+    status: OnceLock<std::result::Result<Ready, String>>,
+}
+
+impl AppState {
+    /// A state whose model is still loading.
+    pub fn new(model_id: impl Into<String>, aliases: Vec<String>, limits: Limits) -> Self {
+        Self {
+            model_id: model_id.into(),
+            aliases,
+            limits,
+            status: OnceLock::new(),
+        }
+    }
+
+    /// A loading state with the names and limits of `config`.
+    pub fn from_config(config: &Config) -> Self {
+        Self::new(
+            config.model_id.clone(),
+            config.aliases(),
+            Limits {
+                max_inputs: config.max_inputs,
+                max_body_bytes: config.max_body_bytes,
+            },
+        )
+    }
+
+    /// The model has loaded: requests go to `batcher` from now on. Only the first call of
+    /// this or [`Self::set_failed`] counts.
+    pub fn set_ready(&self, info: ModelInfo, batcher: Batcher) {
+        let _ = self.status.set(Ok(Ready { info, batcher }));
+    }
+
+    /// The model could not be loaded; `/health` says so until the process exits.
+    pub fn set_failed(&self, reason: impl Into<String>) {
+        let _ = self.status.set(Err(reason.into()));
+    }
+
+    /// The id the model is served under.
+    pub fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    /// The other names accepted for it.
+    pub fn aliases(&self) -> &[String] {
+        &self.aliases
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    pub(crate) fn status(&self) -> Status<'_> {
+        match self.status.get() {
+            None => Status::Loading,
+            Some(Ok(ready)) => Status::Ready(&ready.info),
+            Some(Err(reason)) => Status::Failed(reason),
+        }
+    }
+
+    /// The loaded model, or the 503 that says why there is none.
+    pub(crate) fn ready(&self) -> Result<&Ready> {
+        match self.status.get() {
+            None => Err(Error::ModelLoading),
+            Some(Ok(ready)) => Ok(ready),
+            Some(Err(reason)) => Err(Error::ModelFailed(reason.clone())),
+        }
+    }
+
+    /// Checks a requested model name: `None` (not sent) and every accepted name stand for the
+    /// served model; anything else is a 404.
+    pub(crate) fn check_model(&self, requested: Option<&str>) -> Result<()> {
+        match requested {
+            None => Ok(()),
+            Some(name) if self.serves(name) => Ok(()),
+            Some(name) => Err(Error::ModelNotFound(name.to_string())),
+        }
+    }
+
+    fn serves(&self, name: &str) -> bool {
+        name == self.model_id || self.aliases.iter().any(|alias| alias == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_names() {
+        let state = AppState::new("bge-m3", vec!["BAAI/bge-m3".into()], Limits::default());
+        assert!(state.check_model(None).is_ok());
+        assert!(state.check_model(Some("bge-m3")).is_ok());
+        assert!(state.check_model(Some("BAAI/bge-m3")).is_ok());
+        assert!(matches!(
+            state.check_model(Some("text-embedding-3-small")),
+            Err(Error::ModelNotFound(_))
+        ));
+        assert!(matches!(state.ready(), Err(Error::ModelLoading)));
+        state.set_failed("no such directory");
+        assert!(matches!(state.ready(), Err(Error::ModelFailed(_))));
+    }
+}

@@ -1,0 +1,275 @@
+//! The server under test, started once per test binary on the tiny-pt fixture model behind a
+//! real listener on an OS-assigned port, the same model loaded with bge-m3-core for reference
+//! values, and a small blocking HTTP client.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use bge_m3_core::{BgeM3, DeviceSpec, LoadOptions};
+use bge_m3_server::Config;
+use serde_json::Value;
+
+/// Tolerance of every comparison with bge-m3-core (API.md, "Numerics": fp32, 1e-5 absolute).
+pub const TOLERANCE: f32 = 1e-5;
+/// The test server's `--max-inputs`, small so that the limit is cheap to reach.
+pub const MAX_INPUTS: usize = 16;
+/// The test server's `--max-body-bytes`.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+pub fn model_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models/tiny-pt")
+}
+
+/// The settings of a test server: tiny-pt on the CPU, small limits, nothing from the
+/// environment.
+pub fn config(model_path: PathBuf) -> Config {
+    Config {
+        model_path,
+        host: "127.0.0.1".into(),
+        port: 0,
+        device: DeviceSpec::Cpu,
+        dtype: None,
+        model_id: "bge-m3".into(),
+        model_aliases: vec!["BAAI/bge-m3".into()],
+        max_inputs: MAX_INPUTS,
+        max_body_bytes: MAX_BODY_BYTES,
+        queue_size: 64,
+    }
+}
+
+/// The reference: tiny-pt loaded with bge-m3-core, on the CPU in f32.
+pub fn model() -> &'static BgeM3 {
+    static MODEL: OnceLock<BgeM3> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let options = LoadOptions {
+            device: DeviceSpec::Cpu,
+            dtype: None,
+        };
+        BgeM3::load(model_dir(), &options).expect("loading tiny-pt")
+    })
+}
+
+/// Base URL (`http://127.0.0.1:PORT`) of the shared server, started on first use; returns
+/// once `/health` answers 200.
+pub fn base() -> &'static str {
+    static BASE: OnceLock<String> = OnceLock::new();
+    BASE.get_or_init(|| {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let config = config(model_dir());
+        std::thread::spawn(move || {
+            actix_web::rt::System::new()
+                .block_on(bge_m3_server::serve(config, listener))
+                .expect("the test server failed");
+        });
+        wait_for_health(&base, 200);
+        base
+    })
+}
+
+/// Polls `/health` until it answers `status` (bounded: 60 s).
+pub fn wait_for_health(base: &str, status: u16) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(reply) = try_send(base, "GET", "/health", None, None) {
+            if reply.status == status {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{base}/health never answered {status}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An HTTP reply: its status, `Content-Type` and body (parsed as JSON, `Null` if it is not).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn agent() -> &'static ureq::Agent {
+    static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
+    AGENT.get_or_init(|| {
+        ureq::Agent::new_with_config(
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(60)))
+                .build(),
+        )
+    })
+}
+
+/// Sends a request with an optional body and `Content-Type` to the server at `base`.
+pub fn try_send(
+    base: &str,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> Result<Reply, ureq::Error> {
+    let url = format!("{base}{path}");
+    let mut request = ureq::http::Request::builder().method(method).uri(&url);
+    if let Some(content_type) = content_type {
+        request = request.header("content-type", content_type);
+    }
+    let mut response = match body {
+        Some(body) => agent().run(request.body(body)?)?,
+        None => agent().run(request.body(ureq::SendBody::none())?)?,
+    };
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_string()))
+        .collect::<Vec<_>>();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let text = response
+        .body_mut()
+        .with_config()
+        .limit(64 * 1024 * 1024)
+        .read_to_string()?;
+    Ok(Reply {
+        status,
+        content_type,
+        headers,
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+    })
+}
+
+/// Sends to the shared server.
+pub fn send(method: &str, path: &str, content_type: Option<&str>, body: Option<Vec<u8>>) -> Reply {
+    try_send(base(), method, path, content_type, body)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+pub fn get(path: &str) -> Reply {
+    send("GET", path, None, None)
+}
+
+/// POSTs `body` as JSON and expects a 200.
+pub fn post_ok(path: &str, body: Value) -> Value {
+    let reply = post(path, body.clone());
+    assert_eq!(reply.status, 200, "POST {path} {body}: {:?}", reply.body);
+    assert_eq!(reply.content_type, "application/json");
+    reply.body
+}
+
+/// POSTs `body` as JSON.
+pub fn post(path: &str, body: Value) -> Reply {
+    send(
+        "POST",
+        path,
+        Some("application/json"),
+        Some(serde_json::to_vec(&body).unwrap()),
+    )
+}
+
+/// Checks OpenAI's error shape, the status, the code and the param.
+pub fn assert_error(reply: &Reply, status: u16, code: &str, param: Option<&str>) {
+    assert_eq!(reply.status, status, "{:?}", reply.body);
+    assert_eq!(reply.content_type, "application/json", "{:?}", reply.body);
+    let error = &reply.body["error"];
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{:?}",
+        reply.body
+    );
+    assert!(error["type"].is_string(), "{:?}", reply.body);
+    assert_eq!(error["code"], code, "{:?}", reply.body);
+    assert_eq!(error["param"].as_str(), param, "{:?}", reply.body);
+}
+
+/// A JSON array of numbers as f32.
+pub fn floats(value: &Value) -> Vec<f32> {
+    value
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {value}"))
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect()
+}
+
+/// A base64 string of little-endian f32 (OpenAI's `encoding_format: "base64"`) decoded.
+pub fn decode_base64(value: &Value) -> Vec<f32> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(
+            value
+                .as_str()
+                .unwrap_or_else(|| panic!("not a string: {value}")),
+        )
+        .unwrap();
+    assert_eq!(bytes.len() % 4, 0);
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+pub fn assert_close(actual: &[f32], expected: &[f32], what: &str) {
+    assert_eq!(actual.len(), expected.len(), "{what}: lengths differ");
+    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+        assert!(
+            (a - e).abs() <= TOLERANCE,
+            "{what}[{i}]: {a} vs {e} (tolerance {TOLERANCE})"
+        );
+    }
+}
+
+pub fn assert_close_scalar(actual: &Value, expected: f32, what: &str) {
+    let actual = actual
+        .as_f64()
+        .unwrap_or_else(|| panic!("{what}: not a number: {actual}")) as f32;
+    assert!(
+        (actual - expected).abs() <= TOLERANCE,
+        "{what}: {actual} vs {expected}"
+    );
+}
+
+/// A JSON object of weights, in its order.
+pub fn weights(value: &Value) -> Vec<(String, f32)> {
+    value
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {value}"))
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_f64().unwrap() as f32))
+        .collect()
+}
+
+/// Checks string-keyed weights against expected ones, keys in the same order.
+pub fn assert_weights(actual: &Value, expected: &[(String, f32)], what: &str) {
+    let actual = weights(actual);
+    let keys: Vec<&str> = actual.iter().map(|(k, _)| k.as_str()).collect();
+    let expected_keys: Vec<&str> = expected.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, expected_keys, "{what}: keys");
+    let values: Vec<f32> = actual.iter().map(|(_, v)| *v).collect();
+    let expected_values: Vec<f32> = expected.iter().map(|(_, v)| *v).collect();
+    assert_close(&values, &expected_values, what);
+}
+
+/// The L2 norm.
+pub fn norm(values: &[f32]) -> f32 {
+    values.iter().map(|v| v * v).sum::<f32>().sqrt()
+}

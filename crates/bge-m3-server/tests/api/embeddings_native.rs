@@ -1,0 +1,190 @@
+//! `POST /embeddings`: the original service's native shape.
+
+use bge_m3_core::{Embedding, EncodeOptions, Outputs};
+use serde_json::json;
+
+use crate::common::*;
+
+fn reference(texts: &[&str], outputs: Outputs, max_length: usize) -> Vec<Embedding> {
+    let options = EncodeOptions {
+        outputs,
+        max_length,
+        batch_size: 12,
+    };
+    model().encode(texts, &options).unwrap()
+}
+
+#[test]
+fn defaults_are_dense_and_sparse() {
+    let body = post_ok("/embeddings", json!({"input": "Hello world"}));
+    let keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["dense_vecs", "sparse_vecs", "usage"]);
+    let expected = &reference(&["Hello world"], Outputs::default(), 8192)[0];
+    assert_close(
+        &floats(&body["dense_vecs"][0]),
+        expected.dense.as_ref().unwrap(),
+        "dense_vecs[0]",
+    );
+    let by_token = model()
+        .sparse_by_token(expected.sparse.as_ref().unwrap())
+        .unwrap();
+    assert_weights(&body["sparse_vecs"][0], &by_token, "sparse_vecs[0]");
+    assert_eq!(body["usage"]["prompt_tokens"], expected.tokens);
+    assert_eq!(body["usage"]["total_tokens"], expected.tokens);
+}
+
+#[test]
+fn the_seed_batch() {
+    let texts = ["文本1", "文本2", "文本3"];
+    let body = post_ok("/embeddings", json!({"input": texts}));
+    let expected = reference(&texts, Outputs::default(), 8192);
+    assert_eq!(body["dense_vecs"].as_array().unwrap().len(), 3);
+    assert_eq!(body["sparse_vecs"].as_array().unwrap().len(), 3);
+    for (i, expected) in expected.iter().enumerate() {
+        assert_close(
+            &floats(&body["dense_vecs"][i]),
+            expected.dense.as_ref().unwrap(),
+            &format!("dense_vecs[{i}]"),
+        );
+    }
+    assert_eq!(
+        body["usage"]["prompt_tokens"],
+        expected.iter().map(|e| e.tokens).sum::<usize>()
+    );
+}
+
+#[test]
+fn each_output_only_when_asked_for() {
+    let body = post_ok(
+        "/embeddings",
+        json!({
+            "input": ["Hello world", "BGE M3"],
+            "input_type": {"dense": false, "sparse": true, "colbert": false},
+        }),
+    );
+    let keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["sparse_vecs", "usage"]);
+
+    let body = post_ok(
+        "/embeddings",
+        json!({"input": ["Hello world", "BGE M3"], "input_type": {"dense": true, "sparse": false}}),
+    );
+    let keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["dense_vecs", "usage"]);
+}
+
+#[test]
+fn colbert_vecs_match_the_core() {
+    let texts = ["Hello world", "What is BGE M3?"];
+    let body = post_ok(
+        "/embeddings",
+        json!({"input": texts, "input_type": {"dense": true, "sparse": true, "colbert": true}}),
+    );
+    let keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["dense_vecs", "sparse_vecs", "colbert_vecs", "usage"]);
+    let expected = reference(&texts, Outputs::ALL, 8192);
+    for (i, expected) in expected.iter().enumerate() {
+        let rows = body["colbert_vecs"][i].as_array().unwrap();
+        let want = expected.colbert.as_ref().unwrap();
+        assert_eq!(rows.len(), want.len());
+        for (j, (row, want)) in rows.iter().zip(want).enumerate() {
+            assert_close(&floats(row), want, &format!("colbert_vecs[{i}][{j}]"));
+        }
+    }
+}
+
+#[test]
+fn sparse_formats_and_options_shared_with_v1() {
+    let text = "What is BGE M3?";
+    let expected = &reference(&[text], Outputs::default(), 8192)[0];
+    let ids = &expected.sparse.as_ref().unwrap().weights;
+
+    let body = post_ok("/embeddings", json!({"input": text, "sparse_format": "id"}));
+    let by_id: Vec<(String, f32)> = ids.iter().map(|(id, w)| (id.to_string(), *w)).collect();
+    assert_weights(&body["sparse_vecs"][0], &by_id, "id");
+
+    let body = post_ok(
+        "/embeddings",
+        json!({"input": text, "sparse_format": "indices"}),
+    );
+    let indices = &body["sparse_vecs"][0];
+    assert_eq!(indices["indices"].as_array().unwrap().len(), ids.len());
+    assert_eq!(indices["values"].as_array().unwrap().len(), ids.len());
+
+    let body = post_ok(
+        "/embeddings",
+        json!({"input": [text], "dimensions": 4, "encoding_format": "base64"}),
+    );
+    let dense = expected.dense.as_ref().unwrap();
+    let prefix: Vec<f32> = dense[..4].iter().map(|v| v / norm(&dense[..4])).collect();
+    assert_close(
+        &decode_base64(&body["dense_vecs"][0]),
+        &prefix,
+        "base64 + dimensions",
+    );
+
+    let v1 = post_ok(
+        "/v1/embeddings",
+        json!({"input": [text], "sparse_format": "id"}),
+    );
+    assert_eq!(
+        v1["data"][0]["sparse"],
+        post_ok(
+            "/embeddings",
+            json!({"input": [text], "sparse_format": "id"})
+        )["sparse_vecs"][0]
+    );
+}
+
+#[test]
+fn max_length_batch_size_and_token_ids() {
+    let texts = [
+        "The quick brown fox jumps over the lazy dog.",
+        "Hello world!",
+    ];
+    let body = post_ok(
+        "/embeddings",
+        json!({"input": texts, "max_length": 3, "batch_size": 1}),
+    );
+    let expected = reference(&texts, Outputs::default(), 3);
+    for (i, expected) in expected.iter().enumerate() {
+        assert_eq!(expected.tokens, 1);
+        assert_close(
+            &floats(&body["dense_vecs"][i]),
+            expected.dense.as_ref().unwrap(),
+            "max_length 3",
+        );
+    }
+    assert_eq!(body["usage"]["prompt_tokens"], 2);
+
+    let max = post_ok(
+        "/embeddings",
+        json!({"input": "Hello world!", "max_length": 8192}),
+    );
+    assert_eq!(max["dense_vecs"].as_array().unwrap().len(), 1);
+
+    let sequence = &model().tokenize(&["Hello world!"], 8192).unwrap()[0];
+    let ids = &sequence[1..sequence.len() - 1];
+    let from_ids = post_ok("/embeddings", json!({"input": [ids]}));
+    assert_eq!(from_ids["dense_vecs"], max["dense_vecs"]);
+}

@@ -1,0 +1,157 @@
+"""OpenAI's official Python SDK against a live bge-m3-server.
+
+Usage: BASE_URL=http://127.0.0.1:PORT python openai_client.py
+"""
+
+import json
+import math
+import os
+import sys
+import traceback
+
+import openai
+from openai import OpenAI
+
+BASE_URL = os.environ["BASE_URL"].rstrip("/")
+client = OpenAI(base_url=f"{BASE_URL}/v1", api_key="unused", timeout=60, max_retries=0)
+
+TEXTS = ["Hello world", "What is BGE M3?", ""]
+
+passed = 0
+failed = 0
+
+
+def check(name, condition, detail=""):
+    global passed, failed
+    if condition:
+        passed += 1
+        print(f"PASS {name}")
+    else:
+        failed += 1
+        print(f"FAIL {name} {detail}")
+
+
+def close(a, b, tolerance=1e-5):
+    return len(a) == len(b) and all(abs(x - y) <= tolerance for x, y in zip(a, b))
+
+
+def norm(values):
+    return math.sqrt(sum(v * v for v in values))
+
+
+def sent_body(raw):
+    return json.loads(raw.http_request.content)
+
+
+def test_models():
+    models = client.models.list()
+    ids = [m.id for m in models.data]
+    check("models.list has bge-m3", ids == ["bge-m3"], ids)
+    model = models.data[0]
+    check("models.list fields", model.object == "model" and model.owned_by and model.created > 0)
+    check("models.retrieve", client.models.retrieve("bge-m3").id == "bge-m3")
+    check("models.retrieve alias", client.models.retrieve("BAAI/bge-m3").id == "bge-m3")
+    try:
+        client.models.retrieve("text-embedding-3-small")
+        check("models.retrieve unknown raises", False)
+    except openai.NotFoundError as e:
+        check("models.retrieve unknown raises NotFoundError", e.code == "model_not_found", e)
+    return model.model_extra["embedding_dims"]
+
+
+def test_default_base64(dim):
+    raw = client.embeddings.with_raw_response.create(model="bge-m3", input=TEXTS)
+    check("default request asks for base64", sent_body(raw).get("encoding_format") == "base64",
+          sent_body(raw))
+    response = raw.parse()
+    check("default: one item per input", len(response.data) == len(TEXTS))
+    check("default: indices", [d.index for d in response.data] == list(range(len(TEXTS))))
+    for i, item in enumerate(response.data):
+        check(f"default: data[{i}] decoded to {dim} floats",
+              isinstance(item.embedding, list) and len(item.embedding) == dim
+              and all(isinstance(v, float) for v in item.embedding))
+        check(f"default: data[{i}] unit length", abs(norm(item.embedding) - 1.0) < 1e-4)
+    check("default: model", response.model == "bge-m3")
+    check("default: usage", response.usage.prompt_tokens == response.usage.total_tokens > 0)
+    return response
+
+
+def test_float(base64_response):
+    response = client.embeddings.create(model="bge-m3", input=TEXTS, encoding_format="float")
+    for i, (f, b) in enumerate(zip(response.data, base64_response.data)):
+        check(f"float == base64 for data[{i}]", close(f.embedding, b.embedding))
+    extra = response.data[1].model_extra
+    check("float: dense beside embedding", close(extra["dense"], response.data[1].embedding))
+    check("float: sparse beside embedding", isinstance(extra["sparse"], dict) and extra["sparse"])
+    check("float: usage equal", response.usage.prompt_tokens == base64_response.usage.prompt_tokens)
+    return response
+
+
+def test_dimensions(float_response):
+    response = client.embeddings.create(model="bge-m3", input="Hello world", dimensions=8)
+    vector = response.data[0].embedding
+    full = float_response.data[0].embedding[:8]
+    expected = [v / norm(full) for v in full]
+    check("dimensions: 8 values", len(vector) == 8)
+    check("dimensions: truncated and renormalised", close(vector, expected))
+
+
+def test_token_ids(float_response):
+    one = client.embeddings.create(model="bge-m3", input=[5, 6, 7], encoding_format="float")
+    check("token ids: one input", len(one.data) == 1)
+    many = client.embeddings.create(model="bge-m3", input=[[5, 6, 7], [8]], encoding_format="float")
+    check("token ids: two inputs", len(many.data) == 2)
+    check("token ids: same ids, same vector", close(one.data[0].embedding, many.data[0].embedding))
+    check("token ids: usage counts ids", many.usage.prompt_tokens == 4, many.usage)
+
+
+def test_extra_body():
+    response = client.embeddings.create(
+        model="bge-m3",
+        input="What is BGE M3?",
+        encoding_format="float",
+        extra_body={"input_type": {"colbert": True}, "sparse_format": "indices"},
+    )
+    extra = response.data[0].model_extra
+    check("extra_body: colbert rows", len(extra["colbert"]) == response.usage.prompt_tokens + 1)
+    check("extra_body: indices", sorted(extra["sparse"]) == ["indices", "values"])
+
+
+def test_errors():
+    try:
+        client.embeddings.create(model="text-embedding-3-small", input="a")
+        check("unknown model raises", False)
+    except openai.NotFoundError as e:
+        check("unknown model: NotFoundError model_not_found", e.code == "model_not_found", e)
+    try:
+        client.embeddings.create(model="bge-m3", input=[])
+        check("empty input raises", False)
+    except openai.BadRequestError as e:
+        check("empty input: BadRequestError on input", e.param == "input" and e.type, e)
+    try:
+        client.embeddings.create(model="bge-m3", input="a", dimensions=0)
+        check("dimensions 0 raises", False)
+    except openai.BadRequestError as e:
+        check("dimensions 0: BadRequestError on dimensions", e.param == "dimensions", e)
+
+
+def main():
+    global failed
+    try:
+        dim = test_models()
+        base64_response = test_default_base64(dim)
+        float_response = test_float(base64_response)
+        test_dimensions(float_response)
+        test_token_ids(float_response)
+        test_extra_body()
+        test_errors()
+    except Exception:
+        failed += 1
+        print("FAIL raised:")
+        traceback.print_exc()
+    print(f"openai_client: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Compatibility with real clients: OpenAI's official Python SDK and the original service's
+# README code (seed_client.py), run against a live bge-m3-server on the tiny-pt fixture model.
+#
+# Creates (or reuses) a virtualenv under target/clients-venv with the pinned packages of
+# requirements.txt, builds the server, starts it on a free port, waits for /health (at most
+# 120 s), runs both scripts and the README's curl calls, and always stops the server on exit.
+# Exits non-zero on any failure; the last line reads `clients: N passed, M failed`.
+#
+# Environment: PYTHON (default python3) makes the virtualenv; PROFILE (default dev, the profile
+# `cargo test` already built) or release picks the server build.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../../.." && pwd)"
+HERE="$ROOT/crates/bge-m3-server/tests/clients"
+cd "$ROOT"
+
+VENV="$ROOT/target/clients-venv"
+if [ ! -x "$VENV/bin/python" ]; then
+    "${PYTHON:-python3}" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$HERE/requirements.txt"
+
+PROFILE="${PROFILE:-dev}"
+cargo build --quiet --profile "$PROFILE" -p bge-m3-server
+if [ "$PROFILE" = dev ]; then BIN="$ROOT/target/debug/bge-m3-server"; else BIN="$ROOT/target/$PROFILE/bge-m3-server"; fi
+
+PORT="$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+BASE_URL="http://127.0.0.1:$PORT"
+LOG="$ROOT/target/clients-server.log"
+
+MODEL_PATH="$ROOT/fixtures/models/tiny-pt" HOST=127.0.0.1 PORT="$PORT" RUST_LOG=info \
+    "$BIN" >"$LOG" 2>&1 &
+SERVER_PID=$!
+stop_server() {
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+}
+trap stop_server EXIT
+
+deadline=$((SECONDS + 120))
+until curl -fsS "$BASE_URL/health" >/dev/null 2>&1; do
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+        echo "the server exited before it was healthy; its log:" >&2
+        cat "$LOG" >&2
+        exit 1
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+        echo "the server was not healthy after 120 s; its log:" >&2
+        cat "$LOG" >&2
+        exit 1
+    fi
+    sleep 0.1
+done
+
+passed=0
+failed=0
+
+# The README's curl calls, with its http://localhost:8101 pointed at this server.
+check_curl() {
+    local name="$1" path="$2" expected="$3" got
+    got="$(curl -sS "$BASE_URL$path")" || got="curl failed"
+    if "$VENV/bin/python" -c 'import json, sys; sys.exit(json.loads(sys.argv[1]) != json.loads(sys.argv[2]))' "$got" "$expected" 2>/dev/null; then
+        passed=$((passed + 1)); echo "PASS $name"
+    else
+        failed=$((failed + 1)); echo "FAIL $name: $got"
+    fi
+}
+DIM="$(curl -sS "$BASE_URL/models/bge-m3" | "$VENV/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["embedding_dims"])')"
+check_curl "curl /health" /health '{"status": "healthy", "model_loaded": true, "device": "cpu"}'
+check_curl "curl /models/bge-m3" /models/bge-m3 \
+    "{\"id\": \"bge-m3\", \"object\": \"model\", \"embedding_dims\": $DIM, \"max_length\": 8192, \"capabilities\": {\"dense\": true, \"sparse\": true, \"colbert\": true}}"
+
+# Each script ends with `NAME: N passed, M failed`; one that dies without it counts as a failure.
+for script in seed_client.py openai_client.py; do
+    echo "== $script"
+    status=0
+    output="$(BASE_URL="$BASE_URL" "$VENV/bin/python" "$HERE/$script" 2>&1)" || status=$?
+    echo "$output"
+    summary="$(echo "$output" | grep -E '^[a-z_]+: [0-9]+ passed, [0-9]+ failed$' | tail -n 1 || true)"
+    if [ -z "$summary" ]; then
+        failed=$((failed + 1))
+        echo "FAIL $script ended without a summary (exit $status)"
+        continue
+    fi
+    p="$(echo "$summary" | sed -E 's/.*: ([0-9]+) passed.*/\1/')"
+    f="$(echo "$summary" | sed -E 's/.* ([0-9]+) failed$/\1/')"
+    passed=$((passed + p))
+    failed=$((failed + f))
+    if [ "$status" -ne 0 ] && [ "$f" -eq 0 ]; then
+        failed=$((failed + 1))
+        echo "FAIL $script exited $status"
+    fi
+done
+
+if [ "$failed" -ne 0 ]; then
+    echo "server log: $LOG"
+fi
+echo "clients: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
