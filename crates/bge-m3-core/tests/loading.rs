@@ -97,26 +97,27 @@ fn malformed_files_are_named() {
     assert_malformed("tiny-pt", "sparse_linear.pt", b"not a zip");
 }
 
-#[test]
-fn config_that_disagrees_with_the_weights_names_the_weights() {
+/// A copy of tiny-pt whose `config.json` has `key` set to `value`.
+fn with_config(key: &str, value: serde_json::Value) -> tempfile::TempDir {
     let dir = copy_of("tiny-pt");
     let path = dir.path().join("config.json");
     let mut config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    config["num_hidden_layers"] = 7.into();
+    config[key] = value;
     std::fs::write(&path, config.to_string()).unwrap();
+    dir
+}
+
+#[test]
+fn config_that_disagrees_with_the_weights_names_the_weights() {
+    let dir = with_config("num_hidden_layers", 7.into());
     let message = load_err(dir.path()).to_string();
     assert!(message.contains("pytorch_model.bin"), "{message}");
 }
 
 #[test]
 fn config_with_impossible_values_is_rejected() {
-    let dir = copy_of("tiny-pt");
-    let path = dir.path().join("config.json");
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    config["num_attention_heads"] = 5.into();
-    std::fs::write(&path, config.to_string()).unwrap();
+    let dir = with_config("num_attention_heads", 5.into());
     let message = load_err(dir.path()).to_string();
     assert!(message.contains("config.json"), "{message}");
     assert!(message.contains("num_attention_heads"), "{message}");

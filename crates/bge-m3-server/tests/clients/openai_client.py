@@ -4,40 +4,18 @@ Usage: BASE_URL=http://127.0.0.1:PORT python openai_client.py
 """
 
 import json
-import math
 import os
 import sys
-import traceback
 
 import openai
 from openai import OpenAI
+
+from checks import check, close, crashed, norm, summary
 
 BASE_URL = os.environ["BASE_URL"].rstrip("/")
 client = OpenAI(base_url=f"{BASE_URL}/v1", api_key="unused", timeout=60, max_retries=0)
 
 TEXTS = ["Hello world", "What is BGE M3?", ""]
-
-passed = 0
-failed = 0
-
-
-def check(name, condition, detail=""):
-    global passed, failed
-    if condition:
-        passed += 1
-        print(f"PASS {name}")
-    else:
-        failed += 1
-        print(f"FAIL {name} {detail}")
-
-
-def close(a, b, tolerance=1e-5):
-    return len(a) == len(b) and all(abs(x - y) <= tolerance for x, y in zip(a, b))
-
-
-def norm(values):
-    return math.sqrt(sum(v * v for v in values))
-
 
 def sent_body(raw):
     return json.loads(raw.http_request.content)
@@ -136,7 +114,6 @@ def test_errors():
 
 
 def main():
-    global failed
     try:
         dim = test_models()
         base64_response = test_default_base64(dim)
@@ -146,11 +123,8 @@ def main():
         test_extra_body()
         test_errors()
     except Exception:
-        failed += 1
-        print("FAIL raised:")
-        traceback.print_exc()
-    print(f"openai_client: {passed} passed, {failed} failed")
-    return 1 if failed else 0
+        crashed("openai_client")
+    return summary("openai_client")
 
 
 if __name__ == "__main__":

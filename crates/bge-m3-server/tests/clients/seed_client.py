@@ -9,12 +9,12 @@ class is indented the only way Python accepts.)
 Usage: BASE_URL=http://127.0.0.1:PORT python seed_client.py
 """
 
-import math
 import os
 import sys
-import traceback
 
 import requests
+
+from checks import check, close, crashed, norm, summary
 
 BASE_URL = os.environ["BASE_URL"].rstrip("/")
 SEED_URL = "http://localhost:8101"
@@ -29,28 +29,6 @@ def _redirect(self, method, url, *args, **kwargs):
 
 
 requests.Session.request = _redirect
-
-passed = 0
-failed = 0
-
-
-def check(name, condition, detail=""):
-    global passed, failed
-    if condition:
-        passed += 1
-        print(f"PASS {name}")
-    else:
-        failed += 1
-        print(f"FAIL {name} {detail}")
-
-
-def close(a, b, tolerance=1e-5):
-    return len(a) == len(b) and all(abs(x - y) <= tolerance for x, y in zip(a, b))
-
-
-def norm(values):
-    return math.sqrt(sum(v * v for v in values))
-
 
 # The model's width, from the server itself (the fixture model is not 1024 wide).
 DIM = requests.get(f"{BASE_URL}/models/bge-m3").json()["embedding_dims"]
@@ -205,16 +183,12 @@ def main():
         example_score,
         example_bge_client,
     ]
-    global failed
     for example in examples:
         try:
             example()
         except Exception:  # an example that crashes is a failure, and the others still run
-            failed += 1
-            print(f"FAIL {example.__name__} raised:")
-            traceback.print_exc()
-    print(f"seed_client: {passed} passed, {failed} failed")
-    return 1 if failed else 0
+            crashed(example.__name__)
+    return summary("seed_client")
 
 
 if __name__ == "__main__":
