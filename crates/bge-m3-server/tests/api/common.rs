@@ -203,6 +203,16 @@ pub fn assert_error(reply: &Reply, status: u16, code: &str, param: Option<&str>)
 }
 
 /// A JSON array of numbers as f32.
+/// The keys of a JSON object, in order.
+pub fn keys(value: &Value) -> Vec<&str> {
+    value
+        .as_object()
+        .expect("a JSON object")
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
 pub fn floats(value: &Value) -> Vec<f32> {
     value
         .as_array()

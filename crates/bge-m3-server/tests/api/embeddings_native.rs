@@ -17,13 +17,7 @@ fn reference(texts: &[&str], outputs: Outputs, max_length: usize) -> Vec<Embeddi
 #[test]
 fn defaults_are_dense_and_sparse() {
     let body = post_ok("/embeddings", json!({"input": "Hello world"}));
-    let keys: Vec<&str> = body
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(keys, ["dense_vecs", "sparse_vecs", "usage"]);
+    assert_eq!(keys(&body), ["dense_vecs", "sparse_vecs", "usage"]);
     let expected = &reference(&["Hello world"], Outputs::default(), 8192)[0];
     assert_close(
         &floats(&body["dense_vecs"][0]),
@@ -67,25 +61,13 @@ fn each_output_only_when_asked_for() {
             "input_type": {"dense": false, "sparse": true, "colbert": false},
         }),
     );
-    let keys: Vec<&str> = body
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(keys, ["sparse_vecs", "usage"]);
+    assert_eq!(keys(&body), ["sparse_vecs", "usage"]);
 
     let body = post_ok(
         "/embeddings",
         json!({"input": ["Hello world", "BGE M3"], "input_type": {"dense": true, "sparse": false}}),
     );
-    let keys: Vec<&str> = body
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(keys, ["dense_vecs", "usage"]);
+    assert_eq!(keys(&body), ["dense_vecs", "usage"]);
 }
 
 #[test]
@@ -95,13 +77,10 @@ fn colbert_vecs_match_the_core() {
         "/embeddings",
         json!({"input": texts, "input_type": {"dense": true, "sparse": true, "colbert": true}}),
     );
-    let keys: Vec<&str> = body
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(keys, ["dense_vecs", "sparse_vecs", "colbert_vecs", "usage"]);
+    assert_eq!(
+        keys(&body),
+        ["dense_vecs", "sparse_vecs", "colbert_vecs", "usage"]
+    );
     let expected = reference(&texts, Outputs::ALL, 8192);
     for (i, expected) in expected.iter().enumerate() {
         let rows = body["colbert_vecs"][i].as_array().unwrap();

@@ -38,13 +38,7 @@ fn request(pairs: &[(&str, &str)], extra: Value) -> Value {
 }
 
 fn assert_scores(body: &Value, expected: &[PairScores]) {
-    let keys: Vec<&str> = body
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(keys, KEYS);
+    assert_eq!(keys(body), KEYS);
     for (i, e) in expected.iter().enumerate() {
         assert_close_scalar(&body["dense"][i], e.dense, "dense");
         assert_close_scalar(&body["sparse"][i], e.sparse, "sparse");
