@@ -10,7 +10,7 @@ use crate::device::{default_dtype, DeviceSpec};
 use crate::encoder::{EncoderInput, XlmRobertaEncoder};
 use crate::heads::{dense::dense_vectors, ColbertHead, SparseEmbedding, SparseHead};
 use crate::score::{colbert_score, dense_score, sparse_score, PairScores, ScoreWeights};
-use crate::tokenize::Tokenizer;
+use crate::tokenize::{check_token_ids, Tokenizer};
 use crate::weights::{encoder_var_builder, ModelFiles};
 use crate::{Error, Result};
 
@@ -253,27 +253,11 @@ impl BgeM3 {
         max_length: usize,
     ) -> Result<Vec<Vec<u32>>> {
         self.check_max_length("max_length", max_length)?;
-        inputs
+        check_token_ids(inputs, self.config.vocab_size)?;
+        Ok(inputs
             .iter()
-            .enumerate()
-            .map(|(i, ids)| {
-                let ids = ids.as_ref();
-                if let Some((j, id)) = ids
-                    .iter()
-                    .enumerate()
-                    .find(|(_, &id)| id as usize >= self.config.vocab_size)
-                {
-                    return Err(Error::invalid_input(
-                        "input",
-                        format!(
-                            "token id {id} at input[{i}][{j}] is outside the vocabulary (0..{})",
-                            self.config.vocab_size
-                        ),
-                    ));
-                }
-                Ok(self.tokenizer.wrap(ids, max_length))
-            })
-            .collect()
+            .map(|ids| self.tokenizer.wrap(ids.as_ref(), max_length))
+            .collect())
     }
 
     /// Encodes texts. The result has one [`Embedding`] per text, in order, and does not

@@ -23,21 +23,7 @@ impl InputField {
     pub fn validate(self, vocab_size: usize, max_inputs: usize) -> Result<Inputs> {
         check_count("input", self.0.len(), max_inputs)?;
         if let Inputs::TokenIds(lists) = &self.0 {
-            for (i, ids) in lists.iter().enumerate() {
-                if let Some((j, id)) = ids
-                    .iter()
-                    .enumerate()
-                    .find(|(_, &id)| id as usize >= vocab_size)
-                {
-                    return Err(Error::invalid(
-                        "input",
-                        format!(
-                            "token id {id} (input {i}, position {j}) is outside the vocabulary \
-                             (0..{vocab_size})"
-                        ),
-                    ));
-                }
-            }
+            bge_m3_core::tokenize::check_token_ids(lists, vocab_size)?;
         }
         Ok(self.0)
     }
@@ -309,10 +295,10 @@ pub(crate) fn length(
     }
 }
 
-/// `batch_size`: at least 1, default 12 (FlagEmbedding's and the original service's).
+/// `batch_size`: at least 1, default 12 (the core's default, the original service's).
 pub(crate) fn batch_size(value: Option<usize>) -> Result<usize> {
     match value {
-        None => Ok(12),
+        None => Ok(bge_m3_core::EncodeOptions::default().batch_size),
         Some(0) => Err(Error::invalid("batch_size", "must be at least 1, got 0")),
         Some(n) => Ok(n),
     }
@@ -373,8 +359,9 @@ mod tests {
             message(input("[1, -2]")).contains("`input[1]`: token ids are not negative, got -2")
         );
         assert!(message(input("[[1], [2, -1]]")).contains("`input[1][1]`"));
-        assert!(message(input("[[1], [2, 100]]"))
-            .contains("token id 100 (input 1, position 1) is outside"));
+        assert!(
+            message(input("[[1], [2, 100]]")).contains("token id 100 at input[1][1] is outside")
+        );
         assert!(message(input("[1.5]")).contains("integers"));
         assert!(message(input("[4294967296]")).contains("too large"));
         assert!(message(input("[[1], 2]")).contains("`input[1]`"));

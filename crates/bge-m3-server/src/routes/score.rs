@@ -11,9 +11,6 @@ use crate::extract::Json;
 use crate::state::{AppState, ModelInfo};
 use crate::{Error, Result};
 
-/// FlagEmbedding's `compute_score` default for `max_query_length`.
-const DEFAULT_MAX_QUERY_LENGTH: usize = 512;
-
 #[derive(Debug, Deserialize)]
 pub(crate) struct ScoreRequest {
     /// Queries (strings), scored against `sentences_2` position by position.
@@ -64,8 +61,10 @@ impl ScoreRequest {
         let max_query_length = input::length(
             "max_query_length",
             self.max_query_length,
-            self.max_length
-                .map_or(DEFAULT_MAX_QUERY_LENGTH.min(longest), |_| both),
+            self.max_length.map_or(
+                ScoreOptions::default().max_query_length.min(longest),
+                |_| both,
+            ),
             longest,
         )?;
         let max_passage_length =
