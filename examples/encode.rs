@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example encode -- --model fixtures/models/tiny-pt --colbert "Hello world"
+//! cargo run --release --features hub --example encode -- --model BAAI/bge-m3 "Hello world"
 //! ```
 
 use std::path::PathBuf;
@@ -15,7 +16,9 @@ use serde::{Serialize, Serializer};
 #[derive(Parser)]
 struct Args {
     /// Model directory (config.json, tokenizer.json, pytorch_model.bin or model.safetensors,
-    /// colbert_linear.pt, sparse_linear.pt).
+    /// colbert_linear.pt, sparse_linear.pt), or with the `hub` feature a Hugging Face
+    /// repository id such as BAAI/bge-m3 (downloaded into the Hugging Face cache, see the
+    /// HF_* variables of `bge_m3_core::hub::HubOptions::from_env`).
     #[arg(long)]
     model: PathBuf,
     /// Also print the ColBERT multi-vectors.
@@ -62,8 +65,12 @@ impl Serialize for TokenWeights {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    #[cfg(feature = "hub")]
+    let dir = bge_m3_core::hub::resolve(&args.model, &bge_m3_core::hub::HubOptions::from_env())?;
+    #[cfg(not(feature = "hub"))]
+    let dir = args.model.clone();
     let model = BgeM3::load(
-        &args.model,
+        &dir,
         &LoadOptions {
             device: args.device,
             dtype: args.dtype,

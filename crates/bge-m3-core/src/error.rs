@@ -42,6 +42,97 @@ pub enum Error {
     /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+
+    /// The Hub has no such repository, revision or file (HTTP 404).
+    #[error(
+        "{repo} at revision `{revision}` was not found on the Hugging Face Hub ({url} answered \
+         404): check the repository id and the revision, or give an existing model directory"
+    )]
+    HubNotFound {
+        repo: String,
+        revision: String,
+        url: String,
+    },
+
+    /// The Hub refused access to a repository (HTTP 401 or 403): it is private or gated, or
+    /// the token is missing, invalid or not allowed to read it.
+    #[error("{}", hub_access_message(repo, url, *status, *token_sent))]
+    HubAccess {
+        repo: String,
+        url: String,
+        status: u16,
+        /// Whether a token was sent with the request.
+        token_sent: bool,
+    },
+
+    /// Offline mode (`HF_HUB_OFFLINE`) and the cache lacks files of the model.
+    #[error(
+        "HF_HUB_OFFLINE is set and the Hugging Face cache {} lacks {missing} of {repo} at \
+         revision `{revision}`: start once with network access and the same cache (HF_HOME), \
+         or give a model directory",
+        cache.display()
+    )]
+    HubOffline {
+        repo: String,
+        revision: String,
+        /// What is missing: "every file", or the missing files' names.
+        missing: String,
+        cache: PathBuf,
+    },
+
+    /// The Hub cannot be reached: no network, DNS failure, refused connection, proxy or TLS
+    /// failure, timeout.
+    #[error(
+        "cannot reach the Hugging Face Hub at {endpoint} to fetch {repo} (check the network \
+         and the proxy settings, or set HF_HUB_OFFLINE=1 to use the cache only)"
+    )]
+    HubUnreachable {
+        repo: String,
+        endpoint: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// The disk (or the quota) is full while writing a downloaded file.
+    #[error(
+        "no space left to write {} (free some space, or point HF_HOME at a larger disk)",
+        path.display()
+    )]
+    DiskFull {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Any other failure of a download from the Hub, naming what was fetched.
+    #[error("fetching {what} of {repo} from the Hugging Face Hub: {message}")]
+    Hub {
+        repo: String,
+        /// The file or API call concerned.
+        what: String,
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+fn hub_access_message(repo: &str, url: &str, status: u16, token_sent: bool) -> String {
+    let answer = format!("{url} answered {status}");
+    match (status, token_sent) {
+        (403, _) => format!(
+            "the Hugging Face Hub refused the token access to {repo} ({answer}): for a gated \
+             repository accept its conditions on its Hub page, and set HF_TOKEN to a token \
+             with read access to it"
+        ),
+        (_, false) => format!(
+            "{repo} needs authentication on the Hugging Face Hub ({answer}): it is private or \
+             gated (or does not exist); set HF_TOKEN to a token with read access"
+        ),
+        (_, true) => format!(
+            "the Hugging Face Hub rejected the token for {repo} ({answer}): set HF_TOKEN to a \
+             valid token with read access (or check the repository id)"
+        ),
+    }
 }
 
 impl Error {

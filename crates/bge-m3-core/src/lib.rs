@@ -4,7 +4,8 @@
 //!
 //! The main types are [`BgeM3`] (load a model directory, [`BgeM3::encode`],
 //! [`BgeM3::compute_score`]), [`EncodeOptions`] and [`Embedding`]; the scoring math is in
-//! [`score`] as pure functions.
+//! [`score`] as pure functions. With the cargo feature `hub`, `hub::download` fetches the
+//! model from the Hugging Face Hub into the standard cache and returns the directory to load.
 //!
 //! ```
 //! use bge_m3_core::{BgeM3, EncodeOptions, LoadOptions, Outputs};
@@ -32,6 +33,8 @@ pub mod device;
 pub mod encoder;
 mod error;
 pub mod heads;
+#[cfg(feature = "hub")]
+pub mod hub;
 mod model;
 pub mod score;
 pub mod tokenize;
