@@ -1,18 +1,29 @@
-//! The model's own thread, behind a bounded queue.
+//! The handle to the model: admission, tokenization and the model's thread.
 //!
-//! Inference and tokenization never run on the async runtime: handlers validate a request
-//! into a job ([`EncodeJob`], [`ScoreJob`]), hand it to [`Batcher`] and await a oneshot reply.
-//! When the queue is full the request is refused at once with 429 instead of waiting without
-//! bound. Today the thread runs one job at a time; jobs carry their options already validated
-//! so that a later version can merge compatible jobs into shared forward passes.
+//! Handlers validate a request into a job ([`EncodeJob`], [`ScoreJob`]) and await
+//! [`Batcher::encode`] or [`Batcher::score`], which
+//! 1. admits the request or refuses it at once with 429 when `queue_size` requests are already
+//!    admitted and unanswered, never queueing without bound;
+//! 2. tokenizes its texts on the blocking thread pool, so that tokenization runs beside the
+//!    model, never on the async runtime;
+//! 3. hands the sequences to the model's thread ([`crate::worker`]), which merges the texts of
+//!    every waiting request into forward passes under a token budget;
+//! 4. turns the embeddings into the answer (sparse weights keyed by token string, scores), again
+//!    on the blocking pool.
+//!
+//! The whole is bounded by the request timeout (503). A request whose client disconnects is
+//! dropped: its texts leave the queue before the next pass.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use bge_m3_core::{BgeM3, Embedding, EncodeOptions, PairScores, ScoreOptions};
-use tokio::sync::oneshot;
+use bge_m3_core::{BgeM3, Embedding, EncodeOptions, Outputs, PairScores, ScoreOptions};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
+use crate::metrics::metrics;
 use crate::state::ModelInfo;
+use crate::worker::{self, Computed, Forward, Queue, Request};
 use crate::{Error, Result};
 
 /// What to embed: texts, or token ids of the model's vocabulary (without `<s>` and `</s>`).
@@ -61,6 +72,7 @@ pub struct Encoded {
     /// The sparse weights keyed by token string, one list per input, when the job asked for
     /// sparse weights keyed by [`SparseKeys::Tokens`].
     pub sparse_tokens: Option<Vec<Vec<(String, f32)>>>,
+    pub timings: Timings,
 }
 
 impl Encoded {
@@ -85,147 +97,304 @@ pub struct Scored {
     pub scores: Vec<PairScores>,
     /// Tokens of all queries and passages after truncation, `<s>` and `</s>` not counted.
     pub tokens: usize,
+    pub timings: Timings,
 }
 
-type Reply<T> = oneshot::Sender<Result<T>>;
-
-enum Job {
-    Encode(EncodeJob, Reply<Encoded>),
-    Score(ScoreJob, Reply<Scored>),
+/// Where a request's time went, for the response's timing headers and the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timings {
+    /// Tokenizing its texts.
+    pub tokenization: Duration,
+    /// From its arrival at the model's thread to its first forward pass.
+    pub queue: Duration,
+    /// In the forward passes that held its texts.
+    pub inference: Duration,
 }
 
-/// The handle to the model's thread; cheap to clone.
-#[derive(Clone)]
-pub struct Batcher {
-    queue: SyncSender<Job>,
-    capacity: usize,
+/// How the model is shared between requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatcherOptions {
+    /// Most requests admitted and not yet answered; more are refused with 429. Default: 64.
+    pub queue_size: usize,
+    /// Most padded tokens (texts × longest text) in one forward pass; a longer text runs
+    /// alone. Default: 16384.
+    pub max_batch_tokens: usize,
+    /// Longest time a request may take, from admission to answer; `None` waits without limit.
+    /// Default: 300 s.
+    pub request_timeout: Option<Duration>,
 }
 
-/// Resolves when the model thread has loaded the model (or failed to).
-pub type Loaded = oneshot::Receiver<bge_m3_core::Result<ModelInfo>>;
-
-impl Batcher {
-    /// Starts the model's thread: it runs `load`, reports the outcome on the returned
-    /// receiver, then answers jobs, at most `capacity` of them waiting at a time.
-    ///
-    /// If `load` panics, the receiver's sender is dropped without a value.
-    pub fn spawn<F>(load: F, capacity: usize) -> Result<(Self, Loaded)>
-    where
-        F: FnOnce() -> bge_m3_core::Result<BgeM3> + Send + 'static,
-    {
-        let (queue, jobs) = sync_channel(capacity);
-        let (loaded_tx, loaded) = oneshot::channel();
-        std::thread::Builder::new()
-            .name("bge-m3-model".into())
-            .spawn(move || match load() {
-                Ok(model) => {
-                    let _ = loaded_tx.send(Ok(ModelInfo::of(&model)));
-                    work(&model, jobs);
-                }
-                Err(e) => {
-                    let _ = loaded_tx.send(Err(e));
-                }
-            })
-            .map_err(Error::Io)?;
-        Ok((Self { queue, capacity }, loaded))
-    }
-
-    /// Embeds on the model's thread.
-    pub async fn encode(&self, job: EncodeJob) -> Result<Encoded> {
-        self.submit(|reply| Job::Encode(job, reply)).await
-    }
-
-    /// Scores pairs on the model's thread.
-    pub async fn score(&self, job: ScoreJob) -> Result<Scored> {
-        self.submit(|reply| Job::Score(job, reply)).await
-    }
-
-    async fn submit<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T> {
-        let (reply, answer) = oneshot::channel();
-        self.queue.try_send(job(reply)).map_err(|e| match e {
-            TrySendError::Full(_) => Error::Overloaded {
-                capacity: self.capacity,
-            },
-            TrySendError::Disconnected(_) => {
-                Error::Internal("the model thread has stopped".to_string())
-            }
-        })?;
-        answer.await.map_err(|_| {
-            Error::Internal("the model thread dropped the request without an answer".to_string())
-        })?
-    }
-}
-
-/// The model thread's loop: one job at a time until every [`Batcher`] is dropped.
-fn work(model: &BgeM3, jobs: Receiver<Job>) {
-    for job in jobs {
-        match job {
-            Job::Encode(job, reply) => answer(reply, || encode(model, job)),
-            Job::Score(job, reply) => answer(reply, || score(model, job)),
+impl Default for BatcherOptions {
+    fn default() -> Self {
+        Self {
+            queue_size: 64,
+            max_batch_tokens: 16384,
+            request_timeout: Some(Duration::from_secs(300)),
         }
     }
 }
 
-/// Runs a job unless its requester has gone away, and sends the outcome. A panic becomes a 500
-/// for this request alone; the thread goes on with the next job.
-fn answer<T>(reply: Reply<T>, run: impl FnOnce() -> Result<T>) {
-    if reply.is_closed() {
-        return;
-    }
-    let result = catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|panic| {
-        let message = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".to_string());
-        Err(Error::Internal(format!("the model panicked: {message}")))
-    });
-    let _ = reply.send(result);
+/// The handle to the model and its thread; cheap to clone. When the last clone is dropped,
+/// the thread answers what it holds and stops.
+#[derive(Clone)]
+pub struct Batcher {
+    inner: Arc<Inner>,
 }
 
-fn encode(model: &BgeM3, job: EncodeJob) -> Result<Encoded> {
-    let EncodeOptions {
-        outputs,
-        max_length,
-        batch_size,
-    } = job.options;
-    let sequences = match &job.inputs {
-        Inputs::Texts(texts) => model.tokenize(texts, max_length)?,
-        Inputs::TokenIds(ids) => model.wrap_ids(ids, max_length)?,
-    };
-    let embeddings = model.encode_tokenized(&sequences, outputs, batch_size)?;
-    let sparse_tokens = if outputs.sparse && job.sparse_keys == SparseKeys::Tokens {
-        let by_token = embeddings
-            .iter()
-            .map(|e| match &e.sparse {
-                Some(sparse) => Ok(model.sparse_by_token(sparse)?),
-                None => Err(missing_output("sparse")),
+struct Inner {
+    model: Arc<BgeM3>,
+    queue: Queue,
+    admission: Arc<Semaphore>,
+    options: BatcherOptions,
+}
+
+/// Resolves when the model has loaded, with its batcher, or with the loading error.
+pub type Loaded = oneshot::Receiver<bge_m3_core::Result<Batcher>>;
+
+impl Batcher {
+    /// Loads the model with `load` on a thread of its own, which then becomes the model's
+    /// thread. The returned receiver resolves once the model is loaded, with its batcher; if
+    /// `load` panics, its sender is dropped without a value.
+    pub fn spawn<F>(load: F, options: BatcherOptions) -> Result<Loaded>
+    where
+        F: FnOnce() -> bge_m3_core::Result<BgeM3> + Send + 'static,
+    {
+        let (loaded_tx, loaded) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("bge-m3-model".into())
+            .spawn(move || {
+                let start = Instant::now();
+                let model = match load() {
+                    Ok(model) => Arc::new(model),
+                    Err(error) => {
+                        let _ = loaded_tx.send(Err(error));
+                        return;
+                    }
+                };
+                metrics()
+                    .model_load_seconds
+                    .set(start.elapsed().as_secs_f64());
+                let (queue, worker) = worker::queue(options.max_batch_tokens);
+                let _ = loaded_tx.send(Ok(Self::from_parts(model.clone(), queue, options)));
+                worker.run(model.as_ref());
             })
-            .collect::<Result<Vec<_>>>()?;
-        Some(by_token)
-    } else {
-        None
-    };
-    Ok(Encoded {
-        embeddings,
-        sparse_tokens,
-    })
+            .map_err(Error::Io)?;
+        Ok(loaded)
+    }
+
+    /// Starts the model's thread over a loaded model.
+    pub fn start(model: Arc<BgeM3>, options: BatcherOptions) -> Result<Self> {
+        Self::start_with(model.clone(), model, options)
+    }
+
+    /// Like [`Self::start`], but the forward passes run on `forward` while `model` tokenizes
+    /// and answers: for wrappers of the model, such as tests that inject faults.
+    pub fn start_with(
+        model: Arc<BgeM3>,
+        forward: Arc<dyn Forward>,
+        options: BatcherOptions,
+    ) -> Result<Self> {
+        let queue = Queue::spawn(forward, options.max_batch_tokens)?;
+        Ok(Self::from_parts(model, queue, options))
+    }
+
+    fn from_parts(model: Arc<BgeM3>, queue: Queue, options: BatcherOptions) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                model,
+                queue,
+                admission: Arc::new(Semaphore::new(options.queue_size.max(1))),
+                options,
+            }),
+        }
+    }
+
+    /// Facts about the model for the handlers.
+    pub fn info(&self) -> ModelInfo {
+        ModelInfo::of(&self.inner.model)
+    }
+
+    /// Embeds a job's inputs.
+    pub async fn encode(&self, job: EncodeJob) -> Result<Encoded> {
+        let _admitted = self.admit()?;
+        self.within_timeout(async move {
+            let EncodeOptions {
+                outputs,
+                max_length,
+                batch_size,
+            } = job.options;
+            let model = self.inner.model.clone();
+            let (sequences, tokenization) = blocking(move || {
+                let start = Instant::now();
+                let sequences = match &job.inputs {
+                    Inputs::Texts(texts) => model.tokenize(texts, max_length),
+                    Inputs::TokenIds(ids) => model.wrap_ids(ids, max_length),
+                };
+                sequences.map(|s| (s, start.elapsed()))
+            })
+            .await??;
+            let computed = self.compute(sequences, outputs, batch_size).await?;
+            let timings = timings(tokenization, &computed);
+            let embeddings = computed.embeddings;
+            if !(outputs.sparse && job.sparse_keys == SparseKeys::Tokens) {
+                return Ok(Encoded {
+                    embeddings,
+                    sparse_tokens: None,
+                    timings,
+                });
+            }
+            let model = self.inner.model.clone();
+            let (embeddings, sparse_tokens) = blocking(move || {
+                let by_token = embeddings
+                    .iter()
+                    .map(|e| match &e.sparse {
+                        Some(sparse) => Ok(model.sparse_by_token(sparse)?),
+                        None => Err(missing_output("sparse")),
+                    })
+                    .collect::<Result<Vec<_>>>();
+                (embeddings, by_token)
+            })
+            .await?;
+            Ok(Encoded {
+                embeddings,
+                sparse_tokens: Some(sparse_tokens?),
+                timings,
+            })
+        })
+        .await
+    }
+
+    /// `BGEM3FlagModel.compute_score` for each pair on its own: queries and passages share
+    /// the forward passes, and each pair is scored from its own two embeddings.
+    pub async fn score(&self, job: ScoreJob) -> Result<Scored> {
+        let _admitted = self.admit()?;
+        self.within_timeout(async move {
+            let options = job.options;
+            let weights = options.weights.validate()?;
+            let model = self.inner.model.clone();
+            let (sequences, tokenization) = blocking(move || {
+                let start = Instant::now();
+                let (queries, passages): (Vec<&str>, Vec<&str>) = job
+                    .pairs
+                    .iter()
+                    .map(|(q, p)| (q.as_str(), p.as_str()))
+                    .unzip();
+                let mut sequences = model.tokenize(&queries, options.max_query_length)?;
+                sequences.extend(model.tokenize(&passages, options.max_passage_length)?);
+                Ok::<_, Error>((sequences, start.elapsed()))
+            })
+            .await??;
+            let pairs = sequences.len() / 2;
+            let tokens = sequences.iter().map(|s| s.len() - 2).sum();
+            let computed = self
+                .compute(sequences, Outputs::ALL, options.batch_size)
+                .await?;
+            let timings = timings(tokenization, &computed);
+            let mut queries = computed.embeddings;
+            let scores = blocking(move || {
+                let passages = queries.split_off(pairs);
+                queries
+                    .iter()
+                    .zip(&passages)
+                    .map(|(q, p)| q.score(p, weights))
+                    .collect::<bge_m3_core::Result<Vec<_>>>()
+            })
+            .await??;
+            Ok(Scored {
+                scores,
+                tokens,
+                timings,
+            })
+        })
+        .await
+    }
+
+    /// Takes a place among the admitted requests, or refuses at once with 429.
+    fn admit(&self) -> Result<Admitted> {
+        let permit = self
+            .inner
+            .admission
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Error::Overloaded {
+                capacity: self.inner.options.queue_size,
+            })?;
+        metrics().queued_requests.inc();
+        Ok(Admitted { _permit: permit })
+    }
+
+    async fn within_timeout<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
+        match self.inner.options.request_timeout {
+            None => work.await,
+            Some(limit) => tokio::time::timeout(limit, work)
+                .await
+                .unwrap_or(Err(Error::Timeout {
+                    seconds: limit.as_secs(),
+                })),
+        }
+    }
+
+    /// Runs sequences through the model's thread.
+    async fn compute(
+        &self,
+        sequences: Vec<Vec<u32>>,
+        outputs: Outputs,
+        batch_size: usize,
+    ) -> Result<Computed> {
+        let texts = sequences.len();
+        let tokens: usize = sequences.iter().map(|s| s.len() - 2).sum();
+        let (reply, answer) = oneshot::channel();
+        self.inner.queue.push(Request {
+            sequences,
+            outputs,
+            batch_size,
+            reply,
+        });
+        let computed = answer.await.map_err(|_| {
+            Error::Internal("the model's thread dropped the request without an answer".into())
+        })??;
+        let metrics = metrics();
+        metrics.texts.inc_by(texts as u64);
+        metrics.tokens.inc_by(tokens as u64);
+        metrics.queue_duration.observe(computed.queue.as_secs_f64());
+        metrics
+            .inference_duration
+            .observe(computed.inference.as_secs_f64());
+        Ok(computed)
+    }
 }
 
-/// `BGEM3FlagModel.compute_score` for each pair on its own, from one batched encoding of all
-/// queries and passages.
-fn score(model: &BgeM3, job: ScoreJob) -> Result<Scored> {
-    let options = job.options;
-    let (queries, passages): (Vec<&str>, Vec<&str>) = job
-        .pairs
-        .iter()
-        .map(|(q, p)| (q.as_str(), p.as_str()))
-        .unzip();
-    let queries = model.tokenize(&queries, options.max_query_length)?;
-    let passages = model.tokenize(&passages, options.max_passage_length)?;
-    let tokens = queries.iter().chain(&passages).map(|s| s.len() - 2).sum();
-    let scores = model.score_tokenized(&queries, &passages, options.weights, options.batch_size)?;
-    Ok(Scored { scores, tokens })
+/// A place among the admitted requests, given back when the request is answered or dropped.
+struct Admitted {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        metrics().queued_requests.dec();
+    }
+}
+
+fn timings(tokenization: Duration, computed: &Computed) -> Timings {
+    metrics()
+        .tokenization_duration
+        .observe(tokenization.as_secs_f64());
+    Timings {
+        tokenization,
+        queue: computed.queue,
+        inference: computed.inference,
+    }
+}
+
+/// Runs CPU work on the blocking thread pool; a panic there is a 500 for this request alone.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        let cause = match e.try_into_panic() {
+            Ok(panic) => crate::worker::panic_message(panic.as_ref()),
+            Err(e) => e.to_string(),
+        };
+        Error::Internal(format!("a blocking task failed: {cause}"))
+    })
 }
 
 fn missing_output(name: &str) -> Error {
@@ -234,53 +403,288 @@ fn missing_output(name: &str) -> Error {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use std::sync::{Condvar, Mutex, OnceLock};
+
+    use bge_m3_core::{DeviceSpec, LoadOptions};
+
     use super::*;
 
-    /// A batcher whose queue nobody drains, and the receiving end that keeps it open.
-    pub(crate) fn stalled(capacity: usize) -> (Batcher, Receiver<impl Sized>) {
-        let (queue, jobs) = sync_channel::<Job>(capacity);
-        (Batcher { queue, capacity }, jobs)
+    pub(crate) fn tiny() -> Arc<BgeM3> {
+        static MODEL: OnceLock<Arc<BgeM3>> = OnceLock::new();
+        MODEL
+            .get_or_init(|| {
+                let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/models/tiny-pt");
+                let options = LoadOptions {
+                    device: DeviceSpec::Cpu,
+                    dtype: None,
+                };
+                Arc::new(BgeM3::load(dir, &options).expect("loading tiny-pt"))
+            })
+            .clone()
     }
 
-    fn job() -> EncodeJob {
-        EncodeJob {
-            inputs: Inputs::Texts(vec!["a".into()]),
-            options: EncodeOptions::default(),
-            sparse_keys: SparseKeys::Ids,
+    /// The tiny model behind a gate: passes wait until [`Gate::open`]; the input made of
+    /// [`Gate::POISON`] alone makes its pass panic.
+    pub(crate) struct Gate {
+        model: Arc<BgeM3>,
+        open: Mutex<bool>,
+        opened: Condvar,
+    }
+
+    impl Gate {
+        /// The last id of tiny-pt's vocabulary, a rare piece.
+        pub const POISON: u32 = 1201;
+
+        pub fn open(&self) {
+            *self.open.lock().unwrap() = true;
+            self.opened.notify_all();
         }
+    }
+
+    impl Forward for Gate {
+        fn forward(
+            &self,
+            sequences: &[&[u32]],
+            outputs: Outputs,
+        ) -> bge_m3_core::Result<Vec<Embedding>> {
+            let mut open = self.open.lock().unwrap();
+            while !*open {
+                open = self.opened.wait(open).unwrap();
+            }
+            drop(open);
+            if sequences.iter().any(|s| s[1..] == [Self::POISON, 2]) {
+                panic!("poisoned pass");
+            }
+            self.model.forward(sequences, outputs)
+        }
+    }
+
+    /// A batcher over the gated tiny model, the gate closed.
+    pub(crate) fn gated(options: BatcherOptions) -> (Batcher, Arc<Gate>) {
+        let gate = Arc::new(Gate {
+            model: tiny(),
+            open: Mutex::new(false),
+            opened: Condvar::new(),
+        });
+        let batcher = Batcher::start_with(tiny(), gate.clone(), options).unwrap();
+        (batcher, gate)
+    }
+
+    pub(crate) fn job(inputs: Inputs, outputs: Outputs, max_length: usize) -> EncodeJob {
+        EncodeJob {
+            inputs,
+            options: EncodeOptions {
+                outputs,
+                max_length,
+                batch_size: 12,
+            },
+            sparse_keys: SparseKeys::Tokens,
+        }
+    }
+
+    fn texts(texts: &[&str]) -> Inputs {
+        Inputs::Texts(texts.iter().map(|t| t.to_string()).collect())
+    }
+
+    fn close(a: &[f32], b: &[f32]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-5)
+    }
+
+    #[actix_web::test]
+    async fn merged_requests_get_the_answers_of_their_texts_alone() {
+        let options = BatcherOptions {
+            max_batch_tokens: 64,
+            ..BatcherOptions::default()
+        };
+        let (batcher, gate) = gated(options);
+        let model = tiny();
+        let corpus = [
+            "What is BGE M3?",
+            "",
+            "BM25 is a bag-of-words retrieval function that ranks a set of documents",
+            "Definition of BM25",
+            "Le chat est assis sur le tapis, et il regarde par la fenêtre.",
+            "密集检索、稀疏检索和多向量检索",
+        ];
+        let mut jobs = Vec::new();
+        for (n, max_length) in [(1, 8192), (3, 8), (6, 512), (2, 4)] {
+            let outputs = if n % 2 == 0 {
+                Outputs::ALL
+            } else {
+                Outputs::default()
+            };
+            let chosen: Vec<&str> = corpus.iter().cycle().skip(n).take(n).copied().collect();
+            jobs.push((chosen, outputs, max_length));
+        }
+        // Every request waits behind the closed gate, so they share passes.
+        let mut pending = Vec::new();
+        for (chosen, outputs, max_length) in &jobs {
+            let batcher = batcher.clone();
+            let job = job(texts(chosen), *outputs, *max_length);
+            pending.push(actix_web::rt::spawn(
+                async move { batcher.encode(job).await },
+            ));
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        gate.open();
+        for ((chosen, outputs, max_length), pending) in jobs.iter().zip(pending) {
+            let encoded = pending.await.unwrap().unwrap();
+            assert_eq!(encoded.embeddings.len(), chosen.len());
+            for (i, text) in chosen.iter().enumerate() {
+                let options = EncodeOptions {
+                    outputs: *outputs,
+                    max_length: *max_length,
+                    batch_size: 1,
+                };
+                let alone = model.encode(&[text], &options).unwrap().remove(0);
+                let got = &encoded.embeddings[i];
+                assert_eq!(got.tokens, alone.tokens, "{text:?}");
+                assert_eq!(got.dense.is_some(), outputs.dense);
+                assert!(close(
+                    got.dense.as_ref().unwrap(),
+                    alone.dense.as_ref().unwrap()
+                ));
+                let (g, a) = (got.sparse.as_ref().unwrap(), alone.sparse.as_ref().unwrap());
+                assert_eq!(g.len(), a.len(), "{text:?}");
+                for ((gi, gw), (ai, aw)) in g.weights.iter().zip(&a.weights) {
+                    assert_eq!(gi, ai);
+                    assert!((gw - aw).abs() <= 1e-5);
+                }
+                assert_eq!(
+                    got.colbert.is_some(),
+                    outputs.colbert,
+                    "only what was asked for"
+                );
+                if let (Some(g), Some(a)) = (&got.colbert, &alone.colbert) {
+                    assert_eq!(g.len(), a.len());
+                    assert!(g.iter().zip(a).all(|(g, a)| close(g, a)));
+                }
+            }
+            let by_token = encoded.sparse_tokens.unwrap();
+            assert_eq!(by_token.len(), chosen.len());
+        }
+        assert!(encoded_timings_are_set(&batcher).await);
+    }
+
+    async fn encoded_timings_are_set(batcher: &Batcher) -> bool {
+        let encoded = batcher
+            .encode(job(texts(&["timed"]), Outputs::default(), 8192))
+            .await
+            .unwrap();
+        encoded.timings.inference > Duration::ZERO && encoded.timings.tokenization > Duration::ZERO
     }
 
     #[actix_web::test]
     async fn a_full_queue_refuses_at_once() {
-        let (batcher, _jobs) = stalled(1);
-        // The first job waits in the queue forever: start it without awaiting it.
+        let options = BatcherOptions {
+            queue_size: 1,
+            ..BatcherOptions::default()
+        };
+        let (batcher, gate) = gated(options);
         let waiting = batcher.clone();
-        let first = actix_web::rt::spawn(async move { waiting.encode(job()).await });
-        actix_web::rt::task::yield_now().await;
-        let second = batcher.encode(job()).await;
+        let first = actix_web::rt::spawn(async move {
+            waiting
+                .encode(job(texts(&["a"]), Outputs::default(), 8192))
+                .await
+        });
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        let second = batcher
+            .encode(job(texts(&["b"]), Outputs::default(), 8192))
+            .await;
         assert!(
             matches!(second, Err(Error::Overloaded { capacity: 1 })),
             "{second:?}"
         );
-        first.abort();
+        gate.open();
+        assert!(first.await.unwrap().is_ok());
+        // The place is given back.
+        let third = batcher
+            .encode(job(texts(&["c"]), Outputs::default(), 8192))
+            .await;
+        assert!(third.is_ok(), "{third:?}");
     }
 
     #[actix_web::test]
-    async fn a_stopped_worker_is_an_internal_error() {
-        let (batcher, jobs) = stalled(1);
-        drop(jobs);
-        let result = batcher.encode(job()).await;
-        assert!(matches!(result, Err(Error::Internal(_))), "{result:?}");
+    async fn a_timed_out_request_answers_503_and_leaves_the_queue() {
+        let options = BatcherOptions {
+            queue_size: 1,
+            request_timeout: Some(Duration::from_millis(100)),
+            ..BatcherOptions::default()
+        };
+        let (batcher, gate) = gated(options);
+        let late = batcher
+            .encode(job(texts(&["slow"]), Outputs::default(), 8192))
+            .await;
+        assert!(matches!(late, Err(Error::Timeout { .. })), "{late:?}");
+        gate.open();
+        let next = batcher
+            .encode(job(texts(&["next"]), Outputs::default(), 8192))
+            .await;
+        assert!(next.is_ok(), "{next:?}");
     }
 
-    #[test]
-    fn a_panicking_job_answers_500_and_the_thread_goes_on() {
-        let (reply, mut outcome) = oneshot::channel::<Result<()>>();
-        answer(reply, || panic!("boom"));
-        let result = outcome.try_recv().unwrap();
+    #[actix_web::test]
+    async fn a_faulty_pass_fails_its_requests_and_the_rest_are_served() {
+        let options = BatcherOptions {
+            // One text per pass, so that the poisoned text has a pass of its own.
+            max_batch_tokens: 1,
+            ..BatcherOptions::default()
+        };
+        let (batcher, gate) = gated(options);
+        let poisoned = {
+            let batcher = batcher.clone();
+            let ids = Inputs::TokenIds(vec![vec![Gate::POISON]]);
+            actix_web::rt::spawn(
+                async move { batcher.encode(job(ids, Outputs::default(), 8192)).await },
+            )
+        };
+        let healthy = {
+            let batcher = batcher.clone();
+            actix_web::rt::spawn(async move {
+                batcher
+                    .encode(job(texts(&["fine", "also fine"]), Outputs::default(), 8192))
+                    .await
+            })
+        };
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        gate.open();
+        let failed = poisoned.await.unwrap();
         assert!(
-            matches!(&result, Err(Error::Internal(m)) if m.contains("boom")),
-            "{result:?}"
+            matches!(&failed, Err(Error::ModelFault(m)) if m.contains("poisoned pass")),
+            "{failed:?}"
         );
+        assert_eq!(healthy.await.unwrap().unwrap().embeddings.len(), 2);
+        let after = batcher
+            .encode(job(texts(&["after"]), Outputs::default(), 8192))
+            .await;
+        assert!(after.is_ok(), "{after:?}");
+    }
+
+    #[actix_web::test]
+    async fn scores_are_those_of_each_pair_alone() {
+        let (batcher, gate) = gated(BatcherOptions::default());
+        gate.open();
+        let pairs = vec![
+            (
+                "What is BGE M3?".to_string(),
+                "BGE M3 is an embedding model".to_string(),
+            ),
+            ("Definition of BM25".to_string(), "".to_string()),
+        ];
+        let options = ScoreOptions::default();
+        let scored = batcher
+            .score(ScoreJob {
+                pairs: pairs.clone(),
+                options,
+            })
+            .await
+            .unwrap();
+        let alone = tiny().compute_score(&pairs, &options).unwrap();
+        assert_eq!(scored.scores.len(), 2);
+        for (got, want) in scored.scores.iter().zip(&alone) {
+            assert!((got.dense - want.dense).abs() <= 1e-5);
+            assert!((got.sparse - want.sparse).abs() <= 1e-5);
+            assert!((got.colbert - want.colbert).abs() <= 1e-5);
+        }
     }
 }

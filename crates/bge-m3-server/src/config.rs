@@ -2,10 +2,14 @@
 //! variable. The doc comments below are the `--help` text.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use bge_m3_core::{DType, DeviceSpec};
 use clap::Parser;
 
+use crate::auth::ApiKey;
+use crate::batcher::BatcherOptions;
+use crate::logging::LogFormat;
 use crate::state::Limits;
 
 /// Serves BGE-M3 (BAAI/bge-m3) embeddings over HTTP: OpenAI-compatible `/v1/embeddings`, the
@@ -16,11 +20,21 @@ use crate::state::Limits;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "bge-m3-server", version)]
 pub struct Config {
-    /// Model directory laid out like the BAAI/bge-m3 Hugging Face repository: config.json,
-    /// tokenizer.json, pytorch_model.bin or model.safetensors, colbert_linear.pt and
-    /// sparse_linear.pt (e.g. from `huggingface-cli download BAAI/bge-m3 --local-dir DIR`).
-    #[arg(long, env = "MODEL_PATH", default_value = "/models/bge-m3")]
+    /// The model: a Hugging Face Hub repository id (`owner/name`), or a directory laid out like
+    /// the BAAI/bge-m3 repository (config.json, tokenizer.json, pytorch_model.bin or
+    /// model.safetensors, colbert_linear.pt and sparse_linear.pt). A repository is downloaded
+    /// on the first start into the Hugging Face cache (`$HF_HOME/hub`, default
+    /// ~/.cache/huggingface/hub) and read from there afterwards without the network. The Hub
+    /// is `HF_ENDPOINT` (default https://huggingface.co), with the token `HF_TOKEN` for private
+    /// or gated repositories; `HF_HUB_OFFLINE=1` uses the cache only. An existing directory
+    /// wins over a repository id of the same name.
+    #[arg(long, env = "MODEL_PATH", default_value = "BAAI/bge-m3")]
     pub model_path: PathBuf,
+
+    /// Revision of the Hub repository in MODEL_PATH: a branch, a tag or a commit hash. Unused
+    /// when MODEL_PATH is a directory.
+    #[arg(long, env = "MODEL_REVISION", default_value = bge_m3_core::hub::DEFAULT_REVISION)]
+    pub revision: String,
 
     /// Address to listen on: 0.0.0.0 for every IPv4 interface, 127.0.0.1 for this machine only,
     /// :: for every IPv6 (and, on most systems, IPv4) interface.
@@ -78,11 +92,83 @@ pub struct Config {
 
     /// Most requests waiting for the model. When that many are queued, a new request is
     /// refused at once with 429 rather than waiting without bound.
-    #[arg(long, env = "QUEUE_SIZE", default_value_t = 64, value_parser = at_least_one)]
+    #[arg(
+        long,
+        env = "QUEUE_SIZE",
+        default_value_t = BatcherOptions::default().queue_size,
+        value_parser = at_least_one
+    )]
     pub queue_size: usize,
+
+    /// Most tokens in one forward pass, counted as texts × the longest text's length: texts
+    /// of concurrent requests are merged into passes up to this budget (a text longer than it
+    /// runs alone). Larger passes use more memory; on a CPU they gain little past a few
+    /// thousand tokens.
+    #[arg(
+        long,
+        env = "MAX_BATCH_TOKENS",
+        default_value_t = BatcherOptions::default().max_batch_tokens,
+        value_parser = at_least_one
+    )]
+    pub max_batch_tokens: usize,
+
+    /// Longest time a request may wait and run, in seconds; past it the request is answered
+    /// with 503 and its texts leave the queue. 0: no limit.
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value_t = 300)]
+    pub request_timeout: u64,
+
+    /// On SIGTERM or SIGINT, the most seconds to wait for the requests in flight before
+    /// stopping anyway.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value_t = 30)]
+    pub shutdown_timeout: u64,
+
+    /// Most characters in one text (`input`, `input[i]`, `sentences_1[i]`, `sentences_2[i]`); a
+    /// longer text is refused with 413, not truncated. Only the first `max_length` tokens of a
+    /// text are embedded anyway (8192 at most, a few tens of thousands of characters): this
+    /// bounds the CPU time the tokenizer spends on the rest.
+    #[arg(
+        long,
+        env = "MAX_TEXT_CHARS",
+        default_value_t = Limits::default().max_text_chars,
+        value_parser = at_least_one
+    )]
+    pub max_text_chars: usize,
+
+    /// Require this API key: every request but /health, /openapi.json and /docs must send
+    /// `Authorization: Bearer KEY` (what OpenAI's SDKs send as their `api_key`), or is refused
+    /// with 401. Unset: no key is asked for. Prefer the environment variable to the flag, which
+    /// other users of the machine can see in the process list.
+    #[arg(long, env = "API_KEY", hide_env_values = true)]
+    pub api_key: Option<ApiKey>,
+
+    /// Origins whose web pages may call this API from a browser (CORS), such as
+    /// `https://app.example.com`, or `*` for any. Repeat the flag or separate origins with
+    /// commas. Unset: CORS is off and browsers refuse cross-origin calls.
+    #[arg(
+        long = "cors-allow-origin",
+        env = "CORS_ALLOW_ORIGINS",
+        value_delimiter = ',',
+        value_parser = crate::cors::parse_origin
+    )]
+    pub cors_allow_origins: Vec<String>,
+
+    /// Log format: `text` (one human-readable line per event) or `json` (one JSON object per
+    /// line, for log collectors).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 impl Config {
+    /// The batcher's share of the settings.
+    pub fn batcher_options(&self) -> BatcherOptions {
+        BatcherOptions {
+            queue_size: self.queue_size,
+            max_batch_tokens: self.max_batch_tokens,
+            request_timeout: (self.request_timeout > 0)
+                .then(|| Duration::from_secs(self.request_timeout)),
+        }
+    }
+
     /// The names accepted for the served model, blank aliases and repeats of the id left out.
     pub fn aliases(&self) -> Vec<String> {
         let mut aliases: Vec<String> = Vec::new();
@@ -141,5 +227,63 @@ mod tests {
         assert_eq!(config.aliases(), ["a", "b"]);
         assert!(Config::try_parse_from(["bge-m3-server", "--queue-size", "0"]).is_err());
         assert!(Config::try_parse_from(["bge-m3-server", "--device", "tpu"]).is_err());
+    }
+
+    #[test]
+    fn the_model_comes_from_the_hub_by_default() {
+        let config = Config::try_parse_from(["bge-m3-server"]).unwrap();
+        assert_eq!(config.model_path, PathBuf::from("BAAI/bge-m3"));
+        assert_eq!(config.revision, "main");
+        let config = Config::try_parse_from(["bge-m3-server", "--revision", "v1.0"]).unwrap();
+        assert_eq!(config.revision, "v1.0");
+    }
+
+    #[test]
+    fn http_layer_flags() {
+        let parse = |args: &[&str]| {
+            Config::try_parse_from(std::iter::once("bge-m3-server").chain(args.iter().copied()))
+        };
+        let defaults = parse(&[]).unwrap();
+        assert!(defaults.api_key.is_none());
+        assert!(defaults.cors_allow_origins.is_empty());
+        assert_eq!(defaults.log_format, LogFormat::Text);
+        assert_eq!(defaults.max_text_chars, 1_000_000);
+        let config = parse(&[
+            "--api-key",
+            "sk-local",
+            "--cors-allow-origin",
+            "https://App.example.com, http://localhost:3000",
+            "--cors-allow-origin",
+            "*",
+            "--log-format",
+            "json",
+            "--max-text-chars",
+            "10",
+        ])
+        .unwrap();
+        assert!(config.api_key.as_ref().unwrap().matches("sk-local"));
+        assert_eq!(
+            config.cors_allow_origins,
+            ["https://app.example.com", "http://localhost:3000", "*"]
+        );
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.max_text_chars, 10);
+        for bad in [
+            &["--api-key", ""][..],
+            &["--api-key", "two words"],
+            &["--cors-allow-origin", "https://app.example.com/"],
+            &["--cors-allow-origin", "app.example.com"],
+            &["--log-format", "xml"],
+            &["--max-text-chars", "0"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        // `--help` shows that API_KEY is read, never its value.
+        let command = Config::command();
+        let api_key = command
+            .get_arguments()
+            .find(|arg| arg.get_id() == "api_key")
+            .unwrap();
+        assert!(api_key.is_hide_env_values_set());
     }
 }

@@ -9,6 +9,8 @@ use actix_web::http::{header, Method, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
+use crate::auth::AuthFailure;
+
 /// Everything that can go wrong in the server, while starting or while answering a request.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -29,6 +31,15 @@ pub enum Error {
     /// 400: the body was sent with a Content-Type other than JSON.
     #[error("Content-Type must be application/json, got {0:?}")]
     UnsupportedContentType(String),
+
+    /// 400: a browser's CORS preflight that the configured origins, methods or headers do
+    /// not allow (`--cors-allow-origin`).
+    #[error("CORS: {0}")]
+    CorsRefused(String),
+
+    /// 401: an API key is configured and the request lacks it or brings another one.
+    #[error("{0}")]
+    Unauthorized(AuthFailure),
 
     /// 404: `model` names no model served here.
     #[error("The model `{0}` does not exist")]
@@ -58,6 +69,17 @@ pub enum Error {
         limit: usize,
     },
 
+    /// 413: a text longer than the configured limit in characters.
+    #[error("`{path}` has {chars} characters, more than the limit of {limit} per text")]
+    TextTooLong {
+        /// The field (`input`, `sentences_2`).
+        param: &'static str,
+        /// The text within it (`input[1]`, or `input` for a lone string).
+        path: String,
+        chars: usize,
+        limit: usize,
+    },
+
     /// 429: the queue in front of the model is full.
     #[error("the server is overloaded ({capacity} requests are already waiting); retry later")]
     Overloaded { capacity: usize },
@@ -73,6 +95,21 @@ pub enum Error {
     /// 500: the model failed on a valid request. The cause goes to the log, not to the client.
     #[error("the model failed on this request; the server log has the cause")]
     Inference(#[source] bge_m3_core::Error),
+
+    /// 500: the forward pass that held this request's texts failed or panicked; the requests
+    /// in other passes are unaffected.
+    #[error(
+        "the forward pass that held this request failed ({0}); the server log has the details"
+    )]
+    ModelFault(String),
+
+    /// 503: the request was not answered within the configured request timeout.
+    #[error("the request was not answered within {}s (the server's request timeout); retry later or send fewer or shorter texts", seconds)]
+    Timeout { seconds: u64 },
+
+    /// 503: the server is stopping and takes no new requests.
+    #[error("the server is shutting down")]
+    ShuttingDown,
 
     /// 500: the server itself is broken (the model worker panicked or is gone).
     #[error("internal error: {0}")]
@@ -127,7 +164,7 @@ impl Error {
         match self {
             Error::InvalidRequest { param, .. } => param.as_deref(),
             Error::ModelNotFound(_) => Some("model"),
-            Error::TooManyInputs { param, .. } => Some(param),
+            Error::TooManyInputs { param, .. } | Error::TextTooLong { param, .. } => Some(param),
             _ => None,
         }
     }
@@ -144,9 +181,16 @@ impl Error {
             Error::MethodNotAllowed { .. } => (INVALID, "method_not_allowed"),
             Error::BodyTooLarge { .. } => (INVALID, "body_too_large"),
             Error::TooManyInputs { .. } => (INVALID, "too_many_inputs"),
+            Error::TextTooLong { .. } => (INVALID, "text_too_long"),
+            Error::CorsRefused(_) => (INVALID, "cors_refused"),
+            // OpenAI's type and code for a missing or wrong key.
+            Error::Unauthorized(_) => (INVALID, "invalid_api_key"),
             Error::Overloaded { .. } => ("rate_limit_error", "queue_full"),
             Error::ModelLoading => ("server_error", "model_loading"),
             Error::ModelFailed(_) => ("server_error", "model_load_failed"),
+            Error::ModelFault(_) => ("server_error", "model_fault"),
+            Error::Timeout { .. } => ("server_error", "timeout"),
+            Error::ShuttingDown => ("server_error", "shutting_down"),
             Error::Inference(_)
             | Error::Internal(_)
             | Error::Bind { .. }
@@ -166,18 +210,23 @@ impl From<bge_m3_core::Error> for Error {
     }
 }
 
-/// `{"error": {...}}`, OpenAI's error body.
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// `{"error": {...}}`, OpenAI's error body, on every route.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub(crate) struct ErrorBody<'a> {
     error: ErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorDetail<'a> {
+    /// What was wrong, naming the field or element at fault (`input[3]`).
     message: String,
+    /// OpenAI's error type: `invalid_request_error`, `rate_limit_error` or `server_error`.
     #[serde(rename = "type")]
     kind: &'static str,
+    /// The field at fault (`input`, `weights`, `input_type.dense`), or null.
     param: Option<&'a str>,
+    /// A machine-readable code: `invalid_value`, `model_not_found`, `too_many_inputs`, ...
     code: &'static str,
 }
 
@@ -186,15 +235,21 @@ impl ResponseError for Error {
         match self {
             Error::InvalidRequest { .. }
             | Error::MalformedJson(_)
-            | Error::UnsupportedContentType(_) => StatusCode::BAD_REQUEST,
+            | Error::UnsupportedContentType(_)
+            | Error::CorsRefused(_) => StatusCode::BAD_REQUEST,
+            Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::ModelNotFound(_) | Error::RouteNotFound { .. } => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Error::BodyTooLarge { .. } | Error::TooManyInputs { .. } => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
+            Error::BodyTooLarge { .. }
+            | Error::TooManyInputs { .. }
+            | Error::TextTooLong { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Error::ModelLoading | Error::ModelFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::ModelLoading
+            | Error::ModelFailed(_)
+            | Error::Timeout { .. }
+            | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Error::Inference(_)
+            | Error::ModelFault(_)
             | Error::Internal(_)
             | Error::Bind { .. }
             | Error::Load { .. }
@@ -212,7 +267,15 @@ impl ResponseError for Error {
             Error::MethodNotAllowed { allowed, .. } => {
                 response.insert_header((header::ALLOW, allowed.as_str()));
             }
-            Error::Overloaded { .. } | Error::ModelLoading => {
+            // RFC 6750: the scheme to use, and `invalid_token` when a wrong one was sent.
+            Error::Unauthorized(failure) => {
+                let challenge = match failure {
+                    AuthFailure::WrongKey => r#"Bearer error="invalid_token""#,
+                    _ => "Bearer",
+                };
+                response.insert_header((header::WWW_AUTHENTICATE, challenge));
+            }
+            Error::Overloaded { .. } | Error::ModelLoading | Error::Timeout { .. } => {
                 response.insert_header((header::RETRY_AFTER, "1"));
             }
             _ => {}
@@ -294,8 +357,39 @@ mod tests {
                 "body_too_large",
                 None,
             ),
+            (
+                Error::TextTooLong {
+                    param: "sentences_2",
+                    path: "sentences_2[0]".into(),
+                    chars: 11,
+                    limit: 10,
+                },
+                413,
+                "text_too_long",
+                Some("sentences_2"),
+            ),
+            (
+                Error::Unauthorized(AuthFailure::Missing),
+                401,
+                "invalid_api_key",
+                None,
+            ),
+            (
+                Error::CorsRefused("origin not allowed".into()),
+                400,
+                "cors_refused",
+                None,
+            ),
             (Error::Overloaded { capacity: 4 }, 429, "queue_full", None),
             (Error::ModelLoading, 503, "model_loading", None),
+            (Error::Timeout { seconds: 5 }, 503, "timeout", None),
+            (Error::ShuttingDown, 503, "shutting_down", None),
+            (
+                Error::ModelFault("panic: boom".into()),
+                500,
+                "model_fault",
+                None,
+            ),
             (
                 Error::Internal("worker gone".into()),
                 500,
@@ -312,6 +406,31 @@ mod tests {
             assert_eq!(json["error"]["message"], message.as_str());
             assert!(json["error"]["type"].is_string());
         }
+    }
+
+    #[test]
+    fn a_401_names_the_scheme_and_says_which_failure() {
+        let challenge = |failure| {
+            let response = Error::Unauthorized(failure).error_response();
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+            response
+                .headers()
+                .get(header::WWW_AUTHENTICATE)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(challenge(AuthFailure::Missing), "Bearer");
+        assert_eq!(challenge(AuthFailure::NotBearer), "Bearer");
+        assert_eq!(
+            challenge(AuthFailure::WrongKey),
+            r#"Bearer error="invalid_token""#
+        );
+        let missing = Error::Unauthorized(AuthFailure::Missing).to_string();
+        let wrong = Error::Unauthorized(AuthFailure::WrongKey).to_string();
+        assert!(missing.contains("no API key was sent"), "{missing}");
+        assert!(wrong.contains("not this server's API key"), "{wrong}");
     }
 
     #[test]

@@ -20,28 +20,34 @@
 //! # }
 //! ```
 
+pub mod auth;
 pub mod batcher;
 pub mod config;
+mod cors;
 mod error;
 mod extract;
 pub mod logging;
+pub mod metrics;
+mod request_id;
 mod routes;
 pub mod state;
+pub mod worker;
 
 use std::net::TcpListener;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::{middleware, web, App, HttpServer};
+use bge_m3_core::hub::{self, HubOptions};
 use bge_m3_core::{BgeM3, LoadOptions};
 
-pub use batcher::Batcher;
+pub use batcher::{Batcher, BatcherOptions};
 pub use config::Config;
 pub use error::{Error, Report, Result};
 pub use state::{AppState, Limits, ModelInfo};
 
-/// The application: every route of the contract, the 404 and 405 answers, the body limit and
-/// the request log, over `state`.
+/// The application: every route of the contract, the 404 and 405 answers, the body limit, the
+/// API key and CORS of `state`, request ids and the request log, over `state`.
 pub fn app(
     state: web::Data<AppState>,
 ) -> App<
@@ -54,6 +60,7 @@ pub fn app(
     >,
 > {
     let body_limit = state.limits().max_body_bytes;
+    let cors_origins = state.cors_allow_origins().to_vec();
     App::new()
         .app_data(state)
         .app_data(web::PayloadConfig::new(body_limit))
@@ -65,7 +72,18 @@ pub fn app(
         )
         .configure(routes::configure)
         .default_service(web::to(routes::not_found))
+        // The last `wrap` is the outermost. CORS comes before the API key, since browsers send
+        // preflights without it; the request id around everything, so that every response has
+        // one and every log line of the request carries it.
+        .wrap(middleware::from_fn(auth::require_api_key))
+        .wrap(middleware::Condition::new(
+            !cors_origins.is_empty(),
+            cors::cors(&cors_origins),
+        ))
+        .wrap(middleware::from_fn(cors::refusals_as_json))
         .wrap(middleware::from_fn(logging::log_request))
+        .wrap(middleware::from_fn(metrics::record_request))
+        .wrap(middleware::from_fn(request_id::assign))
 }
 
 /// Binds `config.host:config.port`, then [`serve`]s.
@@ -77,8 +95,12 @@ pub async fn run(config: Config) -> Result<()> {
 }
 
 /// Serves on `listener` at once, loading the model meanwhile on its own thread (`/health`
-/// answers 503 until it is loaded). Returns when the server is stopped (SIGINT, SIGTERM), or
-/// with [`Error::Load`] as soon as the model fails to load.
+/// answers 503 until it is loaded). Returns when the server has stopped, or with
+/// [`Error::Load`] as soon as the model fails to load.
+///
+/// SIGTERM and SIGINT stop it gracefully: `/health` turns 503 and new requests are refused
+/// with 503, while every request already in flight or queued is answered; then it returns,
+/// within `--shutdown-timeout`. A second signal stops it at once.
 pub async fn serve(config: Config, listener: TcpListener) -> Result<()> {
     let addr = listener.local_addr().map_err(Error::Io)?;
     let state = web::Data::new(AppState::from_config(&config));
@@ -87,11 +109,17 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<()> {
         device: config.device,
         dtype: config.dtype,
     };
-    let (batcher, loaded) = {
+    // A Hub repository id is downloaded (or found in the cache) on the model's thread, so
+    // that /health answers 503 "loading" meanwhile.
+    let hub_options = HubOptions {
+        revision: config.revision.clone(),
+        ..HubOptions::from_env()
+    };
+    let loaded = {
         let model_path = model_path.clone();
         Batcher::spawn(
-            move || BgeM3::load(&model_path, &load_options),
-            config.queue_size,
+            move || BgeM3::load(hub::resolve(&model_path, &hub_options)?, &load_options),
+            config.batcher_options(),
         )?
     };
 
@@ -99,11 +127,14 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<()> {
         let state = state.clone();
         move || app(state.clone())
     })
+    .disable_signals()
+    .shutdown_timeout(config.shutdown_timeout)
     .listen(listener)
     .map_err(Error::Io)?
     .run();
     let handle = server.handle();
     let mut server = actix_web::rt::spawn(server);
+    actix_web::rt::spawn(stop_on_signals(state.clone(), handle.clone()));
     tracing::info!(
         %addr,
         model = %model_path.display(),
@@ -115,7 +146,8 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<()> {
         loaded = loaded => loaded,
     };
     match loaded {
-        Ok(Ok(info)) => {
+        Ok(Ok(batcher)) => {
+            let info = batcher.info();
             tracing::info!(device = %info.device, dense_dim = info.dense_dim, "ready");
             state.set_ready(info, batcher);
             finished(server.await)
@@ -136,6 +168,34 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<()> {
     }
 }
 
+/// Stops the server gracefully on the first SIGTERM or SIGINT, at once on the second.
+async fn stop_on_signals(state: web::Data<AppState>, handle: actix_web::dev::ServerHandle) {
+    use tokio::signal::unix::{signal, SignalKind};
+
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for SIGTERM and SIGINT; the server stops only when killed");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("stopping: answering the requests in flight, refusing new ones");
+    state.start_draining();
+    let graceful = actix_web::rt::spawn({
+        let handle = handle.clone();
+        async move { handle.stop(true).await }
+    });
+    tokio::select! {
+        _ = graceful => {}
+        _ = term.recv() => handle.stop(false).await,
+        _ = int.recv() => handle.stop(false).await,
+    }
+}
+
 fn finished(
     joined: std::result::Result<std::io::Result<()>, actix_web::rt::task::JoinError>,
 ) -> Result<()> {
@@ -146,37 +206,43 @@ fn finished(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use actix_web::test;
+    use bge_m3_core::Outputs;
     use serde_json::{json, Value};
 
     use super::*;
-    use crate::batcher::{EncodeJob, Inputs, SparseKeys};
+    use crate::batcher::tests::{gated, job};
+    use crate::batcher::Inputs;
+
+    /// A ready state over the gated tiny model (see `batcher::tests::gated`).
+    fn ready(
+        options: BatcherOptions,
+    ) -> (
+        web::Data<AppState>,
+        Batcher,
+        std::sync::Arc<batcher::tests::Gate>,
+    ) {
+        let state = web::Data::new(AppState::new("bge-m3", vec![], Limits::default()));
+        let (batcher, gate) = gated(options);
+        state.set_ready(batcher.info(), batcher.clone());
+        (state, batcher, gate)
+    }
 
     #[actix_web::test]
     async fn a_full_queue_answers_429_at_once() {
-        let state = web::Data::new(AppState::new("bge-m3", vec![], Limits::default()));
-        let (batcher, _jobs) = batcher::tests::stalled(1);
-        state.set_ready(
-            ModelInfo {
-                dense_dim: 4,
-                colbert_dim: 4,
-                max_length: 8192,
-                vocab_size: 10,
-                device: "cpu".into(),
-                loaded_at: 0,
-            },
-            batcher.clone(),
-        );
-        // One job fills the queue, which nobody drains.
+        let options = BatcherOptions {
+            queue_size: 1,
+            ..BatcherOptions::default()
+        };
+        let (state, batcher, gate) = ready(options);
+        // One request fills the queue; the closed gate keeps it there.
         let waiting = actix_web::rt::spawn(async move {
-            let job = EncodeJob {
-                inputs: Inputs::Texts(vec!["a".into()]),
-                options: bge_m3_core::EncodeOptions::default(),
-                sparse_keys: SparseKeys::Ids,
-            };
+            let job = job(Inputs::Texts(vec!["a".into()]), Outputs::default(), 8192);
             batcher.encode(job).await
         });
-        actix_web::rt::task::yield_now().await;
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
 
         let app = test::init_service(app(state)).await;
         for path in ["/v1/embeddings", "/embeddings"] {
@@ -196,6 +262,99 @@ mod tests {
             .set_json(json!({"sentences_1": ["a"], "sentences_2": ["b"]}))
             .to_request();
         assert_eq!(test::call_service(&app, request).await.status(), 429);
-        waiting.abort();
+        gate.open();
+        assert!(waiting.await.unwrap().is_ok());
+    }
+
+    #[actix_web::test]
+    async fn while_draining_health_and_new_requests_answer_503() {
+        let (state, _batcher, gate) = ready(BatcherOptions::default());
+        gate.open();
+        let app = test::init_service(app(state.clone())).await;
+        let health = test::TestRequest::get().uri("/health").to_request();
+        assert_eq!(test::call_service(&app, health).await.status(), 200);
+
+        state.start_draining();
+        let health = test::TestRequest::get().uri("/health").to_request();
+        let response = test::call_service(&app, health).await;
+        assert_eq!(response.status(), 503);
+        let body: Value = test::read_body_json(response).await;
+        assert_eq!(body["status"], "draining");
+        let request = test::TestRequest::post()
+            .uri("/embeddings")
+            .set_json(json!({"input": "a"}))
+            .to_request();
+        let response = test::call_service(&app, request).await;
+        assert_eq!(response.status(), 503);
+        let body: Value = test::read_body_json(response).await;
+        assert_eq!(body["error"]["code"], "shutting_down");
+    }
+
+    /// The value of a metric line `name{labels} value` in `/metrics`, 0 when absent.
+    fn metric(text: &str, line_start: &str) -> f64 {
+        text.lines()
+            .find(|line| line.starts_with(line_start))
+            .and_then(|line| line.rsplit(' ').next())
+            .map_or(0.0, |value| value.parse().unwrap())
+    }
+
+    #[actix_web::test]
+    async fn metrics_move_as_requests_are_served() {
+        let (state, _batcher, gate) = ready(BatcherOptions::default());
+        gate.open();
+        let app = test::init_service(app(state)).await;
+        let scrape = || async {
+            let request = test::TestRequest::get().uri("/metrics").to_request();
+            let response = test::call_service(&app, request).await;
+            assert_eq!(response.status(), 200);
+            let body = test::read_body(response).await;
+            String::from_utf8(body.to_vec()).unwrap()
+        };
+        let served = r#"bge_m3_requests_total{route="/embeddings",status="200"}"#;
+        let refused = r#"bge_m3_requests_total{route="/embeddings",status="400"}"#;
+        let before = scrape().await;
+
+        let request = test::TestRequest::post()
+            .uri("/embeddings")
+            .set_json(json!({"input": ["What is BGE M3?", "BM25"]}))
+            .to_request();
+        let response = test::call_service(&app, request).await;
+        assert_eq!(response.status(), 200);
+        for header in [
+            "x-queue-time",
+            "x-tokenization-time",
+            "x-inference-time",
+            "x-total-time",
+            "x-compute-tokens",
+        ] {
+            assert!(response.headers().contains_key(header), "{header}");
+        }
+        let request = test::TestRequest::post()
+            .uri("/embeddings")
+            .set_json(json!({"input": []}))
+            .to_request();
+        assert_eq!(test::call_service(&app, request).await.status(), 400);
+
+        let after = scrape().await;
+        // Other tests of this binary share the process's metrics: counters only grow.
+        assert!(metric(&after, served) >= metric(&before, served) + 1.0);
+        assert!(metric(&after, refused) >= metric(&before, refused) + 1.0);
+        assert!(
+            metric(&after, "bge_m3_tokens_total") >= metric(&before, "bge_m3_tokens_total") + 2.0
+        );
+        assert!(
+            metric(&after, "bge_m3_pass_texts_count") > metric(&before, "bge_m3_pass_texts_count")
+        );
+        for name in [
+            "bge_m3_queue_duration_seconds_bucket",
+            "bge_m3_tokenization_duration_seconds_bucket",
+            "bge_m3_inference_duration_seconds_bucket",
+            "bge_m3_request_duration_seconds_bucket",
+            "bge_m3_queued_requests",
+            "bge_m3_waiting_texts",
+            "bge_m3_model_load_seconds",
+        ] {
+            assert!(after.contains(name), "{name} missing from:\n{after}");
+        }
     }
 }

@@ -8,7 +8,7 @@ use clap::Parser;
 #[actix_web::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    logging::init();
+    logging::init(config.log_format);
     match bge_m3_server::run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

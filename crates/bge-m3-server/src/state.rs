@@ -1,11 +1,13 @@
 //! What every handler shares: the served model's names, the request limits, and whether the
 //! model has loaded (and then its dimensions and the queue in front of it).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bge_m3_core::BgeM3;
 
+use crate::auth::ApiKey;
 use crate::batcher::Batcher;
 use crate::config::Config;
 use crate::{Error, Result};
@@ -17,6 +19,8 @@ pub struct Limits {
     pub max_inputs: usize,
     /// Largest request body in bytes. Default: 16 MiB.
     pub max_body_bytes: usize,
+    /// Most characters (Unicode scalar values) in one text. Default: 1,000,000.
+    pub max_text_chars: usize,
 }
 
 impl Default for Limits {
@@ -24,6 +28,7 @@ impl Default for Limits {
         Self {
             max_inputs: 2048,
             max_body_bytes: 16 * 1024 * 1024,
+            max_text_chars: 1_000_000,
         }
     }
 }
@@ -71,6 +76,8 @@ pub(crate) struct Ready {
 pub(crate) enum Status<'a> {
     Loading,
     Ready(&'a ModelInfo),
+    /// Loaded, but stopping: no new requests.
+    Draining(&'a ModelInfo),
     Failed(&'a str),
 }
 
@@ -81,7 +88,10 @@ pub struct AppState {
     model_id: String,
     aliases: Vec<String>,
     limits: Limits,
+    api_key: Option<ApiKey>,
+    cors_allow_origins: Vec<String>,
     status: OnceLock<std::result::Result<Ready, String>>,
+    draining: AtomicBool,
 }
 
 impl AppState {
@@ -91,7 +101,10 @@ impl AppState {
             model_id: model_id.into(),
             aliases,
             limits,
+            api_key: None,
+            cors_allow_origins: Vec::new(),
             status: OnceLock::new(),
+            draining: AtomicBool::new(false),
         }
     }
 
@@ -103,8 +116,23 @@ impl AppState {
             Limits {
                 max_inputs: config.max_inputs,
                 max_body_bytes: config.max_body_bytes,
+                max_text_chars: config.max_text_chars,
             },
         )
+        .with_api_key(config.api_key.clone())
+        .with_cors_allow_origins(config.cors_allow_origins.clone())
+    }
+
+    /// Requires `key` on every route but `/health` and the API docs (see [`crate::auth`]).
+    pub fn with_api_key(mut self, key: Option<ApiKey>) -> Self {
+        self.api_key = key;
+        self
+    }
+
+    /// Lets pages from these origins (`*`: any) call the API from a browser; none by default.
+    pub fn with_cors_allow_origins(mut self, origins: Vec<String>) -> Self {
+        self.cors_allow_origins = origins;
+        self
     }
 
     /// The model has loaded: requests go to `batcher` from now on. Only the first call of
@@ -132,9 +160,30 @@ impl AppState {
         self.limits
     }
 
+    /// The API key requests must bring, if one is configured.
+    pub fn api_key(&self) -> Option<&ApiKey> {
+        self.api_key.as_ref()
+    }
+
+    /// The origins allowed by CORS; empty when CORS is off.
+    pub fn cors_allow_origins(&self) -> &[String] {
+        &self.cors_allow_origins
+    }
+
+    /// The server is stopping: `/health` answers 503 and new requests are refused with 503
+    /// from now on, while those already admitted are answered.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
     pub(crate) fn status(&self) -> Status<'_> {
         match self.status.get() {
             None => Status::Loading,
+            Some(Ok(ready)) if self.is_draining() => Status::Draining(&ready.info),
             Some(Ok(ready)) => Status::Ready(&ready.info),
             Some(Err(reason)) => Status::Failed(reason),
         }
@@ -144,6 +193,7 @@ impl AppState {
     pub(crate) fn ready(&self) -> Result<&Ready> {
         match self.status.get() {
             None => Err(Error::ModelLoading),
+            Some(Ok(_)) if self.is_draining() => Err(Error::ShuttingDown),
             Some(Ok(ready)) => Ok(ready),
             Some(Err(reason)) => Err(Error::ModelFailed(reason.clone())),
         }

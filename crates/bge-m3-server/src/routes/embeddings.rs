@@ -6,27 +6,40 @@ use bge_m3_core::{EncodeOptions, Outputs};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::docs::EncodeErrors;
 use super::input::{self, parse_outputs, InputField};
 use super::vectors::{EncodingFormat, Format, Item, Sparse, SparseFormat, Vector};
-use super::{ok_with_tokens, Usage};
-use crate::batcher::{EncodeJob, SparseKeys};
+use super::{answered, Usage};
+use crate::batcher::{EncodeJob, SparseKeys, Timings};
 use crate::extract::Json;
 use crate::state::{AppState, ModelInfo};
 use crate::{Error, Result};
 
 /// The body of both embeddings routes. Unknown fields (OpenAI's `user`) are ignored.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct EmbeddingsRequest {
     /// A string, an array of strings, an array of token ids or an array of arrays of them.
+    #[schema(value_type = InputField, required = true)]
     input: Option<InputField>,
     /// The served model id or an alias; absent means the served model.
+    #[schema(example = "bge-m3")]
     model: Option<String>,
     /// `{"dense", "sparse", "colbert"}` flags, or a string that changes nothing.
+    #[schema(schema_with = input::input_type_schema)]
     input_type: Option<Value>,
+    /// How vectors are written; default `float`.
     encoding_format: Option<EncodingFormat>,
+    /// Keep the first N dense values and re-normalise (1 to the model's width); default all.
+    #[schema(minimum = 1)]
     dimensions: Option<usize>,
+    /// How sparse weights are keyed; default `token`.
     sparse_format: Option<SparseFormat>,
+    /// Truncation in tokens, `<s>` and `</s>` counted (1 to 8192); default 8192.
+    #[schema(minimum = 1, maximum = 8192)]
     max_length: Option<usize>,
+    /// Most inputs of this request per forward pass (the results do not depend on it);
+    /// default 12.
+    #[schema(minimum = 1)]
     batch_size: Option<usize>,
 }
 
@@ -38,7 +51,7 @@ impl EmbeddingsRequest {
         let inputs = self
             .input
             .ok_or_else(|| Error::missing("input"))?
-            .validate(info.vocab_size, state.limits().max_inputs)?;
+            .validate(info.vocab_size, state.limits())?;
         let outputs = parse_outputs(self.input_type)?;
         let max_length = input::length(
             "max_length",
@@ -82,6 +95,7 @@ struct Embedded {
     items: Vec<Item>,
     outputs: Outputs,
     tokens: usize,
+    timings: Timings,
 }
 
 /// Runs a request on the model and writes each input's outputs.
@@ -91,6 +105,7 @@ async fn embed(state: &AppState, request: EmbeddingsRequest) -> Result<Embedded>
     let outputs = job.options.outputs;
     let encoded = ready.batcher.encode(job).await?;
     let tokens = encoded.tokens();
+    let timings = encoded.timings;
     let mut sparse_tokens = encoded.sparse_tokens.map(Vec::into_iter);
     let items = encoded
         .embeddings
@@ -104,40 +119,69 @@ async fn embed(state: &AppState, request: EmbeddingsRequest) -> Result<Embedded>
         items,
         outputs,
         tokens,
+        timings,
     })
 }
 
-#[derive(Serialize)]
+/// OpenAI's embeddings list.
+#[derive(Serialize, utoipa::ToSchema)]
 struct OpenAiResponse<'a> {
+    /// `list`.
     object: &'static str,
+    /// One item per input, in order.
     data: Vec<OpenAiItem>,
+    /// The served model id.
     model: &'a str,
     usage: Usage,
 }
 
 /// OpenAI's embedding object, plus the original service's `dense` and `sparse` beside
 /// `embedding` and, on request, `colbert`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct OpenAiItem {
+    /// `embedding`.
     object: &'static str,
+    /// The input's position in the request.
     index: usize,
     /// The dense vector; `null` when `input_type.dense` is false (the key stays, so that
     /// OpenAI SDKs still parse the item).
     embedding: Option<Vector>,
+    /// The same vector as `embedding`, when dense output was asked for (the default).
     #[serde(skip_serializing_if = "Option::is_none")]
     dense: Option<Vector>,
+    /// The sparse weights, when asked for (the default).
     #[serde(skip_serializing_if = "Option::is_none")]
     sparse: Option<Sparse>,
+    /// One vector per token but `<s>`, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     colbert: Option<Vec<Vector>>,
 }
 
 /// `POST /v1/embeddings`.
+#[utoipa::path(
+    post,
+    path = "/v1/embeddings",
+    tag = "embeddings",
+    summary = "Embeddings in OpenAI's shape",
+    description = "OpenAI-compatible: each item's `embedding` is the dense vector; it also \
+        carries `dense` and `sparse` (and `colbert` on request) as the original service did.",
+    request_body = EmbeddingsRequest,
+    responses(
+        (status = 200, description = "One item per input", body = OpenAiResponse),
+        EncodeErrors,
+    ),
+    security((), ("api_key" = [])),
+)]
 pub(crate) async fn openai(
     state: web::Data<AppState>,
     Json(request): Json<EmbeddingsRequest>,
 ) -> Result<HttpResponse> {
-    let Embedded { items, tokens, .. } = embed(&state, request).await?;
+    let Embedded {
+        items,
+        tokens,
+        timings,
+        ..
+    } = embed(&state, request).await?;
     let data = items
         .into_iter()
         .enumerate()
@@ -156,22 +200,39 @@ pub(crate) async fn openai(
         model: state.model_id(),
         usage: Usage::new(tokens),
     };
-    Ok(ok_with_tokens(&response, tokens))
+    Ok(answered(&response, tokens, timings))
 }
 
 /// The native response: each output's key present only when it was asked for.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct NativeResponse {
+    /// One dense vector per input (default on).
     #[serde(skip_serializing_if = "Option::is_none")]
     dense_vecs: Option<Vec<Vector>>,
+    /// One set of sparse weights per input (default on).
     #[serde(skip_serializing_if = "Option::is_none")]
     sparse_vecs: Option<Vec<Sparse>>,
+    /// One list of ColBERT vectors per input (default off).
     #[serde(skip_serializing_if = "Option::is_none")]
     colbert_vecs: Option<Vec<Vec<Vector>>>,
     usage: Usage,
 }
 
 /// `POST /embeddings`.
+#[utoipa::path(
+    post,
+    path = "/embeddings",
+    tag = "embeddings",
+    summary = "Embeddings in the native BGE-M3 shape",
+    description = "The original service's endpoint: `dense_vecs`, `sparse_vecs` and \
+        `colbert_vecs`, each present when asked for in `input_type`.",
+    request_body = EmbeddingsRequest,
+    responses(
+        (status = 200, description = "The outputs asked for, one per input", body = NativeResponse),
+        EncodeErrors,
+    ),
+    security((), ("api_key" = [])),
+)]
 pub(crate) async fn native(
     state: web::Data<AppState>,
     Json(request): Json<EmbeddingsRequest>,
@@ -180,6 +241,7 @@ pub(crate) async fn native(
         mut items,
         outputs,
         tokens,
+        timings,
     } = embed(&state, request).await?;
     let response = NativeResponse {
         dense_vecs: outputs
@@ -193,5 +255,5 @@ pub(crate) async fn native(
             .then(|| items.iter_mut().filter_map(|i| i.colbert.take()).collect()),
         usage: Usage::new(tokens),
     };
-    Ok(ok_with_tokens(&response, tokens))
+    Ok(answered(&response, tokens, timings))
 }

@@ -4,24 +4,44 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
+use super::docs::KeyErrors;
 use super::ROUTES;
 use crate::state::{AppState, Status};
 
-#[derive(Serialize)]
+/// What this service is.
+#[derive(Serialize, utoipa::ToSchema)]
 struct Root<'a> {
+    /// `bge-m3-server`.
     name: &'static str,
+    /// The server's version.
     version: &'static str,
+    /// The served model id.
     model: &'a str,
+    /// `loading`, `healthy`, `draining` or `failed`.
     status: &'static str,
+    /// Where the model runs (`cpu`, `cuda:0`); null until it is loaded.
     device: Option<&'a str>,
+    /// Every route, as `METHOD /path`.
     routes: Vec<String>,
 }
 
 /// `GET /`: always 200, also while the model loads.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "service",
+    summary = "What this service is, and its routes",
+    responses(
+        (status = 200, description = "Always, also while the model loads", body = Root),
+        KeyErrors,
+    ),
+    security((), ("api_key" = [])),
+)]
 pub(crate) async fn root(state: web::Data<AppState>) -> HttpResponse {
     let (status, device) = match state.status() {
         Status::Loading => ("loading", None),
         Status::Ready(info) => ("healthy", Some(info.device.as_str())),
+        Status::Draining(info) => ("draining", Some(info.device.as_str())),
         Status::Failed(_) => ("failed", None),
     };
     HttpResponse::Ok().json(Root {
@@ -37,23 +57,48 @@ pub(crate) async fn root(state: web::Data<AppState>) -> HttpResponse {
     })
 }
 
-#[derive(Serialize)]
+/// Whether the model is loaded.
+#[derive(Serialize, utoipa::ToSchema)]
 struct Health<'a> {
+    /// `healthy`, `loading`, `draining` or `failed`.
     status: &'static str,
     model_loaded: bool,
+    /// Where the model runs (`cpu`, `cuda:0`); null until it is loaded.
     device: Option<&'a str>,
+    /// Why the model failed to load (with `failed` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
 }
 
 /// `GET /health`: 200 `{"status": "healthy", "model_loaded": true, "device": "cpu"}` once the
-/// model is loaded; 503 with `"status": "loading"` (or `"failed"` and the `error`) before.
+/// model is loaded; 503 with `"status": "loading"` (or `"failed"` and the `error`) before, and
+/// `"draining"` while the server stops.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "service",
+    summary = "Whether the model is loaded and requests are served",
+    description = "Never needs the API key.",
+    responses(
+        (status = 200, description = "The model is loaded: `healthy`", body = Health),
+        (status = 503, description = "`loading`, `draining`, or `failed` with the `error`", body = Health),
+    ),
+)]
 pub(crate) async fn health(state: web::Data<AppState>) -> HttpResponse {
     let (code, health) = match state.status() {
         Status::Ready(info) => (
             StatusCode::OK,
             Health {
                 status: "healthy",
+                model_loaded: true,
+                device: Some(&info.device),
+                error: None,
+            },
+        ),
+        Status::Draining(info) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Health {
+                status: "draining",
                 model_loaded: true,
                 device: Some(&info.device),
                 error: None,

@@ -4,41 +4,84 @@
 //! `input` and `sentences_*` are deserialized straight into their final types rather than
 //! through `serde_json::Value`, which would take ~70 bytes per token id of a body of ids.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use bge_m3_core::Outputs;
 use serde::de::{self, Deserialize, Deserializer, SeqAccess, Visitor};
 use serde_json::Value;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema};
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
 
 use crate::batcher::Inputs;
+use crate::state::Limits;
 use crate::{Error, Result};
 
 /// `input`: a string, an array of strings, an array of token ids or an array of arrays of
 /// token ids (ids of the model's vocabulary, without `<s>`/`</s>`), as OpenAI accepts it.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct InputField(pub Inputs);
+pub(crate) struct InputField {
+    inputs: Inputs,
+    /// Sent as one string rather than an array: errors name it `input`, not `input[0]`.
+    lone: bool,
+}
 
 impl InputField {
-    /// Checks the count against `max_inputs` and every token id against the vocabulary.
-    pub fn validate(self, vocab_size: usize, max_inputs: usize) -> Result<Inputs> {
-        check_count("input", self.0.len(), max_inputs)?;
-        if let Inputs::TokenIds(lists) = &self.0 {
-            bge_m3_core::tokenize::check_token_ids(lists, vocab_size)?;
+    /// Checks the count against `max_inputs`, each text's length against `max_text_chars` and
+    /// every token id against the vocabulary.
+    pub fn validate(self, vocab_size: usize, limits: Limits) -> Result<Inputs> {
+        check_count("input", self.inputs.len(), limits.max_inputs)?;
+        match &self.inputs {
+            Inputs::Texts(texts) => {
+                check_text_lengths("input", texts, self.lone, limits.max_text_chars)?
+            }
+            Inputs::TokenIds(lists) => bge_m3_core::tokenize::check_token_ids(lists, vocab_size)?,
         }
-        Ok(self.0)
+        Ok(self.inputs)
+    }
+}
+
+impl PartialSchema for InputField {
+    fn schema() -> RefOr<Schema> {
+        let ids = || {
+            ArrayBuilder::new()
+                .items(u32::schema())
+                .description(Some("Token ids of one input, without `<s>` and `</s>`"))
+        };
+        OneOfBuilder::new()
+            .item(String::schema())
+            .item(
+                ArrayBuilder::new()
+                    .items(String::schema())
+                    .min_items(Some(1)),
+            )
+            .item(ids().min_items(Some(1)))
+            .item(ArrayBuilder::new().items(ids()).min_items(Some(1)))
+            .description(Some(
+                "A text, an array of texts, an array of token ids (one input) or an array of \
+                 arrays of token ids",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for InputField {
+    fn name() -> Cow<'static, str> {
+        "Input".into()
     }
 }
 
 impl<'de> Deserialize<'de> for InputField {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        deserializer.deserialize_any(InputVisitor).map(InputField)
+        deserializer.deserialize_any(InputVisitor)
     }
 }
 
 struct InputVisitor;
 
 impl<'de> Visitor<'de> for InputVisitor {
-    type Value = Inputs;
+    type Value = InputField;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str(
@@ -47,20 +90,23 @@ impl<'de> Visitor<'de> for InputVisitor {
         )
     }
 
-    fn visit_str<E: de::Error>(self, text: &str) -> std::result::Result<Inputs, E> {
-        Ok(Inputs::Texts(vec![text.to_string()]))
+    fn visit_str<E: de::Error>(self, text: &str) -> std::result::Result<InputField, E> {
+        self.visit_string(text.to_string())
     }
 
-    fn visit_string<E: de::Error>(self, text: String) -> std::result::Result<Inputs, E> {
-        Ok(Inputs::Texts(vec![text]))
+    fn visit_string<E: de::Error>(self, text: String) -> std::result::Result<InputField, E> {
+        Ok(InputField {
+            inputs: Inputs::Texts(vec![text]),
+            lone: true,
+        })
     }
 
     /// The first element decides which array this is; the others must be alike.
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Inputs, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<InputField, A::Error> {
         let Some(first) = seq.next_element::<First>()? else {
             return Err(de::Error::custom("must not be an empty array"));
         };
-        Ok(match first {
+        let inputs = match first {
             First::Text(text) => {
                 let mut texts = vec![text];
                 while let Some(text) = seq.next_element::<String>()? {
@@ -82,6 +128,10 @@ impl<'de> Visitor<'de> for InputVisitor {
                 }
                 Inputs::TokenIds(lists)
             }
+        };
+        Ok(InputField {
+            inputs,
+            lone: false,
         })
     }
 }
@@ -188,24 +238,49 @@ impl<'de> Visitor<'de> for TokenIdsVisitor {
 /// A list of texts (`sentences_1`, `sentences_2`): a non-empty array of strings, or one
 /// string standing for a list of one.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Texts(pub Vec<String>);
+pub(crate) struct Texts {
+    texts: Vec<String>,
+    /// Sent as one string: errors name it `sentences_1`, not `sentences_1[0]`.
+    lone: bool,
+}
+
+impl PartialSchema for Texts {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .item(
+                ArrayBuilder::new()
+                    .items(String::schema())
+                    .min_items(Some(1)),
+            )
+            .item(String::schema())
+            .description(Some(
+                "An array of texts, or one text standing for an array of one",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for Texts {}
 
 impl<'de> Deserialize<'de> for Texts {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
         struct TextsVisitor;
         impl<'de> Visitor<'de> for TextsVisitor {
-            type Value = Vec<String>;
+            type Value = Texts;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("an array of strings")
             }
             fn visit_str<E: de::Error>(self, text: &str) -> std::result::Result<Self::Value, E> {
-                Ok(vec![text.to_string()])
+                self.visit_string(text.to_string())
             }
             fn visit_string<E: de::Error>(
                 self,
                 text: String,
             ) -> std::result::Result<Self::Value, E> {
-                Ok(vec![text])
+                Ok(Texts {
+                    texts: vec![text],
+                    lone: true,
+                })
             }
             fn visit_seq<A: SeqAccess<'de>>(
                 self,
@@ -218,22 +293,48 @@ impl<'de> Deserialize<'de> for Texts {
                 if texts.is_empty() {
                     return Err(de::Error::custom("must not be an empty array"));
                 }
-                Ok(texts)
+                Ok(Texts { texts, lone: false })
             }
         }
-        deserializer.deserialize_any(TextsVisitor).map(Texts)
+        deserializer.deserialize_any(TextsVisitor)
     }
 }
 
-/// A required list of texts: `param` missing (or `null`) is a 400, so is more than `max_inputs`.
+/// A required list of texts: `param` missing (or `null`) is a 400; more than `max_inputs` texts
+/// or a text of more than `max_text_chars` is a 413.
 pub(crate) fn texts(
     value: Option<Texts>,
     param: &'static str,
-    max_inputs: usize,
+    limits: Limits,
 ) -> Result<Vec<String>> {
-    let Texts(texts) = value.ok_or_else(|| Error::missing(param))?;
-    check_count(param, texts.len(), max_inputs)?;
+    let Texts { texts, lone } = value.ok_or_else(|| Error::missing(param))?;
+    check_count(param, texts.len(), limits.max_inputs)?;
+    check_text_lengths(param, &texts, lone, limits.max_text_chars)?;
     Ok(texts)
+}
+
+/// The schema of `input_type` (see [`parse_outputs`]).
+pub(crate) fn input_type_schema() -> Schema {
+    let flag = |description: &str| {
+        ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::Boolean)
+            .description(Some(description))
+    };
+    let flags = ObjectBuilder::new()
+        .property("dense", flag("The dense vector (default true)"))
+        .property("sparse", flag("The sparse weights (default true)"))
+        .property("colbert", flag("The ColBERT vectors (default false)"));
+    OneOfBuilder::new()
+        .item(flags)
+        .item(
+            ObjectBuilder::new()
+                .schema_type(utoipa::openapi::Type::String)
+                .description(Some(
+                    "`query`, `passage`, `document`, ...: accepted, changes nothing",
+                )),
+        )
+        .description(Some("Which outputs to compute"))
+        .into()
 }
 
 /// `input_type`: which outputs to compute. An object picks them (`dense` and `sparse`
@@ -304,6 +405,38 @@ pub(crate) fn batch_size(value: Option<usize>) -> Result<usize> {
     }
 }
 
+/// Refuses a text of more than `limit` characters, naming it `param[i]` (`param` for a lone
+/// string). It is refused rather than truncated: the model truncates to `max_length` tokens
+/// anyway, and this limit is there to bound the tokenizer's work on what it would throw away.
+fn check_text_lengths(
+    param: &'static str,
+    texts: &[String],
+    lone: bool,
+    limit: usize,
+) -> Result<()> {
+    for (i, text) in texts.iter().enumerate() {
+        // A text of at most `limit` bytes has at most `limit` characters: most texts are never
+        // counted.
+        if text.len() <= limit {
+            continue;
+        }
+        let chars = text.chars().count();
+        if chars > limit {
+            return Err(Error::TextTooLong {
+                param,
+                path: if lone {
+                    param.to_string()
+                } else {
+                    format!("{param}[{i}]")
+                },
+                chars,
+                limit,
+            });
+        }
+    }
+    Ok(())
+}
+
 fn check_count(param: &'static str, count: usize, limit: usize) -> Result<()> {
     if count > limit {
         return Err(Error::TooManyInputs {
@@ -325,12 +458,21 @@ mod tests {
         input: Option<InputField>,
     }
 
+    /// At most `max_inputs` inputs of at most 5 characters.
+    fn limits(max_inputs: usize) -> Limits {
+        Limits {
+            max_inputs,
+            max_text_chars: 5,
+            ..Limits::default()
+        }
+    }
+
     fn input(json: &str) -> Result<Inputs> {
         let request: Request = parse(format!(r#"{{"input": {json}}}"#).as_bytes())?;
         request
             .input
             .ok_or(Error::missing("input"))?
-            .validate(100, 3)
+            .validate(100, limits(3))
     }
 
     fn message(result: Result<impl std::fmt::Debug>) -> String {
@@ -394,7 +536,7 @@ mod tests {
         }
         let parse_texts = |json: &str| {
             let pairs: Pairs = parse(format!(r#"{{"sentences_1": {json}}}"#).as_bytes())?;
-            texts(pairs.sentences_1, "sentences_1", 2)
+            texts(pairs.sentences_1, "sentences_1", limits(2))
         };
         assert_eq!(parse_texts(r#""a""#).unwrap(), ["a"]);
         assert_eq!(parse_texts(r#"["a", "b"]"#).unwrap(), ["a", "b"]);
@@ -410,6 +552,57 @@ mod tests {
                 code: "missing_field",
                 ..
             })
+        ));
+    }
+
+    #[test]
+    fn long_texts_are_refused_by_name() {
+        let too_long = |result: Result<Inputs>| match result {
+            Err(Error::TextTooLong {
+                param,
+                path,
+                chars,
+                limit,
+            }) => (param, path, chars, limit),
+            other => panic!("expected TextTooLong, got {other:?}"),
+        };
+        assert_eq!(
+            too_long(input(r#""abcdef""#)),
+            ("input", "input".to_string(), 6, 5)
+        );
+        assert_eq!(
+            too_long(input(r#"["abcde", "abcdefg"]"#)),
+            ("input", "input[1]".to_string(), 7, 5)
+        );
+        assert_eq!(
+            message(input(r#"["a", "abcdef"]"#)),
+            "`input[1]` has 6 characters, more than the limit of 5 per text"
+        );
+        // Characters, not bytes: five two-byte characters pass, six do not.
+        assert!(input(r#""ééééé""#).is_ok());
+        assert_eq!(
+            too_long(input(r#""éééééé""#)),
+            ("input", "input".to_string(), 6, 5)
+        );
+        // Token ids are not texts.
+        assert!(input("[1, 2, 3, 4, 5, 6, 7]").is_ok());
+
+        #[derive(Debug, serde::Deserialize)]
+        struct Pairs {
+            sentences_2: Option<Texts>,
+        }
+        let passages = |json: &str| {
+            let pairs: Pairs = parse(format!(r#"{{"sentences_2": {json}}}"#).as_bytes())?;
+            texts(pairs.sentences_2, "sentences_2", limits(2))
+        };
+        assert!(passages(r#"["abcde"]"#).is_ok());
+        assert!(matches!(
+            passages(r#"["abcdef", "a"]"#),
+            Err(Error::TextTooLong { param: "sentences_2", path, .. }) if path == "sentences_2[0]"
+        ));
+        assert!(matches!(
+            passages(r#""abcdef""#),
+            Err(Error::TextTooLong { path, .. }) if path == "sentences_2"
         ));
     }
 

@@ -1,5 +1,6 @@
 //! The routes of API.md, and the 404 and 405 answers for everything else.
 
+mod docs;
 mod embeddings;
 mod info;
 mod input;
@@ -7,15 +8,18 @@ mod models;
 mod score;
 mod vectors;
 
+use actix_web::http::header::HeaderName;
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse, Resource};
 use serde::Serialize;
 
+use crate::batcher::Timings;
 use crate::logging::Tokens;
+use crate::metrics::milliseconds;
 use crate::Error;
 
 /// Every route, as `GET /` lists them.
-pub(crate) const ROUTES: [(&str, &str); 9] = [
+pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("GET", "/"),
     ("GET", "/health"),
     ("POST", "/v1/embeddings"),
@@ -25,6 +29,9 @@ pub(crate) const ROUTES: [(&str, &str); 9] = [
     ("GET", "/models/{id}"),
     ("GET", "/v1/models"),
     ("GET", "/v1/models/{id}"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
 ];
 
 /// Registers the routes of [`ROUTES`].
@@ -41,7 +48,12 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
         .service(resource("/v1/models", Method::GET).route(web::get().to(models::openai_list)))
         .service(
             resource("/v1/models/{id:.*}", Method::GET).route(web::get().to(models::openai_get)),
-        );
+        )
+        .service(resource("/metrics", Method::GET).route(web::get().to(crate::metrics::serve)))
+        .service(resource("/openapi.json", Method::GET).route(web::get().to(docs::openapi_json)))
+        .service(resource("/docs", Method::GET).route(web::get().to(docs::page)))
+        // Swagger UI's scripts and styles, which `/docs` loads.
+        .service(resource("/docs/{file:.*}", Method::GET).route(web::get().to(docs::asset)));
 }
 
 /// A route that answers any method but `allowed` with 405 in OpenAI's error shape.
@@ -65,7 +77,7 @@ pub(crate) async fn not_found(req: HttpRequest) -> Result<HttpResponse, Error> {
 }
 
 /// `usage`: tokens of the inputs after truncation, `<s>` and `</s>` not counted.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct Usage {
     prompt_tokens: usize,
     total_tokens: usize,
@@ -80,9 +92,24 @@ impl Usage {
     }
 }
 
-/// A 200 JSON response that tells the request log how many tokens it took.
-pub(crate) fn ok_with_tokens(body: &impl Serialize, tokens: usize) -> HttpResponse {
+/// A 200 JSON response for a request the model answered: the request log learns its tokens,
+/// the client where its time went (`x-queue-time`, `x-tokenization-time`, `x-inference-time` in
+/// milliseconds, `x-compute-tokens`; the metrics middleware adds `x-total-time`).
+pub(crate) fn answered(body: &impl Serialize, tokens: usize, timings: Timings) -> HttpResponse {
     let mut response = HttpResponse::Ok().json(body);
+    let headers = response.headers_mut();
+    for (name, duration) in [
+        ("x-queue-time", timings.queue),
+        ("x-tokenization-time", timings.tokenization),
+        ("x-inference-time", timings.inference),
+    ] {
+        headers.insert(
+            HeaderName::from_static(name),
+            milliseconds(duration.as_secs_f64()),
+        );
+    }
+    headers.insert(HeaderName::from_static("x-compute-tokens"), tokens.into());
     response.extensions_mut().insert(Tokens(tokens));
+    response.extensions_mut().insert(timings);
     response
 }

@@ -4,33 +4,44 @@
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
+use super::docs::ModelErrors;
 use crate::state::{AppState, ModelInfo};
 use crate::Result;
 
 /// What `owned_by` says in OpenAI's model object.
 const OWNED_BY: &str = "BAAI";
 
-#[derive(Serialize)]
+/// The served models: this one.
+#[derive(Serialize, utoipa::ToSchema)]
 struct List<'a> {
+    /// `list`.
     object: &'static str,
+    #[schema(value_type = Vec<ModelObject>, min_items = 1, max_items = 1)]
     data: [ModelObject<'a>; 1],
 }
 
 /// The model card; `created` and `owned_by` only in the OpenAI routes.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ModelObject<'a> {
+    /// The served model id.
     id: &'a str,
+    /// `model`.
     object: &'static str,
+    /// When the model was loaded, in Unix seconds (`/v1/models` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     created: Option<u64>,
+    /// `BAAI` (`/v1/models` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     owned_by: Option<&'static str>,
+    /// Width of the dense vectors.
     embedding_dims: usize,
+    /// Longest input in tokens, `<s>` and `</s>` included.
     max_length: usize,
     capabilities: Capabilities,
 }
 
-#[derive(Serialize)]
+/// The outputs the model has.
+#[derive(Serialize, utoipa::ToSchema)]
 struct Capabilities {
     dense: bool,
     sparse: bool,
@@ -76,11 +87,28 @@ fn get(state: &AppState, id: &str, flavour: Flavour) -> Result<HttpResponse> {
 }
 
 /// `GET /models`.
+#[utoipa::path(
+    get,
+    path = "/models",
+    tag = "models",
+    summary = "The served model's card",
+    responses((status = 200, description = "A list of the one served model", body = List), ModelErrors),
+    security((), ("api_key" = [])),
+)]
 pub(crate) async fn native_list(state: web::Data<AppState>) -> Result<HttpResponse> {
     list(&state, Flavour::Native)
 }
 
 /// `GET /models/{id}`; `id` may contain a slash (`BAAI/bge-m3`).
+#[utoipa::path(
+    get,
+    path = "/models/{id}",
+    tag = "models",
+    summary = "The card of the model under an id or an alias",
+    params(("id" = String, Path, description = "The model id or an alias; may contain a slash (`BAAI/bge-m3`)")),
+    responses((status = 200, description = "The card, under the served id", body = ModelObject), ModelErrors),
+    security((), ("api_key" = [])),
+)]
 pub(crate) async fn native_get(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -89,11 +117,28 @@ pub(crate) async fn native_get(
 }
 
 /// `GET /v1/models`.
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    tag = "models",
+    summary = "The served model, as OpenAI's model list",
+    responses((status = 200, description = "A list of the one served model", body = List), ModelErrors),
+    security((), ("api_key" = [])),
+)]
 pub(crate) async fn openai_list(state: web::Data<AppState>) -> Result<HttpResponse> {
     list(&state, Flavour::OpenAi)
 }
 
 /// `GET /v1/models/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/models/{id}",
+    tag = "models",
+    summary = "The model under an id or an alias, as OpenAI's model object",
+    params(("id" = String, Path, description = "The model id or an alias; may contain a slash (`BAAI/bge-m3`)")),
+    responses((status = 200, description = "The model object, under the served id", body = ModelObject), ModelErrors),
+    security((), ("api_key" = [])),
+)]
 pub(crate) async fn openai_get(
     state: web::Data<AppState>,
     id: web::Path<String>,

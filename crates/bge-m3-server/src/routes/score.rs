@@ -4,35 +4,49 @@ use actix_web::{web, HttpResponse};
 use bge_m3_core::{ScoreOptions, ScoreWeights};
 use serde::{Deserialize, Serialize};
 
+use super::answered;
+use super::docs::EncodeErrors;
 use super::input::{self, Texts};
-use super::ok_with_tokens;
 use crate::batcher::ScoreJob;
 use crate::extract::Json;
 use crate::state::{AppState, ModelInfo};
 use crate::{Error, Result};
 
-#[derive(Debug, Deserialize)]
+/// The body of `/score`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct ScoreRequest {
     /// Queries (strings), scored against `sentences_2` position by position.
+    #[schema(value_type = Texts, required = true)]
     sentences_1: Option<Texts>,
     /// Passages, as many as `sentences_1`.
+    #[schema(value_type = Texts, required = true)]
     sentences_2: Option<Texts>,
-    /// `[dense, sparse, colbert]` weights of the fused scores.
+    /// `[dense, sparse, colbert]` weights of the fused scores: three numbers >= 0 with a
+    /// positive sum; default `[0.4, 0.2, 0.4]`.
+    #[schema(min_items = 3, max_items = 3, example = json!([0.4, 0.2, 0.4]))]
     weights: Option<Vec<f32>>,
+    /// Truncation of the queries in tokens (1 to 8192); default 512, or `max_length`.
+    #[schema(minimum = 1, maximum = 8192)]
     max_query_length: Option<usize>,
+    /// Truncation of the passages in tokens (1 to 8192); default 8192, or `max_length`.
+    #[schema(minimum = 1, maximum = 8192)]
     max_passage_length: Option<usize>,
     /// Sets both lengths; `max_query_length` and `max_passage_length` win over it.
+    #[schema(minimum = 1, maximum = 8192)]
     max_length: Option<usize>,
+    /// Most texts per forward pass (the scores do not depend on it); default 12.
+    #[schema(minimum = 1)]
     batch_size: Option<usize>,
+    /// The served model id or an alias; absent means the served model.
     model: Option<String>,
 }
 
 impl ScoreRequest {
     fn validate(self, state: &AppState, info: &ModelInfo) -> Result<ScoreJob> {
         state.check_model(self.model.as_deref())?;
-        let max_inputs = state.limits().max_inputs;
-        let queries = input::texts(self.sentences_1, "sentences_1", max_inputs)?;
-        let passages = input::texts(self.sentences_2, "sentences_2", max_inputs)?;
+        let limits = state.limits();
+        let queries = input::texts(self.sentences_1, "sentences_1", limits)?;
+        let passages = input::texts(self.sentences_2, "sentences_2", limits)?;
         if queries.len() != passages.len() {
             return Err(Error::invalid(
                 "sentences_2",
@@ -82,18 +96,38 @@ impl ScoreRequest {
 }
 
 /// One array per score, one value per pair; a fusion left undefined by zero weights is `null`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ScoreResponse {
+    /// Dot products of the normalised dense vectors.
     dense: Vec<f32>,
+    /// Sums of `w_q * w_p` over the token ids the pair shares.
     sparse: Vec<f32>,
+    /// For each query vector the best dot product over the passage's, averaged.
     colbert: Vec<f32>,
+    /// `(w0*dense + w1*sparse) / (w0 + w1)`; `null` when `w0 + w1` is 0.
     #[serde(rename = "sparse+dense")]
+    #[schema(value_type = Vec<Option<f32>>)]
     sparse_dense: Vec<f32>,
+    /// `(w0*dense + w1*sparse + w2*colbert) / (w0 + w1 + w2)`.
     #[serde(rename = "colbert+sparse+dense")]
     colbert_sparse_dense: Vec<f32>,
 }
 
 /// `POST /score`.
+#[utoipa::path(
+    post,
+    path = "/score",
+    tag = "score",
+    summary = "Similarity scores of sentence pairs",
+    description = "The five scores of FlagEmbedding's `compute_score` for each pair \
+        (`sentences_1[i]`, `sentences_2[i]`); each pair's scores depend on that pair alone.",
+    request_body = ScoreRequest,
+    responses(
+        (status = 200, description = "One score per pair in each array", body = ScoreResponse),
+        EncodeErrors,
+    ),
+    security((), ("api_key" = [])),
+)]
 pub(crate) async fn score(
     state: web::Data<AppState>,
     Json(request): Json<ScoreRequest>,
@@ -109,5 +143,5 @@ pub(crate) async fn score(
         sparse_dense: pick(|s| s.sparse_dense),
         colbert_sparse_dense: pick(|s| s.colbert_sparse_dense),
     };
-    Ok(ok_with_tokens(&response, scored.tokens))
+    Ok(answered(&response, scored.tokens, scored.timings))
 }

@@ -5,9 +5,11 @@ use base64::Engine;
 use bge_m3_core::{Embedding, SparseEmbedding};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema};
+use utoipa::openapi::RefOr;
 
 /// `encoding_format`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum EncodingFormat {
     /// JSON numbers.
@@ -18,7 +20,7 @@ pub(crate) enum EncodingFormat {
 }
 
 /// `sparse_format`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum SparseFormat {
     /// `{"What": 0.08}`: keyed by token string, like `convert_id_to_token`.
@@ -30,8 +32,8 @@ pub(crate) enum SparseFormat {
     Indices,
 }
 
-/// A vector as JSON numbers or as base64.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A vector as JSON numbers or as base64 (`encoding_format`).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub(crate) enum Vector {
     Float(Vec<f32>),
@@ -46,6 +48,32 @@ pub(crate) enum Sparse {
     /// Parallel arrays, ascending by token id.
     Indices { indices: Vec<u32>, values: Vec<f32> },
 }
+
+/// `{"What": 0.08}` or `{"4865": 0.08}`, or `{"indices": [...], "values": [...]}`.
+impl utoipa::PartialSchema for Sparse {
+    fn schema() -> RefOr<Schema> {
+        let weights = ObjectBuilder::new()
+            .description(Some(
+                "Weight by token (`sparse_format` `token`) or by token id (`id`)",
+            ))
+            .additional_properties(Some(f32::schema()));
+        let parallel = ObjectBuilder::new()
+            .description(Some(
+                "Token ids in ascending order and their weights (`indices`)",
+            ))
+            .property("indices", Vec::<u32>::schema())
+            .required("indices")
+            .property("values", Vec::<f32>::schema())
+            .required("values");
+        OneOfBuilder::new()
+            .item(weights)
+            .item(parallel)
+            .description(Some("Sparse weights, in the request's `sparse_format`"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Sparse {}
 
 impl Serialize for Sparse {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {

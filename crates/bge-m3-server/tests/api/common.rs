@@ -28,6 +28,7 @@ pub fn model_dir() -> PathBuf {
 pub fn config(model_path: PathBuf) -> Config {
     Config {
         model_path,
+        revision: "main".into(),
         host: "127.0.0.1".into(),
         port: 0,
         device: DeviceSpec::Cpu,
@@ -37,6 +38,13 @@ pub fn config(model_path: PathBuf) -> Config {
         max_inputs: MAX_INPUTS,
         max_body_bytes: MAX_BODY_BYTES,
         queue_size: 64,
+        max_batch_tokens: 16384,
+        request_timeout: 300,
+        shutdown_timeout: 30,
+        max_text_chars: 1_000_000,
+        api_key: None,
+        cors_allow_origins: Vec::new(),
+        log_format: bge_m3_server::logging::LogFormat::Text,
     }
 }
 
@@ -56,18 +64,21 @@ pub fn model() -> &'static BgeM3 {
 /// once `/health` answers 200.
 pub fn base() -> &'static str {
     static BASE: OnceLock<String> = OnceLock::new();
-    BASE.get_or_init(|| {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let config = config(model_dir());
-        std::thread::spawn(move || {
-            actix_web::rt::System::new()
-                .block_on(bge_m3_server::serve(config, listener))
-                .expect("the test server failed");
-        });
-        wait_for_health(&base, 200);
-        base
-    })
+    BASE.get_or_init(|| start(config(model_dir())))
+}
+
+/// Starts a server with `config` on an OS-assigned port; returns its base URL once `/health`
+/// answers 200.
+pub fn start(config: Config) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        actix_web::rt::System::new()
+            .block_on(bge_m3_server::serve(config, listener))
+            .expect("the test server failed");
+    });
+    wait_for_health(&base, 200);
+    base
 }
 
 /// Polls `/health` until it answers `status` (bounded: 60 s).
@@ -87,13 +98,15 @@ pub fn wait_for_health(base: &str, status: u16) {
     }
 }
 
-/// An HTTP reply: its status, `Content-Type` and body (parsed as JSON, `Null` if it is not).
+/// An HTTP reply: its status, `Content-Type` and body (parsed as JSON, `Null` if it is not;
+/// `text` is the body as it came, decoded lossily as UTF-8).
 #[derive(Debug)]
 pub struct Reply {
     pub status: u16,
     pub content_type: String,
     pub headers: Vec<(String, String)>,
     pub body: Value,
+    pub text: String,
 }
 
 impl Reply {
@@ -125,10 +138,22 @@ pub fn try_send(
     content_type: Option<&str>,
     body: Option<Vec<u8>>,
 ) -> Result<Reply, ureq::Error> {
+    let content_type = content_type.map(|value| ("content-type", value));
+    try_send_with_headers(base, method, path, content_type.as_slice(), body)
+}
+
+/// Sends a request with these headers and an optional body to the server at `base`.
+pub fn try_send_with_headers(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> Result<Reply, ureq::Error> {
     let url = format!("{base}{path}");
     let mut request = ureq::http::Request::builder().method(method).uri(&url);
-    if let Some(content_type) = content_type {
-        request = request.header("content-type", content_type);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
     }
     let mut response = match body {
         Some(body) => agent().run(request.body(body)?)?,
@@ -146,16 +171,17 @@ pub fn try_send(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    let text = response
+    let bytes = response
         .body_mut()
         .with_config()
         .limit(64 * 1024 * 1024)
-        .read_to_string()?;
+        .read_to_vec()?;
     Ok(Reply {
         status,
         content_type,
         headers,
-        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        text: String::from_utf8_lossy(&bytes).into_owned(),
     })
 }
 

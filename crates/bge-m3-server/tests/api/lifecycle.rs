@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use actix_web::{web, HttpServer};
 use bge_m3_core::{BgeM3, DeviceSpec, LoadOptions};
-use bge_m3_server::{app, AppState, Batcher, Error, Limits};
+use bge_m3_server::{app, AppState, Batcher, BatcherOptions, Error, Limits};
 use serde_json::json;
 
 use crate::common::*;
@@ -68,7 +68,7 @@ fn loading_answers_503_then_the_model_serves() {
     assert_eq!(root.body["status"], "loading");
 
     // The model arrives: the same app now serves it.
-    let (batcher, loaded) = Batcher::spawn(
+    let loaded = Batcher::spawn(
         || {
             let options = LoadOptions {
                 device: DeviceSpec::Cpu,
@@ -76,10 +76,11 @@ fn loading_answers_503_then_the_model_serves() {
             };
             BgeM3::load(model_dir(), &options)
         },
-        4,
+        BatcherOptions::default(),
     )
     .unwrap();
-    let info = loaded.blocking_recv().unwrap().unwrap();
+    let batcher = loaded.blocking_recv().unwrap().unwrap();
+    let info = batcher.info();
     assert_eq!(info.dense_dim, model().dense_dim());
     state.set_ready(info, batcher);
     let health = send("GET", "/health", None);
@@ -143,6 +144,7 @@ fn help_documents_every_setting() {
     let help = String::from_utf8_lossy(&output.stdout);
     for env in [
         "MODEL_PATH",
+        "MODEL_REVISION",
         "HOST",
         "PORT",
         "DEVICE",
@@ -152,6 +154,13 @@ fn help_documents_every_setting() {
         "MAX_INPUTS",
         "MAX_BODY_BYTES",
         "QUEUE_SIZE",
+        "MAX_BATCH_TOKENS",
+        "REQUEST_TIMEOUT",
+        "SHUTDOWN_TIMEOUT",
+        "MAX_TEXT_CHARS",
+        "API_KEY",
+        "CORS_ALLOW_ORIGINS",
+        "LOG_FORMAT",
     ] {
         assert!(
             help.contains(&format!("[env: {env}")),

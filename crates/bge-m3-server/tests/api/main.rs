@@ -9,3 +9,5 @@ mod errors;
 mod info;
 mod lifecycle;
 mod score;
+mod security;
+mod shutdown;

@@ -1,0 +1,343 @@
+//! The API's own description: the OpenAPI 3.1 document at `GET /openapi.json`, generated from
+//! the request and response types (`ToSchema`) and the handlers' `#[utoipa::path]` attributes,
+//! and Swagger UI at `GET /docs`. Swagger UI's files are compiled into the binary (the zip that
+//! `utoipa-swagger-ui-vendored` ships), so nothing is fetched from the internet, neither at
+//! build time nor when a browser opens the page.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+
+use actix_web::http::header::{self, ContentType};
+use actix_web::http::Method;
+use actix_web::{web, HttpRequest, HttpResponse};
+use utoipa::openapi::path::{HttpMethod, OperationBuilder};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
+use utoipa::{IntoResponses, Modify, OpenApi};
+
+use super::{embeddings, info, models, score};
+use crate::error::ErrorBody;
+use crate::{Error, Result};
+
+/// The security scheme of `--api-key`, as the operations name it (`security(("api_key" = []))`).
+const API_KEY: &str = "api_key";
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(
+        info::root,
+        info::health,
+        embeddings::openai,
+        embeddings::native,
+        score::score,
+        models::native_list,
+        models::native_get,
+        models::openai_list,
+        models::openai_get,
+        openapi_json,
+        page,
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&ApiKeyScheme, &Metrics),
+    tags(
+        (name = "embeddings", description = "Dense, sparse and ColBERT vectors of texts or token ids"),
+        (name = "score", description = "Similarity scores of sentence pairs"),
+        (name = "models", description = "The served model"),
+        (name = "service", description = "What this service is and whether it is ready"),
+        (name = "docs", description = "This description of the API"),
+    )
+)]
+struct ApiDoc;
+
+/// `components.securitySchemes.api_key`: the Bearer token of `--api-key`.
+struct ApiKeyScheme;
+
+impl Modify for ApiKeyScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some(
+                "The server's API key, when it runs with `--api-key` (`API_KEY`); without one, \
+                 no key is needed.",
+            ))
+            .build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(API_KEY, SecurityScheme::Http(scheme));
+    }
+}
+
+/// `GET /metrics`, whose Prometheus text has no schema to derive.
+struct Metrics;
+
+impl Modify for Metrics {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let ok = ResponseBuilder::new()
+            .description("Prometheus metrics in the text exposition format")
+            .content("text/plain", ContentBuilder::new().build())
+            .build();
+        let operation = errors(&[UNAUTHORIZED])
+            .into_iter()
+            .fold(OperationBuilder::new(), |operation, (status, response)| {
+                operation.response(status, response)
+            })
+            .tag("service")
+            .summary(Some("Prometheus metrics"))
+            .operation_id(Some("metrics"))
+            .response("200", ok)
+            .securities(Some(security()))
+            .build();
+        openapi
+            .paths
+            .add_path_operation("/metrics", vec![HttpMethod::Get], operation);
+    }
+}
+
+/// Either no key (the server runs without one) or the Bearer key.
+fn security() -> [utoipa::openapi::security::SecurityRequirement; 2] {
+    use utoipa::openapi::security::SecurityRequirement;
+    [
+        SecurityRequirement::default(),
+        SecurityRequirement::new::<_, _, &str>(API_KEY, []),
+    ]
+}
+
+const BAD_REQUEST: (u16, &str) = (
+    400,
+    "The body is not JSON, or a field is missing, of the wrong type or out of range",
+);
+const UNAUTHORIZED: (u16, &str) = (
+    401,
+    "The server has an API key and the request did not send it as `Authorization: Bearer KEY`",
+);
+const MODEL_NOT_FOUND: (u16, &str) = (404, "`model` is not the served model id or an alias");
+const TOO_LARGE: (u16, &str) = (
+    413,
+    "The body, the number of inputs or a text is over the server's limits",
+);
+const OVERLOADED: (u16, &str) = (
+    429,
+    "The queue in front of the model is full; retry after `Retry-After` seconds",
+);
+const FAULT: (u16, &str) = (500, "A fault of the server or the model, logged");
+const UNAVAILABLE: (u16, &str) = (
+    503,
+    "The model is loading, failed to load, or the server is stopping",
+);
+
+/// Error answers, each with OpenAI's error body.
+fn errors(statuses: &[(u16, &str)]) -> Vec<(String, RefOr<Response>)> {
+    statuses
+        .iter()
+        .map(|&(status, description)| {
+            let body = ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Error")))
+                .build();
+            let response = ResponseBuilder::new()
+                .description(description)
+                .content("application/json", body)
+                .build();
+            (status.to_string(), response.into())
+        })
+        .collect()
+}
+
+/// The errors of the routes that run the model.
+pub(crate) struct EncodeErrors;
+
+impl IntoResponses for EncodeErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        errors(&[
+            BAD_REQUEST,
+            UNAUTHORIZED,
+            MODEL_NOT_FOUND,
+            TOO_LARGE,
+            OVERLOADED,
+            FAULT,
+            UNAVAILABLE,
+        ])
+        .into_iter()
+        .collect()
+    }
+}
+
+/// The errors of the model cards.
+pub(crate) struct ModelErrors;
+
+impl IntoResponses for ModelErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        errors(&[UNAUTHORIZED, MODEL_NOT_FOUND, UNAVAILABLE])
+            .into_iter()
+            .collect()
+    }
+}
+
+/// The one error of a route that needs nothing but the key.
+pub(crate) struct KeyErrors;
+
+impl IntoResponses for KeyErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        errors(&[UNAUTHORIZED]).into_iter().collect()
+    }
+}
+
+/// The document, serialized once.
+pub(crate) fn openapi() -> &'static str {
+    static JSON: OnceLock<String> = OnceLock::new();
+    JSON.get_or_init(|| {
+        ApiDoc::openapi()
+            .to_pretty_json()
+            .expect("the OpenAPI document serializes")
+    })
+}
+
+/// `GET /openapi.json`.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "docs",
+    summary = "This OpenAPI document",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json")),
+)]
+pub(crate) async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(ContentType::json())
+        .body(openapi())
+}
+
+/// Swagger UI over `/openapi.json`. Relative paths, so that it also works behind a proxy that
+/// serves the API under a prefix: from `/docs`, `docs/x` is `/docs/x` and `openapi.json` is
+/// `/openapi.json`.
+const PAGE: &str = r##"<!DOCTYPE html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <title>bge-m3-server API</title>
+  <link rel="stylesheet" href="docs/swagger-ui.css">
+  <link rel="icon" type="image/png" href="docs/favicon-32x32.png">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="docs/swagger-ui-bundle.js"></script>
+  <script>
+    window.ui = SwaggerUIBundle({
+      url: "openapi.json",
+      dom_id: "#swagger-ui",
+      deepLinking: true,
+      validatorUrl: null,
+    });
+  </script>
+</body>
+</html>
+"##;
+
+/// `GET /docs`.
+#[utoipa::path(
+    get,
+    path = "/docs",
+    tag = "docs",
+    summary = "Swagger UI: this API, interactive",
+    responses((status = 200, description = "An HTML page; its scripts are served from /docs/", content_type = "text/html")),
+)]
+pub(crate) async fn page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(ContentType::html())
+        .body(PAGE)
+}
+
+/// `GET /docs/{file}`: Swagger UI's scripts, styles and icons; `/docs/` leads to `/docs`.
+pub(crate) async fn asset(req: HttpRequest, file: web::Path<String>) -> Result<HttpResponse> {
+    if file.is_empty() {
+        return Ok(HttpResponse::PermanentRedirect()
+            .insert_header((header::LOCATION, "../docs"))
+            .finish());
+    }
+    static CONFIG: OnceLock<Arc<utoipa_swagger_ui::Config<'static>>> = OnceLock::new();
+    let config =
+        CONFIG.get_or_init(|| Arc::new(utoipa_swagger_ui::Config::from("../openapi.json")));
+    match utoipa_swagger_ui::serve(&file, config.clone()) {
+        Ok(Some(asset)) => {
+            let mut response = HttpResponse::Ok();
+            response.content_type(asset.content_type);
+            if asset.gzpipped {
+                response.insert_header(header::ContentEncoding::Gzip);
+            }
+            Ok(match asset.bytes {
+                Cow::Borrowed(bytes) => response.body(bytes),
+                Cow::Owned(bytes) => response.body(bytes),
+            })
+        }
+        Ok(None) => Err(Error::RouteNotFound {
+            method: Method::GET,
+            path: req.path().to_string(),
+        }),
+        Err(e) => Err(Error::Internal(format!("serving Swagger UI's {file}: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+    use crate::routes::ROUTES;
+
+    fn document() -> Value {
+        serde_json::from_str(openapi()).unwrap()
+    }
+
+    #[test]
+    fn every_route_is_described() {
+        let doc = document();
+        assert!(
+            doc["openapi"].as_str().unwrap().starts_with("3."),
+            "{}",
+            doc["openapi"]
+        );
+        for (method, path) in ROUTES {
+            let operation = &doc["paths"][path][method.to_ascii_lowercase()];
+            assert!(
+                operation.is_object(),
+                "{method} {path} is not in the document"
+            );
+            assert!(operation["responses"]["200"].is_object(), "{method} {path}");
+        }
+        let described = doc["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|item| item.as_object().unwrap().len())
+            .sum::<usize>();
+        assert_eq!(described, ROUTES.len(), "routes described but not served");
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        fn references<'a>(value: &'a Value, found: &mut Vec<&'a str>) {
+            match value {
+                Value::Object(map) => {
+                    if let Some(Value::String(target)) = map.get("$ref") {
+                        found.push(target);
+                    }
+                    map.values().for_each(|v| references(v, found));
+                }
+                Value::Array(items) => items.iter().for_each(|v| references(v, found)),
+                _ => {}
+            }
+        }
+        let doc = document();
+        let mut found = Vec::new();
+        references(&doc, &mut found);
+        assert!(!found.is_empty());
+        for target in found {
+            let name = target.strip_prefix("#/components/schemas/").unwrap();
+            assert!(
+                doc["components"]["schemas"][name].is_object(),
+                "{target} is not defined"
+            );
+        }
+    }
+}

@@ -1,0 +1,585 @@
+//! The model's thread: it merges the texts of every waiting request into shared forward passes.
+//!
+//! Scheduling policy, one pass at a time:
+//! - **Seed in turn.** Each pass is seeded with the longest waiting text of the next request in
+//!   arrival order that still has texts waiting (round robin). A request therefore waits for at
+//!   most one pass per request ahead of it, however many or long their texts are: a batch of
+//!   long documents cannot starve the short queries that arrive behind it.
+//! - **Fill under the budget.** The rest of the pass is filled with the longest waiting texts
+//!   of any request that are no longer than the seed, so that the pass is padded to the seed's
+//!   length and pads little, while `padded length × texts <= max_batch_tokens`. A text longer
+//!   than the budget runs alone.
+//! - **Per-request options.** A pass computes the outputs any of its requests asked for; each
+//!   request gets back only its own. A request puts at most its `batch_size` texts in one pass.
+//! - **Cancellation.** A request whose client has gone (its reply channel is closed, after a
+//!   disconnect or a timeout) is dropped before the next pass, with whatever texts it had left.
+//!
+//! A text's result does not depend on the pass it ran in (within float rounding), so merging
+//! requests changes no answer.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use bge_m3_core::{BgeM3, Embedding, Outputs};
+use tokio::sync::oneshot;
+
+use crate::metrics::metrics;
+use crate::{Error, Result};
+
+/// One forward pass of the model: what the worker needs of it.
+///
+/// [`BgeM3`] is the real one; a wrapper can inject faults in tests.
+pub trait Forward: Send + Sync + 'static {
+    /// Embeds `sequences` (each `<s> … </s>`, already checked) in one pass, in order.
+    fn forward(
+        &self,
+        sequences: &[&[u32]],
+        outputs: Outputs,
+    ) -> bge_m3_core::Result<Vec<Embedding>>;
+}
+
+impl Forward for BgeM3 {
+    fn forward(
+        &self,
+        sequences: &[&[u32]],
+        outputs: Outputs,
+    ) -> bge_m3_core::Result<Vec<Embedding>> {
+        BgeM3::forward(self, sequences, outputs)
+    }
+}
+
+/// The texts of one request, tokenized, on their way to the worker.
+pub(crate) struct Request {
+    /// `<s> … </s>` sequences, each within the model's length.
+    pub sequences: Vec<Vec<u32>>,
+    pub outputs: Outputs,
+    /// The most texts of this request in one pass (at least 1).
+    pub batch_size: usize,
+    pub reply: oneshot::Sender<Result<Computed>>,
+}
+
+/// The worker's answer to a [`Request`].
+#[derive(Debug)]
+pub(crate) struct Computed {
+    /// One per sequence, in order.
+    pub embeddings: Vec<Embedding>,
+    /// From the request's arrival to its first pass.
+    pub queue: Duration,
+    /// Time spent in the passes that held its texts.
+    pub inference: Duration,
+}
+
+/// The sending side of the worker's queue. Dropping it (or [`Self::close`]) lets the worker
+/// finish what is queued and stop.
+pub(crate) struct Queue {
+    shared: Arc<Shared>,
+}
+
+/// The receiving side: runs the passes on the thread that calls [`Worker::run`].
+pub(crate) struct Worker {
+    shared: Arc<Shared>,
+}
+
+impl Worker {
+    /// Runs passes on `forward` until the [`Queue`] is closed and empty.
+    pub fn run(self, forward: &dyn Forward) {
+        supervise(&self.shared, forward);
+    }
+}
+
+/// A queue whose passes hold at most `max_batch_tokens` padded tokens, and its worker.
+pub(crate) fn queue(max_batch_tokens: usize) -> (Queue, Worker) {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State::default()),
+        wake: Condvar::new(),
+        max_batch_tokens: max_batch_tokens.max(1),
+    });
+    (
+        Queue {
+            shared: shared.clone(),
+        },
+        Worker { shared },
+    )
+}
+
+impl Queue {
+    /// A queue whose worker runs on a new thread.
+    pub fn spawn(forward: Arc<dyn Forward>, max_batch_tokens: usize) -> Result<Self> {
+        let (queue, worker) = self::queue(max_batch_tokens);
+        std::thread::Builder::new()
+            .name("bge-m3-model".into())
+            .spawn(move || worker.run(forward.as_ref()))
+            .map_err(Error::Io)?;
+        Ok(queue)
+    }
+
+    /// Queues a request; the reply comes on its channel.
+    pub fn push(&self, request: Request) {
+        let mut state = lock(&self.shared.state);
+        if state.closed {
+            let _ = request.reply.send(Err(Error::ShuttingDown));
+            return;
+        }
+        if request.sequences.is_empty() {
+            let _ = request.reply.send(Ok(Computed {
+                embeddings: Vec::new(),
+                queue: Duration::ZERO,
+                inference: Duration::ZERO,
+            }));
+            return;
+        }
+        state.add(request);
+        metrics().waiting_texts.set(state.waiting_texts() as i64);
+        drop(state);
+        self.shared.wake.notify_one();
+    }
+
+    /// Refuses new requests; the worker stops once the queued ones are answered.
+    pub fn close(&self) {
+        lock(&self.shared.state).closed = true;
+        self.shared.wake.notify_one();
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+    max_batch_tokens: usize,
+}
+
+#[derive(Default)]
+struct State {
+    /// Requests not yet answered, in arrival order.
+    jobs: Vec<Job>,
+    next_id: u64,
+    /// The request that seeded the last pass.
+    last_seed: u64,
+    closed: bool,
+}
+
+struct Job {
+    id: u64,
+    /// Emptied as the texts go into passes.
+    sequences: Vec<Vec<u32>>,
+    /// Indices of the texts not yet in a pass, longest first.
+    waiting: Vec<usize>,
+    outputs: Outputs,
+    batch_size: usize,
+    results: Vec<Option<Embedding>>,
+    done: usize,
+    reply: oneshot::Sender<Result<Computed>>,
+    enqueued: Instant,
+    started: Option<Instant>,
+    inference: Duration,
+}
+
+/// Texts chosen for one forward pass.
+struct Pass {
+    /// (request id, text index), one per sequence.
+    members: Vec<(u64, usize)>,
+    sequences: Vec<Vec<u32>>,
+    outputs: Outputs,
+    padded_tokens: usize,
+}
+
+impl State {
+    fn add(&mut self, request: Request) {
+        self.next_id += 1;
+        let mut waiting: Vec<usize> = (0..request.sequences.len()).collect();
+        waiting.sort_by_key(|&i| std::cmp::Reverse(request.sequences[i].len()));
+        self.jobs.push(Job {
+            id: self.next_id,
+            results: vec![None; request.sequences.len()],
+            sequences: request.sequences,
+            waiting,
+            outputs: request.outputs,
+            batch_size: request.batch_size.max(1),
+            done: 0,
+            reply: request.reply,
+            enqueued: Instant::now(),
+            started: None,
+            inference: Duration::ZERO,
+        });
+    }
+
+    fn waiting_texts(&self) -> usize {
+        self.jobs.iter().map(|job| job.waiting.len()).sum()
+    }
+
+    /// Chooses the next pass (see the module's policy), or `None` when no text is waiting.
+    fn next_pass(&mut self, max_batch_tokens: usize) -> Option<Pass> {
+        self.jobs.retain(|job| !job.reply.is_closed());
+        let has_waiting = |job: &Job| !job.waiting.is_empty();
+        let seed = self
+            .jobs
+            .iter()
+            .position(|job| job.id > self.last_seed && has_waiting(job))
+            .or_else(|| self.jobs.iter().position(has_waiting))?;
+        self.last_seed = self.jobs[seed].id;
+        let longest = {
+            let job = &self.jobs[seed];
+            job.sequences[job.waiting[0]].len()
+        };
+        let room = (max_batch_tokens / longest).max(1);
+
+        // Each request's texts no longer than the seed are a run of its `waiting` list (sorted
+        // longest first); the seed request's run starts with the seed, which is always taken.
+        let mut starts = Vec::with_capacity(self.jobs.len());
+        let mut candidates: Vec<(usize, usize)> = Vec::new(); // (length, request position)
+        for (position, job) in self.jobs.iter().enumerate() {
+            let start = job
+                .waiting
+                .partition_point(|&i| job.sequences[i].len() > longest);
+            let skip = usize::from(position == seed);
+            let available = (job.waiting.len() - start).min(job.batch_size) - skip;
+            candidates.extend(
+                job.waiting[start + skip..start + skip + available.min(room - 1)]
+                    .iter()
+                    .map(|&i| (job.sequences[i].len(), position)),
+            );
+            starts.push(start);
+        }
+        // Longest first; the sort is stable, so each request's chosen texts stay a prefix of
+        // its run.
+        candidates.sort_by_key(|&(len, _)| std::cmp::Reverse(len));
+        let mut taken = vec![0; self.jobs.len()];
+        taken[seed] = 1;
+        for &(_, position) in candidates.iter().take(room - 1) {
+            taken[position] += 1;
+        }
+
+        let now = Instant::now();
+        let mut pass = Pass {
+            members: Vec::new(),
+            sequences: Vec::new(),
+            outputs: Outputs {
+                dense: false,
+                sparse: false,
+                colbert: false,
+            },
+            padded_tokens: 0,
+        };
+        for ((job, start), count) in self.jobs.iter_mut().zip(starts).zip(taken) {
+            if count == 0 {
+                continue;
+            }
+            job.started.get_or_insert(now);
+            pass.outputs.dense |= job.outputs.dense;
+            pass.outputs.sparse |= job.outputs.sparse;
+            pass.outputs.colbert |= job.outputs.colbert;
+            for i in job.waiting.drain(start..start + count) {
+                pass.members.push((job.id, i));
+                pass.sequences.push(std::mem::take(&mut job.sequences[i]));
+            }
+        }
+        pass.padded_tokens = pass.members.len() * longest;
+        Some(pass)
+    }
+
+    /// Hands out a pass's results, answering every request whose texts are all done; a failed
+    /// pass fails every request that had a text in it.
+    fn settle(
+        &mut self,
+        pass: Pass,
+        outcome: std::result::Result<Vec<Embedding>, String>,
+        elapsed: Duration,
+    ) {
+        let mut involved: Vec<u64> = pass.members.iter().map(|&(id, _)| id).collect();
+        involved.dedup();
+        match outcome {
+            Ok(embeddings) => {
+                for (&(id, i), embedding) in pass.members.iter().zip(embeddings) {
+                    if let Some(job) = self.jobs.iter_mut().find(|job| job.id == id) {
+                        // The pass computed what any of its requests asked for.
+                        let mut embedding = embedding;
+                        let wanted = job.outputs;
+                        if !wanted.dense {
+                            embedding.dense = None;
+                        }
+                        if !wanted.sparse {
+                            embedding.sparse = None;
+                        }
+                        if !wanted.colbert {
+                            embedding.colbert = None;
+                        }
+                        job.results[i] = Some(embedding);
+                        job.done += 1;
+                    }
+                }
+                for id in involved {
+                    let Some(position) = self.jobs.iter().position(|job| job.id == id) else {
+                        continue; // cancelled while the pass ran
+                    };
+                    let job = &mut self.jobs[position];
+                    job.inference += elapsed;
+                    if job.done == job.results.len() {
+                        let job = self.jobs.remove(position);
+                        let queue = job.started.unwrap_or(job.enqueued) - job.enqueued;
+                        let embeddings = job.results.into_iter().flatten().collect();
+                        let _ = job.reply.send(Ok(Computed {
+                            embeddings,
+                            queue,
+                            inference: job.inference,
+                        }));
+                    }
+                }
+            }
+            Err(cause) => {
+                for job in self.jobs.extract_if(.., |job| involved.contains(&job.id)) {
+                    let _ = job.reply.send(Err(Error::ModelFault(cause.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// Runs the worker loop, and runs it again if it ever panics outside a forward pass (which is
+/// a bug: passes have their own guard). Requests caught in such a panic lose their reply and
+/// answer 500; the others go on.
+fn supervise(shared: &Shared, forward: &dyn Forward) {
+    loop {
+        match catch_unwind(AssertUnwindSafe(|| work(shared, forward))) {
+            Ok(()) => return,
+            Err(panic) => {
+                tracing::error!(
+                    cause = panic_message(panic.as_ref()),
+                    "the model worker panicked; restarting it"
+                );
+                metrics().worker_restarts.inc();
+            }
+        }
+    }
+}
+
+/// The worker loop: one pass at a time until the queue is closed and empty.
+fn work(shared: &Shared, forward: &dyn Forward) {
+    loop {
+        let pass = {
+            let mut state = lock(&shared.state);
+            loop {
+                if let Some(pass) = state.next_pass(shared.max_batch_tokens) {
+                    metrics().waiting_texts.set(state.waiting_texts() as i64);
+                    break pass;
+                }
+                metrics().waiting_texts.set(0);
+                if state.closed && state.jobs.is_empty() {
+                    return;
+                }
+                state = shared
+                    .wake
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+        };
+
+        let start = Instant::now();
+        let sequences: Vec<&[u32]> = pass.sequences.iter().map(Vec::as_slice).collect();
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            forward.forward(&sequences, pass.outputs)
+        }));
+        let elapsed = start.elapsed();
+        let outcome = match outcome {
+            Ok(Ok(embeddings)) if embeddings.len() == sequences.len() => Ok(embeddings),
+            Ok(Ok(embeddings)) => Err(format!(
+                "the pass returned {} results for {} texts",
+                embeddings.len(),
+                sequences.len()
+            )),
+            Ok(Err(error)) => Err(crate::Report(&error).to_string()),
+            Err(panic) => Err(format!("panic: {}", panic_message(panic.as_ref()))),
+        };
+
+        let metrics = metrics();
+        metrics.pass_duration.observe(elapsed.as_secs_f64());
+        metrics.pass_texts.observe(sequences.len() as f64);
+        metrics
+            .pass_padded_tokens
+            .observe(pass.padded_tokens as f64);
+        if let Err(cause) = &outcome {
+            metrics.pass_failures.inc();
+            tracing::error!(
+                texts = sequences.len(),
+                padded_tokens = pass.padded_tokens,
+                %cause,
+                "a forward pass failed; failing the requests it held"
+            );
+        }
+        drop(sequences);
+        lock(&shared.state).settle(pass, outcome, elapsed);
+    }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The text of a panic's payload.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records the passes it is given and answers each text with its length as `tokens`.
+    #[derive(Default)]
+    struct Recorder {
+        passes: Mutex<Vec<Vec<usize>>>,
+    }
+
+    impl Forward for Recorder {
+        fn forward(
+            &self,
+            sequences: &[&[u32]],
+            _outputs: Outputs,
+        ) -> bge_m3_core::Result<Vec<Embedding>> {
+            let lengths: Vec<usize> = sequences.iter().map(|s| s.len()).collect();
+            if lengths.contains(&13) {
+                panic!("13 is unlucky");
+            }
+            self.passes.lock().unwrap().push(lengths.clone());
+            Ok(lengths
+                .into_iter()
+                .map(|len| Embedding {
+                    tokens: len,
+                    ..Embedding::default()
+                })
+                .collect())
+        }
+    }
+
+    fn request(
+        lengths: &[usize],
+        batch_size: usize,
+    ) -> (Request, oneshot::Receiver<Result<Computed>>) {
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            sequences: lengths.iter().map(|&len| vec![0; len]).collect(),
+            outputs: Outputs::default(),
+            batch_size,
+            reply,
+        };
+        (request, answer)
+    }
+
+    fn state_with(requests: Vec<Request>) -> State {
+        let mut state = State::default();
+        for request in requests {
+            state.add(request);
+        }
+        state
+    }
+
+    fn lengths(pass: &Pass) -> Vec<usize> {
+        pass.sequences.iter().map(Vec::len).collect()
+    }
+
+    #[test]
+    fn passes_are_seeded_in_turn_and_filled_under_the_budget() {
+        let (long, _a) = request(&[100, 100, 100], 12);
+        let (short, _b) = request(&[5, 7, 6], 12);
+        let mut state = state_with(vec![long, short]);
+        // Budget 210: a pass of 100-token texts holds two of them.
+        let first = state.next_pass(210).unwrap();
+        assert_eq!(lengths(&first), [100, 100]);
+        // The short request seeds the next pass although the long one still waits: no starving.
+        let second = state.next_pass(210).unwrap();
+        assert_eq!(lengths(&second), [7, 6, 5]);
+        let third = state.next_pass(210).unwrap();
+        assert_eq!(lengths(&third), [100]);
+        assert!(state.next_pass(210).is_none());
+    }
+
+    #[test]
+    fn a_pass_takes_the_longest_texts_no_longer_than_its_seed() {
+        let (a, _a) = request(&[10, 3], 12);
+        let (b, _b) = request(&[50, 9, 10, 2], 12);
+        let mut state = state_with(vec![a, b]);
+        let pass = state.next_pass(30).unwrap();
+        // Seed 10 (request a); room for 3 texts of 10: the other 10, then 9.
+        assert_eq!(lengths(&pass), [10, 10, 9]);
+        assert_eq!(pass.padded_tokens, 30);
+    }
+
+    #[test]
+    fn a_text_over_the_budget_runs_alone_and_batch_size_caps_a_request() {
+        let (a, _a) = request(&[500, 4, 4, 4, 4], 2);
+        let mut state = state_with(vec![a]);
+        assert_eq!(lengths(&state.next_pass(100).unwrap()), [500]);
+        assert_eq!(lengths(&state.next_pass(100).unwrap()), [4, 4]);
+        assert_eq!(lengths(&state.next_pass(100).unwrap()), [4, 4]);
+    }
+
+    #[test]
+    fn cancelled_requests_are_dropped_before_the_next_pass() {
+        let (a, answer) = request(&[8, 8], 12);
+        let (b, _b) = request(&[3], 12);
+        let mut state = state_with(vec![a, b]);
+        drop(answer);
+        let pass = state.next_pass(1000).unwrap();
+        assert_eq!(lengths(&pass), [3]);
+        assert_eq!(state.jobs.len(), 1);
+    }
+
+    #[test]
+    fn results_come_back_in_order_with_their_timings() {
+        let queue = Queue::spawn(Arc::new(Recorder::default()), 64).unwrap();
+        let (a, answer) = request(&[2, 9, 4], 12);
+        queue.push(a);
+        let computed = answer.blocking_recv().unwrap().unwrap();
+        let tokens: Vec<usize> = computed.embeddings.iter().map(|e| e.tokens).collect();
+        assert_eq!(tokens, [2, 9, 4]);
+        assert!(computed.inference > Duration::ZERO);
+    }
+
+    #[test]
+    fn a_failing_pass_fails_its_requests_only_and_the_worker_goes_on() {
+        let recorder = Arc::new(Recorder::default());
+        let queue = Queue::spawn(recorder.clone(), 20).unwrap();
+        // Budget 20 holds one 13-token text: the panicking pass holds request a alone.
+        let (a, a_answer) = request(&[13], 12);
+        let (b, b_answer) = request(&[3, 4], 12);
+        queue.push(a);
+        queue.push(b);
+        let failed = a_answer.blocking_recv().unwrap();
+        assert!(
+            matches!(&failed, Err(Error::ModelFault(m)) if m.contains("13 is unlucky")),
+            "{failed:?}"
+        );
+        let served = b_answer.blocking_recv().unwrap().unwrap();
+        assert_eq!(served.embeddings.len(), 2);
+        let (c, c_answer) = request(&[5], 12);
+        queue.push(c);
+        assert_eq!(
+            c_answer.blocking_recv().unwrap().unwrap().embeddings[0].tokens,
+            5
+        );
+    }
+
+    #[test]
+    fn a_closed_queue_answers_what_it_holds_then_refuses() {
+        let queue = Queue::spawn(Arc::new(Recorder::default()), 64).unwrap();
+        let (a, answer) = request(&[3], 12);
+        queue.push(a);
+        queue.close();
+        assert!(answer.blocking_recv().unwrap().is_ok());
+        let (b, refused) = request(&[3], 12);
+        queue.push(b);
+        assert!(matches!(
+            refused.blocking_recv().unwrap(),
+            Err(Error::ShuttingDown)
+        ));
+    }
+}
