@@ -60,7 +60,9 @@ pub fn sparse_score(query: &[(u32, f32)], passage: &[(u32, f32)]) -> f32 {
     large
         .iter()
         .filter_map(|(id, w)| index.get(id).map(|other| w * other))
-        .sum()
+        .sum::<f32>()
+        // An empty sum is -0.0; no shared token scores a plain 0.
+        + 0.0
 }
 
 /// Late-interaction score: for every query vector the best dot product with any passage
@@ -111,13 +113,15 @@ impl Default for ScoreWeights {
 }
 
 impl ScoreWeights {
-    /// Checks that the weights are finite, non-negative and have a positive sum.
+    /// Checks that the weights are finite, non-negative and have a positive sum that is finite
+    /// too (the fusions divide by it: an infinite sum would make them NaN or 0).
     ///
     /// ```
     /// use bge_m3_core::score::ScoreWeights;
     /// assert!(ScoreWeights::try_from([1.0, 0.0, 0.0]).is_ok());
     /// assert!(ScoreWeights::try_from([0.0, 0.0, 0.0]).is_err());
     /// assert!(ScoreWeights::try_from([-1.0, 1.0, 1.0]).is_err());
+    /// assert!(ScoreWeights::try_from([3e38, 3e38, 0.0]).is_err());
     /// ```
     pub fn validate(self) -> Result<Self> {
         let all = [self.dense, self.sparse, self.colbert];
@@ -127,10 +131,17 @@ impl ScoreWeights {
                 format!("each weight must be a finite number >= 0, got {all:?}"),
             ));
         }
-        if all.iter().sum::<f32>() <= 0.0 {
+        let sum = all.iter().sum::<f32>();
+        if sum <= 0.0 {
             return Err(Error::invalid_input(
                 "weights",
                 format!("the weights must have a positive sum, got {all:?}"),
+            ));
+        }
+        if !sum.is_finite() {
+            return Err(Error::invalid_input(
+                "weights",
+                format!("the sum of the weights must be finite (at most 3.4e38), got {all:?}"),
             ));
         }
         Ok(self)
@@ -160,7 +171,10 @@ impl TryFrom<[f32; 3]> for ScoreWeights {
 /// assert!((sparse_dense_score(0.6, 0.3, w) - 0.5).abs() < 1e-6);
 /// ```
 pub fn sparse_dense_score(dense: f32, sparse: f32, weights: ScoreWeights) -> f32 {
-    (weights.dense * dense + weights.sparse * sparse) / (weights.dense + weights.sparse)
+    // In f64, so that extreme weights (subnormal, or products past f32::MAX) still give the
+    // weighted mean; the result rounds to FlagEmbedding's f32 one within an ulp.
+    let (wd, ws) = (f64::from(weights.dense), f64::from(weights.sparse));
+    ((wd * f64::from(dense) + ws * f64::from(sparse)) / (wd + ws)) as f32
 }
 
 /// `(w_dense * dense + w_sparse * sparse + w_colbert * colbert) / (w_dense + w_sparse + w_colbert)`.
@@ -176,8 +190,13 @@ pub fn colbert_sparse_dense_score(
     colbert: f32,
     weights: ScoreWeights,
 ) -> f32 {
-    (weights.dense * dense + weights.sparse * sparse + weights.colbert * colbert)
-        / (weights.dense + weights.sparse + weights.colbert)
+    let (wd, ws, wc) = (
+        f64::from(weights.dense),
+        f64::from(weights.sparse),
+        f64::from(weights.colbert),
+    );
+    ((wd * f64::from(dense) + ws * f64::from(sparse) + wc * f64::from(colbert)) / (wd + ws + wc))
+        as f32
 }
 
 /// The five scores of one (query, passage) pair, as `BGEM3FlagModel.compute_score` names them.
@@ -235,6 +254,26 @@ mod tests {
         let b = [(7, 0.5), (2, 2.0)];
         assert_eq!(sparse_score(&a, &b), sparse_score(&b, &a));
         assert!((sparse_score(&a, &b) - 1.0).abs() < 1e-7);
+    }
+
+    #[test]
+    fn fusions_hold_for_extreme_weights() {
+        let tiny = ScoreWeights {
+            dense: 1e-45,
+            sparse: 0.0,
+            colbert: 0.0,
+        };
+        assert_eq!(sparse_dense_score(0.658, 0.1, tiny), 0.658);
+        assert_eq!(colbert_sparse_dense_score(0.658, 0.1, 0.9, tiny), 0.658);
+        let huge = ScoreWeights {
+            dense: 1e38,
+            sparse: 1e38,
+            colbert: 0.0,
+        };
+        assert!((sparse_dense_score(0.6, 0.2, huge) - 0.4).abs() < 1e-7);
+        assert!((colbert_sparse_dense_score(0.6, 0.2, 0.9, huge) - 0.4).abs() < 1e-7);
+        // No shared token: a plain zero, not -0.0.
+        assert!(sparse_score(&[(1, 0.5)], &[(2, 0.5)]).is_sign_positive());
     }
 
     #[test]
