@@ -62,6 +62,11 @@ fn check_content_type(req: &HttpRequest) -> Result<()> {
 
 /// Deserializes a body, which must be a JSON object, naming the field at fault in the error.
 pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
+    // JSON is UTF-8 (RFC 8259), but serde_json skips the strings it ignores (unknown fields)
+    // without checking them: check the whole body first.
+    if let Err(e) = std::str::from_utf8(body) {
+        return Err(Error::MalformedJson(format!("the body is not UTF-8: {e}")));
+    }
     // serde would also fill a struct from an array, positionally: `["a"]` must not pass for
     // `{"input": "a"}`.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
@@ -187,6 +192,11 @@ mod tests {
         assert!(matches!(
             parse::<Request>(b"nul"),
             Err(Error::MalformedJson(_))
+        ));
+        // Invalid UTF-8 in a field that is otherwise ignored (found by tests/fuzz).
+        assert!(matches!(
+            parse::<Request>(b"{\"user\": {\"\x80x\": null}, \"max_length\": 3}"),
+            Err(Error::MalformedJson(m)) if m.contains("UTF-8")
         ));
     }
 }
