@@ -6,11 +6,15 @@
 //! 2048/256 exactly, which would silently break 8192-token inputs on a GPU), and attention is
 //! computed in blocks of queries, so that its scores never need more than
 //! [`ATTENTION_BLOCK_ELEMENTS`] elements at once instead of `batch x heads x L x L`.
+//!
+//! In f32 on the CPU the layers run fused and multi-threaded in [`crate::cpu_ops`] instead,
+//! over the same weights; the candle ops here are the path of every other device and dtype.
 
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 
 use crate::config::{Config, HiddenAct};
+use crate::cpu_ops;
 use crate::Result;
 
 /// Upper bound on the elements of one block of attention scores (`batch x heads x queries x
@@ -224,6 +228,7 @@ fn blocked_attention(
 struct DenseResidualNorm {
     dense: Linear,
     layer_norm: LayerNorm,
+    eps: f64,
 }
 
 impl DenseResidualNorm {
@@ -235,6 +240,19 @@ impl DenseResidualNorm {
                 cfg.layer_norm_eps,
                 vb.pp("LayerNorm"),
             )?,
+            eps: cfg.layer_norm_eps,
+        })
+    }
+
+    fn cpu_dense(&self) -> Result<cpu_ops::DenseRef<'_>> {
+        cpu_dense(&self.dense)
+    }
+
+    fn cpu_norm(&self) -> Result<cpu_ops::NormRef<'_>> {
+        Ok(cpu_ops::NormRef {
+            weight: self.layer_norm.weight(),
+            bias: self.layer_norm.bias().ok_or_else(missing_bias)?,
+            eps: self.eps as f32,
         })
     }
 
@@ -290,12 +308,38 @@ impl Layer {
         })
     }
 
+    /// The weights as the fused CPU path takes them.
+    fn cpu_ref(&self) -> Result<cpu_ops::LayerRef<'_>> {
+        Ok(cpu_ops::LayerRef {
+            qkv: cpu_dense(&self.attention.qkv)?,
+            attention_output: self.attention_output.cpu_dense()?,
+            attention_norm: self.attention_output.cpu_norm()?,
+            intermediate: cpu_dense(&self.intermediate.dense)?,
+            output: self.output.cpu_dense()?,
+            output_norm: self.output.cpu_norm()?,
+            num_heads: self.attention.num_heads,
+        })
+    }
+
     fn forward(&self, x: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
         let attended = self.attention.forward(x, attention_mask)?;
         let x = self.attention_output.forward(&attended, x)?;
         let inner = self.intermediate.forward(&x)?;
         self.output.forward(&inner, &x)
     }
+}
+
+fn cpu_dense(linear: &Linear) -> Result<cpu_ops::DenseRef<'_>> {
+    Ok(cpu_ops::DenseRef {
+        weight: linear.weight(),
+        bias: linear.bias().ok_or_else(missing_bias)?,
+    })
+}
+
+fn missing_bias() -> crate::Error {
+    crate::Error::Candle(candle_core::Error::Msg(
+        "every encoder Linear and LayerNorm is loaded with a bias".into(),
+    ))
 }
 
 /// The whole encoder (`embeddings.*` and `encoder.layer.*`; the unused pooler is not loaded).
@@ -305,6 +349,10 @@ pub struct XlmRobertaEncoder {
     layers: Vec<Layer>,
     dtype: DType,
     device: Device,
+    /// Whether the layers run in [`cpu_ops`]: f32 on the CPU with the erf GELU.
+    fused_cpu: bool,
+    hidden_size: usize,
+    intermediate_size: usize,
 }
 
 impl XlmRobertaEncoder {
@@ -319,6 +367,11 @@ impl XlmRobertaEncoder {
             layers,
             dtype: vb.dtype(),
             device: vb.device().clone(),
+            fused_cpu: vb.device().is_cpu()
+                && vb.dtype() == DType::F32
+                && cfg.hidden_act == HiddenAct::Gelu,
+            hidden_size: cfg.hidden_size,
+            intermediate_size: cfg.intermediate_size,
         })
     }
 
@@ -336,10 +389,32 @@ impl XlmRobertaEncoder {
         let mut x = self
             .embeddings
             .forward(&input.input_ids, &input.position_ids)?;
+        if self.fused_cpu {
+            return self.forward_cpu(&x, input.attention_mask.as_ref());
+        }
         for layer in &self.layers {
             x = layer.forward(&x, input.attention_mask.as_ref())?;
         }
         Ok(x)
+    }
+
+    /// The layers of [`Self::forward`] in [`cpu_ops`], on one set of buffers.
+    fn forward_cpu(&self, embedded: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
+        let (batch, len, hidden) = embedded.dims3()?;
+        let mut x = embedded.flatten_all()?.to_vec1::<f32>()?;
+        let padding = cpu_ops::Padding::new(attention_mask, batch, len)?;
+        let mut workspace =
+            cpu_ops::Workspace::new(batch * len, self.hidden_size, self.intermediate_size);
+        for layer in &self.layers {
+            cpu_ops::layer_forward(
+                &layer.cpu_ref()?,
+                &mut x,
+                (batch, len),
+                &padding,
+                &mut workspace,
+            )?;
+        }
+        Ok(Tensor::from_vec(x, (batch, len, hidden), &self.device)?)
     }
 }
 
@@ -428,5 +503,42 @@ mod tests {
             .to_scalar::<f32>()
             .unwrap();
         assert!(diff < 1e-6, "{diff}");
+    }
+
+    /// The fused CPU layers give the candle ops' hidden states, padded or not, on both
+    /// fixture models.
+    #[test]
+    fn fused_cpu_layers_match_the_candle_ops() {
+        for name in ["tiny-pt", "tiny-st"] {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../fixtures/models")
+                .join(name);
+            let files = crate::weights::ModelFiles::locate(&dir).unwrap();
+            let cfg = Config::from_file(&files.config).unwrap();
+            let vb = crate::weights::encoder_var_builder(&files.encoder, DType::F32, &Device::Cpu)
+                .unwrap();
+            let mut encoder = XlmRobertaEncoder::load(vb, &cfg).unwrap();
+            assert!(encoder.fused_cpu);
+            let long: Vec<u32> = (0..300).map(|i| 4 + (i * 37) % 1000).collect();
+            let short = [0, 17, 99, 5, 2];
+            for batch in [vec![&long[..]], vec![&long[..], &short[..]]] {
+                let input = EncoderInput::new(&batch, cfg.pad_token_id, &Device::Cpu).unwrap();
+                encoder.fused_cpu = true;
+                let fused = encoder.forward(&input).unwrap();
+                encoder.fused_cpu = false;
+                let reference = encoder.forward(&input).unwrap();
+                let diff = (fused - reference)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .max(0)
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(diff < 1e-5, "{name}, {} sequences: {diff}", batch.len());
+            }
+        }
     }
 }

@@ -29,6 +29,7 @@
 //! ```
 
 pub mod config;
+mod cpu_ops;
 pub mod device;
 pub mod encoder;
 mod error;
