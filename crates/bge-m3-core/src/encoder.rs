@@ -492,7 +492,13 @@ mod tests {
         // 7 query rows per block (2 x 3 x 7 x 40 elements), the last block shorter.
         let blocked = blocked_attention(&q, &k, &v, Some(&mask), 8, 2 * 3 * 7 * 40).unwrap();
         assert_eq!(blocked.dims(), whole.dims());
-        let diff = (whole - blocked)
+        let diff = max_abs_diff(&whole, &blocked);
+        assert!(diff < 1e-6, "{diff}");
+    }
+
+    /// Largest element-wise difference of two tensors of the same shape.
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
             .unwrap()
             .abs()
             .unwrap()
@@ -501,8 +507,7 @@ mod tests {
             .max(0)
             .unwrap()
             .to_scalar::<f32>()
-            .unwrap();
-        assert!(diff < 1e-6, "{diff}");
+            .unwrap()
     }
 
     /// The fused CPU layers give the candle ops' hidden states, padded or not, on both
@@ -527,16 +532,7 @@ mod tests {
                 let fused = encoder.forward(&input).unwrap();
                 encoder.fused_cpu = false;
                 let reference = encoder.forward(&input).unwrap();
-                let diff = (fused - reference)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let diff = max_abs_diff(&fused, &reference);
                 assert!(diff < 1e-5, "{name}, {} sequences: {diff}", batch.len());
             }
         }

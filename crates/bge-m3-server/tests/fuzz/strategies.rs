@@ -264,25 +264,19 @@ pub(crate) fn embeddings_body() -> impl Strategy<Value = Value> {
                 (input, model, input_type, encoding_format, dimensions),
                 (sparse_format, max_length, batch_size, extra),
             )| {
-                let mut body = Map::new();
-                for (name, value) in extra {
-                    body.insert(name, value);
-                }
-                for (name, value) in [
-                    ("input", input),
-                    ("model", model),
-                    ("input_type", input_type),
-                    ("encoding_format", encoding_format),
-                    ("dimensions", dimensions),
-                    ("sparse_format", sparse_format),
-                    ("max_length", max_length),
-                    ("batch_size", batch_size),
-                ] {
-                    if let Some(value) = value {
-                        body.insert(name.into(), value);
-                    }
-                }
-                Value::Object(body)
+                body(
+                    extra,
+                    [
+                        ("input", input),
+                        ("model", model),
+                        ("input_type", input_type),
+                        ("encoding_format", encoding_format),
+                        ("dimensions", dimensions),
+                        ("sparse_format", sparse_format),
+                        ("max_length", max_length),
+                        ("batch_size", batch_size),
+                    ],
+                )
             },
         );
     prop_oneof![
@@ -357,25 +351,19 @@ pub(crate) fn score_body() -> impl Strategy<Value = Value> {
                 model,
                 extra,
             )| {
-                let mut body = Map::new();
-                for (name, value) in extra {
-                    body.insert(name, value);
-                }
-                for (name, value) in [
-                    ("sentences_1", queries),
-                    ("sentences_2", passages),
-                    ("weights", weights),
-                    ("max_length", max_length),
-                    ("max_query_length", max_query_length),
-                    ("max_passage_length", max_passage_length),
-                    ("batch_size", batch_size),
-                    ("model", model),
-                ] {
-                    if let Some(value) = value {
-                        body.insert(name.into(), value);
-                    }
-                }
-                Value::Object(body)
+                body(
+                    extra,
+                    [
+                        ("sentences_1", queries),
+                        ("sentences_2", passages),
+                        ("weights", weights),
+                        ("max_length", max_length),
+                        ("max_query_length", max_query_length),
+                        ("max_passage_length", max_passage_length),
+                        ("batch_size", batch_size),
+                        ("model", model),
+                    ],
+                )
             },
         );
     prop_oneof![
@@ -517,4 +505,19 @@ pub(crate) fn path() -> impl Strategy<Value = String> {
         .prop_filter("a URI actix can carry", |path| {
             path.parse::<actix_web::http::Uri>().is_ok()
         })
+}
+
+/// A request body: the unknown `extra` fields, then each known field that is present (so that
+/// a known field wins over an extra one of the same name).
+fn body<const N: usize>(
+    extra: impl IntoIterator<Item = (String, Value)>,
+    fields: [(&str, Option<Value>); N],
+) -> Value {
+    let mut body: Map<String, Value> = extra.into_iter().collect();
+    for (name, value) in fields {
+        if let Some(value) = value {
+            body.insert(name.into(), value);
+        }
+    }
+    Value::Object(body)
 }
