@@ -5,9 +5,13 @@
 //! heads as `colbert_linear.pt` and `sparse_linear.pt` (torch-saved `{weight, bias}` state dicts
 //! in fp16). A `model.safetensors`, where a user has converted one, is preferred.
 
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
 use crate::{Error, Result};
@@ -81,9 +85,10 @@ impl ModelFiles {
     }
 }
 
-/// A `VarBuilder` over the encoder weights that reads each tensor when the model asks for it,
-/// so that at most one full copy of the weights (the model's own) is ever in memory:
-/// safetensors are memory-mapped, and the torch pickle is read tensor by tensor from its zip.
+/// A `VarBuilder` over the encoder weights that reads each tensor from the file when the model
+/// asks for it, straight into the buffer that holds it afterwards ([`TensorFile`]). Nothing is
+/// memory-mapped, so the file's pages never count towards the process's memory, and loading
+/// holds one copy of the weights plus at most the tensor being converted.
 ///
 /// Keys are accepted with or without the `roberta.` prefix that `XLMRobertaFor*` checkpoints
 /// carry.
@@ -93,21 +98,220 @@ pub fn encoder_var_builder(
     device: &Device,
 ) -> Result<VarBuilder<'static>> {
     let path = weights.path();
-    let vb = match weights {
-        // SAFETY: the file is mapped read-only; like every memory-mapped loader we rely on
-        // nobody truncating a model file while the server starts.
-        EncoderWeights::Safetensors(_) => unsafe {
-            VarBuilder::from_mmaped_safetensors(&[path], dtype, device)
-        },
-        EncoderWeights::Pytorch(_) => VarBuilder::from_pth(path, dtype, device),
-    }
-    .map_err(|e| Error::invalid_file(path, e))?;
+    let file = TensorFile::open(weights).map_err(|e| Error::invalid_file(path, e))?;
+    let vb = VarBuilder::from_backend(Box::new(file), dtype, device.clone());
     if !vb.contains_tensor("embeddings.word_embeddings.weight")
         && vb.contains_tensor("roberta.embeddings.word_embeddings.weight")
     {
         return Ok(vb.pp("roberta"));
     }
     Ok(vb)
+}
+
+/// The tensors of a `model.safetensors` or `pytorch_model.bin`, read one at a time with plain
+/// file reads into a buffer of the tensor's size, so that a tensor stored in the dtype it is
+/// used in (f32 on the CPU) is never copied after it is read.
+pub struct TensorFile {
+    path: PathBuf,
+    format: Format,
+}
+
+enum Format {
+    Safetensors {
+        metadata: safetensors::tensor::Metadata,
+        /// Offset of the data section (after the header).
+        data_start: u64,
+        file: Mutex<File>,
+    },
+    Pytorch {
+        infos: HashMap<String, candle_core::pickle::TensorInfo>,
+        zip: Mutex<zip::ZipArchive<BufReader<File>>>,
+    },
+}
+
+impl TensorFile {
+    /// Opens the file and reads its index of tensors (not their data).
+    pub fn open(weights: &EncoderWeights) -> candle_core::Result<Self> {
+        let path = weights.path().to_path_buf();
+        let format = match weights {
+            EncoderWeights::Safetensors(_) => {
+                let mut file = File::open(&path)?;
+                let len = file.metadata()?.len();
+                let mut n = [0u8; 8];
+                file.read_exact(&mut n)
+                    .map_err(|_| candle_core::Error::Msg("not a safetensors file".into()))?;
+                let n = u64::from_le_bytes(n);
+                if n > 100_000_000 || 8 + n > len {
+                    candle_core::bail!("not a safetensors file: header of {n} bytes");
+                }
+                let mut header = vec![0u8; n as usize];
+                file.read_exact(&mut header)?;
+                let metadata: safetensors::tensor::Metadata = serde_json::from_slice(&header)
+                    .map_err(|e| candle_core::Error::Msg(format!("safetensors header: {e}")))?;
+                if 8 + n + metadata.data_len() as u64 != len {
+                    candle_core::bail!(
+                        "the safetensors header describes {} bytes of data, the file has {}",
+                        metadata.data_len(),
+                        len - 8 - n
+                    );
+                }
+                Format::Safetensors {
+                    metadata,
+                    data_start: 8 + n,
+                    file: Mutex::new(file),
+                }
+            }
+            EncoderWeights::Pytorch(_) => {
+                let infos = candle_core::pickle::read_pth_tensor_info(&path, false, None)?
+                    .into_iter()
+                    .map(|info| (info.name.clone(), info))
+                    .collect();
+                let zip = zip::ZipArchive::new(BufReader::new(File::open(&path)?))
+                    .map_err(candle_core::Error::wrap)?;
+                Format::Pytorch {
+                    infos,
+                    zip: Mutex::new(zip),
+                }
+            }
+        };
+        Ok(Self { path, format })
+    }
+
+    /// The tensor `name` on the CPU in the dtype it is stored in, or `None` if the file has
+    /// no such tensor.
+    pub fn read(&self, name: &str) -> candle_core::Result<Option<Tensor>> {
+        match &self.format {
+            Format::Safetensors {
+                metadata,
+                data_start,
+                file,
+            } => {
+                let Some(info) = metadata.info(name) else {
+                    return Ok(None);
+                };
+                let dtype = safetensors_dtype(info.dtype)?;
+                let (start, end) = info.data_offsets;
+                let mut file = file.lock().unwrap_or_else(PoisonError::into_inner);
+                file.seek(SeekFrom::Start(data_start + start as u64))?;
+                read_tensor(
+                    &mut file.by_ref().take((end - start) as u64),
+                    dtype,
+                    &info.shape,
+                )
+                .map(Some)
+            }
+            Format::Pytorch { infos, zip } => {
+                let Some(info) = infos.get(name) else {
+                    return Ok(None);
+                };
+                if !info.layout.is_contiguous() {
+                    // Strided storage (rare in checkpoints): candle's reader handles it.
+                    return candle_core::pickle::PthTensors::new(&self.path, None)?.get(name);
+                }
+                let mut zip = zip.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut entry = zip.by_name(&info.path).map_err(candle_core::Error::wrap)?;
+                let skip = (info.layout.start_offset() * info.dtype.size_in_bytes()) as u64;
+                std::io::copy(&mut entry.by_ref().take(skip), &mut std::io::sink())?;
+                read_tensor(&mut entry, info.dtype, info.layout.dims()).map(Some)
+            }
+        }
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        match &self.format {
+            Format::Safetensors { metadata, .. } => metadata.info(name).is_some(),
+            Format::Pytorch { infos, .. } => infos.contains_key(name),
+        }
+    }
+}
+
+impl candle_nn::var_builder::SimpleBackend for TensorFile {
+    fn get(
+        &self,
+        shape: candle_core::Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let tensor = self.get_unchecked(name, dtype, device)?;
+        if tensor.shape() != &shape {
+            candle_core::bail!(
+                "shape mismatch for {name}: the file has {:?}, the model expects {:?}",
+                tensor.dims(),
+                shape.dims()
+            );
+        }
+        Ok(tensor)
+    }
+
+    fn get_unchecked(
+        &self,
+        name: &str,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let tensor = self
+            .read(name)?
+            .ok_or_else(|| candle_core::Error::CannotFindTensor {
+                path: name.to_string(),
+            })?;
+        tensor.to_dtype(dtype)?.to_device(device)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.contains(name)
+    }
+}
+
+fn safetensors_dtype(dtype: safetensors::Dtype) -> candle_core::Result<DType> {
+    Ok(match dtype {
+        safetensors::Dtype::F32 => DType::F32,
+        safetensors::Dtype::F16 => DType::F16,
+        safetensors::Dtype::BF16 => DType::BF16,
+        safetensors::Dtype::F64 => DType::F64,
+        other => candle_core::bail!("unsupported dtype {other:?} in a safetensors file"),
+    })
+}
+
+/// Reads a little-endian tensor of `dtype` and `shape` from `reader` into a buffer of its
+/// size.
+fn read_tensor(
+    reader: &mut impl Read,
+    dtype: DType,
+    shape: &[usize],
+) -> candle_core::Result<Tensor> {
+    let numel: usize = shape.iter().product();
+    /// Reads `numel` values of `T` into a zeroed buffer (freshly mapped zero pages for a big
+    /// one, so the zeroing costs nothing).
+    fn values<T: candle_core::WithDType + Default + Clone>(
+        reader: &mut impl Read,
+        numel: usize,
+        shape: &[usize],
+    ) -> candle_core::Result<Tensor> {
+        let mut data = vec![T::default(); numel];
+        // SAFETY: `T` is a plain number type (f32, f64, f16, bf16): every byte pattern is a
+        // valid value, and the slice covers exactly `data`'s initialised elements.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(
+                data.as_mut_ptr().cast::<u8>(),
+                std::mem::size_of_val(data.as_slice()),
+            )
+        };
+        reader
+            .read_exact(bytes)
+            .map_err(|e| candle_core::Error::Msg(format!("tensor data cut short ({e})")))?;
+        Tensor::from_vec(data, shape, &Device::Cpu)
+    }
+    #[cfg(not(target_endian = "little"))]
+    candle_core::bail!("model files are little-endian; this machine is not");
+    match dtype {
+        DType::F32 => values::<f32>(reader, numel, shape),
+        DType::F64 => values::<f64>(reader, numel, shape),
+        DType::F16 => values::<half::f16>(reader, numel, shape),
+        DType::BF16 => values::<half::bf16>(reader, numel, shape),
+        other => candle_core::bail!("unsupported dtype {other:?} for encoder weights"),
+    }
 }
 
 /// Loads one of the `.pt` heads (a torch-saved `nn.Linear` state dict, fp16 in the published
