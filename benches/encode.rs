@@ -12,6 +12,7 @@ fn model() -> BgeM3 {
         &LoadOptions {
             device: DeviceSpec::Cpu,
             dtype: None,
+            ..LoadOptions::default()
         },
     )
     .expect("the fixture model loads")

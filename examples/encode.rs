@@ -74,6 +74,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &LoadOptions {
             device: args.device,
             dtype: args.dtype,
+            ..LoadOptions::default()
         },
     )?;
     let options = EncodeOptions {

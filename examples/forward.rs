@@ -105,6 +105,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &LoadOptions {
             device: args.device,
             dtype: args.dtype,
+            ..LoadOptions::default()
         },
     )?;
     let load_peak = peak_rss_mib();

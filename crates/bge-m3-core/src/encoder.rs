@@ -7,14 +7,14 @@
 //! computed in blocks of queries, so that its scores never need more than
 //! [`ATTENTION_BLOCK_ELEMENTS`] elements at once instead of `batch x heads x L x L`.
 //!
-//! In f32 on the CPU the layers run fused and multi-threaded in [`crate::cpu_ops`] instead,
+//! In f32 on the CPU the layers run fused and multi-threaded in [`crate::cpu`] instead,
 //! over the same weights; the candle ops here are the path of every other device and dtype.
 
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 
 use crate::config::{Config, HiddenAct};
-use crate::cpu_ops;
+use crate::cpu;
 use crate::Result;
 
 /// Upper bound on the elements of one block of attention scores (`batch x heads x queries x
@@ -228,7 +228,6 @@ fn blocked_attention(
 struct DenseResidualNorm {
     dense: Linear,
     layer_norm: LayerNorm,
-    eps: f64,
 }
 
 impl DenseResidualNorm {
@@ -240,19 +239,6 @@ impl DenseResidualNorm {
                 cfg.layer_norm_eps,
                 vb.pp("LayerNorm"),
             )?,
-            eps: cfg.layer_norm_eps,
-        })
-    }
-
-    fn cpu_dense(&self) -> Result<cpu_ops::DenseRef<'_>> {
-        cpu_dense(&self.dense)
-    }
-
-    fn cpu_norm(&self) -> Result<cpu_ops::NormRef<'_>> {
-        Ok(cpu_ops::NormRef {
-            weight: self.layer_norm.weight(),
-            bias: self.layer_norm.bias().ok_or_else(missing_bias)?,
-            eps: self.eps as f32,
         })
     }
 
@@ -308,19 +294,6 @@ impl Layer {
         })
     }
 
-    /// The weights as the fused CPU path takes them.
-    fn cpu_ref(&self) -> Result<cpu_ops::LayerRef<'_>> {
-        Ok(cpu_ops::LayerRef {
-            qkv: cpu_dense(&self.attention.qkv)?,
-            attention_output: self.attention_output.cpu_dense()?,
-            attention_norm: self.attention_output.cpu_norm()?,
-            intermediate: cpu_dense(&self.intermediate.dense)?,
-            output: self.output.cpu_dense()?,
-            output_norm: self.output.cpu_norm()?,
-            num_heads: self.attention.num_heads,
-        })
-    }
-
     fn forward(&self, x: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
         let attended = self.attention.forward(x, attention_mask)?;
         let x = self.attention_output.forward(&attended, x)?;
@@ -329,49 +302,62 @@ impl Layer {
     }
 }
 
-fn cpu_dense(linear: &Linear) -> Result<cpu_ops::DenseRef<'_>> {
-    Ok(cpu_ops::DenseRef {
-        weight: linear.weight(),
-        bias: linear.bias().ok_or_else(missing_bias)?,
-    })
+/// The last hidden state of a batch: one row per token position, each sequence's rows
+/// contiguous and in order (padded or not, depending on the path).
+#[derive(Debug)]
+pub struct HiddenStates {
+    /// `(rows, hidden)`, in the encoder's dtype.
+    pub rows: Tensor,
+    /// The first row of each sequence; sequence `i`'s tokens are its next `len` rows.
+    pub starts: Vec<usize>,
 }
 
-fn missing_bias() -> crate::Error {
-    crate::Error::Candle(candle_core::Error::Msg(
-        "every encoder Linear and LayerNorm is loaded with a bias".into(),
-    ))
+/// How the layers run.
+enum Layers {
+    /// candle ops on a padded batch: every device and dtype.
+    Candle {
+        embeddings: Embeddings,
+        layers: Vec<Layer>,
+    },
+    /// [`cpu::CpuEncoder`]: f32 on the CPU with the erf GELU.
+    Cpu(cpu::CpuEncoder),
 }
 
 /// The whole encoder (`embeddings.*` and `encoder.layer.*`; the unused pooler is not loaded).
 /// Mirrors `XLMRobertaModel` up to its last hidden state.
 pub struct XlmRobertaEncoder {
-    embeddings: Embeddings,
-    layers: Vec<Layer>,
+    layers: Layers,
     dtype: DType,
     device: Device,
-    /// Whether the layers run in [`cpu_ops`]: f32 on the CPU with the erf GELU.
-    fused_cpu: bool,
-    hidden_size: usize,
-    intermediate_size: usize,
+    pad_token_id: u32,
 }
 
 impl XlmRobertaEncoder {
-    /// Loads the weights; `vb` is rooted where the checkpoint's `embeddings.*` keys are.
+    /// Loads the weights; `vb` is rooted where the checkpoint's `embeddings.*` keys are. In
+    /// f32 on the CPU with the erf GELU, the fused CPU path is used.
     pub fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
-        let embeddings = Embeddings::load(vb.pp("embeddings"), cfg)?;
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|i| Layer::load(vb.pp(format!("encoder.layer.{i}")), cfg))
-            .collect::<Result<Vec<_>>>()?;
+        let fused =
+            vb.device().is_cpu() && vb.dtype() == DType::F32 && cfg.hidden_act == HiddenAct::Gelu;
+        Self::load_layers(vb, cfg, fused)
+    }
+
+    fn load_layers(vb: VarBuilder, cfg: &Config, fused: bool) -> Result<Self> {
+        let (dtype, device) = (vb.dtype(), vb.device().clone());
+        let layers = if fused {
+            Layers::Cpu(cpu::CpuEncoder::load(vb, cfg)?)
+        } else {
+            Layers::Candle {
+                embeddings: Embeddings::load(vb.pp("embeddings"), cfg)?,
+                layers: (0..cfg.num_hidden_layers)
+                    .map(|i| Layer::load(vb.pp(format!("encoder.layer.{i}")), cfg))
+                    .collect::<Result<Vec<_>>>()?,
+            }
+        };
         Ok(Self {
-            embeddings,
             layers,
-            dtype: vb.dtype(),
-            device: vb.device().clone(),
-            fused_cpu: vb.device().is_cpu()
-                && vb.dtype() == DType::F32
-                && cfg.hidden_act == HiddenAct::Gelu,
-            hidden_size: cfg.hidden_size,
-            intermediate_size: cfg.intermediate_size,
+            dtype,
+            device,
+            pad_token_id: cfg.pad_token_id,
         })
     }
 
@@ -384,37 +370,51 @@ impl XlmRobertaEncoder {
         &self.device
     }
 
-    /// The last hidden state, `(batch, len, hidden)`, in the encoder's dtype.
-    pub fn forward(&self, input: &EncoderInput) -> Result<Tensor> {
-        let mut x = self
-            .embeddings
-            .forward(&input.input_ids, &input.position_ids)?;
-        if self.fused_cpu {
-            return self.forward_cpu(&x, input.attention_mask.as_ref());
-        }
-        for layer in &self.layers {
-            x = layer.forward(&x, input.attention_mask.as_ref())?;
-        }
-        Ok(x)
+    /// Whether [`Self::forward`] pads the batch to its longest sequence (see
+    /// [`crate::BgeM3::pads_batches`]).
+    pub fn pads_batches(&self) -> bool {
+        matches!(self.layers, Layers::Candle { .. })
     }
 
-    /// The layers of [`Self::forward`] in [`cpu_ops`], on one set of buffers.
-    fn forward_cpu(&self, embedded: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
-        let (batch, len, hidden) = embedded.dims3()?;
-        let mut x = embedded.flatten_all()?.to_vec1::<f32>()?;
-        let padding = cpu_ops::Padding::new(attention_mask, batch, len)?;
-        let mut workspace =
-            cpu_ops::Workspace::new(batch * len, self.hidden_size, self.intermediate_size);
-        for layer in &self.layers {
-            cpu_ops::layer_forward(
-                &layer.cpu_ref()?,
-                &mut x,
-                (batch, len),
-                &padding,
-                &mut workspace,
-            )?;
+    /// The last hidden state of `sequences` (token ids in the vocabulary, at most the model's
+    /// positions long).
+    pub fn forward(&self, sequences: &[&[u32]]) -> Result<HiddenStates> {
+        match &self.layers {
+            Layers::Cpu(encoder) => {
+                let ids: Vec<u32> = sequences.iter().flat_map(|s| s.iter().copied()).collect();
+                let positions: Vec<u32> = sequences
+                    .iter()
+                    .flat_map(|s| position_ids(s, self.pad_token_id))
+                    .collect();
+                let lens: Vec<usize> = sequences.iter().map(|s| s.len()).collect();
+                let hidden = encoder.forward(&ids, &positions, &lens)?;
+                let starts = lens
+                    .iter()
+                    .scan(0, |next, &len| {
+                        let start = *next;
+                        *next += len;
+                        Some(start)
+                    })
+                    .collect();
+                let rows = hidden.len() / encoder.hidden_size().max(1);
+                Ok(HiddenStates {
+                    rows: Tensor::from_vec(hidden, (rows, encoder.hidden_size()), &self.device)?,
+                    starts,
+                })
+            }
+            Layers::Candle { embeddings, layers } => {
+                let input = EncoderInput::new(sequences, self.pad_token_id, &self.device)?;
+                let mut x = embeddings.forward(&input.input_ids, &input.position_ids)?;
+                for layer in layers {
+                    x = layer.forward(&x, input.attention_mask.as_ref())?;
+                }
+                let (batch, len, hidden) = x.dims3()?;
+                Ok(HiddenStates {
+                    rows: x.reshape((batch * len, hidden))?,
+                    starts: (0..batch).map(|i| i * len).collect(),
+                })
+            }
         }
-        Ok(Tensor::from_vec(x, (batch, len, hidden), &self.device)?)
     }
 }
 
@@ -510,30 +510,44 @@ mod tests {
             .unwrap()
     }
 
-    /// The fused CPU layers give the candle ops' hidden states, padded or not, on both
-    /// fixture models.
+    /// The fused CPU path gives the candle ops' hidden states, for sequences of one length
+    /// and of several (padded by candle, laid end to end by the CPU path), on both fixture
+    /// models.
     #[test]
-    fn fused_cpu_layers_match_the_candle_ops() {
+    fn fused_cpu_path_matches_the_candle_ops() {
         for name in ["tiny-pt", "tiny-st"] {
             let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("../../fixtures/models")
                 .join(name);
             let files = crate::weights::ModelFiles::locate(&dir).unwrap();
             let cfg = Config::from_file(&files.config).unwrap();
-            let vb = crate::weights::encoder_var_builder(&files.encoder, DType::F32, &Device::Cpu)
-                .unwrap();
-            let mut encoder = XlmRobertaEncoder::load(vb, &cfg).unwrap();
-            assert!(encoder.fused_cpu);
+            let load = |fused| {
+                let vb =
+                    crate::weights::encoder_var_builder(&files.encoder, DType::F32, &Device::Cpu)
+                        .unwrap();
+                XlmRobertaEncoder::load_layers(vb, &cfg, fused).unwrap()
+            };
+            let (fused, candle) = (load(true), load(false));
+            assert!(matches!(fused.layers, Layers::Cpu(_)));
             let long: Vec<u32> = (0..300).map(|i| 4 + (i * 37) % 1000).collect();
-            let short = [0, 17, 99, 5, 2];
-            for batch in [vec![&long[..]], vec![&long[..], &short[..]]] {
-                let input = EncoderInput::new(&batch, cfg.pad_token_id, &Device::Cpu).unwrap();
-                encoder.fused_cpu = true;
-                let fused = encoder.forward(&input).unwrap();
-                encoder.fused_cpu = false;
-                let reference = encoder.forward(&input).unwrap();
-                let diff = max_abs_diff(&fused, &reference);
-                assert!(diff < 1e-5, "{name}, {} sequences: {diff}", batch.len());
+            // A literal <pad> (id 1) inside a text is attended to and keeps position 1.
+            let short = [0, 17, 1, 99, 5, 2];
+            for batch in [
+                vec![&long[..]],
+                vec![&long[..], &short[..]],
+                vec![&short[..], &long[..]],
+            ] {
+                let ours = fused.forward(&batch).unwrap();
+                let reference = candle.forward(&batch).unwrap();
+                for (i, seq) in batch.iter().enumerate() {
+                    let rows = |h: &HiddenStates| h.rows.narrow(0, h.starts[i], seq.len()).unwrap();
+                    let diff = max_abs_diff(&rows(&ours), &rows(&reference));
+                    assert!(
+                        diff < 1e-5,
+                        "{name}, {} sequences, #{i}: {diff}",
+                        batch.len()
+                    );
+                }
             }
         }
     }

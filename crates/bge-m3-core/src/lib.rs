@@ -29,7 +29,7 @@
 //! ```
 
 pub mod config;
-mod cpu_ops;
+mod cpu;
 pub mod device;
 pub mod encoder;
 mod error;

@@ -7,7 +7,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::config::Config;
 use crate::device::{default_dtype, DeviceSpec};
-use crate::encoder::{EncoderInput, XlmRobertaEncoder};
+use crate::encoder::{HiddenStates, XlmRobertaEncoder};
 use crate::heads::{dense::dense_vectors, ColbertHead, SparseEmbedding, SparseHead};
 use crate::score::{colbert_score, dense_score, sparse_score, PairScores, ScoreWeights};
 use crate::tokenize::{check_token_ids, Tokenizer};
@@ -22,6 +22,11 @@ pub struct LoadOptions {
     /// Precision of the encoder. Default (`None`): f32 on the CPU, f16 on a GPU. The heads
     /// and the normalisation always run in f32.
     pub dtype: Option<DType>,
+    /// Threads of the model's own compute pool, which runs every forward pass (and the packing
+    /// of the weights at load). Default (`None`): one per CPU the process may use. The pool is
+    /// the model's alone, so that other parallel work of the process (tokenization, which
+    /// uses rayon's global pool) never queues in front of a pass, nor a pass in front of it.
+    pub threads: Option<usize>,
 }
 
 /// Which of the three outputs to compute.
@@ -141,6 +146,8 @@ impl Embedding {
 
 /// BGE-M3: tokenizer, XLM-RoBERTa encoder and the dense, sparse and ColBERT heads.
 pub struct BgeM3 {
+    /// Runs every forward pass; see [`LoadOptions::threads`].
+    pool: rayon::ThreadPool,
     config: Config,
     tokenizer: Tokenizer,
     encoder: XlmRobertaEncoder,
@@ -169,11 +176,24 @@ impl BgeM3 {
                 source: None,
             });
         }
+        let threads = match options.threads {
+            Some(0) => return Err(Error::invalid_input("threads", "must be at least 1")),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("bge-m3-compute-{i}"))
+            .build()
+            .map_err(|e| Error::Device(format!("cannot start {threads} compute threads: {e}")))?;
         let device = options.device.open()?;
         let dtype = options.dtype.unwrap_or_else(|| default_dtype(&device));
         let weights_path = files.encoder.path();
-        let encoder = encoder_var_builder(&files.encoder, dtype, &device)
-            .and_then(|vb| XlmRobertaEncoder::load(vb, &config))
+        let encoder = pool
+            .install(|| {
+                encoder_var_builder(&files.encoder, dtype, &device)
+                    .and_then(|vb| XlmRobertaEncoder::load(vb, &config))
+            })
             .map_err(|e| match e {
                 Error::Candle(e) => Error::invalid_file(weights_path, e),
                 other => other,
@@ -185,10 +205,12 @@ impl BgeM3 {
             weights = %weights_path.display(),
             device = %crate::device::device_name(&device),
             ?dtype,
+            threads,
             seconds = start.elapsed().as_secs_f32(),
             "model loaded"
         );
         Ok(Self {
+            pool,
             config,
             tokenizer,
             encoder,
@@ -308,9 +330,27 @@ impl BgeM3 {
             .collect())
     }
 
+    /// Whether a forward pass pads its sequences to the longest one, so that it costs `texts x
+    /// longest` tokens: true on the candle path (GPUs, f16/bf16). The f32 CPU path lays the
+    /// sequences end to end instead, and a pass costs the sum of their lengths (plus each
+    /// one's attention, which grows with its own length only).
+    pub fn pads_batches(&self) -> bool {
+        self.encoder.pads_batches()
+    }
+
+    /// Threads of the model's compute pool ([`LoadOptions::threads`]).
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
     /// One forward pass over `sequences` (each `<s> … </s>`, at most [`Self::max_length`]
-    /// ids, every id in the vocabulary), padded to the longest one.
+    /// ids, every id in the vocabulary), on the model's compute pool. Each text's result is
+    /// the same (within float rounding) whatever the other texts of the pass.
     pub fn forward(&self, sequences: &[&[u32]], outputs: Outputs) -> Result<Vec<Embedding>> {
+        self.pool.install(|| self.forward_here(sequences, outputs))
+    }
+
+    fn forward_here(&self, sequences: &[&[u32]], outputs: Outputs) -> Result<Vec<Embedding>> {
         if sequences.is_empty() {
             return Ok(Vec::new());
         }
@@ -327,24 +367,24 @@ impl BgeM3 {
                 ),
             ));
         }
-        let pad = self.config.pad_token_id;
-        let input = EncoderInput::new(sequences, pad, self.device())?;
-        let hidden = self.encoder.forward(&input)?.to_dtype(DType::F32)?;
-        let (batch, len, hidden_size) = hidden.dims3()?;
+        let hidden = self.encoder.forward(sequences)?;
+        let hidden = HiddenStates {
+            rows: hidden.rows.to_dtype(DType::F32)?,
+            starts: hidden.starts,
+        };
 
         let dense = if outputs.dense {
             Some(dense_vectors(&hidden)?.to_vec2::<f32>()?)
         } else {
             None
         };
-        let flat = hidden.reshape((batch * len, hidden_size))?;
         let sparse = if outputs.sparse {
-            Some(self.sparse.token_weights(&flat)?)
+            Some(self.sparse.token_weights(&hidden.rows)?)
         } else {
             None
         };
         let colbert = if outputs.colbert {
-            Some(self.colbert_rows(&flat, sequences, len)?)
+            Some(self.colbert_rows(&hidden, sequences)?)
         } else {
             None
         };
@@ -354,11 +394,11 @@ impl BgeM3 {
         let mut colbert = colbert.map(Vec::into_iter);
         Ok(sequences
             .iter()
-            .enumerate()
-            .map(|(i, seq)| Embedding {
+            .zip(&hidden.starts)
+            .map(|(seq, &start)| Embedding {
                 dense: dense.as_mut().and_then(Iterator::next),
                 sparse: sparse.as_ref().map(|weights| {
-                    let row = &weights[i * len..i * len + seq.len()];
+                    let row = &weights[start..start + seq.len()];
                     SparseEmbedding::from_token_weights(seq, row, specials)
                 }),
                 colbert: colbert.as_mut().and_then(Iterator::next),
@@ -367,27 +407,23 @@ impl BgeM3 {
             .collect())
     }
 
-    /// ColBERT vectors of every sequence: the rows after `<s>` up to the sequence's end, taken
-    /// out of the padded batch and projected in one matrix product.
+    /// ColBERT vectors of every sequence: its rows after `<s>` up to its end, taken out of the
+    /// batch and projected in one matrix product.
     fn colbert_rows(
         &self,
-        flat_hidden: &Tensor,
+        hidden: &HiddenStates,
         sequences: &[&[u32]],
-        padded_len: usize,
     ) -> Result<Vec<Vec<Vec<f32>>>> {
         let rows: Vec<u32> = sequences
             .iter()
-            .enumerate()
-            .flat_map(|(i, seq)| (i * padded_len + 1..i * padded_len + seq.len()).map(|r| r as u32))
+            .zip(&hidden.starts)
+            .flat_map(|(seq, &start)| (start + 1..start + seq.len()).map(|r| r as u32))
             .collect();
-        let index = Tensor::from_vec(
-            rows,
-            sequences.iter().map(|s| s.len() - 1).sum::<usize>(),
-            flat_hidden.device(),
-        )?;
+        let count = rows.len();
+        let index = Tensor::from_vec(rows, count, hidden.rows.device())?;
         let vectors = self
             .colbert
-            .forward(&flat_hidden.index_select(&index, 0)?)?
+            .forward(&hidden.rows.index_select(&index, 0)?)?
             .to_vec2::<f32>()?;
         let mut vectors = vectors.into_iter();
         Ok(sequences

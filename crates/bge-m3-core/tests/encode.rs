@@ -223,6 +223,7 @@ fn half_precision_holds_at_8192_tokens() {
             &LoadOptions {
                 device: DeviceSpec::Cpu,
                 dtype: Some(dtype),
+                ..LoadOptions::default()
             },
         )
         .unwrap();

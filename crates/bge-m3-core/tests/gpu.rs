@@ -48,6 +48,7 @@ fn on_gpu(name: &str, dtype: Option<DType>) -> BgeM3 {
     let options = LoadOptions {
         device: DeviceSpec::Cuda(0),
         dtype,
+        ..LoadOptions::default()
     };
     BgeM3::load(model_dir(name), &options)
         .unwrap_or_else(|e| panic!("loading {name} on cuda:0 ({dtype:?}): {e}"))

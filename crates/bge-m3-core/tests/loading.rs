@@ -12,6 +12,7 @@ fn cpu() -> LoadOptions {
     LoadOptions {
         device: DeviceSpec::Cpu,
         dtype: None,
+        ..LoadOptions::default()
     }
 }
 

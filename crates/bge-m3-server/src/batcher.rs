@@ -417,6 +417,7 @@ pub(crate) mod tests {
                 let options = LoadOptions {
                     device: DeviceSpec::Cpu,
                     dtype: None,
+                    ..LoadOptions::default()
                 };
                 Arc::new(BgeM3::load(dir, &options).expect("loading tiny-pt"))
             })

@@ -55,6 +55,11 @@ pub struct Config {
     #[arg(long, env = "DTYPE", value_parser = parse_dtype)]
     pub dtype: Option<DType>,
 
+    /// Threads that run the model's forward passes (a pool of the model's own; tokenization
+    /// runs on other threads). Default: one per CPU the process may use.
+    #[arg(long, env = "THREADS", value_parser = at_least_one)]
+    pub threads: Option<usize>,
+
     /// The model id clients send in `model` and see in responses and in `/v1/models`.
     #[arg(long, env = "MODEL_ID", default_value = "bge-m3")]
     pub model_id: String,

@@ -108,6 +108,7 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<()> {
     let load_options = LoadOptions {
         device: config.device,
         dtype: config.dtype,
+        threads: config.threads,
     };
     // A Hub repository id is downloaded (or found in the cache) on the model's thread, so
     // that /health answers 503 "loading" meanwhile.

@@ -77,6 +77,7 @@ fn assert_serves(server: &Server, model: &str) {
     let options = LoadOptions {
         device: DeviceSpec::Cpu,
         dtype: None,
+        ..LoadOptions::default()
     };
     let reference = BgeM3::load(fixture(model), &options).unwrap();
     let expected = reference

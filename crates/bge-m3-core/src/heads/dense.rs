@@ -3,11 +3,12 @@
 
 use candle_core::Tensor;
 
-use crate::encoder::l2_normalize;
+use crate::encoder::{l2_normalize, HiddenStates};
 use crate::Result;
 
-/// `(batch, len, hidden)` hidden states in, `(batch, hidden)` unit vectors out.
-pub fn dense_vectors(hidden: &Tensor) -> Result<Tensor> {
-    let cls = hidden.narrow(1, 0, 1)?.squeeze(1)?;
-    l2_normalize(&cls)
+/// One unit vector per sequence, `(batch, hidden)`: the row of its first token (`<s>`).
+pub fn dense_vectors(hidden: &HiddenStates) -> Result<Tensor> {
+    let starts: Vec<u32> = hidden.starts.iter().map(|&s| s as u32).collect();
+    let index = Tensor::from_vec(starts, hidden.starts.len(), hidden.rows.device())?;
+    l2_normalize(&hidden.rows.index_select(&index, 0)?)
 }

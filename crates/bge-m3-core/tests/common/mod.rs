@@ -37,6 +37,7 @@ pub fn model(name: &str) -> &'static BgeM3 {
                     &LoadOptions {
                         device: DeviceSpec::Cpu,
                         dtype: None,
+                        ..LoadOptions::default()
                     },
                 )
                 .unwrap_or_else(|e| panic!("loading {name}: {e}"));

@@ -33,6 +33,7 @@ pub fn config(model_path: PathBuf) -> Config {
         port: 0,
         device: DeviceSpec::Cpu,
         dtype: None,
+        threads: None,
         model_id: "bge-m3".into(),
         model_aliases: vec!["BAAI/bge-m3".into()],
         max_inputs: MAX_INPUTS,
@@ -55,6 +56,7 @@ pub fn model() -> &'static BgeM3 {
         let options = LoadOptions {
             device: DeviceSpec::Cpu,
             dtype: None,
+            ..LoadOptions::default()
         };
         BgeM3::load(model_dir(), &options).expect("loading tiny-pt")
     })

@@ -73,6 +73,7 @@ fn loading_answers_503_then_the_model_serves() {
             let options = LoadOptions {
                 device: DeviceSpec::Cpu,
                 dtype: None,
+                ..LoadOptions::default()
             };
             BgeM3::load(model_dir(), &options)
         },

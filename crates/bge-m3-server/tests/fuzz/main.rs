@@ -65,6 +65,7 @@ async fn ready_state() -> (web::Data<AppState>, Served) {
     let load = LoadOptions {
         device: DeviceSpec::Cpu,
         dtype: None,
+        ..LoadOptions::default()
     };
     let options = BatcherOptions {
         queue_size: 8,

@@ -1,0 +1,283 @@
+//! Exact softmax self-attention over a batch of sequences laid end to end, without padding.
+
+use gemm::{gemm, Parallelism};
+use rayon::prelude::*;
+
+use super::kernels::simd;
+
+/// Upper bound on one block of attention scores (queries x keys), per thread: 1 Mi f32 (4 MiB),
+/// which leaves at least 128 queries a block up to 8192 keys: fewer queries would leave the
+/// matrix products too thin to run near the CPU's peak.
+const SCORE_BLOCK_ELEMENTS: usize = 1 << 20;
+
+/// Fewest queries in a block of attention scores (unless the sequence is shorter).
+const MIN_QUERY_BLOCK: usize = 64;
+
+/// The sequences of a batch laid end to end: sequence `i` is tokens `starts[i]..starts[i] +
+/// lens[i]` of every `(tokens, ...)` buffer of the pass.
+#[derive(Debug, Clone)]
+pub(crate) struct Segments {
+    pub starts: Vec<usize>,
+    pub lens: Vec<usize>,
+}
+
+impl Segments {
+    pub(crate) fn new(lens: impl IntoIterator<Item = usize>) -> Self {
+        let lens: Vec<usize> = lens.into_iter().collect();
+        let starts = lens
+            .iter()
+            .scan(0, |next, &len| {
+                let start = *next;
+                *next += len;
+                Some(start)
+            })
+            .collect();
+        Self { starts, lens }
+    }
+
+    /// Tokens of the whole batch.
+    pub(crate) fn tokens(&self) -> usize {
+        self.lens.iter().sum()
+    }
+}
+
+/// Heads of the attention.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Heads {
+    pub count: usize,
+    pub dim: usize,
+}
+
+/// Adds the bias to the fused projection's output `qkv`, `(tokens, 3, heads, head_dim)`, and
+/// writes it out as `(3, heads, tokens, head_dim)`: each head's queries, keys and values of a
+/// sequence contiguous, as the attention's matrix products read them best.
+pub(crate) fn split_heads(qkv: &[f32], bias: &[f32], out: &mut [f32], heads: Heads) {
+    let width = 3 * heads.count * heads.dim;
+    assert_eq!(qkv.len() % width, 0);
+    assert_eq!(out.len(), qkv.len());
+    assert_eq!(bias.len(), width);
+    let tokens = qkv.len() / width;
+    let dst = SharedMut(out.as_mut_ptr());
+    let per_task = (tokens / (4 * rayon::current_num_threads().max(1))).max(16);
+    qkv.par_chunks(width * per_task)
+        .enumerate()
+        .for_each(|(task, chunk)| {
+            for (i, row) in chunk.chunks_exact(width).enumerate() {
+                let token = task * per_task + i;
+                let parts = row
+                    .chunks_exact(heads.dim)
+                    .zip(bias.chunks_exact(heads.dim));
+                // part = p * heads + h for p in (query, key, value).
+                for (part, (src, bias)) in parts.enumerate() {
+                    let offset = (part * tokens + token) * heads.dim;
+                    // SAFETY: each (part, token) row of `out` is written by exactly one task.
+                    let dst =
+                        unsafe { std::slice::from_raw_parts_mut(dst.get().add(offset), heads.dim) };
+                    for ((d, s), b) in dst.iter_mut().zip(src).zip(bias) {
+                        *d = s + b;
+                    }
+                }
+            }
+        });
+}
+
+/// Self-attention of every sequence with itself. `qkv` is `(3, heads, tokens, head_dim)` (from
+/// [`split_heads`]); `context` receives `(tokens, heads, head_dim)`.
+///
+/// One task per (sequence, head, block of queries): scores `q · kᵀ / sqrt(head_dim)` for the
+/// sequence's keys, softmax in f32, then `p · v`, with the division by each row's sum done on
+/// the `head_dim` outputs instead of the `len` weights.
+pub(crate) fn attention(qkv: &[f32], context: &mut [f32], segments: &Segments, heads: Heads) {
+    let tokens = segments.tokens();
+    let (head_dim, hidden) = (heads.dim, heads.count * heads.dim);
+    let part = heads.count * tokens * head_dim;
+    assert_eq!(qkv.len(), 3 * part);
+    assert_eq!(context.len(), tokens * hidden);
+    if tokens == 0 {
+        return;
+    }
+    let scale = (1.0 / (head_dim as f64).sqrt()) as f32;
+    let longest = segments.lens.iter().copied().max().unwrap_or(1).max(1);
+    let block = (SCORE_BLOCK_ELEMENTS / longest).max(MIN_QUERY_BLOCK);
+    // (sequence, first query) of every task, for each head.
+    let blocks: Vec<(usize, usize)> = segments
+        .lens
+        .iter()
+        .enumerate()
+        .flat_map(|(s, &len)| (0..len).step_by(block).map(move |q0| (s, q0)))
+        .collect();
+    let out = SharedMut(context.as_mut_ptr());
+
+    (0..heads.count * blocks.len())
+        .into_par_iter()
+        .for_each_init(
+            || (Vec::<f32>::new(), Vec::<f32>::new()),
+            |(scores, sums), task| {
+                let h = task / blocks.len();
+                let (s, q0) = blocks[task % blocks.len()];
+                let (start, keys) = (segments.starts[s], segments.lens[s]);
+                let rows = block.min(keys - q0);
+                scores.resize(rows * keys, 0.0);
+                sums.resize(rows, 0.0);
+                let head = (h * tokens + start) * head_dim;
+                let q = qkv[head + q0 * head_dim..].as_ptr();
+                let k = qkv[part + head..].as_ptr();
+                let v = qkv[2 * part + head..].as_ptr();
+                // SAFETY: q, k and v address `rows` and `keys` rows of `head_dim` values of this
+                // sequence and head in `qkv`; `scores` holds rows x keys.
+                unsafe {
+                    gemm(
+                        rows,
+                        keys,
+                        head_dim,
+                        scores.as_mut_ptr(),
+                        1,
+                        keys as isize,
+                        false,
+                        q,
+                        1,
+                        head_dim as isize,
+                        // kᵀ: element (d, j) is k[j * head_dim + d].
+                        k,
+                        head_dim as isize,
+                        1,
+                        0.0,
+                        scale,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    );
+                }
+                for (scores, sum) in scores.chunks_exact_mut(keys).zip(sums.iter_mut()) {
+                    *sum = simd::exp_normalizer(scores, None);
+                }
+                // SAFETY: this task alone writes rows q0..q0 + rows, columns h * head_dim..(h + 1)
+                // * head_dim of the sequence's context, which lies inside `context`.
+                unsafe {
+                    let dst = out.get().add((start + q0) * hidden + h * head_dim);
+                    gemm(
+                        rows,
+                        head_dim,
+                        keys,
+                        dst,
+                        1,
+                        hidden as isize,
+                        false,
+                        scores.as_ptr(),
+                        1,
+                        keys as isize,
+                        v,
+                        1,
+                        head_dim as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    );
+                    for (i, &sum) in sums.iter().enumerate() {
+                        let dst = std::slice::from_raw_parts_mut(dst.add(i * hidden), head_dim);
+                        let inv = 1.0 / sum;
+                        for d in dst {
+                            *d *= inv;
+                        }
+                    }
+                }
+            },
+        );
+}
+
+/// A pointer that tasks writing disjoint parts of one buffer can share.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+// SAFETY: every task writes only its own rows and columns of the buffer (see `split_heads` and
+// `attention`).
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// The pointer. (A method, so that closures capture the whole `Send` wrapper, not the
+    /// field.)
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::testing::{max_abs_diff, random};
+    use candle_core::{Tensor, D};
+
+    /// Plain candle attention of one sequence, `(len, 3 x hidden)` in the projection's layout.
+    fn reference(qkv: &Tensor, heads: Heads) -> Vec<f32> {
+        let len = qkv.dim(0).unwrap();
+        let qkv = qkv
+            .reshape((len, 3, heads.count, heads.dim))
+            .unwrap()
+            .permute((1, 2, 0, 3))
+            .unwrap();
+        let q = qkv.get(0).unwrap().contiguous().unwrap();
+        let k = qkv.get(1).unwrap().contiguous().unwrap();
+        let v = qkv.get(2).unwrap().contiguous().unwrap();
+        let scores = (q.matmul(&k.t().unwrap()).unwrap() / (heads.dim as f64).sqrt()).unwrap();
+        let probs = candle_nn::ops::softmax(&scores, D::Minus1).unwrap();
+        probs
+            .matmul(&v)
+            .unwrap()
+            .transpose(0, 1)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
+
+    fn check(lens: &[usize], heads: Heads, seed: u64) {
+        let width = 3 * heads.count * heads.dim;
+        let segments = Segments::new(lens.iter().copied());
+        let tokens = segments.tokens();
+        let qkv = random(&[tokens, width], seed, 2.0);
+        let expected: Vec<f32> = lens
+            .iter()
+            .zip(&segments.starts)
+            .flat_map(|(&len, &start)| reference(&qkv.narrow(0, start, len).unwrap(), heads))
+            .collect();
+        let qkv = qkv.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mut split = vec![0.0; qkv.len()];
+        split_heads(&qkv, &vec![0.0; width], &mut split, heads);
+        let mut ours = vec![0.0; tokens * heads.count * heads.dim];
+        attention(&split, &mut ours, &segments, heads);
+        let diff = max_abs_diff(&ours, &expected);
+        assert!(diff < 1e-5, "lens {lens:?}: {diff}");
+    }
+
+    #[test]
+    fn attention_of_each_sequence_matches_candle() {
+        check(&[7], Heads { count: 2, dim: 8 }, 10);
+        check(&[33, 33], Heads { count: 4, dim: 16 }, 11);
+        check(&[40, 3, 17, 1], Heads { count: 3, dim: 8 }, 12);
+    }
+
+    #[test]
+    fn attention_over_several_query_blocks_matches_candle() {
+        // 1100 keys make blocks of 953 queries, the last one partial.
+        check(&[1100, 650], Heads { count: 2, dim: 8 }, 13);
+    }
+
+    #[test]
+    fn split_heads_adds_the_bias_and_groups_by_head() {
+        let heads = Heads { count: 2, dim: 2 };
+        // Two tokens of (q, k, v) x 2 heads x 2 values, numbered.
+        let qkv: Vec<f32> = (0..24).map(|v| v as f32).collect();
+        let bias: Vec<f32> = (0..12).map(|v| 100.0 * v as f32).collect();
+        let mut out = vec![0.0; 24];
+        split_heads(&qkv, &bias, &mut out, heads);
+        // (part 0 = query head 0): token 0 values 0, 1; token 1 values 12, 13.
+        assert_eq!(out[..4], [0.0, 101.0, 12.0, 113.0]);
+        // Part 5 (value head 1): token 0 values 10, 11; token 1 values 22, 23.
+        assert_eq!(out[20..], [1010.0, 1111.0, 1022.0, 1123.0]);
+    }
+}

@@ -1,0 +1,280 @@
+//! The encoder on the CPU in f32: weights packed at load, layers fused and multi-threaded, and
+//! a batch's sequences laid end to end without padding.
+//!
+//! candle's CPU backend runs one op at a time, each into a freshly allocated tensor, and its
+//! matrix product packs the weights again on every call. Here each `Linear` weight is packed
+//! once, at load ([`matmul::PackedMatrix`]), so a pass streams every weight matrix from memory
+//! exactly once whatever its number of rows; a layer is four such products and four fused
+//! passes (bias + split into heads; bias + GELU; bias + residual + LayerNorm, twice), plus
+//! attention per (sequence, head, block of queries).
+//!
+//! The sequences of a pass are laid end to end ([`attention::Segments`]): every per-token step
+//! runs on exactly the real tokens, and only attention looks at sequence boundaries. A pass of
+//! texts of different lengths therefore costs what the texts cost alone, and a text's hidden
+//! states do not depend on the other texts of its pass (the products give every row the same
+//! sum in the same order, see [`matmul`]).
+//!
+//! Only f32 on the CPU takes this path; every other device and dtype runs the candle ops of
+//! [`crate::encoder`], which remain the reference the tests compare this path with.
+
+mod attention;
+mod kernels;
+mod matmul;
+#[cfg(test)]
+mod testing;
+
+use candle_core::{CpuStorage, Storage, StorageRef, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::config::Config;
+use crate::{Error, Result};
+use attention::{Heads, Segments};
+use kernels::Norm;
+use matmul::PackedMatrix;
+
+/// A `Linear` layer: its weight packed for [`matmul::matmul`], and its bias.
+struct Dense {
+    weight: PackedMatrix,
+    bias: Vec<f32>,
+}
+
+impl Dense {
+    /// Loads `weight` `(out, in)` and `bias` `(out,)` under each of `prefixes`, stacked in that
+    /// order into one layer of `prefixes.len() x out` outputs (query, key and value become one
+    /// product). Each weight is packed and dropped before the next is read.
+    fn load(vb: &VarBuilder, prefixes: &[&str], (out, inner): (usize, usize)) -> Result<Self> {
+        let mut rows = Vec::with_capacity(prefixes.len());
+        let mut bias = Vec::with_capacity(prefixes.len() * out);
+        for prefix in prefixes {
+            let vb = vb.pp(*prefix);
+            rows.push(vb.get((out, inner), "weight")?);
+            bias.extend(vb.get(out, "bias")?.to_vec1::<f32>()?);
+        }
+        let weight = {
+            let parts = rows.iter().map(f32_slice).collect::<Result<Vec<_>>>()?;
+            PackedMatrix::pack_stacked(&parts, inner)
+        };
+        Ok(Self { weight, bias })
+    }
+}
+
+fn load_norm(vb: &VarBuilder, width: usize, eps: f64) -> Result<Norm> {
+    Ok(Norm {
+        gamma: vb.get(width, "weight")?.to_vec1()?,
+        beta: vb.get(width, "bias")?.to_vec1()?,
+        eps: eps as f32,
+    })
+}
+
+/// One `encoder.layer.N`, with the erf GELU.
+struct Layer {
+    /// `attention.self.{query,key,value}`, as one `(3 x hidden, hidden)` product.
+    qkv: Dense,
+    attention_output: Dense,
+    attention_norm: Norm,
+    intermediate: Dense,
+    output: Dense,
+    output_norm: Norm,
+}
+
+impl Layer {
+    fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        let eps = cfg.layer_norm_eps;
+        Ok(Self {
+            qkv: Dense::load(&vb.pp("attention.self"), &["query", "key", "value"], (h, h))?,
+            attention_output: Dense::load(&vb.pp("attention.output"), &["dense"], (h, h))?,
+            attention_norm: load_norm(&vb.pp("attention.output.LayerNorm"), h, eps)?,
+            intermediate: Dense::load(&vb.pp("intermediate"), &["dense"], (i, h))?,
+            output: Dense::load(&vb.pp("output"), &["dense"], (h, i))?,
+            output_norm: load_norm(&vb.pp("output.LayerNorm"), h, eps)?,
+        })
+    }
+}
+
+/// The encoder's weights for the fused CPU path. Mirrors `XLMRobertaModel` up to its last
+/// hidden state, like [`crate::encoder::XlmRobertaEncoder`]'s candle layers.
+pub(crate) struct CpuEncoder {
+    /// `embeddings.word_embeddings.weight`, `(vocab, hidden)`: the largest tensor, kept as
+    /// read (a pass reads only its tokens' rows).
+    words: Tensor,
+    positions: Vec<f32>,
+    /// Row 0 of `token_type_embeddings`: BGE-M3 inputs have a single segment.
+    token_type: Vec<f32>,
+    embedding_norm: Norm,
+    layers: Vec<Layer>,
+    hidden: usize,
+    heads: Heads,
+    intermediate: usize,
+    vocab: usize,
+    max_positions: usize,
+}
+
+impl CpuEncoder {
+    /// Loads and packs the weights; `vb` is rooted where the checkpoint's `embeddings.*` keys
+    /// are, on the CPU in f32.
+    pub(crate) fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let emb = vb.pp("embeddings");
+        let words = emb.get((cfg.vocab_size, h), "word_embeddings.weight")?;
+        f32_slice(&words)?;
+        let positions = emb
+            .get(
+                (cfg.max_position_embeddings, h),
+                "position_embeddings.weight",
+            )?
+            .flatten_all()?
+            .to_vec1()?;
+        let token_type = emb
+            .get((cfg.type_vocab_size, h), "token_type_embeddings.weight")?
+            .get(0)?
+            .to_vec1()?;
+        let embedding_norm = load_norm(&emb.pp("LayerNorm"), h, cfg.layer_norm_eps)?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| Layer::load(vb.pp(format!("encoder.layer.{i}")), cfg))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            words,
+            positions,
+            token_type,
+            embedding_norm,
+            layers,
+            hidden: h,
+            heads: Heads {
+                count: cfg.num_attention_heads,
+                dim: cfg.head_dim(),
+            },
+            intermediate: cfg.intermediate_size,
+            vocab: cfg.vocab_size,
+            max_positions: cfg.max_position_embeddings,
+        })
+    }
+
+    pub(crate) fn hidden_size(&self) -> usize {
+        self.hidden
+    }
+
+    /// The last hidden state of sequences laid end to end: `ids` and `position_ids` hold one
+    /// entry per token, sequence `i` being the next `lens[i]` of them. Returns `(tokens,
+    /// hidden)` values, row-major, in the same order.
+    pub(crate) fn forward(
+        &self,
+        ids: &[u32],
+        position_ids: &[u32],
+        lens: &[usize],
+    ) -> Result<Vec<f32>> {
+        let segments = Segments::new(lens.iter().copied());
+        let tokens = segments.tokens();
+        if ids.len() != tokens || position_ids.len() != tokens {
+            return Err(Error::Candle(candle_core::Error::Msg(format!(
+                "cpu encoder: {} ids and {} positions for {tokens} tokens",
+                ids.len(),
+                position_ids.len()
+            ))));
+        }
+        // The callers check ids and lengths against the model; this only keeps the table
+        // lookups in bounds whatever they are given.
+        let outside = ids.iter().any(|&id| id as usize >= self.vocab)
+            || position_ids
+                .iter()
+                .any(|&p| p as usize >= self.max_positions);
+        if outside {
+            return Err(Error::Candle(candle_core::Error::Msg(
+                "cpu encoder: a token id or position is outside the embedding tables".into(),
+            )));
+        }
+        let (h, i) = (self.hidden, self.intermediate);
+        let mut x = vec![0f32; tokens * h];
+        kernels::embed(
+            &mut x,
+            (ids, position_ids),
+            (&f32_slice(&self.words)?, &self.positions, &self.token_type),
+            &self.embedding_norm,
+        );
+        let mut ws = Workspace {
+            qkv: vec![0.0; tokens * 3 * h],
+            heads: vec![0.0; tokens * 3 * h],
+            context: vec![0.0; tokens * h],
+            attended: vec![0.0; tokens * h],
+            inner: vec![0.0; tokens * i],
+        };
+        for layer in &self.layers {
+            self.layer_forward(layer, &mut x, &segments, &mut ws);
+        }
+        Ok(x)
+    }
+
+    /// One layer on `x`, the `(tokens, hidden)` hidden states, in place.
+    fn layer_forward(&self, layer: &Layer, x: &mut [f32], segments: &Segments, ws: &mut Workspace) {
+        let tokens = segments.tokens();
+        matmul::matmul(x, tokens, &layer.qkv.weight, &mut ws.qkv);
+        attention::split_heads(&ws.qkv, &layer.qkv.bias, &mut ws.heads, self.heads);
+        attention::attention(&ws.heads, &mut ws.context, segments, self.heads);
+
+        let out = &layer.attention_output;
+        matmul::matmul(&ws.context, tokens, &out.weight, &mut ws.attended);
+        kernels::bias_residual_layer_norm(&mut ws.attended, x, &out.bias, &layer.attention_norm);
+
+        matmul::matmul(
+            &ws.attended,
+            tokens,
+            &layer.intermediate.weight,
+            &mut ws.inner,
+        );
+        kernels::bias_gelu(&mut ws.inner, &layer.intermediate.bias);
+
+        // `x` is not needed any more: the layer's output goes there.
+        matmul::matmul(&ws.inner, tokens, &layer.output.weight, x);
+        kernels::bias_residual_layer_norm(x, &ws.attended, &layer.output.bias, &layer.output_norm);
+    }
+}
+
+/// Buffers of one forward pass, reused by every layer.
+struct Workspace {
+    qkv: Vec<f32>,
+    /// The projection split into heads, `(3, heads, tokens, head_dim)`.
+    heads: Vec<f32>,
+    context: Vec<f32>,
+    attended: Vec<f32>,
+    inner: Vec<f32>,
+}
+
+/// The f32 values of a contiguous CPU tensor, borrowed from its storage.
+fn f32_slice(tensor: &Tensor) -> Result<CpuSlice<'_>> {
+    let (storage, layout) = tensor.storage_and_layout();
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        return Err(not_f32());
+    };
+    if !matches!(&*storage, Storage::Cpu(CpuStorage::F32(_))) {
+        return Err(not_f32());
+    }
+    Ok(CpuSlice {
+        storage,
+        start,
+        end,
+    })
+}
+
+fn not_f32() -> Error {
+    Error::Candle(candle_core::Error::Msg(
+        "cpu encoder: a weight is not a contiguous f32 tensor on the CPU".into(),
+    ))
+}
+
+/// See [`f32_slice`].
+struct CpuSlice<'a> {
+    storage: StorageRef<'a>,
+    start: usize,
+    end: usize,
+}
+
+impl std::ops::Deref for CpuSlice<'_> {
+    type Target = [f32];
+
+    fn deref(&self) -> &[f32] {
+        match &*self.storage {
+            Storage::Cpu(CpuStorage::F32(data)) => &data[self.start..self.end],
+            _ => unreachable!("checked in f32_slice"),
+        }
+    }
+}
