@@ -116,8 +116,9 @@ pub struct Timings {
 pub struct BatcherOptions {
     /// Most requests admitted and not yet answered; more are refused with 429. Default: 64.
     pub queue_size: usize,
-    /// Most padded tokens (texts × longest text) in one forward pass; a longer text runs
-    /// alone. Default: 16384.
+    /// Most tokens in one forward pass, as the model computes them: the sum of the texts'
+    /// lengths on the f32 CPU path, texts × longest text where the model pads its batches (the
+    /// candle path: GPUs, f16/bf16). A longer text runs alone. Default: 16384.
     pub max_batch_tokens: usize,
     /// Longest time a request may take, from admission to answer; `None` waits without limit.
     /// Default: 300 s.
@@ -457,6 +458,10 @@ pub(crate) mod tests {
                 panic!("poisoned pass");
             }
             self.model.forward(sequences, outputs)
+        }
+
+        fn pads_batches(&self) -> bool {
+            self.model.pads_batches()
         }
     }
 

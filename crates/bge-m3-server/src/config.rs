@@ -105,9 +105,10 @@ pub struct Config {
     )]
     pub queue_size: usize,
 
-    /// Most tokens in one forward pass, counted as texts × the longest text's length: texts
-    /// of concurrent requests are merged into passes up to this budget (a text longer than it
-    /// runs alone). Larger passes use more memory; on a CPU they gain little past a few
+    /// Most tokens in one forward pass: the sum of the texts' lengths on the CPU (f32, where
+    /// texts are laid end to end), texts × the longest text's length where the model pads
+    /// (GPUs, f16/bf16). Texts of concurrent requests are merged into passes up to this budget
+    /// (a text longer than it runs alone). Larger passes use more memory; on a CPU they gain little past a few
     /// thousand tokens.
     #[arg(
         long,

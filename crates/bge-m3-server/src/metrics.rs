@@ -39,7 +39,8 @@ pub struct Metrics {
     pub pass_duration: Histogram,
     /// `pass_texts`: texts in one forward pass.
     pub pass_texts: Histogram,
-    /// `pass_padded_tokens`: texts × padded length of one forward pass.
+    /// `pass_padded_tokens`: tokens one forward pass computes (texts × longest where the
+    /// model pads its batches, the sum of the lengths where it lays them end to end).
     pub pass_padded_tokens: Histogram,
     /// `pass_failures_total`: forward passes that failed or panicked.
     pub pass_failures: IntCounter,
@@ -154,7 +155,7 @@ impl Metrics {
             pass_texts: histogram("pass_texts", "Texts in one forward pass", sizes),
             pass_padded_tokens: histogram(
                 "pass_padded_tokens",
-                "Texts times padded length of one forward pass",
+                "Tokens one forward pass computes: texts times the longest where the model pads its batches, the sum of their lengths where it does not (the CPU)",
                 tokens,
             ),
             pass_failures: counter(

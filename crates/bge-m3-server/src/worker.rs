@@ -5,10 +5,19 @@
 //!   arrival order that still has texts waiting (round robin). A request therefore waits for at
 //!   most one pass per request ahead of it, however many or long their texts are: a batch of
 //!   long documents cannot starve the short queries that arrive behind it.
-//! - **Fill under the budget.** The rest of the pass is filled with the longest waiting texts
-//!   of any request that are no longer than the seed, so that the pass is padded to the seed's
-//!   length and pads little, while `padded length × texts <= max_batch_tokens`. A text longer
-//!   than the budget runs alone.
+//! - **Fill under the budget**, in one of two ways, by what a pass of the model costs:
+//!   - *The model lays a pass's texts end to end* (the f32 CPU encoder): a pass costs the sum
+//!     of its texts' lengths, whatever their mix. The rest of the pass is filled with waiting
+//!     texts of the requests in arrival order (each request's longest first), skipping those
+//!     that do not fit, while `tokens <= max_batch_tokens`. Sixteen waiting queries become one
+//!     pass.
+//!   - *The model pads a pass to its longest text* (the candle path: GPUs, f16/bf16): a pass
+//!     costs `texts × longest`. The rest is filled with the longest waiting texts of any request
+//!     that are no longer than the seed, or than [`SHORT_TEXT_TOKENS`] when the seed is
+//!     shorter (padding short texts to a few dozen tokens costs little, and lets queries of
+//!     different lengths share a pass), while `padded length × texts <= max_batch_tokens`.
+//!
+//!   A text longer than the budget runs alone.
 //! - **Per-request options.** A pass computes the outputs any of its requests asked for; each
 //!   request gets back only its own. A request puts at most its `batch_size` texts in one pass.
 //! - **Cancellation.** A request whose client has gone (its reply channel is closed, after a
@@ -37,6 +46,9 @@ pub trait Forward: Send + Sync + 'static {
         sequences: &[&[u32]],
         outputs: Outputs,
     ) -> bge_m3_core::Result<Vec<Embedding>>;
+
+    /// Whether a pass pads its texts to the longest one ([`BgeM3::pads_batches`]).
+    fn pads_batches(&self) -> bool;
 }
 
 impl Forward for BgeM3 {
@@ -47,7 +59,15 @@ impl Forward for BgeM3 {
     ) -> bge_m3_core::Result<Vec<Embedding>> {
         BgeM3::forward(self, sequences, outputs)
     }
+
+    fn pads_batches(&self) -> bool {
+        BgeM3::pads_batches(self)
+    }
 }
+
+/// Where the model pads a pass, texts up to this many tokens may share a pass seeded by a
+/// shorter one (see the module's policy).
+pub(crate) const SHORT_TEXT_TOKENS: usize = 64;
 
 /// The texts of one request, tokenized, on their way to the worker.
 pub(crate) struct Request {
@@ -88,7 +108,8 @@ impl Worker {
     }
 }
 
-/// A queue whose passes hold at most `max_batch_tokens` padded tokens, and its worker.
+/// A queue whose passes cost at most `max_batch_tokens` tokens (as the model computes them:
+/// padded or end to end), and its worker.
 pub(crate) fn queue(max_batch_tokens: usize) -> (Queue, Worker) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State::default()),
@@ -214,7 +235,7 @@ impl State {
     }
 
     /// Chooses the next pass (see the module's policy), or `None` when no text is waiting.
-    fn next_pass(&mut self, max_batch_tokens: usize) -> Option<Pass> {
+    fn next_pass(&mut self, max_batch_tokens: usize, padded: bool) -> Option<Pass> {
         self.jobs.retain(|job| !job.reply.is_closed());
         let has_waiting = |job: &Job| !job.waiting.is_empty();
         let seed = self
@@ -223,37 +244,16 @@ impl State {
             .position(|job| job.id > self.last_seed && has_waiting(job))
             .or_else(|| self.jobs.iter().position(has_waiting))?;
         self.last_seed = self.jobs[seed].id;
-        let longest = {
+        let seed_len = {
             let job = &self.jobs[seed];
             job.sequences[job.waiting[0]].len()
         };
-        let room = (max_batch_tokens / longest).max(1);
-
-        // Each request's texts no longer than the seed are a run of its `waiting` list (sorted
-        // longest first); the seed request's run starts with the seed, which is always taken.
-        let mut starts = Vec::with_capacity(self.jobs.len());
-        let mut candidates: Vec<(usize, usize)> = Vec::new(); // (length, request position)
-        for (position, job) in self.jobs.iter().enumerate() {
-            let start = job
-                .waiting
-                .partition_point(|&i| job.sequences[i].len() > longest);
-            let skip = usize::from(position == seed);
-            let available = (job.waiting.len() - start).min(job.batch_size) - skip;
-            candidates.extend(
-                job.waiting[start + skip..start + skip + available.min(room - 1)]
-                    .iter()
-                    .map(|&i| (job.sequences[i].len(), position)),
-            );
-            starts.push(start);
-        }
-        // Longest first; the sort is stable, so each request's chosen texts stay a prefix of
-        // its run.
-        candidates.sort_by_key(|&(len, _)| std::cmp::Reverse(len));
-        let mut taken = vec![0; self.jobs.len()];
-        taken[seed] = 1;
-        for &(_, position) in candidates.iter().take(room - 1) {
-            taken[position] += 1;
-        }
+        // Per request, the positions in its `waiting` list of the texts this pass takes.
+        let chosen = if padded {
+            self.fill_padded(seed, seed_len, max_batch_tokens)
+        } else {
+            self.fill_end_to_end(seed, seed_len, max_batch_tokens)
+        };
 
         let now = Instant::now();
         let mut pass = Pass {
@@ -266,21 +266,105 @@ impl State {
             },
             padded_tokens: 0,
         };
-        for ((job, start), count) in self.jobs.iter_mut().zip(starts).zip(taken) {
-            if count == 0 {
+        for (job, chosen) in self.jobs.iter_mut().zip(chosen) {
+            if chosen.is_empty() {
                 continue;
             }
             job.started.get_or_insert(now);
             pass.outputs.dense |= job.outputs.dense;
             pass.outputs.sparse |= job.outputs.sparse;
             pass.outputs.colbert |= job.outputs.colbert;
-            for i in job.waiting.drain(start..start + count) {
+            for &slot in &chosen {
+                let i = job.waiting[slot];
                 pass.members.push((job.id, i));
                 pass.sequences.push(std::mem::take(&mut job.sequences[i]));
             }
+            // `chosen` is ascending: remove from the back so the slots stay valid.
+            for &slot in chosen.iter().rev() {
+                job.waiting.remove(slot);
+            }
         }
-        pass.padded_tokens = pass.members.len() * longest;
+        let lengths = pass.sequences.iter().map(Vec::len);
+        pass.padded_tokens = if padded {
+            pass.sequences.len() * lengths.max().unwrap_or(0)
+        } else {
+            lengths.sum()
+        };
         Some(pass)
+    }
+
+    /// The padded policy: the seed, then the longest waiting texts no longer than
+    /// `max(seed_len, SHORT_TEXT_TOKENS)`, while `count × longest <= max_batch_tokens`.
+    fn fill_padded(
+        &self,
+        seed: usize,
+        seed_len: usize,
+        max_batch_tokens: usize,
+    ) -> Vec<Vec<usize>> {
+        let limit = seed_len.max(SHORT_TEXT_TOKENS.min(max_batch_tokens));
+        // Each request's texts no longer than `limit` are a run of its `waiting` list (sorted
+        // longest first). The seed is always taken.
+        let mut candidates: Vec<(usize, usize, usize)> = Vec::new(); // (length, request, slot)
+        for (position, job) in self.jobs.iter().enumerate() {
+            let start = job
+                .waiting
+                .partition_point(|&i| job.sequences[i].len() > limit);
+            let skip = usize::from(position == seed);
+            let first = if position == seed { 1 } else { start };
+            let available = job.batch_size - skip;
+            candidates.extend(
+                (first..job.waiting.len())
+                    .take(available)
+                    .map(|slot| (job.sequences[job.waiting[slot]].len(), position, slot)),
+            );
+        }
+        // Longest first; the sort is stable, so each request's chosen texts keep their order.
+        candidates.sort_by_key(|&(len, _, _)| std::cmp::Reverse(len));
+        let mut chosen = vec![Vec::new(); self.jobs.len()];
+        chosen[seed].push(0);
+        let (mut count, mut longest) = (1, seed_len);
+        for (len, position, slot) in candidates {
+            let padded_len = longest.max(len);
+            if (count + 1) * padded_len > max_batch_tokens {
+                // Candidates only get shorter: one that fits may still follow.
+                continue;
+            }
+            chosen[position].push(slot);
+            count += 1;
+            longest = padded_len;
+        }
+        for slots in &mut chosen {
+            slots.sort_unstable();
+        }
+        chosen
+    }
+
+    /// The end-to-end policy: the seed, then waiting texts of the requests in arrival order
+    /// (each request's longest first) that still fit, while `sum of lengths <=
+    /// max_batch_tokens`.
+    fn fill_end_to_end(
+        &self,
+        seed: usize,
+        seed_len: usize,
+        max_batch_tokens: usize,
+    ) -> Vec<Vec<usize>> {
+        let mut chosen = vec![Vec::new(); self.jobs.len()];
+        chosen[seed].push(0);
+        let mut tokens = seed_len;
+        for (position, job) in self.jobs.iter().enumerate() {
+            let first = usize::from(position == seed);
+            for slot in first..job.waiting.len() {
+                if chosen[position].len() == job.batch_size || tokens >= max_batch_tokens {
+                    break;
+                }
+                let len = job.sequences[job.waiting[slot]].len();
+                if tokens + len <= max_batch_tokens {
+                    chosen[position].push(slot);
+                    tokens += len;
+                }
+            }
+        }
+        chosen
     }
 
     /// Hands out a pass's results, answering every request whose texts are all done; a failed
@@ -360,11 +444,12 @@ fn supervise(shared: &Shared, forward: &dyn Forward) {
 
 /// The worker loop: one pass at a time until the queue is closed and empty.
 fn work(shared: &Shared, forward: &dyn Forward) {
+    let padded = forward.pads_batches();
     loop {
         let pass = {
             let mut state = lock(&shared.state);
             loop {
-                if let Some(pass) = state.next_pass(shared.max_batch_tokens) {
+                if let Some(pass) = state.next_pass(shared.max_batch_tokens, padded) {
                     metrics().waiting_texts.set(state.waiting_texts() as i64);
                     break pass;
                 }
@@ -458,6 +543,10 @@ mod tests {
                 })
                 .collect())
         }
+
+        fn pads_batches(&self) -> bool {
+            true
+        }
     }
 
     fn request(
@@ -492,14 +581,14 @@ mod tests {
         let (short, _b) = request(&[5, 7, 6], 12);
         let mut state = state_with(vec![long, short]);
         // Budget 210: a pass of 100-token texts holds two of them.
-        let first = state.next_pass(210).unwrap();
+        let first = state.next_pass(210, true).unwrap();
         assert_eq!(lengths(&first), [100, 100]);
         // The short request seeds the next pass although the long one still waits: no starving.
-        let second = state.next_pass(210).unwrap();
+        let second = state.next_pass(210, true).unwrap();
         assert_eq!(lengths(&second), [7, 6, 5]);
-        let third = state.next_pass(210).unwrap();
+        let third = state.next_pass(210, true).unwrap();
         assert_eq!(lengths(&third), [100]);
-        assert!(state.next_pass(210).is_none());
+        assert!(state.next_pass(210, true).is_none());
     }
 
     #[test]
@@ -507,19 +596,70 @@ mod tests {
         let (a, _a) = request(&[10, 3], 12);
         let (b, _b) = request(&[50, 9, 10, 2], 12);
         let mut state = state_with(vec![a, b]);
-        let pass = state.next_pass(30).unwrap();
+        let pass = state.next_pass(30, true).unwrap();
         // Seed 10 (request a); room for 3 texts of 10: the other 10, then 9.
         assert_eq!(lengths(&pass), [10, 10, 9]);
         assert_eq!(pass.padded_tokens, 30);
     }
 
     #[test]
+    fn short_texts_share_a_padded_pass_seeded_by_a_shorter_one() {
+        // 16 queries of 10-28 tokens, one per request: one pass, padded to the longest.
+        let requests: Vec<_> = (0..16).map(|i| request(&[10 + (i * 9) % 21], 12)).collect();
+        let (requests, _answers): (Vec<_>, Vec<_>) = requests.into_iter().unzip();
+        let mut state = state_with(requests);
+        let pass = state.next_pass(16384, true).unwrap();
+        assert_eq!(pass.sequences.len(), 16);
+        assert_eq!(pass.padded_tokens, 16 * 28);
+        assert!(state.next_pass(16384, true).is_none());
+        // Past SHORT_TEXT_TOKENS, a shorter seed still takes only texts up to its own length.
+        let (a, _a) = request(&[20], 12);
+        let (b, _b) = request(&[SHORT_TEXT_TOKENS + 1, 20, 5], 12);
+        let mut state = state_with(vec![a, b]);
+        assert_eq!(lengths(&state.next_pass(16384, true).unwrap()), [20, 20, 5]);
+    }
+
+    #[test]
+    fn end_to_end_passes_count_real_tokens_and_take_any_length() {
+        let (long, _a) = request(&[100, 100, 100], 12);
+        let (short, _b) = request(&[5, 70, 6], 12);
+        let mut state = state_with(vec![long, short]);
+        // Budget 210: the seed (100), another 100, then what still fits of the short request
+        // (70 and 6, 5 is the longest first order; only 6 fits).
+        let first = state.next_pass(210, false).unwrap();
+        assert_eq!(lengths(&first), [100, 100, 6]);
+        assert_eq!(first.padded_tokens, 206);
+        // The short request seeds the next pass (its 70), and the last 100 fits too.
+        let second = state.next_pass(210, false).unwrap();
+        assert_eq!(lengths(&second), [100, 70, 5]);
+        assert!(state.next_pass(210, false).is_none());
+    }
+
+    #[test]
+    fn end_to_end_passes_merge_waiting_queries_and_respect_batch_size() {
+        let requests: Vec<_> = (0..16).map(|i| request(&[10 + i], 12)).collect();
+        let (requests, _answers): (Vec<_>, Vec<_>) = requests.into_iter().unzip();
+        let mut state = state_with(requests);
+        let pass = state.next_pass(16384, false).unwrap();
+        assert_eq!(pass.sequences.len(), 16);
+        assert_eq!(pass.padded_tokens, (10..26).sum::<usize>());
+        let (a, _a) = request(&[4, 4, 4, 4, 4], 2);
+        let mut state = state_with(vec![a]);
+        assert_eq!(lengths(&state.next_pass(100, false).unwrap()), [4, 4]);
+        // A text over the budget runs alone.
+        let (b, _b) = request(&[500, 3], 12);
+        let mut state = state_with(vec![b]);
+        assert_eq!(lengths(&state.next_pass(100, false).unwrap()), [500]);
+        assert_eq!(lengths(&state.next_pass(100, false).unwrap()), [3]);
+    }
+
+    #[test]
     fn a_text_over_the_budget_runs_alone_and_batch_size_caps_a_request() {
         let (a, _a) = request(&[500, 4, 4, 4, 4], 2);
         let mut state = state_with(vec![a]);
-        assert_eq!(lengths(&state.next_pass(100).unwrap()), [500]);
-        assert_eq!(lengths(&state.next_pass(100).unwrap()), [4, 4]);
-        assert_eq!(lengths(&state.next_pass(100).unwrap()), [4, 4]);
+        assert_eq!(lengths(&state.next_pass(100, true).unwrap()), [500]);
+        assert_eq!(lengths(&state.next_pass(100, true).unwrap()), [4, 4]);
+        assert_eq!(lengths(&state.next_pass(100, true).unwrap()), [4, 4]);
     }
 
     #[test]
@@ -528,7 +668,7 @@ mod tests {
         let (b, _b) = request(&[3], 12);
         let mut state = state_with(vec![a, b]);
         drop(answer);
-        let pass = state.next_pass(1000).unwrap();
+        let pass = state.next_pass(1000, true).unwrap();
         assert_eq!(lengths(&pass), [3]);
         assert_eq!(state.jobs.len(), 1);
     }
