@@ -152,47 +152,57 @@ unsafe fn columns(
     out: *mut f32,
 ) {
     let (n, k) = (w.out, w.inner);
-    // The panels in the order this task visits them; while a panel is multiplied, its tiles
-    // prefetch the next one, spread over all of them (the weights stream from memory at an
-    // even rate instead of in bursts that stall the first tile of each panel).
-    let visits = (0..rows)
-        .step_by(MC)
-        .flat_map(|ic| (0..k).step_by(KC).map(move |k0| (ic, k0)))
-        .flat_map(|(ic, k0)| panels.clone().map(move |panel| (ic, k0, panel)));
-    let mut next = visits.clone().skip(1);
+    let blocks = k.div_ceil(KC);
+    // The panel visited after (ic, block, panel), in this task's order.
+    let next = |ic: usize, block: usize, panel: usize| {
+        if panel + 1 < panels.end {
+            Some((block, panel + 1))
+        } else if block + 1 < blocks {
+            Some((block + 1, panels.start))
+        } else if ic + MC < rows {
+            Some((0, panels.start))
+        } else {
+            None
+        }
+    };
     PACKED_ROWS.with_borrow_mut(|packed| {
         packed.resize(MC.next_multiple_of(MR) * KC, 0.0);
-        for (ic, k0, panel) in visits {
+        for ic in (0..rows).step_by(MC) {
             let mc = MC.min(rows - ic);
-            let kc = KC.min(k - k0);
-            if panel == panels.start {
-                pack_rows(&x[ic * k..(ic + mc) * k], k, k0, kc, packed);
-            }
-            let b = w.panel(k0, kc, panel).as_ptr().cast::<f32>();
-            let (ahead, ahead_lines) = match next.next() {
-                Some((_, k1, p1)) => {
-                    let kc1 = KC.min(k - k1);
-                    (w.panel(k1, kc1, p1).as_ptr().cast::<f32>(), kc1)
-                }
-                None => (b, 0),
-            };
             let tiles = mc.div_ceil(MR);
-            let per_tile = ahead_lines.div_ceil(tiles);
-            let cols = NR.min(n - panel * NR);
-            for (t, ir) in (0..mc).step_by(MR).enumerate() {
-                let first = (t * per_tile).min(ahead_lines);
-                let tile = Tile {
-                    a: packed.as_ptr().add(ir * kc),
-                    b,
-                    kc,
-                    c: out.add((ic + ir) * n + panel * NR),
-                    ldc: n,
-                    cols,
-                    accumulate: k0 > 0,
-                    ahead: ahead.add(first * NR),
-                    ahead_lines: per_tile.min(ahead_lines - first),
-                };
-                kernel.run(MR.min(mc - ir), &tile);
+            for block in 0..blocks {
+                let (k0, kc) = (block * KC, KC.min(k - block * KC));
+                pack_rows(&x[ic * k..(ic + mc) * k], k, k0, kc, packed);
+                for panel in panels.clone() {
+                    let b = w.panel(k0, kc, panel).as_ptr().cast::<f32>();
+                    // While this panel is multiplied, its tiles prefetch the next one, spread
+                    // over all of them: the weights stream from memory at an even rate
+                    // instead of in bursts that stall the first tile of each panel.
+                    let (ahead, ahead_lines) = match next(ic, block, panel) {
+                        Some((block, panel)) => {
+                            let kc = KC.min(k - block * KC);
+                            (w.panel(block * KC, kc, panel).as_ptr().cast::<f32>(), kc)
+                        }
+                        None => (b, 0),
+                    };
+                    let per_tile = ahead_lines.div_ceil(tiles);
+                    let cols = NR.min(n - panel * NR);
+                    for t in 0..tiles {
+                        let first = (t * per_tile).min(ahead_lines);
+                        let tile = Tile {
+                            a: packed.as_ptr().add(t * MR * kc),
+                            b,
+                            kc,
+                            c: out.add((ic + t * MR) * n + panel * NR),
+                            ldc: n,
+                            cols,
+                            accumulate: k0 > 0,
+                            ahead: ahead.add(first * NR),
+                            ahead_lines: per_tile.min(ahead_lines - first),
+                        };
+                        kernel.run(MR.min(mc - t * MR), &tile);
+                    }
+                }
             }
         }
     });
@@ -213,17 +223,20 @@ fn pack_rows(rows: &[f32], k: usize, k0: usize, kc: usize, packed: &mut [f32]) {
         .take(count.div_ceil(MR))
         .enumerate()
     {
-        for i in 0..MR {
+        // The tile's rows, each cut to inputs `k0..k0 + kc`; missing rows read as zeros.
+        let zeros = [0f32; KC];
+        let src: [&[f32]; MR] = std::array::from_fn(|i| {
             let row = t * MR + i;
             if row < count {
-                let src = &rows[row * k + k0..][..kc];
-                for (kk, &v) in src.iter().enumerate() {
-                    tile[kk * MR + i] = v;
-                }
+                &rows[row * k + k0..][..kc]
             } else {
-                for kk in 0..kc {
-                    tile[kk * MR + i] = 0.0;
-                }
+                &zeros[..kc]
+            }
+        });
+        // Written in address order, reading the MR rows side by side.
+        for (kk, group) in tile.chunks_exact_mut(MR).enumerate() {
+            for (v, row) in group.iter_mut().zip(&src) {
+                *v = row[kk];
             }
         }
     }
@@ -324,21 +337,9 @@ unsafe fn portable<const R: usize>(tile: &Tile) {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn avx2_fma<const R: usize>(tile: &Tile) {
     use std::arch::x86_64::*;
-    let mut acc = [[_mm256_setzero_ps(); 2]; R];
-    let mut b = tile.b;
-    let mut a = tile.a;
-    let every = (tile.kc / tile.ahead_lines.max(1)).max(1);
-    let (mut ahead, mut left, mut countdown) = (tile.ahead, tile.ahead_lines, 0);
-    for _ in 0..tile.kc {
-        if left > 0 {
-            if countdown == 0 {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
-                ahead = ahead.add(NR);
-                left -= 1;
-                countdown = every;
-            }
-            countdown -= 1;
-        }
+    /// One input: `acc[i] += a[i] * b` for the tile's rows.
+    #[inline(always)]
+    unsafe fn step<const R: usize>(acc: &mut [[__m256; 2]; R], a: *const f32, b: *const f32) {
         let b0 = _mm256_load_ps(b);
         let b1 = _mm256_load_ps(b.add(8));
         for (i, acc) in acc.iter_mut().enumerate() {
@@ -346,6 +347,28 @@ unsafe fn avx2_fma<const R: usize>(tile: &Tile) {
             acc[0] = _mm256_fmadd_ps(x, b0, acc[0]);
             acc[1] = _mm256_fmadd_ps(x, b1, acc[1]);
         }
+    }
+    const UNROLL: usize = 4;
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    let (mut a, mut b) = (tile.a, tile.b);
+    let groups = tile.kc / UNROLL;
+    // The prefetches, spread over the groups of inputs.
+    let per_group = tile.ahead_lines.div_ceil(groups.max(1));
+    let (mut ahead, mut left) = (tile.ahead, tile.ahead_lines);
+    for _ in 0..groups {
+        for _ in 0..per_group.min(left) {
+            _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+            ahead = ahead.add(NR);
+        }
+        left -= per_group.min(left);
+        for u in 0..UNROLL {
+            step(&mut acc, a.add(u * MR), b.add(u * NR));
+        }
+        a = a.add(UNROLL * MR);
+        b = b.add(UNROLL * NR);
+    }
+    for _ in groups * UNROLL..tile.kc {
+        step(&mut acc, a, b);
         a = a.add(MR);
         b = b.add(NR);
     }
