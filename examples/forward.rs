@@ -43,6 +43,9 @@ struct Args {
     /// Encoder precision: f32, f16 or bf16 (default: f32 on CPU, f16 on GPU).
     #[arg(long, value_parser = bge_m3_core::device::parse_dtype)]
     dtype: Option<bge_m3_core::DType>,
+    /// Threads of the model's compute pool (default: one per CPU).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 /// `<s> ids… </s>` with ids drawn uniformly from the ordinary vocabulary (past `<unk>`, before
@@ -105,7 +108,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &LoadOptions {
             device: args.device,
             dtype: args.dtype,
-            ..LoadOptions::default()
+            threads: args.threads,
         },
     )?;
     let load_peak = peak_rss_mib();

@@ -193,10 +193,9 @@ impl CpuEncoder {
         );
         let mut ws = Workspace {
             qkv: vec![0.0; tokens * 3 * h],
-            heads: vec![0.0; tokens * 3 * h],
             context: vec![0.0; tokens * h],
             attended: vec![0.0; tokens * h],
-            inner: vec![0.0; tokens * i],
+            inner: vec![0.0; tokens * i.max(3 * h)],
         };
         for layer in &self.layers {
             self.layer_forward(layer, &mut x, &segments, &mut ws);
@@ -207,24 +206,24 @@ impl CpuEncoder {
     /// One layer on `x`, the `(tokens, hidden)` hidden states, in place.
     fn layer_forward(&self, layer: &Layer, x: &mut [f32], segments: &Segments, ws: &mut Workspace) {
         let tokens = segments.tokens();
+        let (h, i) = (self.hidden, self.intermediate);
         matmul::matmul(x, tokens, &layer.qkv.weight, &mut ws.qkv);
-        attention::split_heads(&ws.qkv, &layer.qkv.bias, &mut ws.heads, self.heads);
-        attention::attention(&ws.heads, &mut ws.context, segments, self.heads);
+        // The intermediate activations are not needed before the attention is done: their
+        // buffer holds the split heads meanwhile.
+        let heads = &mut ws.inner[..tokens * 3 * h];
+        attention::split_heads(&ws.qkv, &layer.qkv.bias, heads, self.heads);
+        attention::attention(heads, &mut ws.context, segments, self.heads);
 
         let out = &layer.attention_output;
         matmul::matmul(&ws.context, tokens, &out.weight, &mut ws.attended);
         kernels::bias_residual_layer_norm(&mut ws.attended, x, &out.bias, &layer.attention_norm);
 
-        matmul::matmul(
-            &ws.attended,
-            tokens,
-            &layer.intermediate.weight,
-            &mut ws.inner,
-        );
-        kernels::bias_gelu(&mut ws.inner, &layer.intermediate.bias);
+        let inner = &mut ws.inner[..tokens * i];
+        matmul::matmul(&ws.attended, tokens, &layer.intermediate.weight, inner);
+        kernels::bias_gelu(inner, &layer.intermediate.bias);
 
         // `x` is not needed any more: the layer's output goes there.
-        matmul::matmul(&ws.inner, tokens, &layer.output.weight, x);
+        matmul::matmul(inner, tokens, &layer.output.weight, x);
         kernels::bias_residual_layer_norm(x, &ws.attended, &layer.output.bias, &layer.output_norm);
     }
 }
@@ -232,10 +231,10 @@ impl CpuEncoder {
 /// Buffers of one forward pass, reused by every layer.
 struct Workspace {
     qkv: Vec<f32>,
-    /// The projection split into heads, `(3, heads, tokens, head_dim)`.
-    heads: Vec<f32>,
     context: Vec<f32>,
     attended: Vec<f32>,
+    /// The intermediate activations, and before them the projection split into heads
+    /// (`(3, heads, tokens, head_dim)`).
     inner: Vec<f32>,
 }
 
