@@ -1,9 +1,9 @@
 //! Exact softmax self-attention over a batch of sequences laid end to end, without padding.
 
-use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
 use super::kernels::simd;
+use super::matmul::{self, PackedMatrix};
 
 /// Upper bound on one block of attention scores (queries x keys), per thread: 1 Mi f32 (4 MiB),
 /// which leaves at least 128 queries a block up to 8192 keys: fewer queries would leave the
@@ -84,9 +84,10 @@ pub(crate) fn split_heads(qkv: &[f32], bias: &[f32], out: &mut [f32], heads: Hea
 /// Self-attention of every sequence with itself. `qkv` is `(3, heads, tokens, head_dim)` (from
 /// [`split_heads`]); `context` receives `(tokens, heads, head_dim)`.
 ///
-/// One task per (sequence, head, block of queries): scores `q · kᵀ / sqrt(head_dim)` for the
-/// sequence's keys, softmax in f32, then `p · v`, with the division by each row's sum done on
-/// the `head_dim` outputs instead of the `len` weights.
+/// One task per (sequence, head): its keys and values are packed once for the microkernel of
+/// [`matmul`], then for each block of queries the scores `q · kᵀ` over the sequence's keys,
+/// the softmax of `scores / sqrt(head_dim)` in f32, and `p · v`, with the division by each
+/// row's sum done on the `head_dim` outputs instead of the `len` weights.
 pub(crate) fn attention(qkv: &[f32], context: &mut [f32], segments: &Segments, heads: Heads) {
     let tokens = segments.tokens();
     let (head_dim, hidden) = (heads.dim, heads.count * heads.dim);
@@ -99,94 +100,45 @@ pub(crate) fn attention(qkv: &[f32], context: &mut [f32], segments: &Segments, h
     let scale = (1.0 / (head_dim as f64).sqrt()) as f32;
     let longest = segments.lens.iter().copied().max().unwrap_or(1).max(1);
     let block = (SCORE_BLOCK_ELEMENTS / longest).max(MIN_QUERY_BLOCK);
-    // (sequence, first query) of every task, for each head.
-    let blocks: Vec<(usize, usize)> = segments
-        .lens
-        .iter()
-        .enumerate()
-        .flat_map(|(s, &len)| (0..len).step_by(block).map(move |q0| (s, q0)))
-        .collect();
+    let sequences = segments.lens.len();
     let out = SharedMut(context.as_mut_ptr());
 
-    (0..heads.count * blocks.len())
-        .into_par_iter()
-        .for_each_init(
-            || (Vec::<f32>::new(), Vec::<f32>::new()),
-            |(scores, sums), task| {
-                let h = task / blocks.len();
-                let (s, q0) = blocks[task % blocks.len()];
-                let (start, keys) = (segments.starts[s], segments.lens[s]);
+    (0..heads.count * sequences).into_par_iter().for_each_init(
+        || (Vec::<f32>::new(), Vec::<f32>::new()),
+        |(scores, sums), task| {
+            let (h, s) = (task / sequences, task % sequences);
+            let (start, keys) = (segments.starts[s], segments.lens[s]);
+            let head = (h * tokens + start) * head_dim;
+            let rows_of = |p: usize| &qkv[p * part + head..][..keys * head_dim];
+            let (q, k, v) = (rows_of(0), rows_of(1), rows_of(2));
+            // `k` is (keys, head_dim): the weight of `q · kᵀ`; `v` is (keys, head_dim), the
+            // transposed weight of `p · v`.
+            let k = PackedMatrix::pack_stacked(&[k], head_dim);
+            let v = PackedMatrix::pack_transposed(v, keys, head_dim);
+            for q0 in (0..keys).step_by(block) {
                 let rows = block.min(keys - q0);
                 scores.resize(rows * keys, 0.0);
                 sums.resize(rows, 0.0);
-                let head = (h * tokens + start) * head_dim;
-                let q = qkv[head + q0 * head_dim..].as_ptr();
-                let k = qkv[part + head..].as_ptr();
-                let v = qkv[2 * part + head..].as_ptr();
-                // SAFETY: q, k and v address `rows` and `keys` rows of `head_dim` values of this
-                // sequence and head in `qkv`; `scores` holds rows x keys.
-                unsafe {
-                    gemm(
-                        rows,
-                        keys,
-                        head_dim,
-                        scores.as_mut_ptr(),
-                        1,
-                        keys as isize,
-                        false,
-                        q,
-                        1,
-                        head_dim as isize,
-                        // kᵀ: element (d, j) is k[j * head_dim + d].
-                        k,
-                        head_dim as isize,
-                        1,
-                        0.0,
-                        scale,
-                        false,
-                        false,
-                        false,
-                        Parallelism::None,
-                    );
-                }
+                let q = &q[q0 * head_dim..(q0 + rows) * head_dim];
+                matmul::matmul_here(q, rows, &k, scores);
                 for (scores, sum) in scores.chunks_exact_mut(keys).zip(sums.iter_mut()) {
-                    *sum = simd::exp_normalizer(scores, None);
+                    *sum = simd::exp_normalizer(scores, scale);
                 }
-                // SAFETY: this task alone writes rows q0..q0 + rows, columns h * head_dim..(h + 1)
-                // * head_dim of the sequence's context, which lies inside `context`.
-                unsafe {
-                    let dst = out.get().add((start + q0) * hidden + h * head_dim);
-                    gemm(
-                        rows,
-                        head_dim,
-                        keys,
-                        dst,
-                        1,
-                        hidden as isize,
-                        false,
-                        scores.as_ptr(),
-                        1,
-                        keys as isize,
-                        v,
-                        1,
-                        head_dim as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        Parallelism::None,
-                    );
-                    for (i, &sum) in sums.iter().enumerate() {
-                        let dst = std::slice::from_raw_parts_mut(dst.add(i * hidden), head_dim);
-                        let inv = 1.0 / sum;
-                        for d in dst {
-                            *d *= inv;
-                        }
+                // SAFETY (both blocks): this task alone accesses rows start + q0..start + q0 +
+                // rows, columns h * head_dim..(h + 1) * head_dim of `context`, which holds them.
+                let dst = unsafe { out.get().add((start + q0) * hidden + h * head_dim) };
+                unsafe { matmul::matmul_strided(scores, rows, &v, dst, hidden) };
+                for (i, &sum) in sums.iter().enumerate() {
+                    let row =
+                        unsafe { std::slice::from_raw_parts_mut(dst.add(i * hidden), head_dim) };
+                    let inv = 1.0 / sum;
+                    for d in row {
+                        *d *= inv;
                     }
                 }
-            },
-        );
+            }
+        },
+    );
 }
 
 /// A pointer that tasks writing disjoint parts of one buffer can share.

@@ -120,8 +120,7 @@ pub(crate) mod simd {
             affine: (&[f32], &[f32]),
             eps: f32
         ) => bias_residual_layer_norm;
-        fn exp_normalizer(scores: &mut [f32], mask: Option<&[f32]>) -> f32
-            => exp_normalizer;
+        fn exp_normalizer(scores: &mut [f32], scale: f32) -> f32 => exp_normalizer;
     }
 }
 
@@ -281,18 +280,14 @@ pub(crate) mod math {
         }
     }
 
-    /// Adds `mask` to one row of scores, replaces them with `exp(s - max)` and returns their
-    /// sum (the softmax's divisor).
+    /// Replaces one row of dot products `s` with `exp(scale * s - scale * max)` (`scale > 0`:
+    /// the softmax of the scaled scores, shifted by their maximum) and returns their sum (the
+    /// softmax's divisor).
     #[inline(always)]
-    pub fn exp_normalizer<M: MulAdd>(scores: &mut [f32], mask: Option<&[f32]>) -> f32 {
-        if let Some(mask) = mask {
-            for (s, m) in scores.iter_mut().zip(mask) {
-                *s += m;
-            }
-        }
-        let m = max(scores);
+    pub fn exp_normalizer<M: MulAdd>(scores: &mut [f32], scale: f32) -> f32 {
+        let shift = -scale * max(scores);
         for s in scores.iter_mut() {
-            *s = exp::<M>(*s - m);
+            *s = exp::<M>(M::mul_add(scale, *s, shift));
         }
         sum(scores)
     }

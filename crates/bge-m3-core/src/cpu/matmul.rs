@@ -28,6 +28,8 @@ pub(crate) const KC: usize = 256;
 /// Rows per block of the left-hand side kept in L2 while the panels of a task go by
 /// (`MC x KC` f32, 96 KiB).
 const MC: usize = 96;
+/// Fewest panels a task multiplies for its rows to be packed first (see `columns`).
+const PACK_ROWS_PANELS: usize = 8;
 /// Fewest panels a thread's task gets (128 output columns), so that a thread streams a
 /// contiguous run of the weights.
 const MIN_TASK_PANELS: usize = 8;
@@ -97,6 +99,31 @@ impl PackedMatrix {
         }
     }
 
+    /// Packs `wᵀ` for the row-major `(inner, out)` matrix `wt` (its rows are the inputs), so
+    /// that [`matmul`] computes `x · wt`.
+    pub(crate) fn pack_transposed(wt: &[f32], inner: usize, out: usize) -> Self {
+        assert_eq!(wt.len(), inner * out, "wt is not ({inner}, {out})");
+        let panels = out.div_ceil(NR);
+        let mut lines = vec![Line([0.0; NR]); inner * panels];
+        for (block, lines) in lines.chunks_mut(KC * panels.max(1)).enumerate() {
+            let k0 = block * KC;
+            let kc = lines.len() / panels.max(1);
+            for (panel, lines) in lines.chunks_exact_mut(kc.max(1)).enumerate() {
+                let cols = NR.min(out - panel * NR);
+                for (kk, line) in lines.iter_mut().enumerate() {
+                    let row = &wt[(k0 + kk) * out + panel * NR..][..cols];
+                    line.0[..cols].copy_from_slice(row);
+                }
+            }
+        }
+        Self {
+            out,
+            inner,
+            panels,
+            lines,
+        }
+    }
+
     #[cfg(test)]
     /// Bytes held.
     pub(crate) fn bytes(&self) -> usize {
@@ -130,7 +157,7 @@ pub(crate) fn matmul(x: &[f32], rows: usize, w: &PackedMatrix, out: &mut [f32]) 
         let panels = task * per_task..((task + 1) * per_task).min(w.panels);
         // SAFETY: tasks write disjoint column ranges (their panels) of `out`, which holds
         // `rows x n` elements.
-        unsafe { columns(kernel, x, rows, w, panels, dst.get()) };
+        unsafe { columns(kernel, x, rows, w, panels, (dst.get(), n)) };
     };
     if tasks == 1 {
         run(0);
@@ -139,17 +166,48 @@ pub(crate) fn matmul(x: &[f32], rows: usize, w: &PackedMatrix, out: &mut [f32]) 
     }
 }
 
-/// The output columns of `panels`, for every row.
+/// [`matmul`] on the calling thread alone, for products that are one task of a parallel loop
+/// (attention): `out` `(rows, w.out)` row-major.
+pub(crate) fn matmul_here(x: &[f32], rows: usize, w: &PackedMatrix, out: &mut [f32]) {
+    assert_eq!(out.len(), rows * w.out, "out is not ({rows}, {})", w.out);
+    // SAFETY: `out` holds exactly the `rows` rows of `w.out` elements, and is borrowed mutably.
+    unsafe { matmul_strided(x, rows, w, out.as_mut_ptr(), w.out) };
+}
+
+/// [`matmul_here`] into rows `ldc` apart: `*out.add(i * ldc + j) = (x · wᵀ)[i, j]` for
+/// `j < w.out`, nothing else written.
 ///
 /// # Safety
-/// `out` addresses `rows x w.out` elements, and no other thread writes these columns.
+/// `out` is valid for writes of those elements, and nothing else accesses them meanwhile.
+pub(crate) unsafe fn matmul_strided(
+    x: &[f32],
+    rows: usize,
+    w: &PackedMatrix,
+    out: *mut f32,
+    ldc: usize,
+) {
+    let (n, k) = (w.out, w.inner);
+    assert_eq!(x.len(), rows * k, "x is not ({rows}, {k})");
+    assert!(ldc >= n, "rows {ldc} apart cannot hold {n} columns");
+    if rows == 0 || n == 0 || k == 0 {
+        return;
+    }
+    // SAFETY: the caller's promise.
+    unsafe { columns(Kernel::detect(), x, rows, w, 0..w.panels, (out, ldc)) };
+}
+
+/// The output columns of `panels`, for every row; output rows are `ldc` apart.
+///
+/// # Safety
+/// `out` addresses `rows` rows of `w.out` elements, `ldc >= w.out` apart, and no other thread
+/// writes these columns.
 unsafe fn columns(
     kernel: Kernel,
     x: &[f32],
     rows: usize,
     w: &PackedMatrix,
     panels: std::ops::Range<usize>,
-    out: *mut f32,
+    (out, ldc): (*mut f32, usize),
 ) {
     let (n, k) = (w.out, w.inner);
     let blocks = k.div_ceil(KC);
@@ -165,6 +223,9 @@ unsafe fn columns(
             None
         }
     };
+    // Packing a block of rows costs about what multiplying it by a few panels does: worth it
+    // when the block meets many panels, not for a thin product (attention's `p · v`).
+    let pack = panels.len() >= PACK_ROWS_PANELS;
     PACKED_ROWS.with_borrow_mut(|packed| {
         packed.resize(MC.next_multiple_of(MR) * KC, 0.0);
         for ic in (0..rows).step_by(MC) {
@@ -172,7 +233,9 @@ unsafe fn columns(
             let tiles = mc.div_ceil(MR);
             for block in 0..blocks {
                 let (k0, kc) = (block * KC, KC.min(k - block * KC));
-                pack_rows(&x[ic * k..(ic + mc) * k], k, k0, kc, packed);
+                if pack {
+                    pack_rows(&x[ic * k..(ic + mc) * k], k, k0, kc, packed);
+                }
                 for panel in panels.clone() {
                     let b = w.panel(k0, kc, panel).as_ptr().cast::<f32>();
                     // While this panel is multiplied, its tiles prefetch the next one, spread
@@ -190,11 +253,16 @@ unsafe fn columns(
                     for t in 0..tiles {
                         let first = (t * per_tile).min(ahead_lines);
                         let tile = Tile {
-                            a: packed.as_ptr().add(t * MR * kc),
+                            a: if pack {
+                                packed.as_ptr().add(t * MR * kc)
+                            } else {
+                                x.as_ptr().add((ic + t * MR) * k + k0)
+                            },
+                            lda: if pack { 0 } else { k },
                             b,
                             kc,
-                            c: out.add((ic + t * MR) * n + panel * NR),
-                            ldc: n,
+                            c: out.add((ic + t * MR) * ldc + panel * NR),
+                            ldc,
                             cols,
                             accumulate: k0 > 0,
                             ahead: ahead.add(first * NR),
@@ -244,8 +312,10 @@ fn pack_rows(rows: &[f32], k: usize, k0: usize, kc: usize, packed: &mut [f32]) {
 
 /// One call of the microkernel: `c[..rows, ..cols] (+)= a[..rows, ..kc] · b[..kc, ..NR]`.
 struct Tile {
-    /// `kc` groups of [`MR`] values: the rows' inputs, packed by [`pack_rows`].
+    /// The rows' inputs: `kc` groups of [`MR`] values packed by [`pack_rows`] when `lda` is 0,
+    /// else row-major rows `lda` apart.
     a: *const f32,
+    lda: usize,
     /// `kc` packed lines of `NR` values, 64-byte aligned.
     b: *const f32,
     kc: usize,
@@ -282,22 +352,35 @@ impl Kernel {
     #[inline(always)]
     unsafe fn run(self, rows: usize, tile: &Tile) {
         macro_rules! by_rows {
-            ($kernel:ident) => {
+            ($kernel:ident, $packed:literal) => {
                 match rows {
-                    1 => $kernel::<1>(tile),
-                    2 => $kernel::<2>(tile),
-                    3 => $kernel::<3>(tile),
-                    4 => $kernel::<4>(tile),
-                    5 => $kernel::<5>(tile),
-                    _ => $kernel::<MR>(tile),
+                    1 => $kernel::<1, $packed>(tile),
+                    2 => $kernel::<2, $packed>(tile),
+                    3 => $kernel::<3, $packed>(tile),
+                    4 => $kernel::<4, $packed>(tile),
+                    5 => $kernel::<5, $packed>(tile),
+                    _ => $kernel::<MR, $packed>(tile),
                 }
             };
         }
-        match self {
+        match (self, tile.lda == 0) {
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2Fma => by_rows!(avx2_fma),
-            Kernel::Portable => by_rows!(portable),
+            (Kernel::Avx2Fma, true) => by_rows!(avx2_fma, true),
+            #[cfg(target_arch = "x86_64")]
+            (Kernel::Avx2Fma, false) => by_rows!(avx2_fma, false),
+            (Kernel::Portable, true) => by_rows!(portable, true),
+            (Kernel::Portable, false) => by_rows!(portable, false),
         }
+    }
+}
+
+/// The distances, in floats, between a tile's rows and between its consecutive inputs.
+#[inline(always)]
+fn a_layout<const PACKED: bool>(tile: &Tile) -> (usize, usize) {
+    if PACKED {
+        (1, MR)
+    } else {
+        (tile.lda, 1)
     }
 }
 
@@ -318,12 +401,13 @@ unsafe fn store<const R: usize>(acc: &[[f32; NR]; R], tile: &Tile) {
 }
 
 /// The microkernel in plain Rust, for CPUs without AVX2 and FMA.
-unsafe fn portable<const R: usize>(tile: &Tile) {
+unsafe fn portable<const R: usize, const PACKED: bool>(tile: &Tile) {
+    let (row, step) = a_layout::<PACKED>(tile);
     let mut acc = [[0f32; NR]; R];
     for kk in 0..tile.kc {
         let b = &*tile.b.add(kk * NR).cast::<[f32; NR]>();
         for (i, acc) in acc.iter_mut().enumerate() {
-            let a = *tile.a.add(kk * MR + i);
+            let a = *tile.a.add(kk * step + i * row);
             for (acc, &b) in acc.iter_mut().zip(b) {
                 *acc += a * b;
             }
@@ -335,19 +419,26 @@ unsafe fn portable<const R: usize>(tile: &Tile) {
 /// The microkernel on AVX2 with fused multiply-adds: the `R x 16` tile in `2R` registers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_fma<const R: usize>(tile: &Tile) {
+unsafe fn avx2_fma<const R: usize, const PACKED: bool>(tile: &Tile) {
     use std::arch::x86_64::*;
-    /// One input: `acc[i] += a[i] * b` for the tile's rows.
+    /// One input: `acc[i] += a[row[i]] * b` for the tile's rows.
     #[inline(always)]
-    unsafe fn step<const R: usize>(acc: &mut [[__m256; 2]; R], a: *const f32, b: *const f32) {
+    unsafe fn step<const R: usize>(
+        acc: &mut [[__m256; 2]; R],
+        a: *const f32,
+        rows: &[usize; R],
+        b: *const f32,
+    ) {
         let b0 = _mm256_load_ps(b);
         let b1 = _mm256_load_ps(b.add(8));
-        for (i, acc) in acc.iter_mut().enumerate() {
-            let x = _mm256_broadcast_ss(&*a.add(i));
+        for (acc, &row) in acc.iter_mut().zip(rows) {
+            let x = _mm256_broadcast_ss(&*a.add(row));
             acc[0] = _mm256_fmadd_ps(x, b0, acc[0]);
             acc[1] = _mm256_fmadd_ps(x, b1, acc[1]);
         }
     }
+    let (row, a_step) = a_layout::<PACKED>(tile);
+    let rows: [usize; R] = std::array::from_fn(|i| i * row);
     const UNROLL: usize = 4;
     let mut acc = [[_mm256_setzero_ps(); 2]; R];
     let (mut a, mut b) = (tile.a, tile.b);
@@ -362,14 +453,14 @@ unsafe fn avx2_fma<const R: usize>(tile: &Tile) {
         }
         left -= per_group.min(left);
         for u in 0..UNROLL {
-            step(&mut acc, a.add(u * MR), b.add(u * NR));
+            step(&mut acc, a.add(u * a_step), &rows, b.add(u * NR));
         }
-        a = a.add(UNROLL * MR);
+        a = a.add(UNROLL * a_step);
         b = b.add(UNROLL * NR);
     }
     for _ in groups * UNROLL..tile.kc {
-        step(&mut acc, a, b);
-        a = a.add(MR);
+        step(&mut acc, a, &rows, b);
+        a = a.add(a_step);
         b = b.add(NR);
     }
     if tile.cols == NR {
@@ -436,7 +527,16 @@ mod tests {
         let mut ours = vec![f32::NAN; rows * out];
         let dst = SharedOut(ours.as_mut_ptr());
         // SAFETY: one task writes every column of `ours`.
-        unsafe { columns(kernel, &x, rows, &packed, 0..packed.panels, dst.get()) };
+        unsafe {
+            columns(
+                kernel,
+                &x,
+                rows,
+                &packed,
+                0..packed.panels,
+                (dst.get(), out),
+            )
+        };
         let expected = reference(&x, rows, &w, out, inner);
         // Each sum has `inner` terms of magnitude below 1.
         let tolerance = 1e-6 * inner as f64;
@@ -487,18 +587,7 @@ mod tests {
             .unwrap()
             .install(|| matmul(&x, rows, &packed, &mut threaded));
         let mut single = vec![0.0; rows * out];
-        let dst = SharedOut(single.as_mut_ptr());
-        // SAFETY: one task writes every column of `single`.
-        unsafe {
-            columns(
-                Kernel::detect(),
-                &x,
-                rows,
-                &packed,
-                0..packed.panels,
-                dst.get(),
-            )
-        };
+        matmul_here(&x, rows, &packed, &mut single);
         assert_eq!(threaded, single);
     }
 
@@ -517,6 +606,54 @@ mod tests {
             let mut alone = vec![0.0; out];
             matmul(&x[row * inner..][..inner], 1, &packed, &mut alone);
             assert_eq!(alone, batch[row * out..][..out], "row {row}");
+        }
+    }
+
+    /// `pack_transposed` of `wᵀ` is `pack` of `w`, and strided output leaves the gaps alone.
+    #[test]
+    fn transposed_packing_and_strided_rows() {
+        let (rows, out, inner) = (7, 21, 300);
+        let x = random(rows * inner, 8);
+        let w = random(out * inner, 9);
+        let wt: Vec<f32> = (0..inner * out)
+            .map(|i| w[(i % out) * inner + i / out])
+            .collect();
+        let mut direct = vec![0.0; rows * out];
+        matmul_here(&x, rows, &PackedMatrix::pack(&w, out, inner), &mut direct);
+        let ldc = out + 5;
+        let mut strided = vec![-1.0; rows * ldc];
+        let packed = PackedMatrix::pack_transposed(&wt, inner, out);
+        // SAFETY: `strided` holds `rows` rows `ldc` apart.
+        unsafe { matmul_strided(&x, rows, &packed, strided.as_mut_ptr(), ldc) };
+        for (i, row) in strided.chunks(ldc).enumerate() {
+            assert_eq!(row[..out], direct[i * out..][..out], "row {i}");
+            assert!(
+                row[out..].iter().all(|&v| v == -1.0),
+                "row {i} past its columns"
+            );
+        }
+    }
+
+    /// Rows packed (a product of many panels) or read in place (a thin one) give the same
+    /// bits: the same sums in the same order.
+    #[test]
+    fn packed_and_unpacked_rows_agree_bit_for_bit() {
+        let (rows, inner) = (23, 520);
+        let wide = 16 * PACK_ROWS_PANELS;
+        let x = random(rows * inner, 10);
+        let w = random(wide * inner, 11);
+        let mut packed = vec![0.0; rows * wide];
+        matmul_here(&x, rows, &PackedMatrix::pack(&w, wide, inner), &mut packed);
+        let thin = 16 * 2;
+        let mut unpacked = vec![0.0; rows * thin];
+        let w_thin = PackedMatrix::pack(&w[..thin * inner], thin, inner);
+        matmul_here(&x, rows, &w_thin, &mut unpacked);
+        for i in 0..rows {
+            assert_eq!(
+                unpacked[i * thin..][..thin],
+                packed[i * wide..][..thin],
+                "row {i}"
+            );
         }
     }
 
@@ -604,17 +741,7 @@ mod speed {
             for _ in 0..3 {
                 let t = cpu_now();
                 for _ in 0..iters {
-                    let dst = SharedOut(out.as_mut_ptr());
-                    unsafe {
-                        columns(
-                            Kernel::detect(),
-                            &x,
-                            rows,
-                            &packed,
-                            0..packed.panels,
-                            dst.get(),
-                        )
-                    };
+                    matmul_here(&x, rows, &packed, &mut out);
                 }
                 best.0 = best.0.max(flops * iters as f64 / (cpu_now() - t) / 1e9);
                 let t = cpu_now();
@@ -667,8 +794,7 @@ mod speed {
             for mode in 0..1 {
                 let t2 = cpu_now();
                 for m in &mats {
-                    let dst = SharedOut(out.as_mut_ptr());
-                    unsafe { columns(Kernel::detect(), &x, rows, m, 0..m.panels, dst.get()) };
+                    matmul_here(&x, rows, m, &mut out);
                 }
                 let dt2 = cpu_now() - t2;
                 print!(
