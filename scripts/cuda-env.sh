@@ -31,10 +31,11 @@ _bge_cuda_setup() {
     fi
     site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
     toolkit="$site/nvidia/cu13"
-    if [ ! -x "$toolkit/bin/nvcc" ]; then
-        "$venv/bin/pip" install --quiet --disable-pip-version-check \
-            "cuda-toolkit[nvcc,cudart,cublas,curand,cccl]==$version" || return 1
-    fi
+    # Every component the build uses is named, so that each is the toolkit's own version:
+    # `nvcc` alone pulls the newest nvvm and crt (the compiler's front end), whose PTX the
+    # toolkit's ptxas refuses. pip only checks when all is in place, so this runs every time.
+    "$venv/bin/pip" install --quiet --disable-pip-version-check \
+        "cuda-toolkit[nvcc,nvvm,crt,cudart,cublas,curand,cccl,nvrtc]==$version" || return 1
 
     mkdir -p "$home/lib64"
     for name in bin include nvvm; do

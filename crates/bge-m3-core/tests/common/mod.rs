@@ -17,8 +17,13 @@ pub const TOLERANCE: f32 = 1e-5;
 /// The fixture models: `tiny-pt` ships `pytorch_model.bin`, `tiny-st` `model.safetensors`.
 pub const MODELS: [&str; 2] = ["tiny-pt", "tiny-st"];
 
+/// The repository's `fixtures/`, or `$BGE_M3_FIXTURES` where a prebuilt test binary runs
+/// away from the tree it was built in (`bench/gpu-check.sh` on a borrowed GPU machine).
 pub fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+    match std::env::var_os("BGE_M3_FIXTURES") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures"),
+    }
 }
 
 pub fn model_dir(name: &str) -> PathBuf {
