@@ -141,6 +141,7 @@ class Engine:
     def __init__(self, spec: dict):
         import numpy as np
         import onnxruntime as ort
+        import tokenizers
         from tokenizers import Tokenizer
 
         self.np = np
@@ -159,7 +160,8 @@ class Engine:
         self.tokenizer.enable_truncation(MAX_LENGTH)
         self.pad_id = self.tokenizer.token_to_id("<pad>")
         self.unused = {self.tokenizer.token_to_id(t) for t in ("<s>", "</s>", "<pad>", "<unk>")}
-        self.versions = {"onnxruntime": ort.__version__, "numpy": np.__version__}
+        self.versions = {"onnxruntime": ort.__version__, "numpy": np.__version__,
+                         "tokenizers": tokenizers.__version__}
         self.passes = []  # (texts, padded tokens, seconds) of each session.run
 
     def tokens(self, texts: list) -> int:
@@ -228,7 +230,6 @@ def worker(spec_path: str):
                             "graph_optimization_level": "ORT_ENABLE_ALL",
                             "providers": engine.session.get_providers()},
         "versions": engine.versions,
-        "export": json.loads((Path(spec["cache"]) / "export.json").read_text()),
     })
     tokens = {name: engine.tokens(texts) for name, texts in spec["scenarios"].items()}
 
