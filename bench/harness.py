@@ -12,11 +12,15 @@ own tokenizer:
 - passages: 16 passages of five paragraphs (800-860 tokens), one per request, from 4 clients;
 - document: one document of more than 8192 tokens, truncated at 8192 (max_length 8192);
 - latency:  one query of 19-21 tokens, sent alone to an idle engine `--latency-calls` times
-            (default 20), one call after the other; the median and the best latency of each
-            engine, and their ratio to the weight-read floor measured in the same run: the time
-            one core takes to read the encoder layers' weights (`encoder.layer.*`, in f32) once,
-            the best of 5 single-threaded streaming reductions over a buffer of that size
-            (before each repeat of the scenario; the best of all counts).
+            (default 20), one call after the other: the median and the best latency of each
+            engine (the server's HTTP round trip, with its `x-inference-time` beside it;
+            FlagEmbedding's `encode()` call; the ONNX Runtime engine's tokenization, run and
+            heads), and their ratio to the weight-read floor measured in the same run: the time
+            one core takes to read the encoder layers' weights (`encoder.layer.*`, their size
+            in f32 from the weights file's index) once, timed on a buffer of that size filled
+            beforehand, as the fastest of two numpy reductions (a float32 sum and a 64-bit
+            OR), 5 tries each, checked to run on one thread; measured before each repeat of
+            the scenario, the fastest of all counts.
 
 Three engines, each in a process of its own, loaded one after the other, then all kept loaded:
 
@@ -505,6 +509,8 @@ class Worker:
         reply = self._call({"op": "warm_up"})
         self.info["warmup_s"] = reply.pop("warmup_s")
         self.info["warmup_peak_rss_bytes"] = reply.pop("warmup_peak_rss_bytes")
+        if "process_threads" in reply:  # the ONNX Runtime worker's, once it has run
+            self.info["warmup_process_threads"] = reply.pop("process_threads")
         return reply
 
     def run(self, name: str, _texts: list) -> dict:

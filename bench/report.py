@@ -195,7 +195,10 @@ def engine_note(key: str, figures: dict) -> str:
                 f"({runs[-1]['probe_seconds']:.2f} s)")
     if key == "onnxruntime":
         r = runs[-1]
-        return f"{plural(r['forward_passes'], 'batch')} of {r['texts_per_pass']:.1f} texts"
+        texts = r["texts_per_pass"] * r["forward_passes"]
+        real = (r["tokens"] + 2 * texts) / r["padded_tokens"]  # <s> and </s> are computed too
+        return (f"{plural(r['forward_passes'], 'batch')} of {r['texts_per_pass']:.1f} texts, "
+                f"{real:.0%} of tokens not padding")
     return ""
 
 
