@@ -1,39 +1,67 @@
 #!/usr/bin/env python3
-"""Server throughput against FlagEmbedding, side by side on the same machine and texts.
+"""The server against FlagEmbedding and ONNX Runtime, side by side on the same machine and texts.
 
     fixtures/.venv/bin/python bench/harness.py [--model DIR] [--out FILE]
-        [--scenarios short,passages,document] [--repeat N] [--server-bin PATH]
+        [--scenarios short,passages,document,latency] [--repeat N] [--server-bin PATH]
+        [--engines server,flagembedding,onnxruntime] [--onnx-cache DIR] [--latency-calls N]
 
-Three scenarios, with texts generated from a seeded word list and measured with the model's
+Four scenarios, with texts generated from a seeded word list and measured with the model's
 own tokenizer:
 
 - short:    128 short queries (8-32 tokens), one query per request, from 16 concurrent clients;
-- passages: 16 passages of three paragraphs (250-450 tokens), one per request, from 4 clients;
-- document: one document of more than 8192 tokens, truncated at 8192 (max_length 8192).
+- passages: 16 passages of five paragraphs (800-860 tokens), one per request, from 4 clients;
+- document: one document of more than 8192 tokens, truncated at 8192 (max_length 8192);
+- latency:  one query of 19-21 tokens, sent alone to an idle engine `--latency-calls` times
+            (default 20), one call after the other: the median and the best latency of each
+            engine (the server's HTTP round trip, with its `x-inference-time` beside it;
+            FlagEmbedding's `encode()` call; the ONNX Runtime engine's tokenization, run and
+            heads), and their ratio to the weight-read floor measured in the same run: the time
+            one core takes to read the encoder layers' weights (`encoder.layer.*`, their size
+            in f32 from the weights file's index) once, timed on a buffer of that size filled
+            beforehand, as the fastest of two numpy reductions (a float32 sum and a 64-bit
+            OR), 5 tries each, checked to run on one thread; measured before each repeat of
+            the scenario, the fastest of all counts.
 
-The server (release build, DEVICE=cpu) is started on the full-size random-weight model and its
-time from start to a healthy /health is measured (after the model files have been read once,
-so from a warm page cache). Each scenario is sent to `/embeddings` (dense + sparse, the
-defaults), counting tokens from the responses' `usage`. FlagEmbedding's
-`BGEM3FlagModel(DIR, use_fp16=False, devices='cpu').encode()` runs in a subprocess of its own
-on the same texts (return_dense, return_sparse, batch_size 12, max_length 8192, torch threads =
-cores). Each engine is warmed up with one request before any measurement. Both engines stay
-loaded and the runs alternate (server, FlagEmbedding, then FlagEmbedding, server on the next
-repeat), so that the load of a shared machine falls on both alike; only one engine computes
-at a time. Peak RSS is the kernel's high-water mark (VmHWM) of each engine's own process,
-reset before each run through /proc/PID/clear_refs. One passage's dense vector from both
-engines is compared (max |diff| <= 1e-4, cosine >= 0.9999) to show that both compute the same
-thing.
+Three engines, each in a process of its own, loaded one after the other, then all kept loaded:
+
+- server:        the release build (DEVICE=cpu) on the model directory; its time from start to
+                 a healthy /health is measured from a warm page cache (every model file is read
+                 once first). Each scenario is sent to `/embeddings` (dense + sparse, the
+                 defaults), counting tokens from the responses' `usage`; the latency scenario
+                 also records the `x-inference-time` header.
+- flagembedding: `BGEM3FlagModel(DIR, use_fp16=False, devices='cpu').encode()` on the same
+                 texts (return_dense, return_sparse, batch_size 12, max_length 8192, torch
+                 threads = `--threads`), see bench/flagembedding_engine.py.
+- onnxruntime:   the encoder exported to ONNX with torch (once, cached in `--onnx-cache`, by
+                 default DIR-onnx beside the model directory, made again when the weights file
+                 changes), run by the `onnxruntime` package (CPU, intra-op threads =
+                 `--threads`, inter-op 1, ORT_ENABLE_ALL) in batches of 12 texts sorted by
+                 length, the dense and sparse heads in numpy, see bench/onnxruntime_engine.py.
+
+Each engine is warmed up with one request before any measurement. The runs alternate (server,
+FlagEmbedding, ONNX Runtime, then the reverse order on the next repeat), so that the load of a
+shared machine falls on all alike; only one engine computes at a time. Peak RSS is the kernel's
+high-water mark (VmHWM) of each engine's own process, reset before each run through
+/proc/PID/clear_refs. One passage's dense vector from every engine is compared with the
+server's (max |diff| <= 1e-4, cosine >= 0.9999) to show that they compute the same thing; the
+ONNX Runtime engine also checks that a text padded in a batch gets the vector it gets alone.
 
 FlagEmbedding 1.4.2's `encode()` runs its first batch twice (a batch-size probe before its
 loop), so besides `encode()` itself the table shows FlagEmbedding's throughput without that
-probe pass (timed with forward hooks): the targets are stated against `encode()`; the second
-ratio compares the engines pass for pass. "cores" is each engine's CPU time over wall time:
-well under the machine's cores means it was starved by other processes; "per CPU-s" is the
-ratio of tokens per CPU-second, which such starvation disturbs less (all of encode() counted).
+probe pass (timed with forward hooks): the targets are stated against `encode()`. "cores" is
+each engine's CPU time over wall time: well under the machine's cores means it was starved by
+other processes; "per CPU-s" is the ratio of tokens per CPU-second, which such starvation
+disturbs less (all of encode() counted).
+
+The targets of issue 10, each reported pass or MISS (bench/report.py): the server's tokens/s at
+least 1.35x FlagEmbedding's encode() and 1.0x ONNX Runtime's on short queries, 1.95x and 1.0x
+on passages, 1.9x FlagEmbedding's on the document; the server's median single-query latency at
+most 1.5x the weight-read floor; its peak RSS at most 2.8 GB from start to ready and 3.0 GB over
+a run with the document; ready in under 10 s.
 
 The full model is made by `fixtures/.venv/bin/python fixtures/generate.py --full-size DIR`.
-Standard library only, plus torch, tokenizers and FlagEmbedding from the fixtures virtualenv.
+Standard library only, plus torch, tokenizers and FlagEmbedding from the fixtures virtualenv,
+and for the ONNX Runtime engine the packages of bench/requirements.txt.
 """
 
 import argparse
@@ -53,23 +81,20 @@ import threading
 import time
 from pathlib import Path
 
+import onnxruntime_engine
+import report
+from measure import Measure, loadavg, machine, read_status, weight_read_floor
+
 REPO = Path(__file__).resolve().parent.parent
+BENCH = Path(__file__).resolve().parent
 DEFAULT_MODEL = Path("/tmp/bge-m3-full")
 MAX_LENGTH = 8192
-BATCH_SIZE = 12
-GB = 1e9
+GB = report.GB
 
-# name -> (concurrent clients, target throughput ratio against FlagEmbedding's encode())
-SCENARIOS = {
-    "short": (16, 1.25),
-    "passages": (4, 1.5),
-    "document": (1, 1.0),
-}
-READY_TARGET_S = 15.0
-RSS_TARGET_BYTES = 4 * GB
-# Dense parity between the engines.
-DENSE_ATOL = 1e-4
-DENSE_MIN_COSINE = 0.9999
+ENGINES = ("server", "flagembedding", "onnxruntime")
+# scenario -> concurrent clients of the server (the other engines take the texts in one call)
+SCENARIOS = {"short": 16, "passages": 4, "document": 1, "latency": 1}
+LATENCY_CALLS = 20
 
 WORDS = """
 about above across after again against almost along already also always among animal
@@ -99,6 +124,7 @@ visit voice water weather window winter without wonder wood word worker world ye
 """.split()
 
 
+
 # ---------------------------------------------------------------------------------------------
 # Texts
 
@@ -113,10 +139,13 @@ class Texts:
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
         self.rng = random.Random(seed)
+        # In this order, so that a seed gives the short queries it gave before the latency
+        # scenario and the longer passages existed.
         self.scenarios = {
             "short": [self._within(self._query, 8, 32) for _ in range(128)],
-            "passages": [self._within(self._passage, 250, 450) for _ in range(16)],
+            "passages": [self._within(self._passage, 800, 860) for _ in range(16)],
             "document": [self._document(doc_tokens)],
+            "latency": [self._within(self._query, 19, 21)],
         }
 
     def length(self, text: str) -> int:
@@ -152,7 +181,7 @@ class Texts:
         return " ".join(self._sentence() for _ in range(self.rng.randint(3, 5)))
 
     def _passage(self) -> str:
-        return "\n\n".join(self._paragraph() for _ in range(3))
+        return "\n\n".join(self._paragraph() for _ in range(5))
 
     def _within(self, make, low: int, high: int) -> str:
         while True:
@@ -170,105 +199,34 @@ class Texts:
         return document
 
 
+def encoder_layer_bytes(model_dir: Path) -> int:
+    """The bytes of the `encoder.layer.*` tensors in f32, from the weights file's own index:
+    the safetensors header, or a `pytorch_model.bin` mapped by torch without reading it."""
+    st = model_dir / "model.safetensors"
+    if st.is_file():
+        with open(st, "rb") as f:
+            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+        shapes = [v["shape"] for k, v in header.items() if "encoder.layer." in k]
+    else:
+        import torch
+
+        state = torch.load(model_dir / "pytorch_model.bin", map_location="cpu", mmap=True,
+                           weights_only=True)
+        shapes = [list(v.shape) for k, v in state.items() if "encoder.layer." in k]
+        del state
+    if not shapes:
+        raise RuntimeError(f"no encoder.layer.* tensors in {model_dir}")
+    total = 0
+    for shape in shapes:
+        count = 1
+        for n in shape:
+            count *= n
+        total += 4 * count
+    return total
+
+
 # ---------------------------------------------------------------------------------------------
-# Process measurements (Linux /proc)
-
-
-def read_status(pid: int) -> dict:
-    """VmRSS and VmHWM of a process, in bytes."""
-    values = {}
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                values[key] = int(rest.split()[0]) * 1024
-    return values
-
-
-def reset_peak(pid: int) -> bool:
-    """Resets the process's VmHWM to its current RSS (clear_refs 5)."""
-    try:
-        with open(f"/proc/{pid}/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, all its threads."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def loadavg() -> list:
-    with open("/proc/loadavg") as f:
-        return [float(x) for x in f.read().split()[:3]]
-
-
-def machine() -> dict:
-    model = ""
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    with open("/proc/meminfo") as f:
-        mem = int(f.readline().split()[1]) * 1024
-    return {"cpus": os.cpu_count(), "cpu_model": model, "memory_bytes": mem}
-
-
-class Measure:
-    """Wall time, CPU time, peak RSS and load around one run in process `pid`."""
-
-    def __init__(self, pid: int):
-        self.pid = pid
-
-    def __enter__(self):
-        self.peak_reset = reset_peak(self.pid)
-        self.load_before = loadavg()
-        self.cpu_before = cpu_seconds(self.pid)
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self.start
-        self.cpu = cpu_seconds(self.pid) - self.cpu_before
-        self.peak = read_status(self.pid)["VmHWM"]
-        self.load_after = loadavg()
-        return False
-
-    def record(self, tokens: int, **extra) -> dict:
-        return {
-            "seconds": self.seconds,
-            "tokens": tokens,
-            "tokens_per_s": tokens / self.seconds,
-            "cpu_seconds": self.cpu,
-            "cores_used": self.cpu / self.seconds,
-            "peak_rss_bytes": self.peak,
-            "peak_is_per_run": self.peak_reset,
-            "loadavg_before": self.load_before,
-            "loadavg_after": self.load_after,
-            **extra,
-        }
-
-
-def summarize(runs: list) -> dict:
-    """The median over the runs (each run is kept beside it)."""
-    summary = {
-        "tokens": runs[0]["tokens"],
-        "seconds": statistics.median(r["seconds"] for r in runs),
-        "tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs),
-        "cores_used": statistics.median(r["cores_used"] for r in runs),
-        "tokens_per_cpu_s": statistics.median(r["tokens"] / r["cpu_seconds"] for r in runs),
-        "peak_rss_bytes": max(r["peak_rss_bytes"] for r in runs),
-        "runs": runs,
-    }
-    if "tokens_per_s_without_probe" in runs[0]:
-        summary["tokens_per_s_without_probe"] = statistics.median(
-            r["tokens_per_s_without_probe"] for r in runs)
-    return summary
+# Processes
 
 
 def stop(proc: subprocess.Popen):
@@ -286,6 +244,21 @@ def log(line: str):
     print(f"[{time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
 
 
+def git(repo: Path, *args) -> str:
+    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def source(path: Path) -> dict:
+    """The git commit of the checkout that holds `path`, and whether its tree was dirty."""
+    top = git(path if path.is_dir() else path.parent, "rev-parse", "--show-toplevel")
+    if not top:
+        return {"repo": None}
+    status = git(Path(top), "status", "--porcelain")
+    return {"repo": top, "commit": git(Path(top), "rev-parse", "HEAD"),
+            "dirty": bool(status), "changed_paths": len(status.splitlines())}
+
+
 # ---------------------------------------------------------------------------------------------
 # Our server
 
@@ -296,8 +269,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def post(port: int, path: str, body: dict, timeout: float) -> dict:
-    """One POST on a fresh connection; raises on anything but 200."""
+def post(port: int, path: str, body: dict, timeout: float) -> tuple:
+    """One POST on a fresh connection: (JSON body, headers); raises on anything but 200."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
@@ -305,7 +278,7 @@ def post(port: int, path: str, body: dict, timeout: float) -> dict:
         data = response.read()
         if response.status != 200:
             raise RuntimeError(f"POST {path}: HTTP {response.status}: {data[:300]!r}")
-        return json.loads(data)
+        return json.loads(data), response.headers
     finally:
         conn.close()
 
@@ -376,7 +349,7 @@ def server_binary(args) -> Path:
 class Server:
     """The server under test, on a free port; `close` always stops it."""
 
-    name = "server"
+    name = label = "server"
 
     def __init__(self, args, binary: Path):
         self.args = args
@@ -421,14 +394,14 @@ class Server:
         """The warm-up request; its dense and sparse (by id) outputs are the parity check's."""
         start = time.perf_counter()
         body = {"input": [text], "max_length": MAX_LENGTH, "sparse_format": "id"}
-        answer = post(self.port, "/embeddings", body, self.args.timeout)
+        answer, _ = post(self.port, "/embeddings", body, self.args.timeout)
         self.info["warmup_s"] = time.perf_counter() - start
         self.info["warmup_peak_rss_bytes"] = read_status(self.pid)["VmHWM"]
         return {"dense": answer["dense_vecs"][0], "sparse": answer["sparse_vecs"][0]}
 
     def run(self, name: str, texts: list) -> dict:
         """Sends `texts`, one per request, from the scenario's clients at once."""
-        clients = SCENARIOS[name][0]
+        clients = SCENARIOS[name]
         barrier = threading.Barrier(clients + 1)
         tokens = [0] * clients
         errors = []
@@ -438,7 +411,7 @@ class Server:
                 barrier.wait()
                 for text in texts[index::clients]:
                     body = {"input": [text], "max_length": MAX_LENGTH}
-                    answer = post(self.port, "/embeddings", body, self.args.timeout)
+                    answer, _ = post(self.port, "/embeddings", body, self.args.timeout)
                     tokens[index] += answer["usage"]["prompt_tokens"]
             except Exception as e:  # raised again by the main thread
                 errors.append(e)
@@ -459,6 +432,19 @@ class Server:
         passes = passes_between(before, pass_metrics(self.port), sum(tokens))
         return m.record(sum(tokens), clients=clients, **passes)
 
+    def latency(self, text: str, calls: int) -> dict:
+        """Sends `text` alone, `calls` times one after the other, timing each round trip."""
+        body = {"input": [text], "max_length": MAX_LENGTH}
+        latencies, inference, tokens = [], [], 0
+        with Measure(self.pid) as m:
+            for _ in range(calls):
+                start = time.perf_counter()
+                answer, headers = post(self.port, "/embeddings", body, self.args.timeout)
+                latencies.append(time.perf_counter() - start)
+                inference.append(float(headers["x-inference-time"]) / 1e3)
+                tokens += answer["usage"]["prompt_tokens"]
+        return m.record(tokens, latencies_s=latencies, inference_s=inference)
+
     def close(self):
         stop(self.proc)
         if self.proc.returncode not in (0, -signal.SIGTERM):
@@ -469,25 +455,24 @@ class Server:
 
 
 # ---------------------------------------------------------------------------------------------
-# FlagEmbedding, in a subprocess of its own
+# FlagEmbedding and ONNX Runtime, each in a subprocess of its own
 
 
-class FlagEmbedding:
-    """FlagEmbedding's engine in a worker subprocess, driven by JSON lines on its stdin."""
+class Worker:
+    """An engine in a worker subprocess, driven by one JSON line per command on its stdin and
+    answering one JSON line per command (the worker's stdout; its stderr is the log)."""
 
-    name = "FlagEmbedding"
+    name = label = script = ""
 
-    def __init__(self, args, texts: Texts, check_text: str):
+    def __init__(self, args, spec: dict):
         self.args = args
         self.tmp = tempfile.TemporaryDirectory(prefix="bge-m3-bench-")
-        spec = {"model": str(args.model), "threads": args.threads, "check_text": check_text,
-                "scenarios": {name: texts.scenarios[name] for name in args.scenarios}}
         spec_path = Path(self.tmp.name) / "spec.json"
         spec_path.write_text(json.dumps(spec))
         self.log_path = Path(self.tmp.name) / "worker.log"
         self.log_file = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--flagembedding-worker", str(spec_path)],
+            [sys.executable, str(BENCH / self.script), "--worker", str(spec_path)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log_file, text=True)
         self.pid = self.proc.pid
         self.replies = queue.Queue()
@@ -495,7 +480,7 @@ class FlagEmbedding:
 
     def wait_ready(self):
         self.info = self._reply()
-        log(f"FlagEmbedding: ready after {self.info['time_to_ready_s']:.2f} s "
+        log(f"{self.label}: ready after {self.info['time_to_ready_s']:.2f} s "
             f"(imports included), RSS peak {self.info['load_peak_rss_bytes'] / GB:.2f} GB")
 
     def _read(self):
@@ -507,10 +492,10 @@ class FlagEmbedding:
         try:
             reply = self.replies.get(timeout=self.args.timeout)
         except queue.Empty:
-            raise TimeoutError(f"FlagEmbedding gave no answer in {self.args.timeout} s")
+            raise TimeoutError(f"{self.label} gave no answer in {self.args.timeout} s")
         if reply is None:
             self.proc.wait(10)
-            raise RuntimeError(f"the FlagEmbedding worker exited with status "
+            raise RuntimeError(f"the {self.label} worker exited with status "
                                f"{self.proc.returncode}; log tail:\n"
                                f"{self.log_path.read_text()[-3000:]}")
         return reply
@@ -524,10 +509,15 @@ class FlagEmbedding:
         reply = self._call({"op": "warm_up"})
         self.info["warmup_s"] = reply.pop("warmup_s")
         self.info["warmup_peak_rss_bytes"] = reply.pop("warmup_peak_rss_bytes")
+        if "process_threads" in reply:  # the ONNX Runtime worker's, once it has run
+            self.info["warmup_process_threads"] = reply.pop("process_threads")
         return reply
 
     def run(self, name: str, _texts: list) -> dict:
         return self._call({"op": "run", "scenario": name})
+
+    def latency(self, _text: str, calls: int) -> dict:
+        return self._call({"op": "latency", "calls": calls})
 
     def close(self):
         if self.proc.poll() is None:
@@ -541,166 +531,64 @@ class FlagEmbedding:
         self.tmp.cleanup()
 
 
-def flagembedding_worker(spec_path: str):
-    """The worker subprocess: loads BGEM3FlagModel, then answers one JSON line per command."""
-    start = time.perf_counter()
-    # The protocol owns stdout; anything the libraries print goes to stderr (the log).
-    replies = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)
+class FlagEmbedding(Worker):
+    name, label, script = "flagembedding", "FlagEmbedding", "flagembedding_engine.py"
 
-    def reply(value: dict):
-        replies.write(json.dumps(value) + "\n")
-        replies.flush()
-
-    spec = json.loads(Path(spec_path).read_text())
-    import torch
-
-    torch.set_num_threads(spec["threads"])
-    from importlib.metadata import version
-
-    from FlagEmbedding import BGEM3FlagModel
-
-    model = BGEM3FlagModel(spec["model"], use_fp16=False, devices="cpu")
-    pid = os.getpid()
-    reply({
-        "time_to_ready_s": time.perf_counter() - start,
-        "load_peak_rss_bytes": read_status(pid)["VmHWM"],
-        "threads": torch.get_num_threads(),
-        "versions": {"torch": torch.__version__, "FlagEmbedding": version("FlagEmbedding")},
-    })
-
-    # Every forward pass is timed, so that encode()'s batch-size probe pass can be told apart.
-    passes = []
-    model.model.register_forward_pre_hook(lambda *_: passes.append([time.perf_counter(), 0.0]))
-
-    def done(*_):
-        passes[-1][1] = time.perf_counter()
-
-    model.model.register_forward_hook(done)
-
-    def encode(texts):
-        return model.encode(texts, batch_size=BATCH_SIZE, max_length=MAX_LENGTH,
-                            return_dense=True, return_sparse=True, return_colbert_vecs=False)
-
-    tokens = {}
-    for name, texts in spec["scenarios"].items():
-        ids = model.tokenizer(texts, truncation=True, max_length=MAX_LENGTH)["input_ids"]
-        tokens[name] = sum(len(x) - 2 for x in ids)
-
-    for line in sys.stdin:
-        command = json.loads(line)
-        if command["op"] == "warm_up":
-            warm = time.perf_counter()
-            out = encode([spec["check_text"]])
-            reply({
-                "dense": out["dense_vecs"][0].tolist(),
-                "sparse": {k: float(v) for k, v in out["lexical_weights"][0].items()},
-                "warmup_s": time.perf_counter() - warm,
-                "warmup_peak_rss_bytes": read_status(pid)["VmHWM"],
-            })
-        elif command["op"] == "run":
-            name = command["scenario"]
-            passes.clear()
-            with Measure(pid) as m:
-                encode(spec["scenarios"][name])
-            probe = passes[0][1] - passes[0][0]
-            reply(m.record(tokens[name], forward_passes=len(passes), probe_seconds=probe,
-                           tokens_per_s_without_probe=tokens[name] / (m.seconds - probe)))
+    def __init__(self, args, texts: Texts, scenarios: list):
+        super().__init__(args, {
+            "model": str(args.model), "threads": args.threads,
+            "check_text": texts.scenarios["passages"][0],
+            "scenarios": {name: texts.scenarios[name] for name in scenarios}})
 
 
-# ---------------------------------------------------------------------------------------------
-# Comparison
+class OnnxRuntime(Worker):
+    name, label, script = "onnxruntime", "ONNX Runtime", "onnxruntime_engine.py"
+
+    def __init__(self, args, texts: Texts, scenarios: list):
+        super().__init__(args, {
+            "cache": str(args.onnx_cache), "tokenizer": str(args.model / "tokenizer.json"),
+            "threads": args.threads, "check_text": texts.scenarios["passages"][0],
+            # A query, padded in one batch with the passage, against the query alone.
+            "pad_text": texts.scenarios["latency"][0],
+            "scenarios": {name: texts.scenarios[name] for name in scenarios}})
 
 
-def parity(ours: dict, theirs: dict) -> dict:
-    a, b = ours["dense"], theirs["dense"]
-    dot = sum(x * y for x, y in zip(a, b))
-    norms = (sum(x * x for x in a) * sum(y * y for y in b)) ** 0.5
-    cosine = dot / norms if norms else 0.0
-    max_diff = max(abs(x - y) for x, y in zip(a, b)) if len(a) == len(b) else float("inf")
-    keys = set(ours["sparse"]) | set(theirs["sparse"])
-    sparse_diff = max((abs(ours["sparse"].get(k, 0.0) - theirs["sparse"].get(k, 0.0))
-                       for k in keys), default=0.0)
-    return {
-        "dense_max_abs_diff": max_diff,
-        "dense_cosine": cosine,
-        "sparse_max_abs_diff": sparse_diff,
-        "sparse_same_ids": set(ours["sparse"]) == set(theirs["sparse"]),
-        "pass": max_diff <= DENSE_ATOL and cosine >= DENSE_MIN_COSINE,
-    }
-
-
-def compare(scenarios: list, ours: dict, theirs: dict, texts_info: dict) -> list:
-    rows = []
-    for name in scenarios:
-        a, b = ours[name], theirs[name]
-        ratio = a["tokens_per_s"] / b["tokens_per_s"]
-        rows.append({
-            "scenario": name,
-            "texts": texts_info[name]["count"],
-            "tokens": a["tokens"],
-            "clients": SCENARIOS[name][0],
-            "ours_tokens_per_s": a["tokens_per_s"],
-            "flagembedding_tokens_per_s": b["tokens_per_s"],
-            "ratio": ratio,
-            "target": SCENARIOS[name][1],
-            "pass": ratio >= SCENARIOS[name][1],
-            "flagembedding_tokens_per_s_without_probe": b["tokens_per_s_without_probe"],
-            "ratio_without_probe": a["tokens_per_s"] / b["tokens_per_s_without_probe"],
-            # Tokens per CPU-second of each engine's process: less sensitive to other load
-            # than wall time, though spinning threads of a starved engine count as work.
-            "ratio_per_cpu_second": a["tokens_per_cpu_s"] / b["tokens_per_cpu_s"],
-            "ours_cores_used": a["cores_used"],
-            "flagembedding_cores_used": b["cores_used"],
-            "ours_peak_rss_bytes": a["peak_rss_bytes"],
-            "flagembedding_peak_rss_bytes": b["peak_rss_bytes"],
-        })
-    return rows
-
-
-def print_table(rows: list, server: dict, flag: dict, check: dict):
-    head = (f"{'scenario':<9}{'texts':>6}{'tokens':>7}{'clients':>8}{'ours tok/s':>11}"
-            f"{'FE tok/s':>10}{'ratio':>7}{'target':>7}{'':>5}{'FE no-probe':>12}{'ratio':>7}"
-            f"{'cores ours/FE':>14}{'per CPU-s':>10}{'RSS ours/FE GB':>15}")
-    print()
-    print(head)
-    print("-" * len(head))
-    for r in rows:
-        print(f"{r['scenario']:<9}{r['texts']:>6}{r['tokens']:>7}{r['clients']:>8}"
-              f"{r['ours_tokens_per_s']:>11.1f}{r['flagembedding_tokens_per_s']:>10.1f}"
-              f"{r['ratio']:>6.2f}x{r['target']:>6.2f}x{'pass' if r['pass'] else 'MISS':>5}"
-              f"{r['flagembedding_tokens_per_s_without_probe']:>12.1f}"
-              f"{r['ratio_without_probe']:>6.2f}x"
-              f"{r['ours_cores_used']:>9.2f}/{r['flagembedding_cores_used']:.2f}"
-              f"{r['ratio_per_cpu_second']:>9.2f}x"
-              f"{r['ours_peak_rss_bytes'] / GB:>10.2f}"
-              f"/{r['flagembedding_peak_rss_bytes'] / GB:.2f}")
-    print()
-    rss_ok = server["peak_rss_bytes"] <= RSS_TARGET_BYTES
-    ready_ok = server["time_to_ready_s"] < READY_TARGET_S
-    print(f"peak RSS, whole run: ours {server['peak_rss_bytes'] / GB:.2f} GB "
-          f"(target <= {RSS_TARGET_BYTES / GB:.0f} GB: {'pass' if rss_ok else 'MISS'}), "
-          f"FlagEmbedding {flag['peak_rss_bytes'] / GB:.2f} GB")
-    print(f"time to ready: ours {server['time_to_ready_s']:.2f} s "
-          f"(target < {READY_TARGET_S:.0f} s: {'pass' if ready_ok else 'MISS'}), "
-          f"FlagEmbedding {flag['time_to_ready_s']:.2f} s (imports included)")
-    print(f"parity on one passage: dense max |diff| {check['dense_max_abs_diff']:.2e}, "
-          f"cosine {check['dense_cosine']:.7f}, sparse max |diff| "
-          f"{check['sparse_max_abs_diff']:.2e} ({'pass' if check['pass'] else 'FAIL'})")
+def onnx_export(args) -> dict:
+    """The cached export of the model directory, made first (in a process of its own, so that
+    its memory is not any engine's) when it is missing or was made from other files."""
+    record = onnxruntime_engine.cached_export(args.model, args.onnx_cache)
+    if record is not None:
+        log(f"ONNX Runtime: the export in {args.onnx_cache} matches the model "
+            f"(made {record['exported_at']} in {record['seconds']['total']:.0f} s)")
+        return {**record, "cached": True}
+    log(f"ONNX Runtime: exporting {args.model} to {args.onnx_cache} (minutes, a few GB)")
+    done = subprocess.run([sys.executable, str(BENCH / "onnxruntime_engine.py"), "--export",
+                           str(args.model), str(args.onnx_cache)], timeout=args.timeout,
+                          capture_output=True, text=True)
+    record = onnxruntime_engine.cached_export(args.model, args.onnx_cache)
+    if done.returncode != 0 or record is None:
+        sys.exit(f"harness: the ONNX export failed (status {done.returncode}):\n"
+                 f"{done.stderr[-3000:]}")
+    log(f"ONNX Runtime: exported in {record['seconds']['total']:.0f} s, opset "
+        f"{record['opset']}, {sum(record['bytes'].values()) / GB:.2f} GB, export peak RSS "
+        f"{record['peak_rss_bytes'] / GB:.2f} GB")
+    return {**record, "cached": False}
 
 
 # ---------------------------------------------------------------------------------------------
 
 
-def warm_page_cache(model: Path):
-    """Reads the model files once, so that time to ready is measured from a warm page cache."""
+def warm_page_cache(paths: list):
+    """Reads the files once, so that time to ready is measured from a warm page cache."""
     start = time.perf_counter()
-    for path in sorted(model.iterdir()):
-        if path.is_file():
-            with open(path, "rb") as f:
-                while f.read(1 << 24):
-                    pass
-    log(f"page cache warmed with the model files in {time.perf_counter() - start:.1f} s")
+    for directory in paths:
+        for path in sorted(directory.iterdir()):
+            if path.is_file():
+                with open(path, "rb") as f:
+                    while f.read(1 << 24):
+                        pass
+    log(f"page cache warmed with {', '.join(map(str, paths))} in "
+        f"{time.perf_counter() - start:.1f} s")
 
 
 def parse_args():
@@ -711,93 +599,130 @@ def parse_args():
     p.add_argument("--server-bin", help="server binary (default: cargo build --release)")
     p.add_argument("--server-arg", action="append", default=[],
                    help="extra server flag, repeatable (--server-arg=--max-batch-tokens=8192)")
-    p.add_argument("--scenarios", default="short,passages,document",
-                   help="comma-separated subset of short,passages,document (default all)")
+    p.add_argument("--engines", default=",".join(ENGINES),
+                   help=f"comma-separated subset of {','.join(ENGINES)} (default all; the "
+                        f"ONNX export takes minutes and a few GB the first time)")
+    p.add_argument("--onnx-cache", type=Path,
+                   help="directory of the ONNX export (default: DIR-onnx beside --model)")
+    p.add_argument("--scenarios", default="short,passages,document,latency",
+                   help=f"comma-separated subset of {','.join(SCENARIOS)} (default all)")
     p.add_argument("--repeat", type=int, default=1,
                    help="runs of each scenario per engine; the median counts (default 1)")
+    p.add_argument("--latency-calls", type=int, default=LATENCY_CALLS,
+                   help=f"calls of the latency scenario per engine and run (default "
+                        f"{LATENCY_CALLS})")
     p.add_argument("--doc-tokens", type=int, default=MAX_LENGTH,
                    help="the document is longer than this many tokens (default 8192)")
     p.add_argument("--threads", type=int, default=os.cpu_count(),
-                   help="torch threads for FlagEmbedding (default: the cores)")
+                   help="torch threads of FlagEmbedding and intra-op threads of ONNX Runtime "
+                        "(default: the cores)")
     p.add_argument("--seed", type=int, default=6, help="seed of the texts (default 6)")
     p.add_argument("--timeout", type=float, default=1800,
-                   help="seconds for each HTTP call, each FlagEmbedding command and each "
-                        "engine's start (default 1800)")
+                   help="seconds for each HTTP call, each worker command, each engine's start "
+                        "and the ONNX export (default 1800)")
     p.add_argument("--out", type=Path, help="also write the results as JSON to this file")
     args = p.parse_args()
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = [s for s in args.scenarios if s not in SCENARIOS]
     if unknown or not args.scenarios:
         p.error(f"--scenarios: unknown {unknown}; choose from {','.join(SCENARIOS)}")
-    if args.repeat < 1:
-        p.error("--repeat must be at least 1")
+    args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    unknown = [e for e in args.engines if e not in ENGINES]
+    if unknown or not args.engines:
+        p.error(f"--engines: unknown {unknown}; choose from {','.join(ENGINES)}")
+    args.engines = [e for e in ENGINES if e in args.engines]  # always in the same order
+    if args.repeat < 1 or args.latency_calls < 1:
+        p.error("--repeat and --latency-calls must be at least 1")
+    if args.onnx_cache is None:
+        args.onnx_cache = args.model.resolve().parent / (args.model.resolve().name + "-onnx")
     return args
 
 
 def main():
-    if len(sys.argv) == 3 and sys.argv[1] == "--flagembedding-worker":
-        flagembedding_worker(sys.argv[2])
-        return
     args = parse_args()
     if not (args.model / "config.json").is_file():
         sys.exit(f"harness: no model at {args.model}. Create the full-size random model with\n"
                  f"    fixtures/.venv/bin/python fixtures/generate.py --full-size {args.model}\n"
                  f"(see fixtures/README.md), or pass --model DIR.")
-    binary = server_binary(args)
+    binary = server_binary(args) if "server" in args.engines else None
     started = datetime.datetime.now().astimezone()
     texts = Texts(args.model, args.seed, args.doc_tokens)
     texts_info = texts.describe()
     for name, info in texts_info.items():
         log(f"texts: {name}: {info['count']} of {info['min_tokens']}-{info['max_tokens']} tokens")
-    check_text = texts.scenarios["passages"][0]
-    warm_page_cache(args.model)
+    export = onnx_export(args) if "onnxruntime" in args.engines else None
+    warm_page_cache([args.model] + ([args.onnx_cache] if export else []))
+    layer_bytes = encoder_layer_bytes(args.model) if "latency" in args.scenarios else 0
     load = {"start": loadavg()}
 
-    engines = []
+    makers = {"server": lambda: Server(args, binary),
+              "flagembedding": lambda: FlagEmbedding(args, texts, args.scenarios),
+              "onnxruntime": lambda: OnnxRuntime(args, texts, args.scenarios)}
+    engines, floors = [], []
+    results = {key: {name: [] for name in args.scenarios} for key in args.engines}
     try:
-        # One engine loads at a time, so that the server's time to ready is its own.
-        server = Server(args, binary)
-        engines.append(server)
-        server.wait_ready()
-        flag = FlagEmbedding(args, texts, check_text)
-        engines.append(flag)
-        flag.wait_ready()
-        checks = [engine.warm_up(check_text) for engine in engines]
-        results = {engine.name: {name: [] for name in args.scenarios} for engine in engines}
+        # One engine loads at a time, so that each one's time to ready is its own.
+        for key in args.engines:
+            engines.append(makers[key]())
+            engines[-1].wait_ready()
+        check_text = texts.scenarios["passages"][0]
+        vectors = {engine.name: engine.warm_up(check_text) for engine in engines}
         for name in args.scenarios:
             expected = texts.embedded_tokens(texts.scenarios[name])
+            if name == "latency":
+                expected *= args.latency_calls
             for i in range(args.repeat):
+                if name == "latency":
+                    floors.append(weight_read_floor(layer_bytes))
+                    log(f"weight-read floor {i + 1}/{args.repeat}: {layer_bytes / GB:.3f} GB in "
+                        f"{floors[-1]['seconds'] * 1e3:.1f} ms ({floors[-1]['method']})")
                 for engine in engines if i % 2 == 0 else engines[::-1]:
-                    run = engine.run(name, texts.scenarios[name])
+                    if name == "latency":
+                        run = engine.latency(texts.scenarios[name][0], args.latency_calls)
+                    else:
+                        run = engine.run(name, texts.scenarios[name])
                     if run["tokens"] != expected:
-                        raise RuntimeError(f"{engine.name} {name}: {run['tokens']} tokens, "
+                        raise RuntimeError(f"{engine.label} {name}: {run['tokens']} tokens, "
                                            f"expected {expected}")
                     results[engine.name][name].append(run)
-                    if "probe_seconds" in run:
-                        probe = f" ({run['probe_seconds']:.2f} s of it the probe pass)"
-                    elif run.get("forward_passes"):
-                        probe = (f" ({run['forward_passes']} passes of "
-                                 f"{run['texts_per_pass']:.1f} texts, "
-                                 f"{run['padding_efficiency']:.0%} of tokens not padding)")
-                    else:
-                        probe = ""
-                    log(f"{engine.name}: {name} {i + 1}/{args.repeat}: {run['seconds']:.2f} s"
-                        f"{probe}, {run['tokens_per_s']:.1f} tokens/s, "
-                        f"{run['cores_used']:.2f} cores, peak RSS "
-                        f"{run['peak_rss_bytes'] / GB:.2f} GB, load {run['loadavg_after'][0]:.2f}")
+                    log(f"{engine.label}: {name} {i + 1}/{args.repeat}: {describe_run(run)}")
     finally:
         for engine in reversed(engines):
             engine.close()
     load["end"] = loadavg()
 
+    latency = None
+    if "latency" in args.scenarios:
+        floor = report.summarize_floor(floors)
+        latency = {"tokens_per_call": texts_info["latency"]["embedded_tokens"],
+                   "calls_per_engine": args.latency_calls * args.repeat, "floor": floor,
+                   "engines": {e.name: report.summarize_latency(results[e.name]["latency"],
+                                                                floor["seconds"])
+                               for e in engines}}
+    throughput = [name for name in args.scenarios if name != "latency"]
+    infos = {}
     for engine in engines:
-        engine.info["scenarios"] = {n: summarize(runs) for n, runs in results[engine.name].items()}
+        engine.info["scenarios"] = {n: report.summarize(results[engine.name][n])
+                                    for n in throughput}
+        runs = [r for n in args.scenarios for r in results[engine.name][n]]
         engine.info["peak_rss_bytes"] = max(
             [engine.info["load_peak_rss_bytes"], engine.info["warmup_peak_rss_bytes"]]
-            + [s["peak_rss_bytes"] for s in engine.info["scenarios"].values()])
-    check = parity(*checks)
-    rows = compare(args.scenarios, server.info["scenarios"], flag.info["scenarios"], texts_info)
-    print_table(rows, server.info, flag.info, check)
+            + [r["peak_rss_bytes"] for r in runs])
+        infos[engine.name] = engine.info
+    if export:
+        infos["onnxruntime"]["onnx_export"] = export
+    reference = engines[0].name  # the server, when it runs
+    checks = {key: {"reference": reference, **report.parity(vectors[reference], v)}
+              for key, v in vectors.items() if key != reference}
+    rows = report.throughput_rows(throughput, infos, texts_info, SCENARIOS)
+    verdicts = report.targets(rows, latency, infos, args.scenarios)
+
+    if rows:
+        report.print_throughput(rows)
+    if latency:
+        report.print_latency(latency)
+    report.print_targets(verdicts)
+    report.print_engines(infos, checks)
     print(f"load average (1 min): {load['start'][0]:.2f} at the start, {load['end'][0]:.2f} at "
           f"the end; {os.cpu_count()} cores")
 
@@ -805,19 +730,47 @@ def main():
         args.out.write_text(json.dumps({
             "started": started.isoformat(timespec="seconds"),
             "machine": machine(),
+            "source": {"server": {**source(binary), "binary": str(binary),
+                                  "binary_mtime": mtime(binary)} if binary else None,
+                       "harness": source(REPO)},
             "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "texts": texts_info,
             "loadavg": load,
             "summary": rows,
-            "targets": {"ratios": {k: v[1] for k, v in SCENARIOS.items()},
-                        "time_to_ready_s": READY_TARGET_S, "peak_rss_bytes": RSS_TARGET_BYTES},
-            "parity": check,
-            "server": server.info,
-            "flagembedding": flag.info,
+            "latency": latency,
+            "targets": verdicts,
+            "parity": checks,
+            **infos,
         }, indent=1))
         log(f"results written to {args.out}")
-    if not check["pass"]:
-        sys.exit("harness: the two engines disagree on the dense vector")
+    failed = [key for key, check in checks.items() if not check["pass"]]
+    if failed:
+        sys.exit(f"harness: {', '.join(failed)} disagree with {reference} on the dense vector")
+    if latency and latency["floor"]["single_threaded"] is False:
+        sys.exit("harness: the weight-read floor was not measured on one thread")
+
+
+def describe_run(run: dict) -> str:
+    """One run, for the log."""
+    if "latencies_s" in run:
+        calls = run["latencies_s"]
+        text = (f"median {statistics.median(calls) * 1e3:.1f} ms, best {min(calls) * 1e3:.1f} ms "
+                f"over {len(calls)} calls")
+    else:
+        if "probe_seconds" in run:
+            passes = f" ({run['probe_seconds']:.2f} s of it the probe pass)"
+        elif run.get("forward_passes"):
+            passes = (f" ({run['forward_passes']} passes of {run['texts_per_pass']:.1f} texts)")
+        else:
+            passes = ""
+        text = f"{run['seconds']:.2f} s{passes}, {run['tokens_per_s']:.1f} tokens/s"
+    return (f"{text}, {run['cores_used']:.2f} cores, peak RSS {run['peak_rss_bytes'] / GB:.2f} GB, "
+            f"load {run['loadavg_after'][0]:.2f}")
+
+
+def mtime(path: Path) -> str:
+    stamp = datetime.datetime.fromtimestamp(path.stat().st_mtime).astimezone()
+    return stamp.isoformat(timespec="seconds")
 
 
 if __name__ == "__main__":
