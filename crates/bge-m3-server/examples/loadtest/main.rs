@@ -145,7 +145,8 @@ fn serve() -> ExitCode {
     let config = bge_m3_server::Config::parse_from(args);
     bge_m3_server::logging::init(config.log_format);
     match actix_web::rt::System::new().block_on(bge_m3_server::run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(stopped) if stopped.abandoned == 0 => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(bge_m3_server::EXIT_ABANDONED),
         Err(error) => {
             eprintln!("bge-m3-server stopped: {}", bge_m3_server::Report(&error));
             ExitCode::FAILURE

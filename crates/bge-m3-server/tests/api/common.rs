@@ -41,6 +41,13 @@ pub fn config(model_path: PathBuf) -> Config {
         max_batch_tokens: 16384,
         request_timeout: 300,
         shutdown_timeout: 30,
+        memory_budget_mib: 1024,
+        body_timeout: 30,
+        write_timeout: 30,
+        header_timeout: 5,
+        keep_alive: 5,
+        max_connections: None,
+        tokenizer_threads: None,
         max_text_chars: 1_000_000,
         api_key: None,
         cors_allow_origins: Vec::new(),
@@ -174,7 +181,7 @@ pub fn try_send_with_headers(
     let bytes = response
         .body_mut()
         .with_config()
-        .limit(64 * 1024 * 1024)
+        .limit(512 * 1024 * 1024)
         .read_to_vec()?;
     Ok(Reply {
         status,
