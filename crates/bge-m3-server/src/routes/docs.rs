@@ -370,4 +370,45 @@ mod tests {
             );
         }
     }
+
+    /// The served model's limits land on the integer fields they bound (the document is
+    /// indexed by position and name, which a change of the types could silently move).
+    #[test]
+    fn the_served_models_limits_are_written_on_their_fields() {
+        let info = ModelInfo {
+            dense_dim: 32,
+            colbert_dim: 16,
+            max_length: 4096,
+            vocab_size: 1202,
+            device: "cpu".into(),
+            loaded_at: 0,
+        };
+        let doc: Value = serde_json::from_str(&openapi_for(&info)).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        let integer = |schema: &Value| {
+            let kind = &schema["type"];
+            kind == "integer"
+                || kind
+                    .as_array()
+                    .is_some_and(|k| k.contains(&"integer".into()))
+        };
+        let dimensions = &schemas["EmbeddingsRequest"]["properties"]["dimensions"];
+        assert!(integer(dimensions), "{dimensions}");
+        assert_eq!(dimensions["maximum"], 32);
+        for (request, field) in [
+            ("EmbeddingsRequest", "max_length"),
+            ("ScoreRequest", "max_length"),
+            ("ScoreRequest", "max_query_length"),
+            ("ScoreRequest", "max_passage_length"),
+        ] {
+            let schema = &schemas[request]["properties"][field];
+            assert!(integer(schema), "{request}.{field}: {schema}");
+            assert_eq!(schema["maximum"], 4096, "{request}.{field}");
+        }
+        let shapes = schemas["Input"]["oneOf"].as_array().unwrap();
+        for ids in [&shapes[2]["items"], &shapes[3]["items"]["items"]] {
+            assert!(integer(ids), "{ids}");
+            assert_eq!(ids["maximum"], 1201);
+        }
+    }
 }
