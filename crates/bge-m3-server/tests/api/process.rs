@@ -196,6 +196,41 @@ impl Drop for Server {
     }
 }
 
+/// Closes `stream` with a reset (RST, a zero linger) rather than a FIN: a client that is gone
+/// at once, which even a server that ignores half-closed connections notices.
+pub fn reset(stream: TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: an open socket and a `linger` of the size given.
+    let set = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(set, 0, "setsockopt(SO_LINGER)");
+    drop(stream);
+}
+
+/// Polls `what` every 20 ms until it holds, at most `within`; how long it took. For events that
+/// only a metric or the log shows (a request admitted, a queue emptied, a signal taken).
+pub fn eventually(within: Duration, mut what: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if what() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
 /// Reads until the peer closes the connection (or resets it), at most `within`; whether it did,
 /// and what was read.
 pub fn closed_within(stream: &mut TcpStream, within: Duration) -> (bool, Vec<u8>) {

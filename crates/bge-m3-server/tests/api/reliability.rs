@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::common::*;
-use crate::process::{closed_within, Server};
+use crate::process::{closed_within, eventually, reset, Server};
 
 /// `n` texts of `chars` letters and digits (about one token each for tiny-pt), reproducible.
 fn random_texts(n: usize, chars: usize, seed: u64) -> Vec<String> {
@@ -41,18 +41,6 @@ const JSON: Option<&str> = Some("application/json");
 /// Resets the kernel's high-water mark of the server's RSS (`VmHWM`).
 fn reset_peak(server: &Server) {
     std::fs::write(format!("/proc/{}/clear_refs", server.pid()), "5").unwrap();
-}
-
-/// Polls `what` every 20 ms until it holds, at most `within`; how long it took.
-fn eventually(within: Duration, mut what: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < within {
-        if what() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -104,25 +92,73 @@ fn a_16_mib_request_raises_rss_by_at_most_400_mb_and_keeps_at_most_150_mb() {
     );
 }
 
+/// Defect 1 as the issue measured it: the same request at the default `max_length` (8192), whose
+/// truncated ids alone are 67 MB. Its forward passes would take hours in a debug build, so the
+/// test follows it until every text is tokenized and queued for the model (the peak of
+/// tokenization, ids and body), then resets its connection: what it held must go back.
+#[test]
+fn a_16_mib_request_at_8192_tokens_holds_its_ids_not_the_tokenizer_state() {
+    let server = Server::start(&[("MAX_INPUTS", "2048")]);
+    let texts = random_texts(2048, 8187, 1);
+    let body = json_bytes(&json!({"input": texts}));
+    drop(texts);
+    let warm = try_send(
+        &server.base,
+        "POST",
+        "/embeddings",
+        JSON,
+        Some(json_bytes(&json!({"input": "warm up"}))),
+    )
+    .unwrap();
+    assert_eq!(warm.status, 200);
+
+    let base = server.rss_mib();
+    reset_peak(&server);
+    let stream = server.send_raw("/embeddings", &body);
+    drop(body);
+    let queued = eventually(Duration::from_secs(300), || {
+        server.metric("bge_m3_waiting_texts") >= 2000.0
+    });
+    assert!(
+        queued.is_some(),
+        "the texts never reached the model's queue"
+    );
+    let peak = server.status_mib("VmHWM") - base;
+    // A reset, which the server noticed before issue 16 too: this test is about memory alone.
+    reset(stream);
+    let gone = eventually(Duration::from_secs(30), || {
+        server.metric("bge_m3_queued_requests") == 0.0
+            && server.metric("bge_m3_memory_reserved_bytes") == 0.0
+    });
+    assert!(gone.is_some(), "the request outlived its client");
+    std::thread::sleep(Duration::from_secs(10));
+    let kept = server.rss_mib() - base;
+    eprintln!(
+        "16 MiB request at max_length 8192: tokenized and queued after {:.1} s; RSS {base:.0} MiB \
+         before, +{peak:.0} MiB at peak, +{kept:.0} MiB 10 s after its client left",
+        queued.unwrap().as_secs_f64()
+    );
+    assert!(peak <= 400.0, "RSS rose by {peak:.0} MiB at peak");
+    assert!(
+        kept <= 150.0,
+        "RSS kept {kept:.0} MiB 10 s after the client left"
+    );
+}
+
 /// The budget counts bytes, not only requests: what does not fit now is a 429 at once, what
 /// could never fit a 413 that says how to split it.
 #[test]
 fn the_memory_budget_refuses_what_does_not_fit() {
-    let mut config = config(model_dir());
-    config.memory_budget_mib = 8;
-    config.max_body_bytes = 16 << 20;
-    config.max_inputs = 4096;
-    let base = start(config);
-    let addr = base.trim_start_matches("http://").to_string();
-    let head = |length: usize| {
-        format!(
-            "POST /embeddings HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-             Content-Length: {length}\r\n\r\n"
-        )
-    };
+    let server = Server::start(&[
+        ("MEMORY_BUDGET_MIB", "8"),
+        ("MAX_BODY_BYTES", "16777216"),
+        ("MAX_INPUTS", "4096"),
+    ]);
+    let base = server.base.clone();
+    let head = |length: usize| server.post_head("/embeddings", length);
 
     // A body of 5 MiB needs 10 MiB to be read and parsed: never, so 413 without reading it.
-    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    let mut stream = server.connect();
     stream.write_all(head(5 << 20).as_bytes()).unwrap();
     let (_, answer) = closed_within(&mut stream, Duration::from_secs(10));
     let answer = String::from_utf8_lossy(&answer);
@@ -130,10 +166,13 @@ fn the_memory_budget_refuses_what_does_not_fit() {
     assert!(answer.contains("answer_too_large"), "{answer}");
 
     // A slow upload holds 6 MiB of the 8; a 1.5 MiB body (3 MiB) is then refused at once.
-    let mut holder = std::net::TcpStream::connect(&addr).unwrap();
+    let mut holder = server.connect();
     holder.write_all(head(3 << 20).as_bytes()).unwrap();
     holder.write_all(b"{").unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let held = eventually(Duration::from_secs(10), || {
+        server.metric("bge_m3_memory_reserved_bytes") >= f64::from(6 << 20)
+    });
+    assert!(held.is_some(), "the slow upload reserved nothing");
     let texts = vec!["x ".repeat(1 << 18); 3];
     let body = json_bytes(&json!({"input": texts, "max_length": 8}));
     let reply = try_send(&base, "POST", "/embeddings", JSON, Some(body.clone())).unwrap();
@@ -168,10 +207,8 @@ fn the_memory_budget_refuses_what_does_not_fit() {
 /// body, sized and chunked (which the HTTP layer would drain forever).
 #[test]
 fn a_stalled_body_gets_408_and_its_connection_is_closed() {
-    let mut config = config(model_dir());
-    config.body_timeout = 2;
-    let base = start(config);
-    let addr = base.trim_start_matches("http://").to_string();
+    let server = Server::start(&[("BODY_TIMEOUT", "2")]);
+    let addr = server.addr;
     for (kind, head) in [
         (
             "sized",
@@ -188,7 +225,7 @@ fn a_stalled_body_gets_408_and_its_connection_is_closed() {
             ),
         ),
     ] {
-        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+        let mut stream = server.connect();
         let start = Instant::now();
         stream.write_all(head.as_bytes()).unwrap();
         let (closed, answer) = closed_within(&mut stream, Duration::from_secs(10));
@@ -439,7 +476,13 @@ fn a_second_signal_exits_at_once(first: &str, second: &str) {
     let mut server = Server::start(&[("MAX_INPUTS", "2048"), ("MAX_BATCH_TOKENS", "1024")]);
     let clients = long_requests(&server, 2);
     server.signal(first);
-    std::thread::sleep(Duration::from_secs(1));
+    // The first signal has been taken (the drain has begun) before the second is sent.
+    let draining = eventually(Duration::from_secs(10), || {
+        !server
+            .logged("stopping: answering the requests in flight")
+            .is_empty()
+    });
+    assert!(draining.is_some(), "the first {first} was not taken");
     server.signal(second);
     let (status, took) = server.wait_exit(Duration::from_secs(30));
     eprintln!(
@@ -492,7 +535,7 @@ fn a_drain_answers_503_and_the_exit_status_says_requests_were_abandoned() {
     let clients = long_requests(&server, 2);
     let signalled = Instant::now();
     server.signal("TERM");
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_health(&server.base, 503);
     // During the drain: /health says so, new requests are refused, on new connections and on
     // the idle keep-alive one.
     let health = try_send(&server.base, "GET", "/health", None, None).unwrap();
@@ -556,7 +599,11 @@ fn a_short_request_is_not_held_up_by_a_huge_tokenization() {
             try_send(&base, "POST", "/embeddings", JSON, Some(body)).unwrap()
         })
     };
-    std::thread::sleep(Duration::from_millis(1500));
+    // Admitted: its tokenization is under way.
+    let admitted = eventually(Duration::from_secs(30), || {
+        server.metric("bge_m3_queued_requests") >= 1.0
+    });
+    assert!(admitted.is_some(), "the huge request was never admitted");
     let start = Instant::now();
     let short = try_send(
         &server.base,
@@ -666,10 +713,12 @@ fn integral_numbers_and_null_flags_are_accepted_as_documented() {
     );
 }
 
-/// `Expect: 100-continue` is answered `100 Continue` by the HTTP layer before any route runs
-/// (documented): a body over the limit is then refused with 413 without being read.
+/// `Expect: 100-continue` is answered `100 Continue` by the HTTP layer (actix-http) before any
+/// route runs, which actix-web offers no way to change: documented in the README rather than
+/// fixed, so this test passes on the old server too. It pins what is promised there: a body
+/// over the limit is then refused with 413 without being read (this client never sends it).
 #[test]
-fn an_oversize_body_behind_expect_100_continue_is_still_413() {
+fn an_oversize_body_behind_expect_100_continue_is_refused_413_without_being_read() {
     let addr = base().trim_start_matches("http://").to_string();
     let mut stream = std::net::TcpStream::connect(&addr).unwrap();
     write!(
@@ -681,7 +730,12 @@ fn an_oversize_body_behind_expect_100_continue_is_still_413() {
     .unwrap();
     let (_, answer) = closed_within(&mut stream, Duration::from_secs(5));
     let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 100 Continue\r\n\r\n"),
+        "{answer}"
+    );
     assert!(answer.contains("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("body_too_large"), "{answer}");
 }
 
 /// Requests the HTTP parser refuses (400, 431) or times out (408) were in neither the request
