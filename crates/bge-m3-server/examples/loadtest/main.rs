@@ -25,7 +25,7 @@
 //!   body); a 5xx is a violation.
 //!
 //! - slow (`--slow-clients` threads beside the others): bodies sent a byte at a time, large
-//!   answers never read or read at 1 MiB/s, and requests whose client closes its side (FIN) at
+//!   answers never read or read at 2 MiB/s, and requests whose client closes its side (FIN) at
 //!   once. The server must close each slow body with 408 within its body timeout, cut each
 //!   unread answer within its write timeout, serve the slow reader, and close after a FIN; see
 //!   `slow.rs`.
@@ -103,8 +103,9 @@ struct Args {
     #[arg(long, default_value = "info")]
     server_log_level: String,
     /// Slow clients (slow bodies, unread and slowly read answers, hang-ups), each a thread of
-    /// its own beside `--clients`.
-    #[arg(long, default_value_t = 2)]
+    /// its own beside `--clients` that runs the four kinds in turn, the i-th starting with the
+    /// i-th kind: the default 4 runs every kind from the start, even in a short load.
+    #[arg(long, default_value_t = 4)]
     slow_clients: usize,
     /// The server's `--body-timeout` and `--write-timeout`, in seconds: short, so that the slow
     /// clients meet them within the load.
