@@ -281,6 +281,38 @@ pub fn assert_close(actual: &[f32], expected: &[f32], what: &str) {
     }
 }
 
+/// Two answers to the same input are the same JSON, their numbers within [`TOLERANCE`]: a
+/// request that shares a forward pass with other requests is padded with them, which moves the
+/// last bits of its floats (API.md's "Numerics" allows 1e-5).
+pub fn assert_same_answer(actual: &Value, expected: &Value, what: &str) {
+    match (actual, expected) {
+        (Value::Number(a), Value::Number(e)) => {
+            let (a, e) = (a.as_f64().unwrap(), e.as_f64().unwrap());
+            assert!(
+                (a - e).abs() <= f64::from(TOLERANCE),
+                "{what}: {a} vs {e} (tolerance {TOLERANCE})"
+            );
+        }
+        (Value::Array(a), Value::Array(e)) => {
+            assert_eq!(a.len(), e.len(), "{what}: lengths");
+            for (i, (a, e)) in a.iter().zip(e).enumerate() {
+                assert_same_answer(a, e, &format!("{what}[{i}]"));
+            }
+        }
+        (Value::Object(a), Value::Object(e)) => {
+            assert_eq!(
+                a.keys().collect::<Vec<_>>(),
+                e.keys().collect::<Vec<_>>(),
+                "{what}: keys"
+            );
+            for (key, a) in a {
+                assert_same_answer(a, &e[key], &format!("{what}.{key}"));
+            }
+        }
+        _ => assert_eq!(actual, expected, "{what}"),
+    }
+}
+
 pub fn assert_close_scalar(actual: &Value, expected: f32, what: &str) {
     let actual = actual
         .as_f64()
