@@ -7,6 +7,7 @@
 
 use std::io::{Read, Write};
 use std::net::Shutdown;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -38,6 +39,13 @@ fn json_bytes(body: &Value) -> Vec<u8> {
 
 const JSON: Option<&str> = Some("application/json");
 
+/// The tests that load the machine (large requests, many connections, CPU or memory measured)
+/// take turns: on two cores, two of them at once would blur each other's figures and deadlines.
+fn heavy() -> MutexGuard<'static, ()> {
+    static HEAVY: Mutex<()> = Mutex::new(());
+    HEAVY.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Resets the kernel's high-water mark of the server's RSS (`VmHWM`).
 fn reset_peak(server: &Server) {
     std::fs::write(format!("/proc/{}/clear_refs", server.pid()), "5").unwrap();
@@ -51,6 +59,7 @@ fn reset_peak(server: &Server) {
 /// still reads every character (its state was the bulk of the growth).
 #[test]
 fn a_16_mib_request_raises_rss_by_at_most_400_mb_and_keeps_at_most_150_mb() {
+    let _turn = heavy();
     let server = Server::start(&[("MAX_INPUTS", "2048")]);
     let texts = random_texts(2048, 8187, 1);
     let body = json_bytes(&json!({"input": texts, "max_length": 512}));
@@ -98,6 +107,7 @@ fn a_16_mib_request_raises_rss_by_at_most_400_mb_and_keeps_at_most_150_mb() {
 /// tokenization, ids and body), then resets its connection: what it held must go back.
 #[test]
 fn a_16_mib_request_at_8192_tokens_holds_its_ids_not_the_tokenizer_state() {
+    let _turn = heavy();
     let server = Server::start(&[("MAX_INPUTS", "2048")]);
     let texts = random_texts(2048, 8187, 1);
     let body = json_bytes(&json!({"input": texts}));
@@ -149,6 +159,7 @@ fn a_16_mib_request_at_8192_tokens_holds_its_ids_not_the_tokenizer_state() {
 /// could never fit a 413 that says how to split it.
 #[test]
 fn the_memory_budget_refuses_what_does_not_fit() {
+    let _turn = heavy();
     let server = Server::start(&[
         ("MEMORY_BUDGET_MIB", "8"),
         ("MAX_BODY_BYTES", "16777216"),
@@ -207,6 +218,7 @@ fn the_memory_budget_refuses_what_does_not_fit() {
 /// body, sized and chunked (which the HTTP layer would drain forever).
 #[test]
 fn a_stalled_body_gets_408_and_its_connection_is_closed() {
+    let _turn = heavy();
     let server = Server::start(&[("BODY_TIMEOUT", "2")]);
     let addr = server.addr;
     for (kind, head) in [
@@ -251,6 +263,7 @@ fn a_stalled_body_gets_408_and_its_connection_is_closed() {
 /// one is closed within the body timeout of being accepted, and `accept` never fails.
 #[test]
 fn three_hundred_stalled_uploads_under_256_descriptors_are_closed_and_health_recovers() {
+    let _turn = heavy();
     let server = Server::start_with(&[], Some(256));
     let start = Instant::now();
     let mut stalled: Vec<_> = (0..300)
@@ -326,6 +339,7 @@ fn colbert_body(seed: u64) -> Vec<u8> {
 /// client that takes nothing for `--write-timeout` is cut off.
 #[test]
 fn four_clients_that_do_not_read_100_mb_answers_cost_at_most_600_mb_and_are_cut_off() {
+    let _turn = heavy();
     let server = Server::start(&[("MAX_INPUTS", "2048"), ("WRITE_TIMEOUT", "3")]);
     // One client that reads: the answer is whole, streamed, and about 100 MB.
     let reply = try_send(
@@ -393,6 +407,7 @@ fn four_clients_that_do_not_read_100_mb_answers_cost_at_most_600_mb_and_are_cut_
 /// until the request timeout.
 #[test]
 fn a_fin_hang_up_empties_its_texts_from_the_queue_within_5_s() {
+    let _turn = heavy();
     let server = Server::start(&[("MAX_INPUTS", "2048"), ("MAX_BATCH_TOKENS", "1024")]);
     let texts = random_texts(2048, 600, 3);
     let mut stream = server.send_raw(
@@ -426,6 +441,7 @@ fn a_fin_hang_up_empties_its_texts_from_the_queue_within_5_s() {
 /// 503.
 #[test]
 fn a_timed_out_request_stops_being_tokenized() {
+    let _turn = heavy();
     let server = Server::start(&[("REQUEST_TIMEOUT", "1"), ("TOKENIZER_THREADS", "1")]);
     let texts = random_texts(64, 250_000, 4);
     let body = json_bytes(&json!({"input": texts, "max_length": 8}));
@@ -473,6 +489,7 @@ fn long_requests(
 }
 
 fn a_second_signal_exits_at_once(first: &str, second: &str) {
+    let _turn = heavy();
     let mut server = Server::start(&[("MAX_INPUTS", "2048"), ("MAX_BATCH_TOKENS", "1024")]);
     let clients = long_requests(&server, 2);
     server.signal(first);
@@ -515,10 +532,13 @@ fn a_second_sigint_or_term_then_int_exits_within_5_s() {
 /// exit status was 0; during the drain no client saw 503 `shutting_down` or `draining`.
 #[test]
 fn a_drain_answers_503_and_the_exit_status_says_requests_were_abandoned() {
+    let _turn = heavy();
     let mut server = Server::start(&[
         ("MAX_INPUTS", "2048"),
         ("MAX_BATCH_TOKENS", "1024"),
         ("SHUTDOWN_TIMEOUT", "3"),
+        // The idle connection must still be open when the signal comes.
+        ("KEEP_ALIVE", "300"),
     ]);
     // A keep-alive connection, idle when the signal comes.
     let mut idle = server.connect();
@@ -589,6 +609,7 @@ fn a_drain_answers_503_and_the_exit_status_says_requests_were_abandoned() {
 /// concurrent requests take turns on.
 #[test]
 fn a_short_request_is_not_held_up_by_a_huge_tokenization() {
+    let _turn = heavy();
     let server = Server::start(&[("TOKENIZER_THREADS", "1")]);
     let texts = random_texts(16, 1_000_000, 5);
     let body = json_bytes(&json!({"input": texts, "max_length": 8}));
@@ -742,6 +763,7 @@ fn an_oversize_body_behind_expect_100_continue_is_refused_413_without_being_read
 /// log nor `bge_m3_requests_total`, and actix logged them at ERROR.
 #[test]
 fn parser_rejects_are_logged_and_counted_not_errors() {
+    let _turn = heavy();
     let server = Server::start(&[("HEADER_TIMEOUT", "1")]);
     let count = |status: &str| {
         server.metric(&format!(
