@@ -4,27 +4,40 @@
 //! [`Batcher::encode`] or [`Batcher::score`], which
 //! 1. admits the request or refuses it at once with 429 when `queue_size` requests are already
 //!    admitted and unanswered, never queueing without bound;
-//! 2. tokenizes its texts on the blocking thread pool, so that tokenization runs beside the
-//!    model, never on the async runtime;
-//! 3. hands the sequences to the model's thread ([`crate::worker`]), which merges the texts of
+//! 2. grows the request's memory reservation (see [`crate::memory`]) to the bound of its token
+//!    ids, or refuses it (429, or 413 when it could never fit);
+//! 3. tokenizes its texts on the tokenizer pool, threads of their own (`--tokenizer-threads`),
+//!    so that tokenization never runs on the async runtime nor on the model's threads, one job
+//!    per chunk of [`TOKENIZE_CHUNK_BYTES`], so that a large request holds its truncated ids and
+//!    one chunk's tokenizer state, never all of it, and concurrent requests take turns;
+//! 4. sets the reservation to its token ids and the embeddings its answer will hold;
+//! 5. hands the sequences to the model's thread ([`crate::worker`]), which merges the texts of
 //!    every waiting request into forward passes under a token budget;
-//! 4. turns the embeddings into the answer (sparse weights keyed by token string, scores), again
-//!    on the blocking pool.
+//! 6. turns the embeddings into the answer (sparse weights keyed by token string on the
+//!    tokenizer pool, scores on the blocking pool).
 //!
-//! The whole is bounded by the request timeout (503). A request whose client disconnects is
-//! dropped: its texts leave the queue before the next pass.
+//! The whole is bounded by the request timeout (503). A request whose future is dropped (its
+//! client hung up, or it timed out) is cancelled: no chunk of it is tokenized after the one at
+//! hand, and its texts leave the model's queue at once.
 
 use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bge_m3_core::{BgeM3, Embedding, EncodeOptions, Outputs, PairScores, ScoreOptions};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
+use crate::memory::{distinct_tokens, Cost, Need, Reservation};
 use crate::metrics::metrics;
 use crate::state::ModelInfo;
 use crate::worker::{self, Computed, Forward, Queue, Request};
 use crate::{Error, Result};
+
+/// Texts are tokenized in chunks of about this many bytes (at least one text each): the
+/// tokenizer's state (every token's string, offsets, the untruncated ids) is some 100 bytes per
+/// token, freed after each chunk, so that only the truncated ids of a large request stay.
+pub const TOKENIZE_CHUNK_BYTES: usize = 256 << 10;
 
 /// What to embed: texts, or token ids of the model's vocabulary (without `<s>` and `</s>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +78,7 @@ pub struct EncodeJob {
 }
 
 /// The reply to an [`EncodeJob`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Encoded {
     /// One per input, in order.
     pub embeddings: Vec<Embedding>,
@@ -73,6 +86,9 @@ pub struct Encoded {
     /// sparse weights keyed by [`SparseKeys::Tokens`].
     pub sparse_tokens: Option<Vec<Vec<(String, f32)>>>,
     pub timings: Timings,
+    /// The request's memory reservation, now the size of these embeddings: keep it until the
+    /// answer is written.
+    pub held: Option<Reservation>,
 }
 
 impl Encoded {
@@ -91,7 +107,7 @@ pub struct ScoreJob {
 }
 
 /// The reply to a [`ScoreJob`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Scored {
     /// One per pair, in order.
     pub scores: Vec<PairScores>,
@@ -123,6 +139,8 @@ pub struct BatcherOptions {
     /// Longest time a request may take, from admission to answer; `None` waits without limit.
     /// Default: 300 s.
     pub request_timeout: Option<Duration>,
+    /// Threads of the tokenizer pool. Default: [`default_tokenizer_threads`].
+    pub tokenizer_threads: usize,
 }
 
 impl Default for BatcherOptions {
@@ -131,8 +149,25 @@ impl Default for BatcherOptions {
             queue_size: 64,
             max_batch_tokens: 16384,
             request_timeout: Some(Duration::from_secs(300)),
+            tokenizer_threads: default_tokenizer_threads(),
         }
     }
+}
+
+/// Half the CPUs, at least one: the rest are the model's.
+pub fn default_tokenizer_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
+/// The tokenizer's own threads: tokenization (and the tokenizer's parallel loops inside it) and
+/// the decoding of sparse weights run here, never on the threads of the model's kernels.
+fn tokenizer_pool(threads: usize) -> Result<Arc<rayon::ThreadPool>> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .thread_name(|i| format!("bge-m3-tokenizer-{i}"))
+        .build()
+        .map(Arc::new)
+        .map_err(|e| Error::Io(std::io::Error::other(e)))
 }
 
 /// The handle to the model and its thread; cheap to clone. When the last clone is dropped,
@@ -146,6 +181,7 @@ struct Inner {
     model: Arc<BgeM3>,
     queue: Queue,
     admission: Arc<Semaphore>,
+    tokenizers: Arc<rayon::ThreadPool>,
     options: BatcherOptions,
 }
 
@@ -161,6 +197,7 @@ impl Batcher {
         F: FnOnce() -> bge_m3_core::Result<BgeM3> + Send + 'static,
     {
         let (loaded_tx, loaded) = oneshot::channel();
+        let tokenizers = tokenizer_pool(options.tokenizer_threads)?;
         std::thread::Builder::new()
             .name("bge-m3-model".into())
             .spawn(move || {
@@ -176,7 +213,8 @@ impl Batcher {
                     .model_load_seconds
                     .set(start.elapsed().as_secs_f64());
                 let (queue, worker) = worker::queue(options.max_batch_tokens);
-                let _ = loaded_tx.send(Ok(Self::from_parts(model.clone(), queue, options)));
+                let batcher = Self::from_parts(model.clone(), queue, tokenizers, options);
+                let _ = loaded_tx.send(Ok(batcher));
                 worker.run(model.as_ref());
             })
             .map_err(Error::Io)?;
@@ -195,18 +233,32 @@ impl Batcher {
         forward: Arc<dyn Forward>,
         options: BatcherOptions,
     ) -> Result<Self> {
+        let tokenizers = tokenizer_pool(options.tokenizer_threads)?;
         let queue = Queue::spawn(forward, options.max_batch_tokens)?;
-        Ok(Self::from_parts(model, queue, options))
+        Ok(Self::from_parts(model, queue, tokenizers, options))
     }
 
-    fn from_parts(model: Arc<BgeM3>, queue: Queue, options: BatcherOptions) -> Self {
+    fn from_parts(
+        model: Arc<BgeM3>,
+        queue: Queue,
+        tokenizers: Arc<rayon::ThreadPool>,
+        options: BatcherOptions,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 model,
                 queue,
                 admission: Arc::new(Semaphore::new(options.queue_size.max(1))),
+                tokenizers,
                 options,
             }),
+        }
+    }
+
+    fn cost(&self) -> Cost {
+        Cost {
+            dense_dim: self.inner.model.dense_dim(),
+            colbert_dim: self.inner.model.colbert_dim(),
         }
     }
 
@@ -215,8 +267,20 @@ impl Batcher {
         ModelInfo::of(&self.inner.model)
     }
 
-    /// Embeds a job's inputs.
+    /// Embeds a job's inputs, outside any memory budget.
     pub async fn encode(&self, job: EncodeJob) -> Result<Encoded> {
+        self.encode_within(job, None).await
+    }
+
+    /// Embeds a job's inputs within the memory reservation `held` (see [`crate::memory`]): it
+    /// grows to the bound of the job's token ids before tokenization, then becomes its ids and
+    /// embeddings, handed back in [`Encoded::held`]; a request that does not fit is refused with
+    /// 429, or 413 when it never could.
+    pub async fn encode_within(
+        &self,
+        job: EncodeJob,
+        mut held: Option<Reservation>,
+    ) -> Result<Encoded> {
         let _admitted = self.admit()?;
         self.within_timeout(async move {
             let EncodeOptions {
@@ -224,16 +288,48 @@ impl Batcher {
                 max_length,
                 batch_size,
             } = job.options;
-            let model = self.inner.model.clone();
-            let (sequences, tokenization) = blocking(move || {
-                let start = Instant::now();
-                let sequences = match &job.inputs {
-                    Inputs::Texts(texts) => model.tokenize(texts, max_length),
-                    Inputs::TokenIds(ids) => model.wrap_ids(ids, max_length),
+            if let Some(held) = held.as_mut() {
+                let bound = match &job.inputs {
+                    Inputs::Texts(texts) => Cost::ids_bound(texts, max_length),
+                    Inputs::TokenIds(ids) => ids_of(ids, max_length),
                 };
-                sequences.map(|s| (s, start.elapsed()))
-            })
-            .await??;
+                held.resize(held.bytes() + bound, Need::Tokens)?;
+            }
+            let count_distinct = outputs.sparse && held.is_some();
+            let start = Instant::now();
+            let mut tokenized = Tokenized::default();
+            match job.inputs {
+                Inputs::Texts(texts) => {
+                    self.tokenize(texts, max_length, count_distinct, &mut tokenized)
+                        .await?
+                }
+                Inputs::TokenIds(ids) => {
+                    let model = self.inner.model.clone();
+                    let chunk = self
+                        .on_tokenizers(move || {
+                            Tokenized::of(model.wrap_ids(&ids, max_length)?, count_distinct)
+                        })
+                        .await??;
+                    tokenized.extend(chunk);
+                }
+            }
+            let Tokenized {
+                sequences,
+                distinct,
+            } = tokenized;
+            let tokenization = start.elapsed();
+            if let Some(held) = held.as_mut() {
+                let bytes = self.cost().encode(
+                    &sequences,
+                    &distinct,
+                    outputs.dense,
+                    outputs.sparse,
+                    job.sparse_keys == SparseKeys::Tokens,
+                    outputs.colbert,
+                );
+                held.resize(bytes, Need::Answer)?;
+            }
+            drop(distinct);
             let computed = self.compute(sequences, outputs, batch_size).await?;
             let timings = timings(tokenization, &computed);
             let embeddings = computed.embeddings;
@@ -242,49 +338,90 @@ impl Batcher {
                     embeddings,
                     sparse_tokens: None,
                     timings,
+                    held,
                 });
             }
             let model = self.inner.model.clone();
-            let (embeddings, sparse_tokens) = blocking(move || {
-                let by_token = embeddings
-                    .iter()
-                    .map(|e| match &e.sparse {
-                        Some(sparse) => Ok(model.sparse_by_token(sparse)?),
-                        None => Err(missing_output("sparse")),
-                    })
-                    .collect::<Result<Vec<_>>>();
-                (embeddings, by_token)
-            })
-            .await?;
+            let (embeddings, sparse_tokens) = self
+                .on_tokenizers(move || {
+                    let by_token = embeddings
+                        .iter()
+                        .map(|e| match &e.sparse {
+                            Some(sparse) => Ok(model.sparse_by_token(sparse)?),
+                            None => Err(missing_output("sparse")),
+                        })
+                        .collect::<Result<Vec<_>>>();
+                    (embeddings, by_token)
+                })
+                .await?;
             Ok(Encoded {
                 embeddings,
                 sparse_tokens: Some(sparse_tokens?),
                 timings,
+                held,
             })
         })
         .await
     }
 
     /// `BGEM3FlagModel.compute_score` for each pair on its own: queries and passages share
-    /// the forward passes, and each pair is scored from its own two embeddings.
+    /// the forward passes, and each pair is scored from its own two embeddings. Outside any
+    /// memory budget.
     pub async fn score(&self, job: ScoreJob) -> Result<Scored> {
+        self.score_within(job, None).await
+    }
+
+    /// [`Self::score`] within the memory reservation `held`, as [`Self::encode_within`]; the
+    /// reservation is given back with the scores.
+    pub async fn score_within(
+        &self,
+        job: ScoreJob,
+        mut held: Option<Reservation>,
+    ) -> Result<Scored> {
         let _admitted = self.admit()?;
         self.within_timeout(async move {
             let options = job.options;
             let weights = options.weights.validate()?;
-            let model = self.inner.model.clone();
-            let (sequences, tokenization) = blocking(move || {
-                let start = Instant::now();
+            if let Some(held) = held.as_mut() {
                 let (queries, passages): (Vec<&str>, Vec<&str>) = job
                     .pairs
                     .iter()
                     .map(|(q, p)| (q.as_str(), p.as_str()))
                     .unzip();
-                let mut sequences = model.tokenize(&queries, options.max_query_length)?;
-                sequences.extend(model.tokenize(&passages, options.max_passage_length)?);
-                Ok::<_, Error>((sequences, start.elapsed()))
-            })
-            .await??;
+                let bound = Cost::ids_bound(&queries, options.max_query_length)
+                    + Cost::ids_bound(&passages, options.max_passage_length);
+                held.resize(held.bytes() + bound, Need::Tokens)?;
+            }
+            let count_distinct = held.is_some();
+            let start = Instant::now();
+            let (queries, passages): (Vec<String>, Vec<String>) = job.pairs.into_iter().unzip();
+            let mut tokenized = Tokenized::default();
+            self.tokenize(
+                queries,
+                options.max_query_length,
+                count_distinct,
+                &mut tokenized,
+            )
+            .await?;
+            self.tokenize(
+                passages,
+                options.max_passage_length,
+                count_distinct,
+                &mut tokenized,
+            )
+            .await?;
+            let Tokenized {
+                sequences,
+                distinct,
+            } = tokenized;
+            let tokenization = start.elapsed();
+            if let Some(held) = held.as_mut() {
+                // Every output of every text, until the pairs are scored.
+                let bytes = self
+                    .cost()
+                    .encode(&sequences, &distinct, true, true, false, true);
+                held.resize(bytes, Need::Answer)?;
+            }
             let pairs = sequences.len() / 2;
             let tokens = sequences.iter().map(|s| s.len() - 2).sum();
             let computed = self
@@ -301,6 +438,7 @@ impl Batcher {
                     .collect::<bge_m3_core::Result<Vec<_>>>()
             })
             .await??;
+            drop(held);
             Ok(Scored {
                 scores,
                 tokens,
@@ -308,6 +446,57 @@ impl Batcher {
             })
         })
         .await
+    }
+
+    /// Tokenizes `texts` on the tokenizer pool, one job per chunk of about
+    /// [`TOKENIZE_CHUNK_BYTES`] (at least one text): the chunks of concurrent requests take
+    /// turns on the pool's threads, the tokenizer's state is freed after each chunk, and a
+    /// request whose future is dropped stops after the chunk at hand.
+    async fn tokenize(
+        &self,
+        texts: Vec<String>,
+        max_length: usize,
+        count_distinct: bool,
+        into: &mut Tokenized,
+    ) -> Result<()> {
+        into.sequences.reserve(texts.len());
+        let mut texts = texts.into_iter().peekable();
+        while let Some(first) = texts.next() {
+            let mut bytes = first.len();
+            let mut chunk = vec![first];
+            while let Some(next) = texts.next_if(|t| bytes + t.len() <= TOKENIZE_CHUNK_BYTES) {
+                bytes += next.len();
+                chunk.push(next);
+            }
+            let model = self.inner.model.clone();
+            let tokenized = self
+                .on_tokenizers(move || {
+                    Tokenized::of(model.tokenize(&chunk, max_length)?, count_distinct)
+                })
+                .await??;
+            into.extend(tokenized);
+        }
+        Ok(())
+    }
+
+    /// Runs tokenizer work on the tokenizer pool; a panic there is a 500 for this request
+    /// alone.
+    async fn on_tokenizers<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        let (done, outcome) = oneshot::channel();
+        self.inner.tokenizers.spawn(move || {
+            let _ = done.send(catch_unwind(AssertUnwindSafe(work)));
+        });
+        match outcome.await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(panic)) => Err(Error::Internal(format!(
+                "a tokenizer task failed: {}",
+                crate::worker::panic_message(panic.as_ref())
+            ))),
+            Err(_) => Err(Error::Internal("the tokenizer pool dropped a task".into())),
+        }
     }
 
     /// Takes a place among the admitted requests, or refuses at once with 429.
@@ -351,9 +540,15 @@ impl Batcher {
             batch_size,
             reply,
         });
+        let mut pending = Pending {
+            answer: Some(answer),
+            queue: &self.inner.queue,
+        };
+        let answer = pending.answer.as_mut().expect("set above");
         let computed = answer.await.map_err(|_| {
             Error::Internal("the model's thread dropped the request without an answer".into())
         })??;
+        pending.answer = None;
         let metrics = metrics();
         metrics.texts.inc_by(texts as u64);
         metrics.tokens.inc_by(tokens as u64);
@@ -363,6 +558,56 @@ impl Batcher {
             .observe(computed.inference.as_secs_f64());
         Ok(computed)
     }
+}
+
+/// A request on the model's queue: when it is dropped unanswered (its client went, or it timed
+/// out), its texts leave the queue at once rather than before the next pass.
+struct Pending<'a> {
+    answer: Option<oneshot::Receiver<Result<Computed>>>,
+    queue: &'a Queue,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some(answer) = self.answer.take() {
+            drop(answer);
+            self.queue.prune();
+        }
+    }
+}
+
+/// Tokenized texts: their `<s> … </s>` sequences, and the distinct tokens of each when they
+/// are counted (for the memory estimate of sparse weights).
+#[derive(Default)]
+struct Tokenized {
+    sequences: Vec<Vec<u32>>,
+    distinct: Vec<usize>,
+}
+
+impl Tokenized {
+    fn of(sequences: Vec<Vec<u32>>, count_distinct: bool) -> Result<Self> {
+        let distinct = if count_distinct {
+            distinct_tokens(&sequences)
+        } else {
+            vec![0; sequences.len()]
+        };
+        Ok(Self {
+            sequences,
+            distinct,
+        })
+    }
+
+    fn extend(&mut self, other: Tokenized) {
+        self.sequences.extend(other.sequences);
+        self.distinct.extend(other.distinct);
+    }
+}
+
+/// The bytes of token-id inputs once wrapped in `<s> … </s>` and truncated at `max_length`.
+fn ids_of(ids: &[Vec<u32>], max_length: usize) -> u64 {
+    ids.iter()
+        .map(|ids| Cost::ID * (ids.len() + 2).min(max_length.max(2)) as u64 + Cost::SEQUENCE)
+        .sum()
 }
 
 /// A place among the admitted requests, given back when the request is answered or dropped.

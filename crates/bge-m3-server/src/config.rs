@@ -123,10 +123,52 @@ pub struct Config {
     #[arg(long, env = "REQUEST_TIMEOUT", default_value_t = 300)]
     pub request_timeout: u64,
 
-    /// On SIGTERM or SIGINT, the most seconds to wait for the requests in flight before
-    /// stopping anyway.
+    /// On SIGTERM or SIGINT, the most seconds to wait for the requests in flight; those still
+    /// running then are answered 503 `shutting_down`, and the exit status is 3.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,
+
+    /// Memory, in MiB, that the requests in flight may hold in all: their bodies while read,
+    /// their token ids and their embeddings until their answer is written (estimated before
+    /// they are held). A request that does not fit now is refused at once with 429
+    /// `memory_full`; one that could never fit, with 413 `answer_too_large`.
+    #[arg(
+        long,
+        env = "MEMORY_BUDGET_MIB",
+        default_value_t = Limits::default().memory_budget_bytes >> 20,
+        value_parser = at_least_one_u64
+    )]
+    pub memory_budget_mib: u64,
+
+    /// Longest time, in seconds, for a request's body to arrive once its head has; past it,
+    /// 408 `body_timeout` and the connection is closed. 0: no limit.
+    #[arg(long, env = "BODY_TIMEOUT", default_value_t = 30)]
+    pub body_timeout: u64,
+
+    /// Longest time, in seconds, that an answer may wait for its client to take any of it;
+    /// past it the connection is cut and the answer dropped. 0: no limit.
+    #[arg(long, env = "WRITE_TIMEOUT", default_value_t = 30)]
+    pub write_timeout: u64,
+
+    /// Longest time, in seconds, for a new connection's first request head to arrive; past it,
+    /// 408 and the connection is closed. 0: no limit.
+    #[arg(long, env = "HEADER_TIMEOUT", default_value_t = 5)]
+    pub header_timeout: u64,
+
+    /// Seconds an idle keep-alive connection stays open. 0: one request per connection.
+    #[arg(long, env = "KEEP_ALIVE", default_value_t = 5)]
+    pub keep_alive: u64,
+
+    /// Most client connections open at once; more wait in the listen backlog. Default: the
+    /// process's limit on open files (raised to its hard limit at start) less a reserve for the
+    /// server's own files, so that `accept` never fails for want of descriptors.
+    #[arg(long, env = "MAX_CONNECTIONS", value_parser = at_least_one)]
+    pub max_connections: Option<usize>,
+
+    /// Threads that tokenize (and decode sparse weights), apart from the model's. Default:
+    /// half the CPUs, at least 1.
+    #[arg(long, env = "TOKENIZER_THREADS", value_parser = at_least_one)]
+    pub tokenizer_threads: Option<usize>,
 
     /// Most characters in one text (`input`, `input[i]`, `sentences_1[i]`, `sentences_2[i]`); a
     /// longer text is refused with 413, not truncated. Only the first `max_length` tokens of a
@@ -170,8 +212,22 @@ impl Config {
         BatcherOptions {
             queue_size: self.queue_size,
             max_batch_tokens: self.max_batch_tokens,
-            request_timeout: (self.request_timeout > 0)
-                .then(|| Duration::from_secs(self.request_timeout)),
+            request_timeout: seconds(self.request_timeout),
+            tokenizer_threads: self
+                .tokenizer_threads
+                .unwrap_or_else(crate::batcher::default_tokenizer_threads),
+        }
+    }
+
+    /// The limits on each request.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_inputs: self.max_inputs,
+            max_body_bytes: self.max_body_bytes,
+            max_text_chars: self.max_text_chars,
+            memory_budget_bytes: self.memory_budget_mib.saturating_mul(1 << 20),
+            body_timeout: seconds(self.body_timeout),
+            write_timeout: seconds(self.write_timeout),
         }
     }
 
@@ -185,6 +241,19 @@ impl Config {
             }
         }
         aliases
+    }
+}
+
+/// Seconds as a duration, `None` for 0 (no limit).
+pub(crate) fn seconds(n: u64) -> Option<Duration> {
+    (n > 0).then(|| Duration::from_secs(n))
+}
+
+fn at_least_one_u64(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -254,6 +323,22 @@ mod tests {
         assert!(defaults.cors_allow_origins.is_empty());
         assert_eq!(defaults.log_format, LogFormat::Text);
         assert_eq!(defaults.max_text_chars, 1_000_000);
+        // The deadlines for slow clients, each under a minute by default.
+        assert_eq!(defaults.body_timeout, 30);
+        assert_eq!(defaults.write_timeout, 30);
+        assert_eq!(defaults.header_timeout, 5);
+        assert_eq!(defaults.keep_alive, 5);
+        assert_eq!(defaults.memory_budget_mib, 1024);
+        let limits = defaults.limits();
+        assert_eq!(limits.body_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(limits.memory_budget_bytes, 1 << 30);
+        assert_eq!(
+            parse(&["--body-timeout", "0"])
+                .unwrap()
+                .limits()
+                .body_timeout,
+            None
+        );
         let config = parse(&[
             "--api-key",
             "sk-local",
@@ -281,6 +366,9 @@ mod tests {
             &["--cors-allow-origin", "app.example.com"],
             &["--log-format", "xml"],
             &["--max-text-chars", "0"],
+            &["--memory-budget-mib", "0"],
+            &["--max-connections", "0"],
+            &["--tokenizer-threads", "0"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }

@@ -10,6 +10,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::auth::AuthFailure;
+use crate::memory::Need;
 
 /// Everything that can go wrong in the server, while starting or while answering a request.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +32,15 @@ pub enum Error {
     /// 400: the body was sent with a Content-Type other than JSON.
     #[error("Content-Type must be application/json, got {0:?}")]
     UnsupportedContentType(String),
+
+    /// 415: the body is compressed or otherwise encoded (`Content-Encoding`); the server reads
+    /// plain bodies only.
+    #[error("Content-Encoding {0:?} is not supported: send the body uncompressed")]
+    UnsupportedContentEncoding(String),
+
+    /// 408: the body did not arrive within `--body-timeout`.
+    #[error("the request body did not arrive within {seconds}s (the server's body timeout)")]
+    BodyTimeout { seconds: u64 },
 
     /// 400: a browser's CORS preflight that the configured origins, methods or headers do
     /// not allow (`--cors-allow-origin`).
@@ -78,6 +88,37 @@ pub enum Error {
         path: String,
         chars: usize,
         limit: usize,
+    },
+
+    /// 413: the request would hold more memory than the whole budget of the requests in
+    /// flight: it can never be served as it is.
+    #[error(
+        "this request would hold about {} MiB {}, more than the server's memory budget of {} MiB for all requests in flight: split it into at least {} requests{}",
+        mib(*needed),
+        need_phrase(*what),
+        mib(*budget),
+        parts(*needed, *budget),
+        match what { Need::Answer => ", or ask for fewer outputs (colbert takes one vector per token)", _ => "" }
+    )]
+    AnswerTooLarge {
+        needed: u64,
+        budget: u64,
+        what: Need,
+    },
+
+    /// 429: the memory budget of the requests in flight has no room for this one now.
+    #[error(
+        "the server is busy: this request needs about {} MiB {} and {} of the {} MiB of the memory budget are taken; retry later or send a smaller request",
+        mib(*needed),
+        need_phrase(*what),
+        mib(*in_use),
+        mib(*budget)
+    )]
+    MemoryFull {
+        needed: u64,
+        in_use: u64,
+        budget: u64,
+        what: Need,
     },
 
     /// 429: the queue in front of the model is full.
@@ -136,6 +177,25 @@ pub enum Error {
     Io(#[source] std::io::Error),
 }
 
+/// Bytes in MiB, rounded up, for messages.
+fn mib(bytes: u64) -> u64 {
+    bytes.div_ceil(1 << 20)
+}
+
+fn need_phrase(what: Need) -> &'static str {
+    match what {
+        Need::Body => "to read its body",
+        Need::Tokens => "for its token ids",
+        Need::Answer => "for its token ids and embeddings",
+    }
+}
+
+/// How many requests `needed` should be split into for each part to take at most half the
+/// budget.
+fn parts(needed: u64, budget: u64) -> u64 {
+    (2 * needed).div_ceil(budget.max(1)).max(2)
+}
+
 /// `Result` with this crate's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -176,6 +236,10 @@ impl Error {
             Error::InvalidRequest { code, .. } => (INVALID, code),
             Error::MalformedJson(_) => (INVALID, "invalid_json"),
             Error::UnsupportedContentType(_) => (INVALID, "invalid_content_type"),
+            Error::UnsupportedContentEncoding(_) => (INVALID, "unsupported_content_encoding"),
+            Error::BodyTimeout { .. } => (INVALID, "body_timeout"),
+            Error::AnswerTooLarge { .. } => (INVALID, "answer_too_large"),
+            Error::MemoryFull { .. } => ("rate_limit_error", "memory_full"),
             Error::ModelNotFound(_) => (INVALID, "model_not_found"),
             Error::RouteNotFound { .. } => (INVALID, "not_found"),
             Error::MethodNotAllowed { .. } => (INVALID, "method_not_allowed"),
@@ -238,12 +302,15 @@ impl ResponseError for Error {
             | Error::UnsupportedContentType(_)
             | Error::CorsRefused(_) => StatusCode::BAD_REQUEST,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Error::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Error::UnsupportedContentEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::ModelNotFound(_) | Error::RouteNotFound { .. } => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::BodyTooLarge { .. }
             | Error::TooManyInputs { .. }
-            | Error::TextTooLong { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            | Error::TextTooLong { .. }
+            | Error::AnswerTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Overloaded { .. } | Error::MemoryFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::ModelLoading
             | Error::ModelFailed(_)
             | Error::Timeout { .. }
@@ -265,7 +332,12 @@ impl ResponseError for Error {
         let mut response = HttpResponse::build(status);
         match self {
             Error::MethodNotAllowed { allowed, .. } => {
-                response.insert_header((header::ALLOW, allowed.as_str()));
+                let allow = if allowed == Method::GET {
+                    "GET, HEAD"
+                } else {
+                    allowed.as_str()
+                };
+                response.insert_header((header::ALLOW, allow));
             }
             // RFC 6750: the scheme to use, and `invalid_token` when a wrong one was sent.
             Error::Unauthorized(failure) => {
@@ -275,10 +347,18 @@ impl ResponseError for Error {
                 };
                 response.insert_header((header::WWW_AUTHENTICATE, challenge));
             }
-            Error::Overloaded { .. } | Error::ModelLoading | Error::Timeout { .. } => {
+            Error::Overloaded { .. }
+            | Error::MemoryFull { .. }
+            | Error::ModelLoading
+            | Error::Timeout { .. } => {
                 response.insert_header((header::RETRY_AFTER, "1"));
             }
             _ => {}
+        }
+        // The rest of an unread body makes the connection unusable; during a stop, clients
+        // should go elsewhere.
+        if matches!(self, Error::BodyTimeout { .. } | Error::ShuttingDown) {
+            response.force_close();
         }
         let (kind, code) = self.kind();
         response.json(ErrorBody {

@@ -5,43 +5,92 @@ use std::future::Future;
 use std::pin::Pin;
 
 use actix_web::error::PayloadError;
+use actix_web::http::header;
 use actix_web::{dev::Payload, web, FromRequest, HttpMessage, HttpRequest};
 use serde::de::DeserializeOwned;
 
+use crate::memory::{Need, Reservation};
 use crate::state::AppState;
 use crate::{Error, Result};
 
-/// A JSON request body deserialized into `T`.
+/// A JSON request body deserialized into `T`, and the memory reservation that holds it.
 ///
 /// - The body may be at most [`crate::state::Limits::max_body_bytes`] long (413 otherwise).
+/// - Before it is read, twice its length (the bytes, then the parsed values) is reserved in the
+///   memory budget ([`crate::memory`]); without room the request is refused with 429 at once.
+/// - It must arrive within [`crate::state::Limits::body_timeout`] (408 otherwise, and the
+///   connection is closed).
 /// - A `Content-Type` other than JSON is a 400. A missing one is read as JSON, as the FastAPI
-///   service this server replaces did (so `curl -d` without `-H` keeps working).
+///   service this server replaces did (so `curl -d` without `-H` keeps working). A
+///   `Content-Encoding` other than `identity` is a 415: bodies are not decompressed.
 /// - A syntax error is a 400 `invalid_json`; a wrong type or value is a 400 naming the field
 ///   by its JSON path (`input_type.dense`).
-pub struct Json<T>(pub T);
+pub struct Json<T>(pub T, pub Option<Reservation>);
 
 impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     type Error = Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let content_type = check_content_type(req);
-        let limit = req
-            .app_data::<web::Data<AppState>>()
+        let checked = check_content_type(req).and_then(|()| check_content_encoding(req));
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let limit = state
+            .as_ref()
             .map_or(0, |state| state.limits().max_body_bytes);
+        let held = match (&checked, &state) {
+            (Ok(()), Some(state)) => {
+                let announced = req
+                    .headers()
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                    .unwrap_or(limit as u64)
+                    .min(limit as u64);
+                Some(state.budget().reserve(2 * announced, Need::Body))
+            }
+            _ => None,
+        };
+        let deadline = state.as_ref().and_then(|state| state.limits().body_timeout);
         let body = web::Bytes::from_request(req, payload);
         Box::pin(async move {
-            content_type?;
-            let body = body.await.map_err(|e| match e.as_error::<PayloadError>() {
-                Some(PayloadError::Overflow) => Error::BodyTooLarge { limit },
-                _ => Error::InvalidRequest {
-                    param: None,
-                    message: format!("cannot read the request body: {e}"),
-                    code: "invalid_body",
-                },
-            })?;
-            parse(&body).map(Json)
+            checked?;
+            let held = held.transpose()?;
+            let read = async {
+                body.await.map_err(|e| match e.as_error::<PayloadError>() {
+                    Some(PayloadError::Overflow) => Error::BodyTooLarge { limit },
+                    _ => Error::InvalidRequest {
+                        param: None,
+                        message: format!("cannot read the request body: {e}"),
+                        code: "invalid_body",
+                    },
+                })
+            };
+            let body = match deadline {
+                None => read.await?,
+                Some(deadline) => tokio::time::timeout(deadline, read).await.map_err(|_| {
+                    Error::BodyTimeout {
+                        seconds: deadline.as_secs(),
+                    }
+                })??,
+            };
+            let value = parse(&body)?;
+            Ok(Json(value, held))
         })
+    }
+}
+
+/// Bodies are read as they come: a compressed one (`gzip`, `br`, ...) is refused rather than
+/// parsed as JSON.
+fn check_content_encoding(req: &HttpRequest) -> Result<()> {
+    match req.headers().get(header::CONTENT_ENCODING) {
+        None => Ok(()),
+        Some(value) => {
+            let value = String::from_utf8_lossy(value.as_bytes()).trim().to_string();
+            if value.is_empty() || value.eq_ignore_ascii_case("identity") {
+                Ok(())
+            } else {
+                Err(Error::UnsupportedContentEncoding(value))
+            }
+        }
     }
 }
 

@@ -9,6 +9,8 @@
 //! - [`Batcher`] is the model's own thread behind a bounded queue; handlers never run the
 //!   model on the async runtime.
 //! - [`Error`] is every failure, mapped to OpenAI's error body and an HTTP status in one place.
+//! - [`memory`] is the memory budget of the requests in flight; `connection` the deadlines and
+//!   accounting of connections and answers.
 //!
 //! ```no_run
 //! use clap::Parser;
@@ -16,17 +18,21 @@
 //! # fn main() -> bge_m3_server::Result<()> {
 //! let args = ["bge-m3-server", "--model-path", "/models/bge-m3"];
 //! let config = bge_m3_server::Config::parse_from(args);
-//! actix_web::rt::System::new().block_on(bge_m3_server::run(config))
+//! let stopped = actix_web::rt::System::new().block_on(bge_m3_server::run(config))?;
+//! assert_eq!(stopped.abandoned, 0);
+//! # Ok(())
 //! # }
 //! ```
 
 pub mod auth;
 pub mod batcher;
 pub mod config;
+mod connection;
 mod cors;
 mod error;
 mod extract;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 mod request_id;
 mod routes;
@@ -34,9 +40,11 @@ pub mod state;
 pub mod worker;
 
 use std::net::TcpListener;
+use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::http::KeepAlive;
 use actix_web::{middleware, web, App, HttpServer};
 use bge_m3_core::hub::{self, HubOptions};
 use bge_m3_core::{BgeM3, LoadOptions};
@@ -74,7 +82,10 @@ pub fn app(
         .default_service(web::to(routes::not_found))
         // The last `wrap` is the outermost. CORS comes before the API key, since browsers send
         // preflights without it; the request id around everything, so that every response has
-        // one and every log line of the request carries it.
+        // one and every log line of the request carries it. The requests in flight are counted,
+        // and their answers watched, inside the log and the metrics, which so see the 503s of
+        // an aborted stop.
+        .wrap(middleware::from_fn(connection::supervise))
         .wrap(middleware::from_fn(auth::require_api_key))
         .wrap(middleware::Condition::new(
             !cors_origins.is_empty(),
@@ -86,8 +97,24 @@ pub fn app(
         .wrap(middleware::from_fn(request_id::assign))
 }
 
+/// How the server stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    /// Requests that were not answered in full: still running when `--shutdown-timeout` was
+    /// up (they were answered 503 `shutting_down`), or whose answer was still being written
+    /// then. 0 for a clean stop.
+    pub abandoned: u64,
+}
+
+/// The exit status of the binary when requests were abandoned (see [`Stopped`]).
+pub const EXIT_ABANDONED: u8 = 3;
+
+/// After `--shutdown-timeout`, how long the requests answered 503 and the answers still being
+/// written get before the server stops anyway.
+const ABORT_GRACE: Duration = Duration::from_secs(5);
+
 /// Binds `config.host:config.port`, then [`serve`]s.
-pub async fn run(config: Config) -> Result<()> {
+pub async fn run(config: Config) -> Result<Stopped> {
     let addr = format!("{}:{}", config.host, config.port);
     let listener = TcpListener::bind((config.host.as_str(), config.port))
         .map_err(|source| Error::Bind { addr, source })?;
@@ -98,10 +125,13 @@ pub async fn run(config: Config) -> Result<()> {
 /// answers 503 until it is loaded). Returns when the server has stopped, or with
 /// [`Error::Load`] as soon as the model fails to load.
 ///
-/// SIGTERM and SIGINT stop it gracefully: `/health` turns 503 and new requests are refused
-/// with 503, while every request already in flight or queued is answered; then it returns,
-/// within `--shutdown-timeout`. A second signal stops it at once.
-pub async fn serve(config: Config, listener: TcpListener) -> Result<()> {
+/// SIGTERM and SIGINT stop it gracefully: `/health` turns 503 `draining` and new requests are
+/// answered 503 `shutting_down` (connections are still accepted, and closed after each answer),
+/// while every request already in flight or queued is answered. Those still running after
+/// `--shutdown-timeout` are answered 503 `shutting_down`, and counted in
+/// [`Stopped::abandoned`]. A second signal exits the process at once, with
+/// [`EXIT_ABANDONED`] if requests were still in flight (0 otherwise).
+pub async fn serve(config: Config, listener: TcpListener) -> Result<Stopped> {
     let addr = listener.local_addr().map_err(Error::Io)?;
     let state = web::Data::new(AppState::from_config(&config));
     let model_path = config.model_path.clone();
@@ -124,26 +154,52 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<()> {
         )?
     };
 
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let descriptors = raise_descriptor_limit();
+    let max_connections = config
+        .max_connections
+        .unwrap_or_else(|| default_max_connections(descriptors, workers));
+    let header_timeout = Duration::from_secs(config.header_timeout);
     let server = HttpServer::new({
         let state = state.clone();
         move || app(state.clone())
     })
+    .workers(workers)
+    // Per worker: connections are handed to the workers in turn.
+    .max_connections(max_connections.div_ceil(workers).max(1))
+    .keep_alive(match config::seconds(config.keep_alive) {
+        Some(idle) => KeepAlive::Timeout(idle),
+        None => KeepAlive::Disabled,
+    })
+    .client_request_timeout(header_timeout)
+    // A client that closes its side (FIN) has gone: its request is dropped and cancelled.
+    .h1_allow_half_closed(false)
+    .on_connect(connection::on_connect(header_timeout))
     .disable_signals()
-    .shutdown_timeout(config.shutdown_timeout)
+    // Our own drain runs first (see `stop_on_signals`); this is what is left after it.
+    .shutdown_timeout(1)
     .listen(listener)
     .map_err(Error::Io)?
     .run();
     let handle = server.handle();
     let mut server = actix_web::rt::spawn(server);
-    actix_web::rt::spawn(stop_on_signals(state.clone(), handle.clone()));
+    actix_web::rt::spawn(stop_on_signals(
+        state.clone(),
+        handle.clone(),
+        Duration::from_secs(config.shutdown_timeout),
+    ));
     tracing::info!(
         %addr,
         model = %model_path.display(),
+        workers,
+        max_connections,
+        open_files_limit = descriptors,
+        memory_budget_mib = config.memory_budget_mib,
         "listening; loading the model"
     );
 
     let loaded = tokio::select! {
-        stopped = &mut server => return finished(stopped),
+        stopped = &mut server => return finished(stopped, &state),
         loaded = loaded => loaded,
     };
     match loaded {
@@ -151,7 +207,7 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<()> {
             let info = batcher.info();
             tracing::info!(device = %info.device, dense_dim = info.dense_dim, "ready");
             state.set_ready(info, batcher);
-            finished(server.await)
+            finished(server.await, &state)
         }
         failure => {
             let error = match failure {
@@ -169,8 +225,13 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<()> {
     }
 }
 
-/// Stops the server gracefully on the first SIGTERM or SIGINT, at once on the second.
-async fn stop_on_signals(state: web::Data<AppState>, handle: actix_web::dev::ServerHandle) {
+/// Stops the server gracefully on the first SIGTERM or SIGINT (see [`serve`]), and exits the
+/// process at once on the second.
+async fn stop_on_signals(
+    state: web::Data<AppState>,
+    handle: actix_web::dev::ServerHandle,
+    shutdown_timeout: Duration,
+) {
     use tokio::signal::unix::{signal, SignalKind};
 
     let (Ok(mut term), Ok(mut int)) = (
@@ -184,25 +245,115 @@ async fn stop_on_signals(state: web::Data<AppState>, handle: actix_web::dev::Ser
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-    tracing::info!("stopping: answering the requests in flight, refusing new ones");
+    let in_flight = state.in_flight();
+    tracing::info!(
+        in_flight,
+        shutdown_timeout_s = shutdown_timeout.as_secs(),
+        "stopping: answering the requests in flight, refusing new ones with 503"
+    );
     state.start_draining();
-    let graceful = actix_web::rt::spawn({
-        let handle = handle.clone();
-        async move { handle.stop(true).await }
-    });
+    let drained = async {
+        let deadline = Instant::now() + shutdown_timeout;
+        if !until_idle(&state, deadline).await {
+            tracing::warn!(
+                in_flight = state.in_flight(),
+                "the shutdown timeout is up: answering the requests still running with 503"
+            );
+            state.abort_in_flight();
+            if !until_idle(&state, Instant::now() + ABORT_GRACE).await {
+                let cut = state.in_flight();
+                tracing::warn!(cut, "stopping with answers still being written");
+                for _ in 0..cut {
+                    state.count_abandoned();
+                }
+            }
+        }
+        // Stops accepting and closes the idle keep-alive connections.
+        handle.stop(true).await;
+    };
     tokio::select! {
-        _ = graceful => {}
-        _ = term.recv() => handle.stop(false).await,
-        _ = int.recv() => handle.stop(false).await,
+        () = drained => {}
+        _ = term.recv() => exit_now(&state),
+        _ = int.recv() => exit_now(&state),
     }
+}
+
+/// Waits until no request is in flight, or `deadline`; whether none is.
+async fn until_idle(state: &AppState, deadline: Instant) -> bool {
+    while state.in_flight() > 0 {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+/// The second signal: the process exits now, whatever is in flight.
+fn exit_now(state: &AppState) -> ! {
+    let in_flight = state.in_flight();
+    tracing::warn!(
+        in_flight,
+        "second signal: exiting at once, without answering the requests in flight"
+    );
+    std::process::exit(if in_flight > 0 {
+        i32::from(EXIT_ABANDONED)
+    } else {
+        0
+    })
+}
+
+/// Raises the soft limit on open files to the hard limit, and returns the limit now in force
+/// (`None` if it cannot be read).
+fn raise_descriptor_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `getrlimit` and `setrlimit` read and write the `rlimit` given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return None;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit.rlim_cur = limit.rlim_max;
+            }
+        }
+    }
+    Some(limit.rlim_cur)
+}
+
+/// Connections the open-file limit leaves room for: the limit less a reserve for the server's
+/// own descriptors (the listener, each worker's event loop, logs, the model's files while they
+/// load), at most 25,000 per worker (actix's own default).
+fn default_max_connections(descriptors: Option<u64>, workers: usize) -> usize {
+    let ceiling = 25_000 * workers;
+    let Some(limit) = descriptors else {
+        return ceiling;
+    };
+    let reserve = 32 + 4 * workers as u64;
+    (limit.saturating_sub(reserve).max(1) as usize).min(ceiling)
 }
 
 fn finished(
     joined: std::result::Result<std::io::Result<()>, actix_web::rt::task::JoinError>,
-) -> Result<()> {
+    state: &AppState,
+) -> Result<Stopped> {
     joined
         .map_err(|e| Error::Internal(format!("the HTTP server task failed: {e}")))?
-        .map_err(Error::Io)
+        .map_err(Error::Io)?;
+    let abandoned = state.abandoned();
+    if abandoned > 0 {
+        tracing::warn!(abandoned, "stopped; requests were abandoned");
+    } else {
+        tracing::info!("stopped; every request was answered");
+    }
+    Ok(Stopped { abandoned })
 }
 
 #[cfg(test)]

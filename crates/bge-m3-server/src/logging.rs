@@ -2,16 +2,24 @@
 //! (default `info`), and one line per request with its method, path, status, latency and
 //! tokens. Every line written while a request is served carries its id: the request-id
 //! middleware serves each request inside a `request` span with a `request_id` field.
+//!
+//! The HTTP layer's own complaints about clients are not server errors: [`HttpNoise`] keeps
+//! actix's ERROR line for a request it could not parse out of the log (the request is logged
+//! and counted as a 400 or 431 by `connection`, when its connection ends), and lets through
+//! one `accept` error a minute rather than one every half second.
 
+use std::cell::Cell;
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
-use tracing::Subscriber;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -35,6 +43,7 @@ pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::registry()
         .with(filter)
+        .with(HttpNoise)
         .with(layer(
             format,
             std::io::stderr,
@@ -61,6 +70,98 @@ where
     }
 }
 
+/// The HTTP layer's noise about clients, filtered (see the module's documentation).
+pub(crate) struct HttpNoise;
+
+thread_local! {
+    /// The status of a request the HTTP layer just refused on this thread (it runs the
+    /// connection), for the connection's end to log and count.
+    static REFUSED: Cell<Option<u16>> = const { Cell::new(None) };
+}
+
+/// The status of the request the HTTP layer refused last on this thread, if any, taken.
+pub(crate) fn take_refused() -> Option<u16> {
+    REFUSED.with(Cell::take)
+}
+
+/// Most one accept error a minute is logged.
+const ACCEPT_ERRORS_EVERY_S: u64 = 60;
+
+impl<S: Subscriber> Layer<S> for HttpNoise {
+    fn event_enabled(&self, event: &Event<'_>, _: Context<'_, S>) -> bool {
+        let metadata = event.metadata();
+        if *metadata.level() != Level::ERROR {
+            return true;
+        }
+        match metadata.target() {
+            "actix_http::h1::dispatcher" => {
+                let message = message(event);
+                let Some(cause) = message.strip_prefix("stream error: ") else {
+                    return true;
+                };
+                if let Some(parse) = cause.strip_prefix("request parse error: ") {
+                    let status = if parse.contains("too large") {
+                        431
+                    } else {
+                        400
+                    };
+                    REFUSED.with(|refused| refused.set(Some(status)));
+                }
+                // A client's broken connection (`I/O error: ...`) is its own business.
+                false
+            }
+            "actix_server::accept" => {
+                static LAST: AtomicU64 = AtomicU64::new(0);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let last = LAST.load(Ordering::Relaxed);
+                (last == 0 || now >= last + ACCEPT_ERRORS_EVERY_S)
+                    && LAST
+                        .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+            }
+            _ => true,
+        }
+    }
+}
+
+/// An event's message.
+fn message(event: &Event<'_>) -> String {
+    struct Message(String);
+    impl Visit for Message {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "message" {
+                self.0 = format!("{value:?}");
+            }
+        }
+    }
+    let mut visitor = Message(String::new());
+    event.record(&mut visitor);
+    visitor.0
+}
+
+/// Runs a closure when dropped, unless disarmed first: what a dropped future does last.
+pub(crate) struct OnDrop<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> OnDrop<F> {
+    pub fn new(f: F) -> Self {
+        Self(Some(f))
+    }
+
+    pub fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl<F: FnOnce()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}
+
 /// Tokens a request took, left by its handler in the response's extensions for the log line.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Tokens(pub usize);
@@ -73,7 +174,20 @@ pub(crate) async fn log_request(
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.path().to_string();
+    // A request whose client hangs up is dropped here, unanswered.
+    let gone = OnDrop::new(|| {
+        let latency_ms = (start.elapsed().as_secs_f64() * 1e3 * 100.0).round() / 100.0;
+        tracing::info!(
+            target: "bge_m3_server::request",
+            %method,
+            %path,
+            status = 499u16,
+            latency_ms,
+            "request: the client closed the connection before the answer"
+        );
+    });
     let result = next.call(req).await;
+    gone.disarm();
     let latency_ms = (start.elapsed().as_secs_f64() * 1e3 * 100.0).round() / 100.0;
     let (status, tokens) = match &result {
         Ok(response) => (

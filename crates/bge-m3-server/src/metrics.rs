@@ -52,6 +52,20 @@ pub struct Metrics {
     pub waiting_texts: IntGauge,
     /// `model_load_seconds`: how long loading the model took.
     pub model_load_seconds: prometheus::Gauge,
+    /// `open_connections`: client connections open now.
+    pub open_connections: IntGauge,
+    /// `connections_total`: client connections accepted.
+    pub connections: IntCounter,
+    /// `write_timeouts_total`: connections cut because their client took nothing of its
+    /// answer within `--write-timeout`.
+    pub write_timeouts: IntCounter,
+    /// `memory_budget_bytes`: the memory budget of the requests in flight.
+    pub memory_budget_bytes: IntGauge,
+    /// `memory_reserved_bytes`: what the requests in flight have reserved of it.
+    pub memory_reserved_bytes: IntGauge,
+    /// `abandoned_requests_total`: requests answered 503 because the graceful stop ran out of
+    /// time.
+    pub abandoned: IntCounter,
 }
 
 /// The server's metrics (one set per process).
@@ -171,6 +185,24 @@ impl Metrics {
                 "Requests admitted to the model and not yet answered",
             ),
             waiting_texts: gauge("waiting_texts", "Texts waiting for a forward pass"),
+            open_connections: gauge("open_connections", "Client connections open now"),
+            connections: counter("connections_total", "Client connections accepted"),
+            write_timeouts: counter(
+                "write_timeouts_total",
+                "Connections cut because their client took nothing of its answer in time",
+            ),
+            memory_budget_bytes: gauge(
+                "memory_budget_bytes",
+                "The memory budget of the requests in flight",
+            ),
+            memory_reserved_bytes: gauge(
+                "memory_reserved_bytes",
+                "Memory reserved by the requests in flight",
+            ),
+            abandoned: counter(
+                "abandoned_requests_total",
+                "Requests answered 503 because the graceful stop ran out of time",
+            ),
             model_load_seconds,
             registry,
         }
@@ -199,7 +231,23 @@ pub(crate) async fn record_request(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let start = Instant::now();
     let path = req.path().to_string();
+    let pattern = req.match_pattern();
+    // A request whose client hangs up is dropped here, unanswered: count it as 499 (nginx's
+    // "client closed request").
+    let gone = crate::logging::OnDrop::new(|| {
+        let route = route_label(pattern, &path);
+        let metrics = metrics();
+        metrics
+            .requests
+            .with_label_values(&[route.as_str(), "499"])
+            .inc();
+        metrics
+            .request_duration
+            .with_label_values(&[route.as_str()])
+            .observe(start.elapsed().as_secs_f64());
+    });
     let mut result = next.call(req).await;
+    gone.disarm();
     let elapsed = start.elapsed();
     let (route, status) = match &mut result {
         Ok(response) => {
@@ -214,15 +262,7 @@ pub(crate) async fn record_request(
         }
         Err(error) => (None, error.as_response_error().status_code()),
     };
-    // Only the routes' own patterns become labels, never a client's arbitrary path.
-    let route = route.unwrap_or_else(|| {
-        let known = crate::routes::ROUTES.iter().any(|(_, p)| *p == path);
-        if known {
-            path
-        } else {
-            "other".into()
-        }
-    });
+    let route = route_label(route, &path);
     let metrics = metrics();
     metrics
         .requests
@@ -233,6 +273,18 @@ pub(crate) async fn record_request(
         .with_label_values(&[route.as_str()])
         .observe(elapsed.as_secs_f64());
     result
+}
+
+/// The `route` label: the route's pattern, never a client's arbitrary path.
+fn route_label(pattern: Option<String>, path: &str) -> String {
+    pattern.unwrap_or_else(|| {
+        let known = crate::routes::ROUTES.iter().any(|(_, p)| *p == path);
+        if known {
+            path.to_string()
+        } else {
+            "other".into()
+        }
+    })
 }
 
 /// A duration in seconds as a header value in milliseconds (`12.34`).

@@ -1,15 +1,17 @@
 //! What every handler shares: the served model's names, the request limits, and whether the
 //! model has loaded (and then its dimensions and the queue in front of it).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bge_m3_core::BgeM3;
+use tokio::sync::watch;
 
 use crate::auth::ApiKey;
 use crate::batcher::Batcher;
 use crate::config::Config;
+use crate::memory::MemoryBudget;
 use crate::{Error, Result};
 
 /// Limits on one request.
@@ -21,6 +23,15 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Most characters (Unicode scalar values) in one text. Default: 1,000,000.
     pub max_text_chars: usize,
+    /// Bytes that the requests in flight may hold in all (see [`crate::memory`]). Default:
+    /// 1 GiB.
+    pub memory_budget_bytes: u64,
+    /// Longest time a request body may take to arrive after its head (408 past it); `None`:
+    /// no limit. Default: 30 s.
+    pub body_timeout: Option<Duration>,
+    /// Longest time an answer may go without its client taking any of it (the connection is
+    /// cut past it); `None`: no limit. Default: 30 s.
+    pub write_timeout: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -29,6 +40,9 @@ impl Default for Limits {
             max_inputs: 2048,
             max_body_bytes: 16 * 1024 * 1024,
             max_text_chars: 1_000_000,
+            memory_budget_bytes: 1 << 30,
+            body_timeout: Some(Duration::from_secs(30)),
+            write_timeout: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -92,6 +106,28 @@ pub struct AppState {
     cors_allow_origins: Vec<String>,
     status: OnceLock<std::result::Result<Ready, String>>,
     draining: AtomicBool,
+    budget: MemoryBudget,
+    in_flight: Arc<AtomicUsize>,
+    abort: watch::Sender<bool>,
+    abandoned: AtomicU64,
+    openapi: OnceLock<String>,
+}
+
+/// A request in flight, from its head to the last byte of its answer (see
+/// [`AppState::enter`]).
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Resolves once [`AppState::abort_in_flight`] is called (never if the state is gone).
+pub(crate) async fn aborted(signal: &mut watch::Receiver<bool>) {
+    if signal.wait_for(|aborted| *aborted).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 impl AppState {
@@ -105,22 +141,19 @@ impl AppState {
             cors_allow_origins: Vec::new(),
             status: OnceLock::new(),
             draining: AtomicBool::new(false),
+            budget: MemoryBudget::new(limits.memory_budget_bytes),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            abort: watch::Sender::new(false),
+            abandoned: AtomicU64::new(0),
+            openapi: OnceLock::new(),
         }
     }
 
     /// A loading state with the names and limits of `config`.
     pub fn from_config(config: &Config) -> Self {
-        Self::new(
-            config.model_id.clone(),
-            config.aliases(),
-            Limits {
-                max_inputs: config.max_inputs,
-                max_body_bytes: config.max_body_bytes,
-                max_text_chars: config.max_text_chars,
-            },
-        )
-        .with_api_key(config.api_key.clone())
-        .with_cors_allow_origins(config.cors_allow_origins.clone())
+        Self::new(config.model_id.clone(), config.aliases(), config.limits())
+            .with_api_key(config.api_key.clone())
+            .with_cors_allow_origins(config.cors_allow_origins.clone())
     }
 
     /// Requires `key` on every route but `/health` and the API docs (see [`crate::auth`]).
@@ -176,8 +209,50 @@ impl AppState {
         self.draining.store(true, Ordering::SeqCst);
     }
 
-    fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+
+    /// The memory budget of the requests in flight.
+    pub fn budget(&self) -> &MemoryBudget {
+        &self.budget
+    }
+
+    /// Counts a request in flight until the guard is dropped.
+    pub fn enter(&self) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(self.in_flight.clone())
+    }
+
+    /// Requests in flight: their head has arrived and the last byte of their answer has not
+    /// left.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Answers every request still running 503 `shutting_down` at once (the end of a drain
+    /// that took too long); their work is cancelled.
+    pub fn abort_in_flight(&self) {
+        self.abort.send_replace(true);
+    }
+
+    pub(crate) fn abort_signal(&self) -> watch::Receiver<bool> {
+        self.abort.subscribe()
+    }
+
+    pub(crate) fn count_abandoned(&self) {
+        self.abandoned.fetch_add(1, Ordering::SeqCst);
+        crate::metrics::metrics().abandoned.inc();
+    }
+
+    /// The OpenAPI document with the served model's limits, once written.
+    pub(crate) fn openapi_cache(&self) -> &OnceLock<String> {
+        &self.openapi
+    }
+
+    /// Requests answered 503 by [`Self::abort_in_flight`].
+    pub fn abandoned(&self) -> u64 {
+        self.abandoned.load(Ordering::SeqCst)
     }
 
     pub(crate) fn status(&self) -> Status<'_> {

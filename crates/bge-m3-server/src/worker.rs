@@ -156,6 +156,16 @@ impl Queue {
         self.shared.wake.notify_one();
     }
 
+    /// Drops the requests whose client has gone (their reply channel is closed), as the worker
+    /// does before each pass, but at once: a request dropped while a long pass runs leaves the
+    /// queue (and `bge_m3_waiting_texts`) now rather than after that pass. The batcher calls it
+    /// when a request's future is dropped unanswered; the scheduling policy is unchanged.
+    pub fn prune(&self) {
+        let mut state = lock(&self.shared.state);
+        state.jobs.retain(|job| !job.reply.is_closed());
+        metrics().waiting_texts.set(state.waiting_texts() as i64);
+    }
+
     /// Refuses new requests; the worker stops once the queued ones are answered.
     pub fn close(&self) {
         lock(&self.shared.state).closed = true;
@@ -721,5 +731,20 @@ mod tests {
             refused.blocking_recv().unwrap(),
             Err(Error::ShuttingDown)
         ));
+    }
+
+    #[test]
+    fn pruning_drops_the_requests_whose_client_has_gone_at_once() {
+        // No worker runs: only `prune` can take the request off the queue.
+        let (queue, _worker) = queue(64);
+        let (a, gone) = request(&[8, 8], 12);
+        let (b, _b) = request(&[3], 12);
+        queue.push(a);
+        queue.push(b);
+        drop(gone);
+        queue.prune();
+        let state = lock(&queue.shared.state);
+        assert_eq!(state.jobs.len(), 1);
+        assert_eq!(state.waiting_texts(), 1);
     }
 }

@@ -24,6 +24,12 @@
 //!   OpenAI's error shape (a transport error is tolerated: the server may close on an oversized
 //!   body); a 5xx is a violation.
 //!
+//! - slow (`--slow-clients` threads beside the others): bodies sent a byte at a time, large
+//!   answers never read or read at 2 MiB/s, and requests whose client closes its side (FIN) at
+//!   once. The server must close each slow body with 408 within its body timeout, cut each
+//!   unread answer within its write timeout, serve the slow reader, and close after a FIN; see
+//!   `slow.rs`.
+//!
 //! Meanwhile the server's RSS is read from `/proc` every second: it must stay flat, its median
 //! over the last third of the load at most `--rss-growth-mib` above its median over the middle
 //! third (after the warm-up). After the load, 50 more valid requests are checked one at a time,
@@ -36,6 +42,7 @@ mod pools;
 mod report;
 mod rng;
 mod server;
+mod slow;
 mod valid;
 
 use std::path::PathBuf;
@@ -95,6 +102,15 @@ struct Args {
     /// The server's `RUST_LOG`.
     #[arg(long, default_value = "info")]
     server_log_level: String,
+    /// Slow clients (slow bodies, unread and slowly read answers, hang-ups), each a thread of
+    /// its own beside `--clients` that runs the four kinds in turn, the i-th starting with the
+    /// i-th kind: the default 4 runs every kind from the start, even in a short load.
+    #[arg(long, default_value_t = 4)]
+    slow_clients: usize,
+    /// The server's `--body-timeout` and `--write-timeout`, in seconds: short, so that the slow
+    /// clients meet them within the load.
+    #[arg(long, default_value_t = 3)]
+    server_deadlines: u64,
 }
 
 /// The server's `--max-inputs`: small, so that "too many inputs" bodies stay small.
@@ -145,7 +161,8 @@ fn serve() -> ExitCode {
     let config = bge_m3_server::Config::parse_from(args);
     bge_m3_server::logging::init(config.log_format);
     match actix_web::rt::System::new().block_on(bge_m3_server::run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(stopped) if stopped.abandoned == 0 => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(bge_m3_server::EXIT_ABANDONED),
         Err(error) => {
             eprintln!("bge-m3-server stopped: {}", bge_m3_server::Report(&error));
             ExitCode::FAILURE
@@ -168,6 +185,8 @@ fn run(args: &Args) -> Result<usize, String> {
         max_body_bytes: MAX_BODY_BYTES,
         log: log.clone(),
         rust_log: args.server_log_level.clone(),
+        body_timeout: args.server_deadlines,
+        write_timeout: args.server_deadlines,
     };
     let mut server = Server::start(&launch, &settings)?;
     println!(
@@ -236,9 +255,33 @@ fn run(args: &Args) -> Result<usize, String> {
         })
         .collect::<Result<_, _>>()?;
 
+    let deadlines = slow::Deadlines {
+        body: Duration::from_secs(args.server_deadlines),
+        write: Duration::from_secs(args.server_deadlines),
+    };
+    let slow_clients: Vec<_> = (0..args.slow_clients)
+        .map(|id| {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("slow-{id}"))
+                .spawn(move || {
+                    slow::slow_loop(
+                        shared.addr,
+                        &shared.pools,
+                        MAX_INPUTS,
+                        deadlines,
+                        shared.deadline,
+                        id,
+                    )
+                })
+                .map_err(|e| e.to_string())
+        })
+        .collect::<Result<_, _>>()?;
+    let clients: Vec<_> = clients.into_iter().chain(slow_clients).collect();
+
     // Watch the server while the clients run; give up on clients stuck past every timeout.
     let mut stats = Stats::default();
-    let give_up = shared.deadline + REQUEST_TIMEOUT + Duration::from_secs(10);
+    let give_up = shared.deadline + REQUEST_TIMEOUT + Duration::from_secs(30);
     while !clients.iter().all(|c| c.is_finished()) {
         if let Some(status) = server.exited() {
             return Err(format!("the server exited during the load: {status}"));

@@ -29,6 +29,9 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub log: PathBuf,
     pub rust_log: String,
+    /// The server's `--body-timeout` and `--write-timeout`, in seconds.
+    pub body_timeout: u64,
+    pub write_timeout: u64,
 }
 
 /// One RSS sample: when, and how many KiB.
@@ -73,7 +76,9 @@ impl Server {
             .args(["--device", "cpu"])
             .args(["--queue-size", &settings.queue_size.to_string()])
             .args(["--max-inputs", &settings.max_inputs.to_string()])
-            .args(["--max-body-bytes", &settings.max_body_bytes.to_string()]);
+            .args(["--max-body-bytes", &settings.max_body_bytes.to_string()])
+            .args(["--body-timeout", &settings.body_timeout.to_string()])
+            .args(["--write-timeout", &settings.write_timeout.to_string()]);
         // Nothing from this environment (an API_KEY, a PORT) may change the server's settings.
         command.env_clear();
         for name in ["PATH", "HOME", "LD_LIBRARY_PATH", "RUST_BACKTRACE"] {

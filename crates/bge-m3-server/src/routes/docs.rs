@@ -18,6 +18,7 @@ use utoipa::{IntoResponses, Modify, OpenApi};
 
 use super::{embeddings, info, models, score};
 use crate::error::ErrorBody;
+use crate::state::{AppState, ModelInfo, Status};
 use crate::{Error, Result};
 
 /// The security scheme of `--api-key`, as the operations name it (`security(("api_key" = []))`).
@@ -193,6 +194,28 @@ pub(crate) fn openapi() -> &'static str {
     })
 }
 
+/// The document with the limits of the served model: `dimensions` at most its width, token ids
+/// within its vocabulary, lengths within its `max_length`.
+pub(crate) fn openapi_for(info: &ModelInfo) -> String {
+    let mut doc: serde_json::Value = serde_json::from_str(openapi()).expect("the document is JSON");
+    let schemas = &mut doc["components"]["schemas"];
+    schemas["EmbeddingsRequest"]["properties"]["dimensions"]["maximum"] = info.dense_dim.into();
+    for (request, field) in [
+        ("EmbeddingsRequest", "max_length"),
+        ("ScoreRequest", "max_length"),
+        ("ScoreRequest", "max_query_length"),
+        ("ScoreRequest", "max_passage_length"),
+    ] {
+        schemas[request]["properties"][field]["maximum"] = info.max_length.into();
+    }
+    let last_id = info.vocab_size.saturating_sub(1);
+    if let Some(shapes) = schemas["Input"]["oneOf"].as_array_mut() {
+        shapes[2]["items"]["maximum"] = last_id.into();
+        shapes[3]["items"]["items"]["maximum"] = last_id.into();
+    }
+    serde_json::to_string_pretty(&doc).expect("the document serializes")
+}
+
 /// `GET /openapi.json`.
 #[utoipa::path(
     get,
@@ -201,10 +224,17 @@ pub(crate) fn openapi() -> &'static str {
     summary = "This OpenAPI document",
     responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json")),
 )]
-pub(crate) async fn openapi_json() -> HttpResponse {
+pub(crate) async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
+    let doc = match state.status() {
+        Status::Ready(info) | Status::Draining(info) => state
+            .openapi_cache()
+            .get_or_init(|| openapi_for(info))
+            .clone(),
+        Status::Loading | Status::Failed(_) => openapi().to_string(),
+    };
     HttpResponse::Ok()
         .content_type(ContentType::json())
-        .body(openapi())
+        .body(doc)
 }
 
 /// Swagger UI over `/openapi.json`. Relative paths, so that it also works behind a proxy that
@@ -338,6 +368,47 @@ mod tests {
                 doc["components"]["schemas"][name].is_object(),
                 "{target} is not defined"
             );
+        }
+    }
+
+    /// The served model's limits land on the integer fields they bound (the document is
+    /// indexed by position and name, which a change of the types could silently move).
+    #[test]
+    fn the_served_models_limits_are_written_on_their_fields() {
+        let info = ModelInfo {
+            dense_dim: 32,
+            colbert_dim: 16,
+            max_length: 4096,
+            vocab_size: 1202,
+            device: "cpu".into(),
+            loaded_at: 0,
+        };
+        let doc: Value = serde_json::from_str(&openapi_for(&info)).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        let integer = |schema: &Value| {
+            let kind = &schema["type"];
+            kind == "integer"
+                || kind
+                    .as_array()
+                    .is_some_and(|k| k.contains(&"integer".into()))
+        };
+        let dimensions = &schemas["EmbeddingsRequest"]["properties"]["dimensions"];
+        assert!(integer(dimensions), "{dimensions}");
+        assert_eq!(dimensions["maximum"], 32);
+        for (request, field) in [
+            ("EmbeddingsRequest", "max_length"),
+            ("ScoreRequest", "max_length"),
+            ("ScoreRequest", "max_query_length"),
+            ("ScoreRequest", "max_passage_length"),
+        ] {
+            let schema = &schemas[request]["properties"][field];
+            assert!(integer(schema), "{request}.{field}: {schema}");
+            assert_eq!(schema["maximum"], 4096, "{request}.{field}");
+        }
+        let shapes = schemas["Input"]["oneOf"].as_array().unwrap();
+        for ids in [&shapes[2]["items"], &shapes[3]["items"]["items"]] {
+            assert!(integer(ids), "{ids}");
+            assert_eq!(ids["maximum"], 1201);
         }
     }
 }

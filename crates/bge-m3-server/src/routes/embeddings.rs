@@ -1,16 +1,19 @@
 //! `POST /v1/embeddings` (OpenAI's shape) and `POST /embeddings` (the original service's
 //! native shape). Both take the same request; only the response differs.
 
+use std::iter::once;
+
 use actix_web::{web, HttpResponse};
-use bge_m3_core::{EncodeOptions, Outputs};
+use bge_m3_core::{Embedding, EncodeOptions, Outputs};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::answer::{self, array, array_of, object, value, Pieces};
 use super::docs::EncodeErrors;
-use super::input::{self, parse_outputs, InputField};
-use super::vectors::{EncodingFormat, Format, Item, Sparse, SparseFormat, Vector};
+use super::input::{self, parse_outputs, InputField, Integer};
+use super::vectors::{EncodingFormat, Format, Sparse, SparseFormat, Vector};
 use super::{answered, Usage};
-use crate::batcher::{EncodeJob, SparseKeys, Timings};
+use crate::batcher::{EncodeJob, Encoded, SparseKeys};
 use crate::extract::Json;
 use crate::state::{AppState, ModelInfo};
 use crate::{Error, Result};
@@ -30,17 +33,17 @@ pub(crate) struct EmbeddingsRequest {
     /// How vectors are written; default `float`.
     encoding_format: Option<EncodingFormat>,
     /// Keep the first N dense values and re-normalise (1 to the model's width); default all.
-    #[schema(minimum = 1)]
-    dimensions: Option<usize>,
+    #[schema(value_type = Option<i32>, minimum = 1)]
+    dimensions: Option<Integer>,
     /// How sparse weights are keyed; default `token`.
     sparse_format: Option<SparseFormat>,
     /// Truncation in tokens, `<s>` and `</s>` counted (1 to 8192); default 8192.
-    #[schema(minimum = 1, maximum = 8192)]
-    max_length: Option<usize>,
+    #[schema(value_type = Option<i32>, minimum = 1, maximum = 8192)]
+    max_length: Option<Integer>,
     /// Most inputs of this request per forward pass (the results do not depend on it);
     /// default 12.
-    #[schema(minimum = 1)]
-    batch_size: Option<usize>,
+    #[schema(value_type = Option<i32>, minimum = 1)]
+    batch_size: Option<Integer>,
 }
 
 impl EmbeddingsRequest {
@@ -55,12 +58,12 @@ impl EmbeddingsRequest {
         let outputs = parse_outputs(self.input_type)?;
         let max_length = input::length(
             "max_length",
-            self.max_length,
+            Integer::get(self.max_length),
             info.max_length,
             info.max_length,
         )?;
-        let batch_size = input::batch_size(self.batch_size)?;
-        let dimensions = match self.dimensions {
+        let batch_size = input::batch_size(Integer::get(self.batch_size))?;
+        let dimensions = match Integer::get(self.dimensions) {
             Some(d) if !(1..=info.dense_dim).contains(&d) => {
                 return Err(Error::invalid(
                     "dimensions",
@@ -90,41 +93,30 @@ impl EmbeddingsRequest {
     }
 }
 
-/// A request's outputs, written as it asked.
-struct Embedded {
-    items: Vec<Item>,
-    outputs: Outputs,
-    tokens: usize,
-    timings: Timings,
-}
-
-/// Runs a request on the model and writes each input's outputs.
-async fn embed(state: &AppState, request: EmbeddingsRequest) -> Result<Embedded> {
+/// Runs a request on the model, within its memory reservation.
+async fn embed(
+    state: &AppState,
+    request: EmbeddingsRequest,
+    held: Option<crate::memory::Reservation>,
+) -> Result<(Encoded, Format, Outputs)> {
     let ready = state.ready()?;
     let (job, format) = request.validate(state, &ready.info)?;
     let outputs = job.options.outputs;
-    let encoded = ready.batcher.encode(job).await?;
-    let tokens = encoded.tokens();
-    let timings = encoded.timings;
-    let mut sparse_tokens = encoded.sparse_tokens.map(Vec::into_iter);
-    let items = encoded
-        .embeddings
-        .into_iter()
-        .map(|embedding| {
-            let by_token = sparse_tokens.as_mut().and_then(Iterator::next);
-            format.item(embedding, by_token)
-        })
-        .collect();
-    Ok(Embedded {
-        items,
-        outputs,
-        tokens,
-        timings,
-    })
+    let encoded = ready.batcher.encode_within(job, held).await?;
+    Ok((encoded, format, outputs))
 }
 
-/// OpenAI's embeddings list.
+/// The token-keyed sparse weights of each input, in order, when there are any.
+fn by_token(
+    sparse_tokens: Option<Vec<Vec<(String, f32)>>>,
+) -> impl FnMut() -> Option<Vec<(String, f32)>> {
+    let mut lists = sparse_tokens.map(Vec::into_iter);
+    move || lists.as_mut().and_then(Iterator::next)
+}
+
+/// OpenAI's embeddings list (the schema; answers are written in pieces by [`openai_pieces`]).
 #[derive(Serialize, utoipa::ToSchema)]
+#[cfg_attr(not(test), allow(dead_code))]
 struct OpenAiResponse<'a> {
     /// `list`.
     object: &'static str,
@@ -138,6 +130,7 @@ struct OpenAiResponse<'a> {
 /// OpenAI's embedding object, plus the original service's `dense` and `sparse` beside
 /// `embedding` and, on request, `colbert`.
 #[derive(Serialize, utoipa::ToSchema)]
+#[cfg_attr(not(test), allow(dead_code))]
 struct OpenAiItem {
     /// `embedding`.
     object: &'static str,
@@ -174,37 +167,81 @@ struct OpenAiItem {
 )]
 pub(crate) async fn openai(
     state: web::Data<AppState>,
-    Json(request): Json<EmbeddingsRequest>,
+    Json(request, held): Json<EmbeddingsRequest>,
 ) -> Result<HttpResponse> {
-    let Embedded {
-        items,
+    let (encoded, format, _) = embed(&state, request, held).await?;
+    let tokens = encoded.tokens();
+    let timings = encoded.timings;
+    let pieces = openai_pieces(
+        encoded.embeddings,
+        encoded.sparse_tokens,
+        format,
+        state.model_id(),
+        tokens,
+    );
+    Ok(answered(
+        answer::respond(pieces, encoded.held),
         tokens,
         timings,
-        ..
-    } = embed(&state, request).await?;
-    let data = items
-        .into_iter()
-        .enumerate()
-        .map(|(index, item)| OpenAiItem {
-            object: "embedding",
-            index,
-            embedding: item.dense.clone(),
-            dense: item.dense,
-            sparse: item.sparse,
-            colbert: item.colbert,
-        })
-        .collect();
-    let response = OpenAiResponse {
-        object: "list",
-        data,
-        model: state.model_id(),
-        usage: Usage::new(tokens),
-    };
-    Ok(answered(&response, tokens, timings))
+    ))
 }
 
-/// The native response: each output's key present only when it was asked for.
+/// OpenAI's embeddings list ([`OpenAiResponse`]), one item at a time and one ColBERT row at a
+/// time, each formatted (`dimensions`, base64, sparse keys) when its turn comes.
+fn openai_pieces(
+    embeddings: Vec<Embedding>,
+    sparse_tokens: Option<Vec<Vec<(String, f32)>>>,
+    format: Format,
+    model: &str,
+    tokens: usize,
+) -> Pieces {
+    /// An item but its `colbert` rows.
+    #[derive(Serialize)]
+    struct Head<'a> {
+        object: &'static str,
+        index: usize,
+        embedding: Option<&'a Vector>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        dense: Option<&'a Vector>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sparse: Option<&'a Sparse>,
+    }
+    let mut next_tokens = by_token(sparse_tokens);
+    let items = embeddings
+        .into_iter()
+        .enumerate()
+        .map(move |(index, embedding)| {
+            let item = format.item(embedding, next_tokens());
+            let mut head = value(&Head {
+                object: "embedding",
+                index,
+                embedding: item.dense.as_ref(),
+                dense: item.dense.as_ref(),
+                sparse: item.sparse.as_ref(),
+            });
+            head.pop(); // its closing brace: the rows come before it
+            let rows = item
+                .colbert
+                .into_iter()
+                .flat_map(|rows| once(br#","colbert":"#.to_vec()).chain(array(rows.into_iter())));
+            once(head).chain(rows).chain(once(b"}".to_vec()))
+        });
+    let tail = format!(
+        r#","model":{},"usage":{}}}"#,
+        String::from_utf8(value(model)).expect("JSON is UTF-8"),
+        String::from_utf8(value(&Usage::new(tokens))).expect("JSON is UTF-8"),
+    );
+    Box::new(
+        once(br#"{"object":"list","data":"#.to_vec())
+            .chain(array_of(items))
+            .chain(once(tail.into_bytes())),
+    )
+}
+
+/// The native response: each output's key present only when it was asked for (the schema;
+/// answers are written in pieces by [`native_pieces`]).
 #[derive(Serialize, utoipa::ToSchema)]
+#[cfg_attr(not(test), allow(dead_code))]
 struct NativeResponse {
     /// One dense vector per input (default on).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -235,25 +272,184 @@ struct NativeResponse {
 )]
 pub(crate) async fn native(
     state: web::Data<AppState>,
-    Json(request): Json<EmbeddingsRequest>,
+    Json(request, held): Json<EmbeddingsRequest>,
 ) -> Result<HttpResponse> {
-    let Embedded {
-        mut items,
+    let (encoded, format, outputs) = embed(&state, request, held).await?;
+    let tokens = encoded.tokens();
+    let timings = encoded.timings;
+    let pieces = native_pieces(
+        encoded.embeddings,
+        encoded.sparse_tokens,
+        format,
         outputs,
         tokens,
+    );
+    Ok(answered(
+        answer::respond(pieces, encoded.held),
+        tokens,
         timings,
-    } = embed(&state, request).await?;
-    let response = NativeResponse {
-        dense_vecs: outputs
-            .dense
-            .then(|| items.iter_mut().filter_map(|i| i.dense.take()).collect()),
-        sparse_vecs: outputs
-            .sparse
-            .then(|| items.iter_mut().filter_map(|i| i.sparse.take()).collect()),
-        colbert_vecs: outputs
-            .colbert
-            .then(|| items.iter_mut().filter_map(|i| i.colbert.take()).collect()),
-        usage: Usage::new(tokens),
-    };
-    Ok(answered(&response, tokens, timings))
+    ))
+}
+
+/// The native response ([`NativeResponse`]): each output's array in turn, one vector (one
+/// ColBERT row) at a time, each formatted when its turn comes.
+fn native_pieces(
+    embeddings: Vec<Embedding>,
+    sparse_tokens: Option<Vec<Vec<(String, f32)>>>,
+    format: Format,
+    outputs: Outputs,
+    tokens: usize,
+) -> Pieces {
+    let mut next_tokens = by_token(sparse_tokens);
+    let (mut dense, mut sparse, mut colbert) = (Vec::new(), Vec::new(), Vec::new());
+    for embedding in embeddings {
+        dense.extend(embedding.dense);
+        sparse.extend(embedding.sparse.map(|s| (s, next_tokens())));
+        colbert.extend(embedding.colbert);
+    }
+    let mut fields: Vec<(&'static str, Pieces)> = Vec::new();
+    if outputs.dense {
+        let vectors = dense.into_iter().map(move |d| format.dense(d));
+        fields.push(("dense_vecs", Box::new(array(vectors))));
+    }
+    if outputs.sparse {
+        let weights = sparse
+            .into_iter()
+            .map(move |(s, by_token)| format.sparse_weights(s, by_token));
+        fields.push(("sparse_vecs", Box::new(array(weights))));
+    }
+    if outputs.colbert {
+        let inputs = colbert
+            .into_iter()
+            .map(move |rows| array(rows.into_iter().map(move |row| format.vector(row))));
+        fields.push(("colbert_vecs", Box::new(array_of(inputs))));
+    }
+    fields.push(("usage", Box::new(once(value(&Usage::new(tokens))))));
+    Box::new(object(fields))
+}
+
+#[cfg(test)]
+mod tests {
+    use bge_m3_core::SparseEmbedding;
+
+    use super::*;
+
+    fn embeddings() -> (Vec<Embedding>, Vec<Vec<(String, f32)>>) {
+        let one = |seed: f32| Embedding {
+            dense: Some(vec![0.6 * seed, 0.8, 0.0]),
+            sparse: Some(SparseEmbedding {
+                weights: vec![(30, 0.5 * seed), (7, 0.25)],
+            }),
+            colbert: Some(vec![vec![1.0, seed], vec![0.0, -1.0]]),
+            tokens: 1,
+        };
+        let tokens = vec![
+            vec![("What".to_string(), 0.5), ("?".to_string(), 0.25)],
+            vec![("\"q\"".to_string(), 0.125)],
+        ];
+        (vec![one(1.0), one(-2.0)], tokens)
+    }
+
+    /// The written answers are what serde makes of the documented response types.
+    #[test]
+    fn pieces_write_the_documented_responses() {
+        let formats = [
+            Format {
+                encoding: EncodingFormat::Float,
+                dimensions: None,
+                sparse: SparseFormat::Token,
+            },
+            Format {
+                encoding: EncodingFormat::Base64,
+                dimensions: Some(2),
+                sparse: SparseFormat::Indices,
+            },
+        ];
+        let all = [
+            Outputs::ALL,
+            Outputs::default(),
+            Outputs {
+                dense: false,
+                sparse: false,
+                colbert: true,
+            },
+        ];
+        for format in formats {
+            for outputs in all {
+                let (mut embeddings, tokens) = embeddings();
+                for e in &mut embeddings {
+                    if !outputs.dense {
+                        e.dense = None;
+                    }
+                    if !outputs.sparse {
+                        e.sparse = None;
+                    }
+                    if !outputs.colbert {
+                        e.colbert = None;
+                    }
+                }
+                let tokens =
+                    (outputs.sparse && format.sparse == SparseFormat::Token).then_some(tokens);
+                let written =
+                    |pieces: Pieces| String::from_utf8(pieces.flatten().collect()).unwrap();
+
+                let mut next = by_token(tokens.clone());
+                let data = embeddings
+                    .clone()
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, e)| {
+                        let item = format.item(e, next());
+                        OpenAiItem {
+                            object: "embedding",
+                            index,
+                            embedding: item.dense.clone(),
+                            dense: item.dense,
+                            sparse: item.sparse,
+                            colbert: item.colbert,
+                        }
+                    })
+                    .collect();
+                let expected = OpenAiResponse {
+                    object: "list",
+                    data,
+                    model: "bge-m3",
+                    usage: Usage::new(9),
+                };
+                assert_eq!(
+                    written(openai_pieces(
+                        embeddings.clone(),
+                        tokens.clone(),
+                        format,
+                        "bge-m3",
+                        9
+                    )),
+                    serde_json::to_string(&expected).unwrap()
+                );
+
+                let mut next = by_token(tokens.clone());
+                let mut items: Vec<_> = embeddings
+                    .clone()
+                    .into_iter()
+                    .map(|e| format.item(e, next()))
+                    .collect();
+                let expected = NativeResponse {
+                    dense_vecs: outputs
+                        .dense
+                        .then(|| items.iter_mut().filter_map(|i| i.dense.take()).collect()),
+                    sparse_vecs: outputs
+                        .sparse
+                        .then(|| items.iter_mut().filter_map(|i| i.sparse.take()).collect()),
+                    colbert_vecs: outputs
+                        .colbert
+                        .then(|| items.iter_mut().filter_map(|i| i.colbert.take()).collect()),
+                    usage: Usage::new(9),
+                };
+                assert_eq!(
+                    written(native_pieces(embeddings, tokens, format, outputs, 9)),
+                    serde_json::to_string(&expected).unwrap()
+                );
+            }
+        }
+    }
 }

@@ -10,7 +10,9 @@ use std::fmt;
 use bge_m3_core::Outputs;
 use serde::de::{self, Deserialize, Deserializer, SeqAccess, Visitor};
 use serde_json::Value;
-use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema};
+use utoipa::openapi::schema::{
+    AllOfBuilder, AnyOfBuilder, ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type,
+};
 use utoipa::openapi::RefOr;
 use utoipa::{PartialSchema, ToSchema};
 
@@ -203,8 +205,67 @@ impl<'de> Visitor<'de> for TokenIdVisitor {
         }
     }
 
+    /// `5.0` is the integer 5, as JSON Schema counts it; `1.5` is no token id.
     fn visit_f64<E: de::Error>(self, id: f64) -> std::result::Result<u32, E> {
-        Err(E::custom(format!("token ids are integers, got {id}")))
+        match integral(id) {
+            Some(n) => self.visit_u64(n),
+            None if id < 0.0 => Err(E::custom(format!("token ids are not negative, got {id}"))),
+            None => Err(E::custom(format!("token ids are integers, got {id}"))),
+        }
+    }
+}
+
+/// A number with no fractional part, in 0..=2^53, as an integer.
+fn integral(n: f64) -> Option<u64> {
+    (n.fract() == 0.0 && (0.0..=9_007_199_254_740_992.0).contains(&n)).then_some(n as u64)
+}
+
+/// A non-negative integer option (`max_length`, `dimensions`, `batch_size`, ...): a JSON
+/// integer, or a number with no fractional part (`512.0`), which JSON Schema counts as an
+/// integer and some clients (pydantic's, JavaScript's) send; at most [`Integer::MAX`], the
+/// `int32` of the OpenAPI document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Integer(pub usize);
+
+impl Integer {
+    pub const MAX: u64 = i32::MAX as u64;
+
+    pub fn get(value: Option<Integer>) -> Option<usize> {
+        value.map(|n| n.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Integer {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct IntegerVisitor;
+        impl Visitor<'_> for IntegerVisitor {
+            type Value = Integer;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a non-negative integer")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> std::result::Result<Integer, E> {
+                if n > Integer::MAX {
+                    return Err(E::custom(format!(
+                        "{n} is too large (at most {})",
+                        Integer::MAX
+                    )));
+                }
+                Ok(Integer(n as usize))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> std::result::Result<Integer, E> {
+                match u64::try_from(n) {
+                    Ok(n) => self.visit_u64(n),
+                    Err(_) => Err(E::invalid_value(de::Unexpected::Signed(n), &self)),
+                }
+            }
+            fn visit_f64<E: de::Error>(self, n: f64) -> std::result::Result<Integer, E> {
+                match integral(n) {
+                    Some(n) => self.visit_u64(n),
+                    None => Err(E::invalid_value(de::Unexpected::Float(n), &self)),
+                }
+            }
+        }
+        deserializer.deserialize_any(IntegerVisitor)
     }
 }
 
@@ -313,27 +374,59 @@ pub(crate) fn texts(
     Ok(texts)
 }
 
-/// The schema of `input_type` (see [`parse_outputs`]).
+/// The schema of `input_type` (see [`parse_outputs`]): an object of flags asking for at least
+/// one output, a string, or null.
 pub(crate) fn input_type_schema() -> Schema {
     let flag = |description: &str| {
         ObjectBuilder::new()
-            .schema_type(utoipa::openapi::Type::Boolean)
+            .schema_type(SchemaType::from_iter([Type::Boolean, Type::Null]))
             .description(Some(description))
     };
     let flags = ObjectBuilder::new()
-        .property("dense", flag("The dense vector (default true)"))
-        .property("sparse", flag("The sparse weights (default true)"))
-        .property("colbert", flag("The ColBERT vectors (default false)"));
+        .property(
+            "dense",
+            flag("The dense vector (default true; null: the default)"),
+        )
+        .property(
+            "sparse",
+            flag("The sparse weights (default true; null: the default)"),
+        )
+        .property(
+            "colbert",
+            flag("The ColBERT vectors (default false; null: the default)"),
+        );
+    // Absent and null mean the default: dense and sparse are on unless false.
+    let on = |name: &str, values: &[Value], required: bool| {
+        let object = ObjectBuilder::new().property(
+            name,
+            ObjectBuilder::new().enum_values(Some(values.to_vec())),
+        );
+        if required {
+            object.required(name)
+        } else {
+            object
+        }
+    };
+    let some_output = AnyOfBuilder::new()
+        .item(on("dense", &[Value::Bool(true), Value::Null], false))
+        .item(on("sparse", &[Value::Bool(true), Value::Null], false))
+        .item(on("colbert", &[Value::Bool(true)], true))
+        .description(Some(
+            "At least one output: all three false is refused with 400 `invalid_value`",
+        ));
     OneOfBuilder::new()
-        .item(flags)
+        .item(AllOfBuilder::new().item(flags).item(some_output))
         .item(
             ObjectBuilder::new()
-                .schema_type(utoipa::openapi::Type::String)
+                .schema_type(Type::String)
                 .description(Some(
                     "`query`, `passage`, `document`, ...: accepted, changes nothing",
                 )),
         )
-        .description(Some("Which outputs to compute"))
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .description(Some(
+            "Which outputs to compute; absent or null: dense and sparse",
+        ))
         .into()
 }
 

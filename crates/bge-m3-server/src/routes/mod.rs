@@ -1,5 +1,6 @@
 //! The routes of API.md, and the 404 and 405 answers for everything else.
 
+mod answer;
 mod docs;
 mod embeddings;
 mod info;
@@ -10,7 +11,7 @@ mod vectors;
 
 use actix_web::http::header::HeaderName;
 use actix_web::http::Method;
-use actix_web::{web, HttpRequest, HttpResponse, Resource};
+use actix_web::{guard, web, HttpRequest, HttpResponse, Resource, Route};
 use serde::Serialize;
 
 use crate::batcher::Timings;
@@ -37,23 +38,27 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
 /// Registers the routes of [`ROUTES`].
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
     config
-        .service(resource("/", Method::GET).route(web::get().to(info::root)))
-        .service(resource("/health", Method::GET).route(web::get().to(info::health)))
+        .service(resource("/", Method::GET).route(get().to(info::root)))
+        .service(resource("/health", Method::GET).route(get().to(info::health)))
         .service(resource("/v1/embeddings", Method::POST).route(web::post().to(embeddings::openai)))
         .service(resource("/embeddings", Method::POST).route(web::post().to(embeddings::native)))
         .service(resource("/score", Method::POST).route(web::post().to(score::score)))
-        .service(resource("/models", Method::GET).route(web::get().to(models::native_list)))
+        .service(resource("/models", Method::GET).route(get().to(models::native_list)))
         // `{id:.*}`: model ids such as `BAAI/bge-m3` contain a slash.
-        .service(resource("/models/{id:.*}", Method::GET).route(web::get().to(models::native_get)))
-        .service(resource("/v1/models", Method::GET).route(web::get().to(models::openai_list)))
-        .service(
-            resource("/v1/models/{id:.*}", Method::GET).route(web::get().to(models::openai_get)),
-        )
-        .service(resource("/metrics", Method::GET).route(web::get().to(crate::metrics::serve)))
-        .service(resource("/openapi.json", Method::GET).route(web::get().to(docs::openapi_json)))
-        .service(resource("/docs", Method::GET).route(web::get().to(docs::page)))
+        .service(resource("/models/{id:.*}", Method::GET).route(get().to(models::native_get)))
+        .service(resource("/v1/models", Method::GET).route(get().to(models::openai_list)))
+        .service(resource("/v1/models/{id:.*}", Method::GET).route(get().to(models::openai_get)))
+        .service(resource("/metrics", Method::GET).route(get().to(crate::metrics::serve)))
+        .service(resource("/openapi.json", Method::GET).route(get().to(docs::openapi_json)))
+        .service(resource("/docs", Method::GET).route(get().to(docs::page)))
         // Swagger UI's scripts and styles, which `/docs` loads.
-        .service(resource("/docs/{file:.*}", Method::GET).route(web::get().to(docs::asset)));
+        .service(resource("/docs/{file:.*}", Method::GET).route(get().to(docs::asset)));
+}
+
+/// A GET route, which answers HEAD too (with the headers of GET and no body), as load
+/// balancers ask `HEAD /health`.
+fn get() -> Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
 /// A route that answers any method but `allowed` with 405 in OpenAI's error shape.
@@ -92,11 +97,14 @@ impl Usage {
     }
 }
 
-/// A 200 JSON response for a request the model answered: the request log learns its tokens,
-/// the client where its time went (`x-queue-time`, `x-tokenization-time`, `x-inference-time` in
+/// The 200 `response` of a request the model answered: the request log learns its tokens, the
+/// client where its time went (`x-queue-time`, `x-tokenization-time`, `x-inference-time` in
 /// milliseconds, `x-compute-tokens`; the metrics middleware adds `x-total-time`).
-pub(crate) fn answered(body: &impl Serialize, tokens: usize, timings: Timings) -> HttpResponse {
-    let mut response = HttpResponse::Ok().json(body);
+pub(crate) fn answered(
+    mut response: HttpResponse,
+    tokens: usize,
+    timings: Timings,
+) -> HttpResponse {
     let headers = response.headers_mut();
     for (name, duration) in [
         ("x-queue-time", timings.queue),

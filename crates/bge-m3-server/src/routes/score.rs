@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::answered;
 use super::docs::EncodeErrors;
-use super::input::{self, Texts};
+use super::input::{self, Integer, Texts};
 use crate::batcher::ScoreJob;
 use crate::extract::Json;
 use crate::state::{AppState, ModelInfo};
@@ -26,17 +26,17 @@ pub(crate) struct ScoreRequest {
     #[schema(min_items = 3, max_items = 3, example = json!([0.4, 0.2, 0.4]))]
     weights: Option<Vec<f32>>,
     /// Truncation of the queries in tokens (1 to 8192); default 512, or `max_length`.
-    #[schema(minimum = 1, maximum = 8192)]
-    max_query_length: Option<usize>,
+    #[schema(value_type = Option<i32>, minimum = 1, maximum = 8192)]
+    max_query_length: Option<Integer>,
     /// Truncation of the passages in tokens (1 to 8192); default 8192, or `max_length`.
-    #[schema(minimum = 1, maximum = 8192)]
-    max_passage_length: Option<usize>,
+    #[schema(value_type = Option<i32>, minimum = 1, maximum = 8192)]
+    max_passage_length: Option<Integer>,
     /// Sets both lengths; `max_query_length` and `max_passage_length` win over it.
-    #[schema(minimum = 1, maximum = 8192)]
-    max_length: Option<usize>,
+    #[schema(value_type = Option<i32>, minimum = 1, maximum = 8192)]
+    max_length: Option<Integer>,
     /// Most texts per forward pass (the scores do not depend on it); default 12.
-    #[schema(minimum = 1)]
-    batch_size: Option<usize>,
+    #[schema(value_type = Option<i32>, minimum = 1)]
+    batch_size: Option<Integer>,
     /// The served model id or an alias; absent means the served model.
     model: Option<String>,
 }
@@ -71,25 +71,30 @@ impl ScoreRequest {
             }
         };
         let longest = info.max_length;
-        let both = input::length("max_length", self.max_length, longest, longest)?;
+        let (max_length, max_query_length, max_passage_length) = (
+            Integer::get(self.max_length),
+            Integer::get(self.max_query_length),
+            Integer::get(self.max_passage_length),
+        );
+        let both = input::length("max_length", max_length, longest, longest)?;
         let max_query_length = input::length(
             "max_query_length",
-            self.max_query_length,
-            self.max_length.map_or(
+            max_query_length,
+            max_length.map_or(
                 ScoreOptions::default().max_query_length.min(longest),
                 |_| both,
             ),
             longest,
         )?;
         let max_passage_length =
-            input::length("max_passage_length", self.max_passage_length, both, longest)?;
+            input::length("max_passage_length", max_passage_length, both, longest)?;
         Ok(ScoreJob {
             pairs: queries.into_iter().zip(passages).collect(),
             options: ScoreOptions {
                 weights,
                 max_query_length,
                 max_passage_length,
-                batch_size: input::batch_size(self.batch_size)?,
+                batch_size: input::batch_size(Integer::get(self.batch_size))?,
             },
         })
     }
@@ -130,11 +135,11 @@ struct ScoreResponse {
 )]
 pub(crate) async fn score(
     state: web::Data<AppState>,
-    Json(request): Json<ScoreRequest>,
+    Json(request, held): Json<ScoreRequest>,
 ) -> Result<HttpResponse> {
     let ready = state.ready()?;
     let job = request.validate(&state, &ready.info)?;
-    let scored = ready.batcher.score(job).await?;
+    let scored = ready.batcher.score_within(job, held).await?;
     let pick = |f: fn(&bge_m3_core::PairScores) -> f32| scored.scores.iter().map(f).collect();
     let response = ScoreResponse {
         dense: pick(|s| s.dense),
@@ -143,5 +148,9 @@ pub(crate) async fn score(
         sparse_dense: pick(|s| s.sparse_dense),
         colbert_sparse_dense: pick(|s| s.colbert_sparse_dense),
     };
-    Ok(answered(&response, scored.tokens, scored.timings))
+    Ok(answered(
+        HttpResponse::Ok().json(response),
+        scored.tokens,
+        scored.timings,
+    ))
 }

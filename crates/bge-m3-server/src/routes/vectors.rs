@@ -117,12 +117,7 @@ impl Format {
     /// the format is [`SparseFormat::Token`].
     pub fn item(&self, embedding: Embedding, sparse_tokens: Option<Vec<(String, f32)>>) -> Item {
         Item {
-            dense: embedding.dense.map(|dense| {
-                self.vector(match self.dimensions {
-                    Some(dimensions) => truncate_normalised(dense, dimensions),
-                    None => dense,
-                })
-            }),
+            dense: embedding.dense.map(|dense| self.dense(dense)),
             sparse: embedding
                 .sparse
                 .map(|sparse| self.sparse_weights(sparse, sparse_tokens)),
@@ -132,14 +127,25 @@ impl Format {
         }
     }
 
-    fn vector(&self, values: Vec<f32>) -> Vector {
+    /// A dense vector, cut to `dimensions` and encoded.
+    pub fn dense(&self, dense: Vec<f32>) -> Vector {
+        self.vector(match self.dimensions {
+            Some(dimensions) => truncate_normalised(dense, dimensions),
+            None => dense,
+        })
+    }
+
+    /// A vector (dense or ColBERT row), encoded.
+    pub fn vector(&self, values: Vec<f32>) -> Vector {
         match self.encoding {
             EncodingFormat::Float => Vector::Float(values),
             EncodingFormat::Base64 => Vector::Base64(base64_f32(&values)),
         }
     }
 
-    fn sparse_weights(
+    /// Sparse weights, keyed as asked; `by_token` are the token-keyed ones, when the format
+    /// is [`SparseFormat::Token`].
+    pub fn sparse_weights(
         &self,
         sparse: SparseEmbedding,
         by_token: Option<Vec<(String, f32)>>,

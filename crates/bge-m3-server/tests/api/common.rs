@@ -42,6 +42,13 @@ pub fn config(model_path: PathBuf) -> Config {
         max_batch_tokens: 16384,
         request_timeout: 300,
         shutdown_timeout: 30,
+        memory_budget_mib: 1024,
+        body_timeout: 30,
+        write_timeout: 30,
+        header_timeout: 5,
+        keep_alive: 5,
+        max_connections: None,
+        tokenizer_threads: None,
         max_text_chars: 1_000_000,
         api_key: None,
         cors_allow_origins: Vec::new(),
@@ -126,7 +133,9 @@ fn agent() -> &'static ureq::Agent {
         ureq::Agent::new_with_config(
             ureq::Agent::config_builder()
                 .http_status_as_error(false)
-                .timeout_global(Some(Duration::from_secs(60)))
+                // The server's own `--request-timeout`: the 16 MiB requests of reliability.rs
+                // take tens of seconds on a busy 2-core machine.
+                .timeout_global(Some(Duration::from_secs(300)))
                 .build(),
         )
     })
@@ -176,7 +185,7 @@ pub fn try_send_with_headers(
     let bytes = response
         .body_mut()
         .with_config()
-        .limit(64 * 1024 * 1024)
+        .limit(512 * 1024 * 1024)
         .read_to_vec()?;
     Ok(Reply {
         status,
@@ -273,6 +282,38 @@ pub fn assert_close(actual: &[f32], expected: &[f32], what: &str) {
             (a - e).abs() <= TOLERANCE,
             "{what}[{i}]: {a} vs {e} (tolerance {TOLERANCE})"
         );
+    }
+}
+
+/// Two answers to the same input are the same JSON, their numbers within [`TOLERANCE`]: a
+/// request that shares a forward pass with other requests is padded with them, which moves the
+/// last bits of its floats (API.md's "Numerics" allows 1e-5).
+pub fn assert_same_answer(actual: &Value, expected: &Value, what: &str) {
+    match (actual, expected) {
+        (Value::Number(a), Value::Number(e)) => {
+            let (a, e) = (a.as_f64().unwrap(), e.as_f64().unwrap());
+            assert!(
+                (a - e).abs() <= f64::from(TOLERANCE),
+                "{what}: {a} vs {e} (tolerance {TOLERANCE})"
+            );
+        }
+        (Value::Array(a), Value::Array(e)) => {
+            assert_eq!(a.len(), e.len(), "{what}: lengths");
+            for (i, (a, e)) in a.iter().zip(e).enumerate() {
+                assert_same_answer(a, e, &format!("{what}[{i}]"));
+            }
+        }
+        (Value::Object(a), Value::Object(e)) => {
+            assert_eq!(
+                a.keys().collect::<Vec<_>>(),
+                e.keys().collect::<Vec<_>>(),
+                "{what}: keys"
+            );
+            for (key, a) in a {
+                assert_same_answer(a, &e[key], &format!("{what}.{key}"));
+            }
+        }
+        _ => assert_eq!(actual, expected, "{what}"),
     }
 }
 

@@ -295,10 +295,10 @@ fn wrong_methods() {
         ("GET", "/v1/embeddings", "POST"),
         ("GET", "/embeddings", "POST"),
         ("PUT", "/score", "POST"),
-        ("POST", "/health", "GET"),
-        ("DELETE", "/models/bge-m3", "GET"),
-        ("POST", "/v1/models", "GET"),
-        ("POST", "/", "GET"),
+        ("POST", "/health", "GET, HEAD"),
+        ("DELETE", "/models/bge-m3", "GET, HEAD"),
+        ("POST", "/v1/models", "GET, HEAD"),
+        ("POST", "/", "GET, HEAD"),
     ] {
         let reply = send(method, path, None, None);
         assert_error(&reply, 405, "method_not_allowed", None);

@@ -8,6 +8,8 @@ mod embeddings_openai;
 mod errors;
 mod info;
 mod lifecycle;
+mod process;
+mod reliability;
 mod score;
 mod security;
 mod shutdown;

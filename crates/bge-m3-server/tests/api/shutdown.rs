@@ -1,74 +1,16 @@
 //! Graceful stop of the real binary: on SIGTERM or SIGINT every request in flight or queued is
 //! answered, then the process exits 0.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use crate::common::*;
-
-/// The server binary on tiny-pt, port chosen by the OS, and its address read off its log.
-fn start_server() -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bge-m3-server"))
-        .env("MODEL_PATH", model_dir())
-        .env("HOST", "127.0.0.1")
-        .env("PORT", "0")
-        .env("DEVICE", "cpu")
-        .env("RUST_LOG", "info")
-        .env("MAX_BATCH_TOKENS", "2048")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (lines, log) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let addr = loop {
-        let line = log
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("the server logged no listening address");
-        if let Some(rest) = line.split("addr=").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    let base = format!("http://{addr}");
-    wait_for_health(&base, 200);
-    (child, base)
-}
-
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-/// Waits (bounded) for the process to exit and returns whether it exited with 0.
-fn exits_cleanly(child: &mut Child, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.success();
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("the server did not stop within {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use crate::process::{eventually, Server};
 
 fn graceful_stop_answers_everything_in_flight(signal_name: &str) {
-    let (mut child, base) = start_server();
+    let mut server = Server::start(&[("MAX_BATCH_TOKENS", "2048")]);
+    let base = server.base.clone();
     // Long texts, so that several passes are still to run when the signal comes.
     let text = "Dense, sparse and multi-vector retrieval with one model. ".repeat(300);
     let clients: Vec<_> = (0..6)
@@ -83,8 +25,14 @@ fn graceful_stop_answers_everything_in_flight(signal_name: &str) {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
-    signal(&child, signal_name);
+    // Every request admitted (queued, or already answered) before the signal.
+    let admitted = eventually(Duration::from_secs(60), || {
+        server.metric("bge_m3_queued_requests")
+            + server.metric(r#"bge_m3_requests_total{route="/embeddings",status="200"}"#)
+            >= 6.0
+    });
+    assert!(admitted.is_some(), "the requests were never admitted");
+    server.signal(signal_name);
     let signalled = Instant::now();
     let mut answered_after_the_signal = 0;
     for client in clients {
@@ -96,7 +44,8 @@ fn graceful_stop_answers_everything_in_flight(signal_name: &str) {
     }
     // Otherwise the test proved nothing: the requests must still have been running.
     assert!(answered_after_the_signal > 0);
-    assert!(exits_cleanly(&mut child, Duration::from_secs(60)));
+    let (status, _) = server.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "{status}");
     // Stopped: nothing listens any more.
     assert!(try_send(&base, "GET", "/health", None, None).is_err());
 }

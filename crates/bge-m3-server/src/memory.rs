@@ -1,0 +1,376 @@
+//! The memory budget of the requests in flight (`--memory-budget-mib`), and giving memory back
+//! to the system after large requests.
+//!
+//! Every request reserves, before it holds it, an estimate of the memory it will hold:
+//! - while its body is read and parsed: twice the body (the bytes, then the parsed texts);
+//! - before tokenization: an upper bound of its token ids (each text at most `max_length`
+//!   tokens, and at most one token per byte);
+//! - once tokenized: its token ids and the embeddings it will hold until its answer is written
+//!   (`dense`: the vector; `sparse`: the distinct tokens, and their strings when keyed by token;
+//!   `colbert`: one vector per token), see [`Cost`].
+//!
+//! A reservation that does not fit in what is left of the budget is refused at once with 429
+//! `memory_full` (`Retry-After: 1`), never queued; one larger than the whole budget could never
+//! fit and is a 413 `answer_too_large` that says how to split the request. A reservation is
+//! given back when the request is answered, its answer written or its client gone.
+//!
+//! The allocator keeps what it frees for later use; after a request of [`TRIM_BYTES`] or more,
+//! [`trim_soon`] asks glibc to return the free pages to the system (`malloc_trim`).
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::metrics::metrics;
+use crate::{Error, Result};
+
+/// The unit of the budget's semaphore: 1 KiB (a `u32` of them is 4 TiB).
+const UNIT: u64 = 1024;
+
+/// A reservation that shrinks or ends by at least this much has the allocator trimmed.
+pub const TRIM_BYTES: u64 = 32 << 20;
+
+/// The budget: bytes that the requests in flight may hold in all. Cheap to clone.
+#[derive(Clone)]
+pub struct MemoryBudget {
+    semaphore: Arc<Semaphore>,
+    total_units: u32,
+}
+
+impl MemoryBudget {
+    /// A budget of `bytes` (at least 1 KiB, at most 4 TiB).
+    pub fn new(bytes: u64) -> Self {
+        let total_units = units(bytes).clamp(1, u64::from(u32::MAX)) as u32;
+        metrics()
+            .memory_budget_bytes
+            .set((u64::from(total_units) * UNIT) as i64);
+        Self {
+            semaphore: Arc::new(Semaphore::new(total_units as usize)),
+            total_units,
+        }
+    }
+
+    /// The whole budget, in bytes.
+    pub fn total(&self) -> u64 {
+        u64::from(self.total_units) * UNIT
+    }
+
+    /// What is reserved now, in bytes.
+    pub fn in_use(&self) -> u64 {
+        (u64::from(self.total_units) - self.semaphore.available_permits() as u64) * UNIT
+    }
+
+    /// An empty reservation, to be grown with [`Reservation::resize`].
+    pub fn empty(&self) -> Reservation {
+        let permit = self
+            .semaphore
+            .clone()
+            .try_acquire_many_owned(0)
+            .expect("the budget's semaphore is never closed");
+        Reservation {
+            budget: self.clone(),
+            permit,
+            peak_units: 0,
+        }
+    }
+
+    /// Reserves `bytes` for `what`, or refuses at once (see [`Reservation::resize`]).
+    pub fn reserve(&self, bytes: u64, what: Need) -> Result<Reservation> {
+        let mut reservation = self.empty();
+        reservation.resize(bytes, what)?;
+        Ok(reservation)
+    }
+}
+
+impl fmt::Debug for MemoryBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryBudget")
+            .field("total", &self.total())
+            .field("in_use", &self.in_use())
+            .finish()
+    }
+}
+
+/// What a reservation is for, to say so when it is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Reading and parsing a request body.
+    Body,
+    /// Tokenizing a request's texts.
+    Tokens,
+    /// A tokenized request: its token ids and its embeddings until the answer is written.
+    Answer,
+}
+
+/// Bytes of the budget held by one request; given back when dropped.
+pub struct Reservation {
+    budget: MemoryBudget,
+    permit: OwnedSemaphorePermit,
+    /// The most this reservation held, in units.
+    peak_units: u64,
+}
+
+impl Reservation {
+    /// Bytes held now.
+    pub fn bytes(&self) -> u64 {
+        self.permit.num_permits() as u64 * UNIT
+    }
+
+    /// Holds `bytes` from now on: gives back what is over, or takes what is missing. Refused
+    /// (the reservation unchanged) with 413 `answer_too_large` when `bytes` is more than the
+    /// whole budget, and with 429 `memory_full` when it is more than this reservation and what
+    /// is left of the budget.
+    pub fn resize(&mut self, bytes: u64, what: Need) -> Result<()> {
+        let wanted = units(bytes);
+        let held = self.permit.num_permits() as u64;
+        if wanted > u64::from(self.budget.total_units) {
+            return Err(Error::AnswerTooLarge {
+                needed: bytes,
+                budget: self.budget.total(),
+                what,
+            });
+        }
+        if wanted < held {
+            let freed = self
+                .permit
+                .split((held - wanted) as usize)
+                .expect("a reservation gives back at most what it holds");
+            drop(freed);
+            if (held - wanted) * UNIT >= TRIM_BYTES {
+                trim_soon();
+            }
+        } else if wanted > held {
+            let more = self
+                .budget
+                .semaphore
+                .clone()
+                .try_acquire_many_owned((wanted - held) as u32)
+                .map_err(|_| Error::MemoryFull {
+                    needed: bytes,
+                    in_use: self.budget.in_use(),
+                    budget: self.budget.total(),
+                    what,
+                })?;
+            self.permit.merge(more);
+        }
+        self.peak_units = self.peak_units.max(wanted);
+        metrics()
+            .memory_reserved_bytes
+            .set(self.budget.in_use() as i64);
+        Ok(())
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let held = self.permit.num_permits() as u64 * UNIT;
+        // The permit itself goes back after this body, with the other fields.
+        let in_use = self.budget.in_use().saturating_sub(held);
+        metrics().memory_reserved_bytes.set(in_use as i64);
+        if held >= TRIM_BYTES || self.peak_units * UNIT >= TRIM_BYTES {
+            trim_soon();
+        }
+    }
+}
+
+impl fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reservation")
+            .field("bytes", &self.bytes())
+            .finish()
+    }
+}
+
+/// Bytes rounded up to units.
+fn units(bytes: u64) -> u64 {
+    bytes.div_ceil(UNIT)
+}
+
+/// Estimates of what a request holds, in bytes, from its shape.
+pub(crate) struct Cost {
+    pub dense_dim: usize,
+    pub colbert_dim: usize,
+}
+
+impl Cost {
+    /// One token id, and the overhead of one sequence of them.
+    pub const ID: u64 = 4;
+    pub const SEQUENCE: u64 = 64;
+    /// One sparse weight as the model returns it (id and weight).
+    pub const SPARSE_ENTRY: u64 = 8;
+    /// The token string of one sparse weight, and its place in the list.
+    pub const SPARSE_TOKEN: u64 = 48;
+    /// The overhead of one vector (a `Vec` and its allocation).
+    pub const VECTOR: u64 = 48;
+    /// The serialization buffer of one streamed answer.
+    pub const ANSWER_BUFFER: u64 = 256 << 10;
+
+    /// The upper bound of the token ids of `texts` truncated at `max_length`: one token per
+    /// byte at most (plus `<s>`, `</s>` and the SentencePiece word marker).
+    pub fn ids_bound<S: AsRef<str>>(texts: &[S], max_length: usize) -> u64 {
+        texts
+            .iter()
+            .map(|t| Self::ID * (t.as_ref().len() + 3).min(max_length.max(2)) as u64)
+            .sum::<u64>()
+            + Self::SEQUENCE * texts.len() as u64
+    }
+
+    /// What an embeddings request holds once tokenized: its `sequences` (`<s> … </s>`, with
+    /// `distinct` tokens each) until their pass, then the outputs it asked for until its answer
+    /// is written.
+    pub fn encode(
+        &self,
+        sequences: &[Vec<u32>],
+        distinct: &[usize],
+        dense: bool,
+        sparse: bool,
+        sparse_tokens: bool,
+        colbert: bool,
+    ) -> u64 {
+        let mut bytes = Self::ANSWER_BUFFER;
+        for (sequence, &distinct) in sequences.iter().zip(distinct) {
+            let len = sequence.len() as u64;
+            bytes += Self::SEQUENCE + Self::ID * len;
+            if dense {
+                bytes += Self::VECTOR + 4 * self.dense_dim as u64;
+            }
+            if sparse {
+                let per = Self::SPARSE_ENTRY + if sparse_tokens { Self::SPARSE_TOKEN } else { 0 };
+                bytes += Self::VECTOR + per * distinct as u64;
+            }
+            if colbert {
+                // One row per token after `<s>`.
+                bytes += Self::VECTOR
+                    + len.saturating_sub(1) * (Self::VECTOR + 4 * self.colbert_dim as u64);
+            }
+        }
+        bytes
+    }
+}
+
+/// The distinct content tokens of each sequence (`<s>` and `</s>` left out): the most sparse
+/// weights it can have.
+pub(crate) fn distinct_tokens(sequences: &[Vec<u32>]) -> Vec<usize> {
+    let mut scratch = Vec::new();
+    sequences
+        .iter()
+        .map(|sequence| {
+            let content = &sequence[1.min(sequence.len())..sequence.len().saturating_sub(1)];
+            scratch.clear();
+            scratch.extend_from_slice(content);
+            scratch.sort_unstable();
+            scratch.dedup();
+            scratch.len()
+        })
+        .collect()
+}
+
+/// Asks the allocator to give its free memory back to the system, on a thread of its own, once
+/// at a time: glibc keeps freed memory in its arenas for reuse, and after a large request that
+/// is hundreds of megabytes no later request needs.
+pub fn trim_soon() {
+    static TRIMMING: AtomicBool = AtomicBool::new(false);
+    if TRIMMING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("bge-m3-trim".into())
+        .spawn(|| {
+            // Let the request's last buffers go first (its answer, its connection's buffers).
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            trim();
+            TRIMMING.store(false, Ordering::Release);
+        });
+    if spawned.is_err() {
+        TRIMMING.store(false, Ordering::Release);
+    }
+}
+
+/// Gives the allocator's free memory back to the system now (glibc's `malloc_trim`, which
+/// walks every arena); nothing elsewhere.
+pub fn trim() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only releases free memory of the allocator; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservations_grow_shrink_and_go_back() {
+        let budget = MemoryBudget::new(10 * UNIT);
+        let mut a = budget.reserve(3 * UNIT, Need::Body).unwrap();
+        assert_eq!(budget.in_use(), 3 * UNIT);
+        // Rounded up to whole units.
+        let b = budget.reserve(1, Need::Tokens).unwrap();
+        assert_eq!(b.bytes(), UNIT);
+        a.resize(8 * UNIT, Need::Answer)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(budget.in_use(), 9 * UNIT);
+        let refused = budget.reserve(2 * UNIT, Need::Answer).unwrap_err();
+        assert!(matches!(refused, Error::MemoryFull { .. }), "{refused:?}");
+        // A refused resize leaves the reservation as it was.
+        assert!(a.resize(10 * UNIT, Need::Answer).is_err());
+        assert_eq!(a.bytes(), 8 * UNIT);
+        a.resize(2 * UNIT, Need::Answer).unwrap();
+        assert_eq!(budget.in_use(), 3 * UNIT);
+        drop(b);
+        drop(a);
+        assert_eq!(budget.in_use(), 0);
+    }
+
+    #[test]
+    fn more_than_the_whole_budget_is_413_not_429() {
+        let budget = MemoryBudget::new(10 * UNIT);
+        let refused = budget.reserve(11 * UNIT, Need::Answer).unwrap_err();
+        assert!(
+            matches!(refused, Error::AnswerTooLarge { .. }),
+            "{refused:?}"
+        );
+        assert_eq!(budget.in_use(), 0);
+    }
+
+    #[test]
+    fn costs_count_ids_and_outputs() {
+        let cost = Cost {
+            dense_dim: 4,
+            colbert_dim: 2,
+        };
+        // `<s> a b a </s>`: 5 ids, 2 distinct content tokens, 4 ColBERT rows.
+        let sequences = vec![vec![0, 7, 8, 7, 2]];
+        let distinct = distinct_tokens(&sequences);
+        assert_eq!(distinct, [2]);
+        let base = Cost::ANSWER_BUFFER + Cost::SEQUENCE + 5 * Cost::ID;
+        assert_eq!(
+            cost.encode(&sequences, &distinct, false, false, false, false),
+            base
+        );
+        assert_eq!(
+            cost.encode(&sequences, &distinct, true, false, false, false),
+            base + Cost::VECTOR + 16
+        );
+        assert_eq!(
+            cost.encode(&sequences, &distinct, false, true, true, false),
+            base + Cost::VECTOR + 2 * (Cost::SPARSE_ENTRY + Cost::SPARSE_TOKEN)
+        );
+        assert_eq!(
+            cost.encode(&sequences, &distinct, false, false, false, true),
+            base + Cost::VECTOR + 4 * (Cost::VECTOR + 8)
+        );
+        // The bound before tokenization: at most one token per byte, and `max_length`.
+        assert_eq!(
+            Cost::ids_bound(&["abc"], 8192),
+            6 * Cost::ID + Cost::SEQUENCE
+        );
+        assert_eq!(
+            Cost::ids_bound(&["abcdefgh"], 4),
+            4 * Cost::ID + Cost::SEQUENCE
+        );
+    }
+}
