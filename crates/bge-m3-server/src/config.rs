@@ -71,7 +71,9 @@ pub struct Config {
     pub model_aliases: Vec<String>,
 
     /// Most inputs in one request: texts or token arrays for the embeddings routes, pairs for
-    /// `/score`. A request with more is refused with 413. OpenAI's own limit is 2048.
+    /// `/score`. A request with more is refused with 413. The
+    /// default holds what the common libraries send in one request (Chroma up to 5461,
+    /// LangChain 1000); `--max-body-bytes` bounds the request's size anyway.
     #[arg(
         long,
         env = "MAX_INPUTS",
@@ -151,6 +153,22 @@ pub struct Config {
         value_parser = crate::cors::parse_origin
     )]
     pub cors_allow_origins: Vec<String>,
+
+    /// Accept token-id arrays in `input`. Off by default: LangChain's `OpenAIEmbeddings` (unless
+    /// `check_embedding_ctx_length=False`) sends OpenAI's tiktoken ids, which fall inside
+    /// BGE-M3's vocabulary and would be embedded as unrelated pieces, silently. Turn it on only
+    /// when the ids come from this model's own tokenizer (`/tokenize`).
+    #[arg(long, env = "ALLOW_TOKEN_IDS", value_parser = clap::builder::BoolishValueParser::new(),
+          num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub allow_token_ids: bool,
+
+    /// Answer any `model` name with the served model (as text-embeddings-inference does), so
+    /// that library defaults such as `text-embedding-ada-002` work unchanged. Off by default:
+    /// a name that is not the model id or an alias is a 404, so that vectors of one model never
+    /// pass for another's.
+    #[arg(long, env = "ACCEPT_ANY_MODEL", value_parser = clap::builder::BoolishValueParser::new(),
+          num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub accept_any_model: bool,
 
     /// Log format: `text` (one human-readable line per event) or `json` (one JSON object per
     /// line, for log collectors).

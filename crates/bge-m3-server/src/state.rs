@@ -15,7 +15,7 @@ use crate::{Error, Result};
 /// Limits on one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Most texts, token arrays or `/score` pairs in one request. Default: 2048.
+    /// Most texts, token arrays or `/score` pairs in one request. Default: 8192.
     pub max_inputs: usize,
     /// Largest request body in bytes. Default: 16 MiB.
     pub max_body_bytes: usize,
@@ -26,7 +26,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_inputs: 2048,
+            max_inputs: 8192,
             max_body_bytes: 16 * 1024 * 1024,
             max_text_chars: 1_000_000,
         }
@@ -90,6 +90,8 @@ pub struct AppState {
     limits: Limits,
     api_key: Option<ApiKey>,
     cors_allow_origins: Vec<String>,
+    accept_any_model: bool,
+    allow_token_ids: bool,
     status: OnceLock<std::result::Result<Ready, String>>,
     draining: AtomicBool,
 }
@@ -103,6 +105,8 @@ impl AppState {
             limits,
             api_key: None,
             cors_allow_origins: Vec::new(),
+            accept_any_model: false,
+            allow_token_ids: false,
             status: OnceLock::new(),
             draining: AtomicBool::new(false),
         }
@@ -121,6 +125,21 @@ impl AppState {
         )
         .with_api_key(config.api_key.clone())
         .with_cors_allow_origins(config.cors_allow_origins.clone())
+        .with_accept_any_model(config.accept_any_model)
+        .with_allow_token_ids(config.allow_token_ids)
+    }
+
+    /// Answers every `model` name with the served model (`--accept-any-model`); off by
+    /// default, when a name that is not the id or an alias is a 404.
+    pub fn with_accept_any_model(mut self, accept: bool) -> Self {
+        self.accept_any_model = accept;
+        self
+    }
+
+    /// Accepts token-id arrays in `input` (`--allow-token-ids`); refused by default.
+    pub fn with_allow_token_ids(mut self, allow: bool) -> Self {
+        self.allow_token_ids = allow;
+        self
     }
 
     /// Requires `key` on every route but `/health` and the API docs (see [`crate::auth`]).
@@ -165,6 +184,11 @@ impl AppState {
         self.api_key.as_ref()
     }
 
+    /// Whether token-id arrays are accepted in `input`.
+    pub fn allows_token_ids(&self) -> bool {
+        self.allow_token_ids
+    }
+
     /// The origins allowed by CORS; empty when CORS is off.
     pub fn cors_allow_origins(&self) -> &[String] {
         &self.cors_allow_origins
@@ -200,7 +224,7 @@ impl AppState {
     }
 
     /// Checks a requested model name: `None` (not sent) and every accepted name stand for the
-    /// served model; anything else is a 404.
+    /// served model; anything else is a 404, unless any name is accepted.
     pub(crate) fn check_model(&self, requested: Option<&str>) -> Result<()> {
         match requested {
             None => Ok(()),
@@ -210,7 +234,9 @@ impl AppState {
     }
 
     fn serves(&self, name: &str) -> bool {
-        name == self.model_id || self.aliases.iter().any(|alias| alias == name)
+        self.accept_any_model
+            || name == self.model_id
+            || self.aliases.iter().any(|alias| alias == name)
     }
 }
 
@@ -229,6 +255,8 @@ mod tests {
             Err(Error::ModelNotFound(_))
         ));
         assert!(matches!(state.ready(), Err(Error::ModelLoading)));
+        let any = AppState::new("bge-m3", vec![], Limits::default()).with_accept_any_model(true);
+        assert!(any.check_model(Some("text-embedding-ada-002")).is_ok());
         state.set_failed("no such directory");
         assert!(matches!(state.ready(), Err(Error::ModelFailed(_))));
     }

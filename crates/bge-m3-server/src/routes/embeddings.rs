@@ -27,7 +27,8 @@ pub(crate) struct EmbeddingsRequest {
     /// `{"dense", "sparse", "colbert"}` flags, or a string that changes nothing.
     #[schema(schema_with = input::input_type_schema)]
     input_type: Option<Value>,
-    /// How vectors are written; default `float`.
+    /// How vectors are written; default `float`. On `/v1/embeddings` it applies to `embedding`
+    /// alone (`dense` and `colbert` stay JSON numbers), on `/embeddings` to every vector.
     encoding_format: Option<EncodingFormat>,
     /// Keep the first N dense values and re-normalise (1 to the model's width); default all.
     #[schema(minimum = 1)]
@@ -51,7 +52,12 @@ impl EmbeddingsRequest {
         let inputs = self
             .input
             .ok_or_else(|| Error::missing("input"))?
-            .validate(info.vocab_size, state.limits())?;
+            .validate(
+                "input",
+                info.vocab_size,
+                state.limits(),
+                state.allows_token_ids(),
+            )?;
         let outputs = parse_outputs(self.input_type)?;
         let max_length = input::length(
             "max_length",
@@ -60,19 +66,12 @@ impl EmbeddingsRequest {
             info.max_length,
         )?;
         let batch_size = input::batch_size(self.batch_size)?;
-        let dimensions = match self.dimensions {
-            Some(d) if !(1..=info.dense_dim).contains(&d) => {
-                return Err(Error::invalid(
-                    "dimensions",
-                    format!("must be between 1 and {}, got {d}", info.dense_dim),
-                ))
-            }
-            other => other,
-        };
+        let dimensions = input::dimensions(self.dimensions, info.dense_dim)?;
         let format = Format {
             encoding: self.encoding_format.unwrap_or_default(),
             dimensions,
             sparse: self.sparse_format.unwrap_or_default(),
+            vocab_size: info.vocab_size,
         };
         let job = EncodeJob {
             inputs,
@@ -83,7 +82,9 @@ impl EmbeddingsRequest {
             },
             sparse_keys: match format.sparse {
                 SparseFormat::Token => SparseKeys::Tokens,
-                SparseFormat::Id | SparseFormat::Indices => SparseKeys::Ids,
+                SparseFormat::Id | SparseFormat::Indices | SparseFormat::Sparsevec => {
+                    SparseKeys::Ids
+                }
             },
         };
         Ok((job, format))
@@ -94,14 +95,31 @@ impl EmbeddingsRequest {
 struct Embedded {
     items: Vec<Item>,
     outputs: Outputs,
+    /// The request's `encoding_format`.
+    encoding: EncodingFormat,
     tokens: usize,
     timings: Timings,
 }
 
+/// Which vectors `encoding_format` applies to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Encoded {
+    /// Every dense and ColBERT vector (`/embeddings`).
+    All,
+    /// Only OpenAI's `embedding`, written by the caller: the items' vectors stay JSON numbers
+    /// (`/v1/embeddings`; OpenAI's SDK asks for base64 by default and decodes `embedding`
+    /// alone, so base64 extras would reach its users undecoded).
+    EmbeddingOnly,
+}
+
 /// Runs a request on the model and writes each input's outputs.
-async fn embed(state: &AppState, request: EmbeddingsRequest) -> Result<Embedded> {
+async fn embed(state: &AppState, request: EmbeddingsRequest, encoded: Encoded) -> Result<Embedded> {
     let ready = state.ready()?;
-    let (job, format) = request.validate(state, &ready.info)?;
+    let (job, mut format) = request.validate(state, &ready.info)?;
+    let encoding = format.encoding;
+    if encoded == Encoded::EmbeddingOnly {
+        format.encoding = EncodingFormat::Float;
+    }
     let outputs = job.options.outputs;
     let encoded = ready.batcher.encode(job).await?;
     let tokens = encoded.tokens();
@@ -118,6 +136,7 @@ async fn embed(state: &AppState, request: EmbeddingsRequest) -> Result<Embedded>
     Ok(Embedded {
         items,
         outputs,
+        encoding,
         tokens,
         timings,
     })
@@ -146,13 +165,14 @@ struct OpenAiItem {
     /// The dense vector; `null` when `input_type.dense` is false (the key stays, so that
     /// OpenAI SDKs still parse the item).
     embedding: Option<Vector>,
-    /// The same vector as `embedding`, when dense output was asked for (the default).
+    /// The same vector as `embedding`, as JSON numbers whatever `encoding_format` says, when
+    /// dense output was asked for (the default).
     #[serde(skip_serializing_if = "Option::is_none")]
     dense: Option<Vector>,
     /// The sparse weights, when asked for (the default).
     #[serde(skip_serializing_if = "Option::is_none")]
     sparse: Option<Sparse>,
-    /// One vector per token but `<s>`, when asked for.
+    /// One vector per token but `<s>`, as JSON numbers, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     colbert: Option<Vec<Vector>>,
 }
@@ -178,17 +198,18 @@ pub(crate) async fn openai(
 ) -> Result<HttpResponse> {
     let Embedded {
         items,
+        encoding,
         tokens,
         timings,
         ..
-    } = embed(&state, request).await?;
+    } = embed(&state, request, Encoded::EmbeddingOnly).await?;
     let data = items
         .into_iter()
         .enumerate()
         .map(|(index, item)| OpenAiItem {
             object: "embedding",
             index,
-            embedding: item.dense.clone(),
+            embedding: item.dense.as_ref().map(|dense| dense.encoded(encoding)),
             dense: item.dense,
             sparse: item.sparse,
             colbert: item.colbert,
@@ -242,7 +263,8 @@ pub(crate) async fn native(
         outputs,
         tokens,
         timings,
-    } = embed(&state, request).await?;
+        ..
+    } = embed(&state, request, Encoded::All).await?;
     let response = NativeResponse {
         dense_vecs: outputs
             .dense

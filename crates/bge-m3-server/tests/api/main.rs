@@ -8,6 +8,7 @@ mod embeddings_openai;
 mod errors;
 mod info;
 mod lifecycle;
+mod policy;
 mod score;
 mod security;
 mod shutdown;

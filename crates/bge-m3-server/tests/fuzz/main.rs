@@ -61,7 +61,10 @@ async fn ready_state() -> (web::Data<AppState>, Served) {
         max_body_bytes: MAX_BODY_BYTES,
         ..Limits::default()
     };
-    let state = web::Data::new(AppState::new("bge-m3", vec!["BAAI/bge-m3".into()], limits));
+    // Token ids accepted, so that the fuzzer's id inputs reach the model.
+    let state = web::Data::new(
+        AppState::new("bge-m3", vec!["BAAI/bge-m3".into()], limits).with_allow_token_ids(true),
+    );
     let load = LoadOptions {
         device: DeviceSpec::Cpu,
         dtype: None,

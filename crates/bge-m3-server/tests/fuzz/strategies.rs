@@ -253,7 +253,7 @@ pub(crate) fn embeddings_body() -> impl Strategy<Value = Value> {
             maybe(0.25, dimensions()),
         ),
         (
-            maybe(0.3, choice(&["token", "id", "indices", "ids"])),
+            maybe(0.3, choice(&["token", "id", "indices", "sparsevec", "ids"])),
             maybe(0.4, length()),
             maybe(0.3, batch_size()),
             extra_fields(),
