@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bge_m3_core::{DType, DeviceSpec};
+use bge_m3_core::{DType, DeviceSpec, ScoreWeights};
 use clap::Parser;
 
 use crate::auth::ApiKey;
@@ -71,7 +71,7 @@ pub struct Config {
     pub model_aliases: Vec<String>,
 
     /// Most inputs in one request: texts or token arrays for the embeddings routes, pairs for
-    /// `/score`. A request with more is refused with 413. The
+    /// `/score`, documents for the rerank routes. A request with more is refused with 413. The
     /// default holds what the common libraries send in one request (Chroma up to 5461,
     /// LangChain 1000); `--max-body-bytes` bounds the request's size anyway.
     #[arg(
@@ -170,6 +170,12 @@ pub struct Config {
           num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub accept_any_model: bool,
 
+    /// The default `[dense, sparse, colbert]` weights of the rerank routes' score
+    /// (`colbert+sparse+dense`), as three comma-separated numbers >= 0 with a positive sum; a
+    /// request's own `weights` win. FlagEmbedding's default.
+    #[arg(long, env = "RERANK_WEIGHTS", default_value = "0.4,0.2,0.4", value_parser = parse_weights)]
+    pub rerank_weights: ScoreWeights,
+
     /// Log format: `text` (one human-readable line per event) or `json` (one JSON object per
     /// line, for log collectors).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -202,6 +208,20 @@ impl Config {
 
 fn parse_dtype(s: &str) -> bge_m3_core::Result<DType> {
     bge_m3_core::device::parse_dtype(s)
+}
+
+fn parse_weights(s: &str) -> Result<ScoreWeights, String> {
+    let values = s
+        .split(',')
+        .map(|w| w.trim().parse::<f32>().map_err(|e| format!("{w:?}: {e}")))
+        .collect::<Result<Vec<f32>, String>>()?;
+    let [dense, sparse, colbert] = values[..] else {
+        return Err(format!(
+            "three numbers dense,sparse,colbert are needed, got {}",
+            values.len()
+        ));
+    };
+    ScoreWeights::try_from([dense, sparse, colbert]).map_err(|e| e.to_string())
 }
 
 fn at_least_one(s: &str) -> Result<usize, String> {

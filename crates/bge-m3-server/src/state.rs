@@ -5,17 +5,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bge_m3_core::BgeM3;
+use bge_m3_core::{BgeM3, ScoreWeights};
 
 use crate::auth::ApiKey;
 use crate::batcher::Batcher;
 use crate::config::Config;
+use crate::tokens::TextTokenizer;
 use crate::{Error, Result};
 
 /// Limits on one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Most texts, token arrays or `/score` pairs in one request. Default: 8192.
+    /// Most texts, token arrays, `/score` pairs or rerank documents in one request. Default:
+    /// 8192.
     pub max_inputs: usize,
     /// Largest request body in bytes. Default: 16 MiB.
     pub max_body_bytes: usize,
@@ -46,6 +48,8 @@ pub struct ModelInfo {
     pub vocab_size: usize,
     /// Where the model runs: `cpu`, `cuda`, `cuda:N`.
     pub device: String,
+    /// The encoder's precision: `float32`, `float16`, `bfloat16`.
+    pub dtype: String,
     /// When the model finished loading, in Unix seconds (`created` in `/v1/models`).
     pub loaded_at: u64,
 }
@@ -59,10 +63,21 @@ impl ModelInfo {
             max_length: model.max_length(),
             vocab_size: model.vocab_size(),
             device: bge_m3_core::device::device_name(model.device()),
+            dtype: dtype_name(model.dtype()).to_string(),
             loaded_at: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
         }
+    }
+}
+
+/// A dtype as PyTorch names it (`float32`), the way text-embeddings-inference's `/info` does.
+fn dtype_name(dtype: bge_m3_core::DType) -> &'static str {
+    match dtype {
+        bge_m3_core::DType::F32 => "float32",
+        bge_m3_core::DType::F16 => "float16",
+        bge_m3_core::DType::BF16 => "bfloat16",
+        other => other.as_str(),
     }
 }
 
@@ -92,6 +107,8 @@ pub struct AppState {
     cors_allow_origins: Vec<String>,
     accept_any_model: bool,
     allow_token_ids: bool,
+    rerank_weights: ScoreWeights,
+    text_tokenizer: OnceLock<TextTokenizer>,
     status: OnceLock<std::result::Result<Ready, String>>,
     draining: AtomicBool,
 }
@@ -107,6 +124,8 @@ impl AppState {
             cors_allow_origins: Vec::new(),
             accept_any_model: false,
             allow_token_ids: false,
+            rerank_weights: ScoreWeights::default(),
+            text_tokenizer: OnceLock::new(),
             status: OnceLock::new(),
             draining: AtomicBool::new(false),
         }
@@ -127,6 +146,7 @@ impl AppState {
         .with_cors_allow_origins(config.cors_allow_origins.clone())
         .with_accept_any_model(config.accept_any_model)
         .with_allow_token_ids(config.allow_token_ids)
+        .with_rerank_weights(config.rerank_weights)
     }
 
     /// Answers every `model` name with the served model (`--accept-any-model`); off by
@@ -139,6 +159,12 @@ impl AppState {
     /// Accepts token-id arrays in `input` (`--allow-token-ids`); refused by default.
     pub fn with_allow_token_ids(mut self, allow: bool) -> Self {
         self.allow_token_ids = allow;
+        self
+    }
+
+    /// The rerank routes' weights when a request gives none (`--rerank-weights`).
+    pub fn with_rerank_weights(mut self, weights: ScoreWeights) -> Self {
+        self.rerank_weights = weights;
         self
     }
 
@@ -158,6 +184,18 @@ impl AppState {
     /// this or [`Self::set_failed`] counts.
     pub fn set_ready(&self, info: ModelInfo, batcher: Batcher) {
         let _ = self.status.set(Ok(Ready { info, batcher }));
+    }
+
+    /// The tokenizer of `/tokenize` and `/decode`, loaded beside the model. Only the first
+    /// call counts.
+    pub fn set_text_tokenizer(&self, tokenizer: TextTokenizer) {
+        let _ = self.text_tokenizer.set(tokenizer);
+    }
+
+    /// The tokenizer of `/tokenize` and `/decode`, or the 503 of a model not (yet) ready.
+    pub(crate) fn text_tokenizer(&self) -> Result<&TextTokenizer> {
+        self.ready()?;
+        self.text_tokenizer.get().ok_or(Error::ModelLoading)
     }
 
     /// The model could not be loaded; `/health` says so until the process exits.
@@ -187,6 +225,11 @@ impl AppState {
     /// Whether token-id arrays are accepted in `input`.
     pub fn allows_token_ids(&self) -> bool {
         self.allow_token_ids
+    }
+
+    /// The rerank routes' default weights.
+    pub fn rerank_weights(&self) -> ScoreWeights {
+        self.rerank_weights
     }
 
     /// The origins allowed by CORS; empty when CORS is off.

@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use bge_m3_core::Outputs;
+use bge_m3_core::{Outputs, ScoreWeights};
 use serde::de::{self, Deserialize, Deserializer, SeqAccess, Visitor};
 use serde_json::Value;
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema};
@@ -30,7 +30,7 @@ pub(crate) struct InputField {
 impl InputField {
     /// Checks the count against `max_inputs`, each text's length against `max_text_chars`, and
     /// token ids: refused unless `allow_token_ids`, then each checked against the vocabulary.
-    /// `param` is the field's name.
+    /// `param` is the field's name (`input`, or text-embeddings-inference's `inputs`).
     pub fn validate(
         self,
         param: &'static str,
@@ -47,6 +47,11 @@ impl InputField {
             Inputs::TokenIds(lists) => check_token_ids(param, lists, vocab_size)?,
         }
         Ok(self.inputs)
+    }
+
+    /// The inputs as they were sent, unchecked.
+    pub fn into_inputs(self) -> Inputs {
+        self.inputs
     }
 }
 
@@ -270,6 +275,18 @@ pub(crate) fn check_token_ids(param: &str, lists: &[Vec<u32>], vocab_size: usize
     })
 }
 
+/// text-embeddings-inference's `truncation_direction`: only `Right` is what BGE-M3 does.
+pub(crate) fn check_truncation_direction(value: Option<&str>) -> Result<()> {
+    match value {
+        None => Ok(()),
+        Some(direction) if direction.eq_ignore_ascii_case("right") => Ok(()),
+        Some(other) => Err(Error::invalid(
+            "truncation_direction",
+            format!("only `Right` is supported (texts keep their start), got {other:?}"),
+        )),
+    }
+}
+
 /// `dimensions`: 1 to the dense width, or absent (all of them).
 pub(crate) fn dimensions(value: Option<usize>, dense_dim: usize) -> Result<Option<usize>> {
     match value {
@@ -442,6 +459,22 @@ pub(crate) fn length(
     }
 }
 
+/// `weights`: three numbers `[dense, sparse, colbert]` (checked by the core: >= 0, with a
+/// positive sum), `default` when absent.
+pub(crate) fn weights(value: Option<Vec<f32>>, default: ScoreWeights) -> Result<ScoreWeights> {
+    match value.as_deref() {
+        None => Ok(default),
+        Some(&[dense, sparse, colbert]) => Ok(ScoreWeights::try_from([dense, sparse, colbert])?),
+        Some(other) => Err(Error::invalid(
+            "weights",
+            format!(
+                "must be three numbers [dense, sparse, colbert], got {}",
+                other.len()
+            ),
+        )),
+    }
+}
+
 /// `batch_size`: at least 1, default 12 (the core's default, the original service's).
 pub(crate) fn batch_size(value: Option<usize>) -> Result<usize> {
     match value {
@@ -454,7 +487,7 @@ pub(crate) fn batch_size(value: Option<usize>) -> Result<usize> {
 /// Refuses a text of more than `limit` characters, naming it `param[i]` (`param` for a lone
 /// string). It is refused rather than truncated: the model truncates to `max_length` tokens
 /// anyway, and this limit is there to bound the tokenizer's work on what it would throw away.
-fn check_text_lengths(
+pub(crate) fn check_text_lengths(
     param: &'static str,
     texts: &[String],
     lone: bool,
@@ -483,7 +516,7 @@ fn check_text_lengths(
     Ok(())
 }
 
-fn check_count(param: &'static str, count: usize, limit: usize) -> Result<()> {
+pub(crate) fn check_count(param: &'static str, count: usize, limit: usize) -> Result<()> {
     if count > limit {
         return Err(Error::TooManyInputs {
             param,
@@ -599,6 +632,17 @@ mod tests {
             .unwrap()
             .validate("input", 100, limits(3), false)
             .is_ok());
+    }
+
+    #[test]
+    fn only_right_truncation() {
+        assert!(check_truncation_direction(None).is_ok());
+        assert!(check_truncation_direction(Some("Right")).is_ok());
+        assert!(check_truncation_direction(Some("right")).is_ok());
+        let error = check_truncation_direction(Some("Left")).unwrap_err();
+        assert!(
+            matches!(&error, Error::InvalidRequest { param: Some(p), .. } if p == "truncation_direction")
+        );
     }
 
     #[test]

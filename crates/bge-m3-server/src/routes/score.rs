@@ -57,19 +57,7 @@ impl ScoreRequest {
                 ),
             ));
         }
-        let weights = match self.weights.as_deref() {
-            None => ScoreWeights::default(),
-            Some(&[dense, sparse, colbert]) => ScoreWeights::try_from([dense, sparse, colbert])?,
-            Some(other) => {
-                return Err(Error::invalid(
-                    "weights",
-                    format!(
-                        "must be three numbers [dense, sparse, colbert], got {}",
-                        other.len()
-                    ),
-                ))
-            }
-        };
+        let weights = input::weights(self.weights, ScoreWeights::default())?;
         let longest = info.max_length;
         let both = input::length("max_length", self.max_length, longest, longest)?;
         let max_query_length = input::length(
@@ -84,7 +72,8 @@ impl ScoreRequest {
         let max_passage_length =
             input::length("max_passage_length", self.max_passage_length, both, longest)?;
         Ok(ScoreJob {
-            pairs: queries.into_iter().zip(passages).collect(),
+            queries,
+            passages,
             options: ScoreOptions {
                 weights,
                 max_query_length,

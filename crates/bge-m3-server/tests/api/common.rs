@@ -47,6 +47,7 @@ pub fn config(model_path: PathBuf) -> Config {
         // The token-id tests need ids; the default refusal has its own server (`policy.rs`).
         allow_token_ids: true,
         accept_any_model: false,
+        rerank_weights: Default::default(),
         log_format: bge_m3_server::logging::LogFormat::Text,
     }
 }

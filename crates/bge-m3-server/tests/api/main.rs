@@ -9,6 +9,8 @@ mod errors;
 mod info;
 mod lifecycle;
 mod policy;
+mod rerank;
 mod score;
 mod security;
 mod shutdown;
+mod tei;

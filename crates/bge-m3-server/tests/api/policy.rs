@@ -1,15 +1,16 @@
 //! The safe defaults and their opt-ins: token ids refused unless `--allow-token-ids`, foreign
-//! model names refused unless `--accept-any-model`, and the sparse formats each vector database
-//! takes as is.
+//! model names refused unless `--accept-any-model`, `--rerank-weights`, and the sparse formats
+//! each vector database takes as is.
 
 use std::sync::OnceLock;
 
+use bge_m3_core::{ScoreOptions, ScoreWeights};
 use serde_json::json;
 
 use crate::common::*;
 
-/// A server with the defaults of the policies (no token ids, no foreign names), and one that
-/// accepts any model name.
+/// A server with the defaults of the policies (no token ids, no foreign names), and one with
+/// both opt-ins and other rerank weights.
 fn strict() -> &'static str {
     static BASE: OnceLock<String> = OnceLock::new();
     BASE.get_or_init(|| {
@@ -24,6 +25,7 @@ fn lenient() -> &'static str {
     BASE.get_or_init(|| {
         let mut config = config(model_dir());
         config.accept_any_model = true;
+        config.rerank_weights = ScoreWeights::try_from([1.0, 0.0, 0.0]).unwrap();
         start(config)
     })
 }
@@ -45,6 +47,7 @@ fn the_defaults_of_the_cli_are_the_safe_ones() {
     let config = bge_m3_server::Config::try_parse_from(["bge-m3-server"]).unwrap();
     assert!(!config.allow_token_ids);
     assert!(!config.accept_any_model);
+    assert_eq!(config.rerank_weights, ScoreWeights::default());
     assert_eq!(
         config.max_inputs, 8192,
         "Chroma's 5461 documents per add fit"
@@ -53,9 +56,25 @@ fn the_defaults_of_the_cli_are_the_safe_ones() {
         "bge-m3-server",
         "--allow-token-ids",
         "--accept-any-model",
+        "--rerank-weights",
+        "1, 0, 0.5",
     ])
     .unwrap();
     assert!(config.allow_token_ids && config.accept_any_model);
+    assert_eq!(
+        config.rerank_weights,
+        ScoreWeights::try_from([1.0, 0.0, 0.5]).unwrap()
+    );
+    for bad in [
+        ["--rerank-weights", "1,1"],
+        ["--rerank-weights", "0,0,0"],
+        ["--rerank-weights", "a,b,c"],
+    ] {
+        assert!(
+            bge_m3_server::Config::try_parse_from(std::iter::once("bge-m3-server").chain(bad))
+                .is_err()
+        );
+    }
 }
 
 #[test]
@@ -64,6 +83,7 @@ fn token_ids_are_refused_by_default_with_what_langchain_users_must_set() {
         ("/v1/embeddings", json!({"input": [[9906, 1917]]}), "input"),
         ("/v1/embeddings", json!({"input": [5, 6]}), "input"),
         ("/embeddings", json!({"input": [[5]]}), "input"),
+        ("/embed", json!({"inputs": [[5]]}), "inputs"),
     ] {
         let reply = post_to(strict(), path, body);
         assert_error(&reply, 400, "token_ids_not_allowed", Some(param));
@@ -108,6 +128,43 @@ fn foreign_model_names_are_404_by_default_and_served_with_the_opt_in() {
     .unwrap();
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body["id"], "bge-m3");
+    let body = json!({"model": "rerank-v3.5", "query": "q", "documents": ["a"]});
+    assert_eq!(post_to(lenient(), "/v2/rerank", body).status, 200);
+}
+
+#[test]
+fn rerank_weights_set_the_default_and_a_request_overrides_them() {
+    let documents = ["BGE M3 is an embedding model", "Definition of BM25"];
+    let score = |weights: [f32; 3]| -> Vec<f32> {
+        let options = ScoreOptions {
+            weights: ScoreWeights::try_from(weights).unwrap(),
+            ..ScoreOptions::default()
+        };
+        let pairs: Vec<(&str, &str)> = documents.iter().map(|d| ("What is BGE M3?", *d)).collect();
+        model()
+            .compute_score(&pairs, &options)
+            .unwrap()
+            .iter()
+            .map(|s| s.colbert_sparse_dense)
+            .collect()
+    };
+    let check = |body: &serde_json::Value, expected: &[f32]| {
+        for r in body.as_array().unwrap() {
+            let i = r["index"].as_u64().unwrap() as usize;
+            assert_close_scalar(&r["score"], expected[i], "score");
+        }
+    };
+    let request = json!({"query": "What is BGE M3?", "texts": documents});
+    check(
+        &post_to(lenient(), "/rerank", request.clone()).body,
+        &score([1.0, 0.0, 0.0]),
+    );
+    let mut own = request;
+    own["weights"] = json!([0.4, 0.2, 0.4]);
+    check(
+        &post_to(lenient(), "/rerank", own).body,
+        &score([0.4, 0.2, 0.4]),
+    );
 }
 
 #[test]

@@ -9,9 +9,9 @@ use serde_json::Value;
 use crate::{Reply, Sent, Served};
 
 /// Slack of the unit-length and range checks on values that went through JSON as f32.
-const TOLERANCE: f64 = 1e-4;
+pub(crate) const TOLERANCE: f64 = 1e-4;
 
-fn fail(message: impl Into<String>) -> TestCaseError {
+pub(crate) fn fail(message: impl Into<String>) -> TestCaseError {
     TestCaseError::fail(message.into())
 }
 
@@ -42,6 +42,9 @@ pub(crate) fn check(served: &Served, sent: &Sent, reply: &Reply) -> Result<(), T
         "/v1/embeddings" => check_embeddings(served, &request, &body, true),
         "/embeddings" => check_embeddings(served, &request, &body, false),
         "/score" => check_score(&request, &body),
+        route if crate::compat::ROUTES.contains(&route) => {
+            crate::compat::check(served, route, &request, &body)
+        }
         other => Err(fail(format!("a 2xx for POST {other}"))),
     }
 }
@@ -70,7 +73,7 @@ fn check_error(body: &Value) -> Result<(), TestCaseError> {
 }
 
 /// How many inputs an accepted `input` holds.
-fn input_count(input: &Value) -> Option<usize> {
+pub(crate) fn input_count(input: &Value) -> Option<usize> {
     match input {
         Value::String(_) => Some(1),
         Value::Array(items) => match items.first()? {
@@ -222,7 +225,11 @@ fn check_embeddings(
 
 /// A vector of `width` finite values, JSON numbers or base64 of f32, of unit length (or zero,
 /// where `dimensions` kept only zeros).
-fn check_vector(vector: &Value, width: usize, base64: bool) -> Result<(), TestCaseError> {
+pub(crate) fn check_vector(
+    vector: &Value,
+    width: usize,
+    base64: bool,
+) -> Result<(), TestCaseError> {
     let values: Vec<f64> = if base64 {
         decode_f32(vector)?.into_iter().map(f64::from).collect()
     } else {
@@ -263,7 +270,11 @@ fn decode_f32(vector: &Value) -> Result<Vec<f32>, TestCaseError> {
 
 /// Sparse weights in the requested format: every weight finite and > 0, every id in the
 /// vocabulary and none of `<s>`, `</s>`, `<pad>`, `<unk>`.
-fn check_sparse(served: &Served, weights: &Value, format: &str) -> Result<(), TestCaseError> {
+pub(crate) fn check_sparse(
+    served: &Served,
+    weights: &Value,
+    format: &str,
+) -> Result<(), TestCaseError> {
     let positive = |w: &Value| {
         w.as_f64()
             .is_some_and(|w| w.is_finite() && w > 0.0 && w <= f32::MAX as f64)
