@@ -5,6 +5,8 @@
 #   (seed_client.py);
 # - LangChain's OpenAIEmbeddings (langchain_client.py);
 # - LlamaIndex's OpenAILikeEmbedding and TextEmbeddingsInference (llamaindex_client.py);
+# - huggingface_hub's InferenceClient, which Haystack's TEI embedders call
+#   (huggingface_hub_client.py);
 # - qdrant-client in local mode with a hybrid query (qdrant_stack.py);
 # - pymilvus with Milvus Lite and a hybrid search (milvus_stack.py);
 # - pgvector's Python package reading the sparsevec literal (pgvector_literal.py);
@@ -88,7 +90,7 @@ check_curl "curl /models/bge-m3" /models/bge-m3 \
 run_start=$SECONDS
 MILVUS_DIR="$(mktemp -d "$ROOT/target/clients-milvus.XXXXXX")"
 for script in seed_client.py openai_client.py langchain_client.py llamaindex_client.py \
-    qdrant_stack.py milvus_stack.py pgvector_literal.py cohere_client.py; do
+    huggingface_hub_client.py qdrant_stack.py milvus_stack.py pgvector_literal.py cohere_client.py; do
     echo "== $script"
     status=0
     output="$(BASE_URL="$BASE_URL" MILVUS_DB="$MILVUS_DIR/milvus.db" \
