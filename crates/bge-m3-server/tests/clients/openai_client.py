@@ -10,7 +10,7 @@ import sys
 import openai
 from openai import OpenAI
 
-from checks import check, close, crashed, norm, summary
+from checks import DOCUMENTS, best, check, close, crashed, norm, summary
 
 BASE_URL = os.environ["BASE_URL"].rstrip("/")
 client = OpenAI(base_url=f"{BASE_URL}/v1", api_key="unused", timeout=60, max_retries=0)
@@ -86,17 +86,26 @@ def test_token_ids():
 
 
 def test_extras_under_the_default_base64():
+    # --- README: OpenAI SDK ---
+    client = OpenAI(base_url=f"{BASE_URL}/v1", api_key="unused")
+    response = client.embeddings.create(model="bge-m3", input=DOCUMENTS,
+                                        extra_body={"input_type": {"colbert": True}, "sparse_format": "indices"})
+    dense = response.data[0].embedding                     # decoded from the SDK's default base64
+    colbert = response.data[0].model_extra["colbert"]      # rows of floats, usable as they come
+    sparse = response.data[0].model_extra["sparse"]        # {"indices": [...], "values": [...]}
+    # --- end of the README's code ---
     # The SDK asks for base64 and decodes `embedding` alone: the extras come as numbers.
-    response = client.embeddings.create(
-        model="bge-m3", input="What is BGE M3?", extra_body={"input_type": {"colbert": True}}
-    )
-    item = response.data[0]
-    extra = item.model_extra
+    extra = response.data[0].model_extra
     check("base64 default: dense as floats, equal to embedding",
-          isinstance(extra["dense"], list) and close(extra["dense"], item.embedding))
+          isinstance(extra["dense"], list) and close(extra["dense"], dense))
     check("base64 default: colbert rows as floats",
-          all(isinstance(row, list) and all(isinstance(v, float) for v in row) for row in extra["colbert"]))
-    check("base64 default: sparse as numbers", all(isinstance(v, float) for v in extra["sparse"].values()))
+          all(isinstance(row, list) and all(isinstance(v, float) for v in row) for row in colbert))
+    check("base64 default: sparse as Qdrant's indices and values",
+          sorted(sparse) == ["indices", "values"] and len(sparse["indices"]) == len(sparse["values"]))
+    stored = [item.embedding for item in response.data]
+    for i, text in enumerate(DOCUMENTS):
+        query = client.embeddings.create(model="bge-m3", input=text).data[0].embedding
+        check(f"base64 default: document {i} finds itself first", best(query, stored) == i)
 
 
 def test_extra_body():
