@@ -83,7 +83,7 @@ pub struct Config {
     pub max_inputs: usize,
 
     /// Largest request body in bytes; a larger one is refused with 413. The default, 16 MiB,
-    /// holds 2048 texts of about 8 KB each.
+    /// holds `--max-inputs` (8192) texts of about 2 KB each, or 2048 of about 8 KB.
     #[arg(
         long,
         env = "MAX_BODY_BYTES",
