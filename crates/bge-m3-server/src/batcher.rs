@@ -98,20 +98,44 @@ impl Encoded {
     }
 }
 
-/// A validated `/score` request.
+/// A validated `/score` or rerank request: each passage scored against its query.
 #[derive(Debug, Clone)]
 pub struct ScoreJob {
-    /// (query, passage) pairs.
-    pub pairs: Vec<(String, String)>,
+    /// One query per passage (`/score`: `queries[i]` goes with `passages[i]`), or a single
+    /// query for every passage (rerank), which is then tokenized and embedded once.
+    pub queries: Vec<String>,
+    pub passages: Vec<String>,
     pub options: ScoreOptions,
+}
+
+impl ScoreJob {
+    /// `/score`'s pairs.
+    pub fn pairs(pairs: Vec<(String, String)>, options: ScoreOptions) -> Self {
+        let (queries, passages) = pairs.into_iter().unzip();
+        Self {
+            queries,
+            passages,
+            options,
+        }
+    }
+
+    /// One query against every passage.
+    pub fn rerank(query: String, passages: Vec<String>, options: ScoreOptions) -> Self {
+        Self {
+            queries: vec![query],
+            passages,
+            options,
+        }
+    }
 }
 
 /// The reply to a [`ScoreJob`].
 #[derive(Debug)]
 pub struct Scored {
-    /// One per pair, in order.
+    /// One per passage, in order.
     pub scores: Vec<PairScores>,
-    /// Tokens of all queries and passages after truncation, `<s>` and `</s>` not counted.
+    /// Tokens of the queries and passages embedded, after truncation, `<s>` and `</s>` not
+    /// counted (a rerank query once).
     pub tokens: usize,
     pub timings: Timings,
 }
@@ -267,6 +291,11 @@ impl Batcher {
         ModelInfo::of(&self.inner.model)
     }
 
+    /// The options it runs with.
+    pub fn options(&self) -> BatcherOptions {
+        self.inner.options
+    }
+
     /// Embeds a job's inputs, outside any memory budget.
     pub async fn encode(&self, job: EncodeJob) -> Result<Encoded> {
         self.encode_within(job, None).await
@@ -364,9 +393,12 @@ impl Batcher {
         .await
     }
 
-    /// `BGEM3FlagModel.compute_score` for each pair on its own: queries and passages share
-    /// the forward passes, and each pair is scored from its own two embeddings. Outside any
-    /// memory budget.
+    /// `BGEM3FlagModel.compute_score` for each (query, passage) pair on its own, as
+    /// [`BgeM3::score_tokenized`] computes it: queries and passages share the forward passes
+    /// (with every other request's texts), and each pair is scored from its own two
+    /// embeddings. A rerank's one query is embedded once for all its passages; a text's
+    /// embedding does not depend on its pass, so its scores are those of each pair alone.
+    /// Outside any memory budget.
     pub async fn score(&self, job: ScoreJob) -> Result<Scored> {
         self.score_within(job, None).await
     }
@@ -380,21 +412,27 @@ impl Batcher {
     ) -> Result<Scored> {
         let _admitted = self.admit()?;
         self.within_timeout(async move {
-            let options = job.options;
+            let ScoreJob {
+                queries,
+                passages,
+                options,
+            } = job;
             let weights = options.weights.validate()?;
+            if queries.len() != 1 && queries.len() != passages.len() {
+                return Err(Error::Internal(format!(
+                    "a score job of {} queries for {} passages",
+                    queries.len(),
+                    passages.len()
+                )));
+            }
+            let query_count = queries.len();
             if let Some(held) = held.as_mut() {
-                let (queries, passages): (Vec<&str>, Vec<&str>) = job
-                    .pairs
-                    .iter()
-                    .map(|(q, p)| (q.as_str(), p.as_str()))
-                    .unzip();
                 let bound = Cost::ids_bound(&queries, options.max_query_length)
                     + Cost::ids_bound(&passages, options.max_passage_length);
                 held.resize(held.bytes() + bound, Need::Tokens)?;
             }
             let count_distinct = held.is_some();
             let start = Instant::now();
-            let (queries, passages): (Vec<String>, Vec<String>) = job.pairs.into_iter().unzip();
             let mut tokenized = Tokenized::default();
             self.tokenize(
                 queries,
@@ -422,7 +460,6 @@ impl Batcher {
                     .encode(&sequences, &distinct, true, true, false, true);
                 held.resize(bytes, Need::Answer)?;
             }
-            let pairs = sequences.len() / 2;
             let tokens = sequences.iter().map(|s| s.len() - 2).sum();
             let computed = self
                 .compute(sequences, Outputs::ALL, options.batch_size)
@@ -430,11 +467,11 @@ impl Batcher {
             let timings = timings(tokenization, &computed);
             let mut queries = computed.embeddings;
             let scores = blocking(move || {
-                let passages = queries.split_off(pairs);
-                queries
+                let passages = queries.split_off(query_count);
+                passages
                     .iter()
-                    .zip(&passages)
-                    .map(|(q, p)| q.score(p, weights))
+                    .enumerate()
+                    .map(|(i, p)| queries[if query_count == 1 { 0 } else { i }].score(p, weights))
                     .collect::<bge_m3_core::Result<Vec<_>>>()
             })
             .await??;
@@ -497,6 +534,18 @@ impl Batcher {
             ))),
             Err(_) => Err(Error::Internal("the tokenizer pool dropped a task".into())),
         }
+    }
+
+    /// Runs tokenizer work that needs no forward pass (`/tokenize`, `/decode`) on the tokenizer
+    /// pool as an admitted request: it takes a place in the queue (429 when it is full) and is
+    /// bounded by the request timeout, like every request that runs the model.
+    pub async fn run_admitted<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let _admitted = self.admit()?;
+        self.within_timeout(async move { self.on_tokenizers(work).await? })
+            .await
     }
 
     /// Takes a place among the admitted requests, or refuses at once with 429.
@@ -676,6 +725,8 @@ pub(crate) mod tests {
         model: Arc<BgeM3>,
         open: Mutex<bool>,
         opened: Condvar,
+        /// The number of sequences of each pass run so far.
+        passes: Mutex<Vec<usize>>,
     }
 
     impl Gate {
@@ -702,6 +753,7 @@ pub(crate) mod tests {
             if sequences.iter().any(|s| s[1..] == [Self::POISON, 2]) {
                 panic!("poisoned pass");
             }
+            self.passes.lock().unwrap().push(sequences.len());
             self.model.forward(sequences, outputs)
         }
 
@@ -716,6 +768,7 @@ pub(crate) mod tests {
             model: tiny(),
             open: Mutex::new(false),
             opened: Condvar::new(),
+            passes: Mutex::new(Vec::new()),
         });
         let batcher = Batcher::start_with(tiny(), gate.clone(), options).unwrap();
         (batcher, gate)
@@ -846,6 +899,12 @@ pub(crate) mod tests {
             matches!(second, Err(Error::Overloaded { capacity: 1 })),
             "{second:?}"
         );
+        // Tokenizer work (`/tokenize`, `/decode`) takes a place too.
+        let tokenizing = batcher.run_admitted(|| Ok(())).await;
+        assert!(
+            matches!(tokenizing, Err(Error::Overloaded { capacity: 1 })),
+            "{tokenizing:?}"
+        );
         gate.open();
         assert!(first.await.unwrap().is_ok());
         // The place is given back.
@@ -867,6 +926,18 @@ pub(crate) mod tests {
             .encode(job(texts(&["slow"]), Outputs::default(), 8192))
             .await;
         assert!(matches!(late, Err(Error::Timeout { .. })), "{late:?}");
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let slow_tokenizing = batcher
+            .run_admitted(move || {
+                let _ = released.recv();
+                Ok(())
+            })
+            .await;
+        assert!(
+            matches!(slow_tokenizing, Err(Error::Timeout { .. })),
+            "{slow_tokenizing:?}"
+        );
+        release.send(()).unwrap();
         gate.open();
         let next = batcher
             .encode(job(texts(&["next"]), Outputs::default(), 8192))
@@ -924,10 +995,7 @@ pub(crate) mod tests {
         ];
         let options = ScoreOptions::default();
         let scored = batcher
-            .score(ScoreJob {
-                pairs: pairs.clone(),
-                options,
-            })
+            .score(ScoreJob::pairs(pairs.clone(), options))
             .await
             .unwrap();
         let alone = tiny().compute_score(&pairs, &options).unwrap();
@@ -937,5 +1005,70 @@ pub(crate) mod tests {
             assert!((got.sparse - want.sparse).abs() <= 1e-5);
             assert!((got.colbert - want.colbert).abs() <= 1e-5);
         }
+    }
+
+    #[actix_web::test]
+    async fn a_rerank_shares_its_pass_with_other_requests_and_scores_each_pair_alone() {
+        let (batcher, gate) = gated(BatcherOptions::default());
+        // Texts of one length, so that the scheduler's "no longer than the seed" rule puts
+        // them all in one pass whichever request seeds it (the scores of texts of every kind
+        // are tested in tests/api/rerank.rs).
+        let query = "What is BGE M3?".to_string();
+        let documents: Vec<String> = ["What is BGE M3?", "What is BGE M4?", "What is BGE M5?"]
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        let options = ScoreOptions::default();
+        // A first request holds the model at the closed gate, so that the next two wait
+        // together for the following pass.
+        let blocker = {
+            let batcher = batcher.clone();
+            let job = job(texts(&["first"]), Outputs::default(), 8192);
+            actix_web::rt::spawn(async move { batcher.encode(job).await })
+        };
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        let reranking = {
+            let batcher = batcher.clone();
+            let job = ScoreJob::rerank(query.clone(), documents.clone(), options);
+            actix_web::rt::spawn(async move { batcher.score(job).await })
+        };
+        let encoding = {
+            let batcher = batcher.clone();
+            let job = job(
+                texts(&["What is BGE M6?", "What is BGE M7?"]),
+                Outputs::default(),
+                8192,
+            );
+            actix_web::rt::spawn(async move { batcher.encode(job).await })
+        };
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        gate.open();
+        assert!(blocker.await.unwrap().is_ok());
+        let reranked = reranking.await.unwrap().unwrap();
+        assert_eq!(encoding.await.unwrap().unwrap().embeddings.len(), 2);
+        // After the first request's pass, the query once, three documents and the other
+        // request's two texts: one pass.
+        assert_eq!(*gate.passes.lock().unwrap(), [1, 6]);
+        let pairs: Vec<(&str, &str)> = documents
+            .iter()
+            .map(|d| (query.as_str(), d.as_str()))
+            .collect();
+        let alone = tiny().compute_score(&pairs, &options).unwrap();
+        assert_eq!(reranked.scores.len(), 3);
+        for (got, want) in reranked.scores.iter().zip(&alone) {
+            assert!((got.colbert_sparse_dense - want.colbert_sparse_dense).abs() <= 1e-5);
+        }
+        let query_tokens = tiny().tokenize(&[&query], 512).unwrap()[0].len() - 2;
+        let document_tokens: usize = tiny()
+            .tokenize(&documents, 8192)
+            .unwrap()
+            .iter()
+            .map(|s| s.len() - 2)
+            .sum();
+        assert_eq!(
+            reranked.tokens,
+            query_tokens + document_tokens,
+            "the query counted once"
+        );
     }
 }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bge_m3_core::{DType, DeviceSpec};
+use bge_m3_core::{DType, DeviceSpec, ScoreWeights};
 use clap::Parser;
 
 use crate::auth::ApiKey;
@@ -76,7 +76,9 @@ pub struct Config {
     pub model_aliases: Vec<String>,
 
     /// Most inputs in one request: texts or token arrays for the embeddings routes, pairs for
-    /// `/score`. A request with more is refused with 413. OpenAI's own limit is 2048.
+    /// `/score`, documents for the rerank routes. A request with more is refused with 413. The
+    /// default holds what the common libraries send in one request (Chroma up to 5461,
+    /// LangChain 1000); `--max-body-bytes` bounds the request's size anyway.
     #[arg(
         long,
         env = "MAX_INPUTS",
@@ -86,7 +88,7 @@ pub struct Config {
     pub max_inputs: usize,
 
     /// Largest request body in bytes; a larger one is refused with 413. The default, 16 MiB,
-    /// holds 2048 texts of about 8 KB each.
+    /// holds `--max-inputs` (8192) texts of about 2 KB each, or 2048 of about 8 KB.
     #[arg(
         long,
         env = "MAX_BODY_BYTES",
@@ -200,6 +202,28 @@ pub struct Config {
     )]
     pub cors_allow_origins: Vec<String>,
 
+    /// Accept token-id arrays in `input`. Off by default: LangChain's `OpenAIEmbeddings` (unless
+    /// `check_embedding_ctx_length=False`) sends OpenAI's tiktoken ids, which fall inside
+    /// BGE-M3's vocabulary and would be embedded as unrelated pieces, silently. Turn it on only
+    /// when the ids come from this model's own tokenizer (`/tokenize`).
+    #[arg(long, env = "ALLOW_TOKEN_IDS", value_parser = clap::builder::BoolishValueParser::new(),
+          num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub allow_token_ids: bool,
+
+    /// Answer any `model` name with the served model (as text-embeddings-inference does), so
+    /// that library defaults such as `text-embedding-ada-002` work unchanged. Off by default:
+    /// a name that is not the model id or an alias is a 404, so that vectors of one model never
+    /// pass for another's.
+    #[arg(long, env = "ACCEPT_ANY_MODEL", value_parser = clap::builder::BoolishValueParser::new(),
+          num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub accept_any_model: bool,
+
+    /// The default `[dense, sparse, colbert]` weights of the rerank routes' score
+    /// (`colbert+sparse+dense`), as three comma-separated numbers >= 0 with a positive sum; a
+    /// request's own `weights` win. FlagEmbedding's default.
+    #[arg(long, env = "RERANK_WEIGHTS", default_value = "0.4,0.2,0.4", value_parser = parse_weights)]
+    pub rerank_weights: ScoreWeights,
+
     /// Log format: `text` (one human-readable line per event) or `json` (one JSON object per
     /// line, for log collectors).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -259,6 +283,20 @@ fn at_least_one_u64(s: &str) -> Result<u64, String> {
 
 fn parse_dtype(s: &str) -> bge_m3_core::Result<DType> {
     bge_m3_core::device::parse_dtype(s)
+}
+
+fn parse_weights(s: &str) -> Result<ScoreWeights, String> {
+    let values = s
+        .split(',')
+        .map(|w| w.trim().parse::<f32>().map_err(|e| format!("{w:?}: {e}")))
+        .collect::<Result<Vec<f32>, String>>()?;
+    let [dense, sparse, colbert] = values[..] else {
+        return Err(format!(
+            "three numbers dense,sparse,colbert are needed, got {}",
+            values.len()
+        ));
+    };
+    ScoreWeights::try_from([dense, sparse, colbert]).map_err(|e| e.to_string())
 }
 
 fn at_least_one(s: &str) -> Result<usize, String> {

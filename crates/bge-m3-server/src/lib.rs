@@ -37,6 +37,7 @@ pub mod metrics;
 mod request_id;
 mod routes;
 pub mod state;
+pub mod tokens;
 pub mod worker;
 
 use std::net::TcpListener;
@@ -53,6 +54,7 @@ pub use batcher::{Batcher, BatcherOptions};
 pub use config::Config;
 pub use error::{Error, Report, Result};
 pub use state::{AppState, Limits, ModelInfo};
+pub use tokens::TextTokenizer;
 
 /// The application: every route of the contract, the 404 and 405 answers, the body limit, the
 /// API key and CORS of `state`, request ids and the request log, over `state`.
@@ -148,8 +150,14 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<Stopped> {
     };
     let loaded = {
         let model_path = model_path.clone();
+        let state = state.clone();
         Batcher::spawn(
-            move || BgeM3::load(hub::resolve(&model_path, &hub_options)?, &load_options),
+            move || {
+                let dir = hub::resolve(&model_path, &hub_options)?;
+                let model = BgeM3::load(&dir, &load_options)?;
+                state.set_text_tokenizer(TextTokenizer::load(&dir)?);
+                Ok(model)
+            },
             config.batcher_options(),
         )?
     };
@@ -377,6 +385,8 @@ mod tests {
         std::sync::Arc<batcher::tests::Gate>,
     ) {
         let state = web::Data::new(AppState::new("bge-m3", vec![], Limits::default()));
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/models/tiny-pt");
+        state.set_text_tokenizer(TextTokenizer::load(std::path::Path::new(dir)).unwrap());
         let (batcher, gate) = gated(options);
         state.set_ready(batcher.info(), batcher.clone());
         (state, batcher, gate)

@@ -5,19 +5,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bge_m3_core::BgeM3;
+use bge_m3_core::{BgeM3, ScoreWeights};
 use tokio::sync::watch;
 
 use crate::auth::ApiKey;
 use crate::batcher::Batcher;
 use crate::config::Config;
 use crate::memory::MemoryBudget;
+use crate::tokens::TextTokenizer;
 use crate::{Error, Result};
 
 /// Limits on one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Most texts, token arrays or `/score` pairs in one request. Default: 2048.
+    /// Most texts, token arrays, `/score` pairs or rerank documents in one request. Default:
+    /// 8192.
     pub max_inputs: usize,
     /// Largest request body in bytes. Default: 16 MiB.
     pub max_body_bytes: usize,
@@ -37,7 +39,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_inputs: 2048,
+            max_inputs: 8192,
             max_body_bytes: 16 * 1024 * 1024,
             max_text_chars: 1_000_000,
             memory_budget_bytes: 1 << 30,
@@ -60,6 +62,8 @@ pub struct ModelInfo {
     pub vocab_size: usize,
     /// Where the model runs: `cpu`, `cuda`, `cuda:N`.
     pub device: String,
+    /// The encoder's precision: `float32`, `float16`, `bfloat16`.
+    pub dtype: String,
     /// When the model finished loading, in Unix seconds (`created` in `/v1/models`).
     pub loaded_at: u64,
 }
@@ -73,10 +77,21 @@ impl ModelInfo {
             max_length: model.max_length(),
             vocab_size: model.vocab_size(),
             device: bge_m3_core::device::device_name(model.device()),
+            dtype: dtype_name(model.dtype()).to_string(),
             loaded_at: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
         }
+    }
+}
+
+/// A dtype as PyTorch names it (`float32`), the way text-embeddings-inference's `/info` does.
+fn dtype_name(dtype: bge_m3_core::DType) -> &'static str {
+    match dtype {
+        bge_m3_core::DType::F32 => "float32",
+        bge_m3_core::DType::F16 => "float16",
+        bge_m3_core::DType::BF16 => "bfloat16",
+        other => other.as_str(),
     }
 }
 
@@ -104,6 +119,10 @@ pub struct AppState {
     limits: Limits,
     api_key: Option<ApiKey>,
     cors_allow_origins: Vec<String>,
+    accept_any_model: bool,
+    allow_token_ids: bool,
+    rerank_weights: ScoreWeights,
+    text_tokenizer: OnceLock<TextTokenizer>,
     status: OnceLock<std::result::Result<Ready, String>>,
     draining: AtomicBool,
     budget: MemoryBudget,
@@ -139,6 +158,10 @@ impl AppState {
             limits,
             api_key: None,
             cors_allow_origins: Vec::new(),
+            accept_any_model: false,
+            allow_token_ids: false,
+            rerank_weights: ScoreWeights::default(),
+            text_tokenizer: OnceLock::new(),
             status: OnceLock::new(),
             draining: AtomicBool::new(false),
             budget: MemoryBudget::new(limits.memory_budget_bytes),
@@ -154,6 +177,28 @@ impl AppState {
         Self::new(config.model_id.clone(), config.aliases(), config.limits())
             .with_api_key(config.api_key.clone())
             .with_cors_allow_origins(config.cors_allow_origins.clone())
+            .with_accept_any_model(config.accept_any_model)
+            .with_allow_token_ids(config.allow_token_ids)
+            .with_rerank_weights(config.rerank_weights)
+    }
+
+    /// Answers every `model` name with the served model (`--accept-any-model`); off by
+    /// default, when a name that is not the id or an alias is a 404.
+    pub fn with_accept_any_model(mut self, accept: bool) -> Self {
+        self.accept_any_model = accept;
+        self
+    }
+
+    /// Accepts token-id arrays in `input` (`--allow-token-ids`); refused by default.
+    pub fn with_allow_token_ids(mut self, allow: bool) -> Self {
+        self.allow_token_ids = allow;
+        self
+    }
+
+    /// The rerank routes' weights when a request gives none (`--rerank-weights`).
+    pub fn with_rerank_weights(mut self, weights: ScoreWeights) -> Self {
+        self.rerank_weights = weights;
+        self
     }
 
     /// Requires `key` on every route but `/health` and the API docs (see [`crate::auth`]).
@@ -172,6 +217,18 @@ impl AppState {
     /// this or [`Self::set_failed`] counts.
     pub fn set_ready(&self, info: ModelInfo, batcher: Batcher) {
         let _ = self.status.set(Ok(Ready { info, batcher }));
+    }
+
+    /// The tokenizer of `/tokenize` and `/decode`, loaded beside the model. Only the first
+    /// call counts.
+    pub fn set_text_tokenizer(&self, tokenizer: TextTokenizer) {
+        let _ = self.text_tokenizer.set(tokenizer);
+    }
+
+    /// The tokenizer of `/tokenize` and `/decode`, or the 503 of a model not (yet) ready.
+    pub(crate) fn text_tokenizer(&self) -> Result<&TextTokenizer> {
+        self.ready()?;
+        self.text_tokenizer.get().ok_or(Error::ModelLoading)
     }
 
     /// The model could not be loaded; `/health` says so until the process exits.
@@ -196,6 +253,16 @@ impl AppState {
     /// The API key requests must bring, if one is configured.
     pub fn api_key(&self) -> Option<&ApiKey> {
         self.api_key.as_ref()
+    }
+
+    /// Whether token-id arrays are accepted in `input`.
+    pub fn allows_token_ids(&self) -> bool {
+        self.allow_token_ids
+    }
+
+    /// The rerank routes' default weights.
+    pub fn rerank_weights(&self) -> ScoreWeights {
+        self.rerank_weights
     }
 
     /// The origins allowed by CORS; empty when CORS is off.
@@ -275,7 +342,7 @@ impl AppState {
     }
 
     /// Checks a requested model name: `None` (not sent) and every accepted name stand for the
-    /// served model; anything else is a 404.
+    /// served model; anything else is a 404, unless any name is accepted.
     pub(crate) fn check_model(&self, requested: Option<&str>) -> Result<()> {
         match requested {
             None => Ok(()),
@@ -285,7 +352,9 @@ impl AppState {
     }
 
     fn serves(&self, name: &str) -> bool {
-        name == self.model_id || self.aliases.iter().any(|alias| alias == name)
+        self.accept_any_model
+            || name == self.model_id
+            || self.aliases.iter().any(|alias| alias == name)
     }
 }
 
@@ -304,6 +373,8 @@ mod tests {
             Err(Error::ModelNotFound(_))
         ));
         assert!(matches!(state.ready(), Err(Error::ModelLoading)));
+        let any = AppState::new("bge-m3", vec![], Limits::default()).with_accept_any_model(true);
+        assert!(any.check_model(Some("text-embedding-ada-002")).is_ok());
         state.set_failed("no such directory");
         assert!(matches!(state.ready(), Err(Error::ModelFailed(_))));
     }

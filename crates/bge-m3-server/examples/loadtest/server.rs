@@ -78,7 +78,9 @@ impl Server {
             .args(["--max-inputs", &settings.max_inputs.to_string()])
             .args(["--max-body-bytes", &settings.max_body_bytes.to_string()])
             .args(["--body-timeout", &settings.body_timeout.to_string()])
-            .args(["--write-timeout", &settings.write_timeout.to_string()]);
+            .args(["--write-timeout", &settings.write_timeout.to_string()])
+            // The valid pool has token-id inputs, which the server refuses by default.
+            .arg("--allow-token-ids");
         // Nothing from this environment (an API_KEY, a PORT) may change the server's settings.
         command.env_clear();
         for name in ["PATH", "HOME", "LD_LIBRARY_PATH", "RUST_BACKTRACE"] {

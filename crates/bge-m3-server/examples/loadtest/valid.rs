@@ -247,7 +247,10 @@ impl Valid {
                 dimensions,
                 sparse,
             } => {
-                let items = items(&body, *openai, inputs.len(), *outputs)?;
+                let items = items(&body, *openai, *base64, inputs.len(), *outputs)?;
+                // On /v1/embeddings `encoding_format` applies to `embedding` alone (checked in
+                // `items`): the extras are JSON numbers.
+                let base64 = *base64 && !*openai;
                 let mut tokens = 0;
                 for (i, (source, item)) in inputs.iter().zip(items).enumerate() {
                     let alone = &refs.embeddings[&(*source, *length)];
@@ -260,7 +263,7 @@ impl Valid {
                         };
                         close(
                             &format!("{what}: dense"),
-                            &floats(dense, *base64)?,
+                            &floats(dense, base64)?,
                             &expected,
                         )?;
                     }
@@ -268,7 +271,7 @@ impl Valid {
                         check_sparse(&what, weights, *sparse, alone)?;
                     }
                     if let Some(colbert) = item[2] {
-                        let rows = rows(colbert, *base64)?;
+                        let rows = rows(colbert, base64)?;
                         if rows.len() != alone.colbert.len() {
                             return Err(format!(
                                 "{what}: {} ColBERT rows, {} alone",
@@ -314,10 +317,12 @@ impl Valid {
     }
 }
 
-/// Each input's (dense, sparse, colbert), checking the answer's shape on the way.
+/// Each input's (dense, sparse, colbert), checking the answer's shape on the way; on
+/// `/v1/embeddings`, `embedding` must be `dense` (base64 of the same f32 under `base64`).
 fn items(
     body: &Value,
     openai: bool,
+    base64: bool,
     count: usize,
     outputs: [bool; 3],
 ) -> Result<Vec<[Option<&Value>; 3]>, String> {
@@ -339,7 +344,14 @@ fn items(
                 {
                     return Err(format!("data[{i}] has other outputs than {outputs:?}"));
                 }
-                if item["embedding"] != *dense.unwrap_or(&Value::Null) {
+                let embedding_is_dense = match dense {
+                    None => item["embedding"].is_null(),
+                    Some(dense) if base64 => {
+                        floats(&item["embedding"], true)? == floats(dense, false)?
+                    }
+                    Some(dense) => item["embedding"] == *dense,
+                };
+                if !embedding_is_dense {
                     return Err(format!("data[{i}].embedding is not its dense vector"));
                 }
                 Ok([dense, item.get("sparse"), item.get("colbert")])

@@ -16,7 +16,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{IntoResponses, Modify, OpenApi};
 
-use super::{embeddings, info, models, score};
+use super::{embeddings, info, models, rerank, score, tei};
 use crate::error::ErrorBody;
 use crate::state::{AppState, ModelInfo, Status};
 use crate::{Error, Result};
@@ -32,6 +32,15 @@ const API_KEY: &str = "api_key";
         embeddings::openai,
         embeddings::native,
         score::score,
+        rerank::tei,
+        rerank::cohere_v1,
+        rerank::cohere_v2,
+        tei::embed,
+        tei::embed_sparse,
+        tei::embed_all,
+        tei::tokenize,
+        tei::decode,
+        tei::info,
         models::native_list,
         models::native_get,
         models::openai_list,
@@ -44,6 +53,8 @@ const API_KEY: &str = "api_key";
     tags(
         (name = "embeddings", description = "Dense, sparse and ColBERT vectors of texts or token ids"),
         (name = "score", description = "Similarity scores of sentence pairs"),
+        (name = "rerank", description = "Documents ranked against a query, as FlagEmbedding reranks with BGE-M3"),
+        (name = "text-embeddings-inference", description = "text-embeddings-inference's routes, computed by BGE-M3's heads"),
         (name = "models", description = "The served model"),
         (name = "service", description = "What this service is and whether it is ready"),
         (name = "docs", description = "This description of the API"),
@@ -381,6 +392,7 @@ mod tests {
             max_length: 4096,
             vocab_size: 1202,
             device: "cpu".into(),
+            dtype: "float32".into(),
             loaded_at: 0,
         };
         let doc: Value = serde_json::from_str(&openapi_for(&info)).unwrap();

@@ -30,7 +30,8 @@ pub(crate) struct EmbeddingsRequest {
     /// `{"dense", "sparse", "colbert"}` flags, or a string that changes nothing.
     #[schema(schema_with = input::input_type_schema)]
     input_type: Option<Value>,
-    /// How vectors are written; default `float`.
+    /// How vectors are written; default `float`. On `/v1/embeddings` it applies to `embedding`
+    /// alone (`dense` and `colbert` stay JSON numbers), on `/embeddings` to every vector.
     encoding_format: Option<EncodingFormat>,
     /// Keep the first N dense values and re-normalise (1 to the model's width); default all.
     #[schema(value_type = Option<i32>, minimum = 1)]
@@ -54,7 +55,12 @@ impl EmbeddingsRequest {
         let inputs = self
             .input
             .ok_or_else(|| Error::missing("input"))?
-            .validate(info.vocab_size, state.limits())?;
+            .validate(
+                "input",
+                info.vocab_size,
+                state.limits(),
+                state.allows_token_ids(),
+            )?;
         let outputs = parse_outputs(self.input_type)?;
         let max_length = input::length(
             "max_length",
@@ -63,19 +69,12 @@ impl EmbeddingsRequest {
             info.max_length,
         )?;
         let batch_size = input::batch_size(Integer::get(self.batch_size))?;
-        let dimensions = match Integer::get(self.dimensions) {
-            Some(d) if !(1..=info.dense_dim).contains(&d) => {
-                return Err(Error::invalid(
-                    "dimensions",
-                    format!("must be between 1 and {}, got {d}", info.dense_dim),
-                ))
-            }
-            other => other,
-        };
+        let dimensions = input::dimensions(Integer::get(self.dimensions), info.dense_dim)?;
         let format = Format {
             encoding: self.encoding_format.unwrap_or_default(),
             dimensions,
             sparse: self.sparse_format.unwrap_or_default(),
+            vocab_size: info.vocab_size,
         };
         let job = EncodeJob {
             inputs,
@@ -86,7 +85,9 @@ impl EmbeddingsRequest {
             },
             sparse_keys: match format.sparse {
                 SparseFormat::Token => SparseKeys::Tokens,
-                SparseFormat::Id | SparseFormat::Indices => SparseKeys::Ids,
+                SparseFormat::Id | SparseFormat::Indices | SparseFormat::Sparsevec => {
+                    SparseKeys::Ids
+                }
             },
         };
         Ok((job, format))
@@ -139,13 +140,14 @@ struct OpenAiItem {
     /// The dense vector; `null` when `input_type.dense` is false (the key stays, so that
     /// OpenAI SDKs still parse the item).
     embedding: Option<Vector>,
-    /// The same vector as `embedding`, when dense output was asked for (the default).
+    /// The same vector as `embedding`, as JSON numbers whatever `encoding_format` says, when
+    /// dense output was asked for (the default).
     #[serde(skip_serializing_if = "Option::is_none")]
     dense: Option<Vector>,
     /// The sparse weights, when asked for (the default).
     #[serde(skip_serializing_if = "Option::is_none")]
     sparse: Option<Sparse>,
-    /// One vector per token but `<s>`, when asked for.
+    /// One vector per token but `<s>`, as JSON numbers, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     colbert: Option<Vec<Vector>>,
 }
@@ -169,13 +171,17 @@ pub(crate) async fn openai(
     state: web::Data<AppState>,
     Json(request, held): Json<EmbeddingsRequest>,
 ) -> Result<HttpResponse> {
-    let (encoded, format, _) = embed(&state, request, held).await?;
+    let (encoded, mut format, _) = embed(&state, request, held).await?;
+    // OpenAI's SDK asks for base64 by default and decodes `embedding` alone: `dense` and
+    // `colbert` stay JSON numbers, or its users would get them undecoded.
+    let encoding = std::mem::take(&mut format.encoding);
     let tokens = encoded.tokens();
     let timings = encoded.timings;
     let pieces = openai_pieces(
         encoded.embeddings,
         encoded.sparse_tokens,
         format,
+        encoding,
         state.model_id(),
         tokens,
     );
@@ -187,11 +193,13 @@ pub(crate) async fn openai(
 }
 
 /// OpenAI's embeddings list ([`OpenAiResponse`]), one item at a time and one ColBERT row at a
-/// time, each formatted (`dimensions`, base64, sparse keys) when its turn comes.
+/// time, each formatted (`dimensions`, sparse keys) when its turn comes; `embedding` is written
+/// in `embedding_encoding`, the other vectors in `format`'s.
 fn openai_pieces(
     embeddings: Vec<Embedding>,
     sparse_tokens: Option<Vec<Vec<(String, f32)>>>,
     format: Format,
+    embedding_encoding: EncodingFormat,
     model: &str,
     tokens: usize,
 ) -> Pieces {
@@ -200,7 +208,7 @@ fn openai_pieces(
     struct Head<'a> {
         object: &'static str,
         index: usize,
-        embedding: Option<&'a Vector>,
+        embedding: Option<Vector>,
         #[serde(skip_serializing_if = "Option::is_none")]
         dense: Option<&'a Vector>,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -215,7 +223,7 @@ fn openai_pieces(
             let mut head = value(&Head {
                 object: "embedding",
                 index,
-                embedding: item.dense.as_ref(),
+                embedding: item.dense.as_ref().map(|d| d.encoded(embedding_encoding)),
                 dense: item.dense.as_ref(),
                 sparse: item.sparse.as_ref(),
             });
@@ -358,11 +366,13 @@ mod tests {
                 encoding: EncodingFormat::Float,
                 dimensions: None,
                 sparse: SparseFormat::Token,
+                vocab_size: 40,
             },
             Format {
                 encoding: EncodingFormat::Base64,
                 dimensions: Some(2),
                 sparse: SparseFormat::Indices,
+                vocab_size: 40,
             },
         ];
         let all = [
@@ -393,17 +403,22 @@ mod tests {
                 let written =
                     |pieces: Pieces| String::from_utf8(pieces.flatten().collect()).unwrap();
 
+                // `/v1/embeddings` writes `embedding` alone in the asked encoding.
+                let float = Format {
+                    encoding: EncodingFormat::Float,
+                    ..format
+                };
                 let mut next = by_token(tokens.clone());
                 let data = embeddings
                     .clone()
                     .into_iter()
                     .enumerate()
                     .map(|(index, e)| {
-                        let item = format.item(e, next());
+                        let item = float.item(e, next());
                         OpenAiItem {
                             object: "embedding",
                             index,
-                            embedding: item.dense.clone(),
+                            embedding: item.dense.as_ref().map(|d| d.encoded(format.encoding)),
                             dense: item.dense,
                             sparse: item.sparse,
                             colbert: item.colbert,
@@ -420,7 +435,8 @@ mod tests {
                     written(openai_pieces(
                         embeddings.clone(),
                         tokens.clone(),
-                        format,
+                        float,
+                        format.encoding,
                         "bge-m3",
                         9
                     )),

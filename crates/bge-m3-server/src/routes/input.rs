@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use bge_m3_core::Outputs;
+use bge_m3_core::{Outputs, ScoreWeights};
 use serde::de::{self, Deserialize, Deserializer, SeqAccess, Visitor};
 use serde_json::Value;
 use utoipa::openapi::schema::{
@@ -30,17 +30,30 @@ pub(crate) struct InputField {
 }
 
 impl InputField {
-    /// Checks the count against `max_inputs`, each text's length against `max_text_chars` and
-    /// every token id against the vocabulary.
-    pub fn validate(self, vocab_size: usize, limits: Limits) -> Result<Inputs> {
-        check_count("input", self.inputs.len(), limits.max_inputs)?;
+    /// Checks the count against `max_inputs`, each text's length against `max_text_chars`, and
+    /// token ids: refused unless `allow_token_ids`, then each checked against the vocabulary.
+    /// `param` is the field's name (`input`, or text-embeddings-inference's `inputs`).
+    pub fn validate(
+        self,
+        param: &'static str,
+        vocab_size: usize,
+        limits: Limits,
+        allow_token_ids: bool,
+    ) -> Result<Inputs> {
+        check_count(param, self.inputs.len(), limits.max_inputs)?;
         match &self.inputs {
             Inputs::Texts(texts) => {
-                check_text_lengths("input", texts, self.lone, limits.max_text_chars)?
+                check_text_lengths(param, texts, self.lone, limits.max_text_chars)?
             }
-            Inputs::TokenIds(lists) => bge_m3_core::tokenize::check_token_ids(lists, vocab_size)?,
+            Inputs::TokenIds(_) if !allow_token_ids => return Err(token_ids_refused(param)),
+            Inputs::TokenIds(lists) => check_token_ids(param, lists, vocab_size)?,
         }
         Ok(self.inputs)
+    }
+
+    /// The inputs as they were sent, unchecked.
+    pub fn into_inputs(self) -> Inputs {
+        self.inputs
     }
 }
 
@@ -296,6 +309,56 @@ impl<'de> Visitor<'de> for TokenIdsVisitor {
     }
 }
 
+/// The 400 for token ids while `--allow-token-ids` is off. Ids of another tokenizer fall inside
+/// BGE-M3's 250,002 ids and would be embedded silently as unrelated pieces; LangChain's
+/// `OpenAIEmbeddings` sends OpenAI's tiktoken ids by default, so the message says what to set.
+pub(crate) fn token_ids_refused(param: &str) -> Error {
+    Error::InvalidRequest {
+        param: Some(param.to_string()),
+        message: format!(
+            "`{param}` holds token ids, which this server refuses unless it runs with \
+             --allow-token-ids (ALLOW_TOKEN_IDS=true): ids of another tokenizer would be \
+             embedded as unrelated BGE-M3 pieces without any error. Send the texts instead; \
+             with LangChain, create OpenAIEmbeddings(..., check_embedding_ctx_length=False), \
+             which sends texts rather than OpenAI's tiktoken ids. Ids of BGE-M3's own \
+             tokenizer (POST /tokenize) are accepted once the server allows them."
+        ),
+        code: "token_ids_not_allowed",
+    }
+}
+
+/// The core's vocabulary check of token ids ([`bge_m3_core::tokenize::check_token_ids`]), its
+/// error reported on `param`, the field that held the ids (`input`, `inputs`, `ids`).
+pub(crate) fn check_token_ids(param: &str, lists: &[Vec<u32>], vocab_size: usize) -> Result<()> {
+    bge_m3_core::tokenize::check_token_ids(lists, vocab_size).map_err(|e| match e {
+        bge_m3_core::Error::InvalidInput { message, .. } => Error::invalid(param, message),
+        other => other.into(),
+    })
+}
+
+/// text-embeddings-inference's `truncation_direction`: only `Right` is what BGE-M3 does.
+pub(crate) fn check_truncation_direction(value: Option<&str>) -> Result<()> {
+    match value {
+        None => Ok(()),
+        Some(direction) if direction.eq_ignore_ascii_case("right") => Ok(()),
+        Some(other) => Err(Error::invalid(
+            "truncation_direction",
+            format!("only `Right` is supported (texts keep their start), got {other:?}"),
+        )),
+    }
+}
+
+/// `dimensions`: 1 to the dense width, or absent (all of them).
+pub(crate) fn dimensions(value: Option<usize>, dense_dim: usize) -> Result<Option<usize>> {
+    match value {
+        Some(d) if !(1..=dense_dim).contains(&d) => Err(Error::invalid(
+            "dimensions",
+            format!("must be between 1 and {dense_dim}, got {d}"),
+        )),
+        other => Ok(other),
+    }
+}
+
 /// A list of texts (`sentences_1`, `sentences_2`): a non-empty array of strings, or one
 /// string standing for a list of one.
 #[derive(Debug, PartialEq, Eq)]
@@ -489,6 +552,22 @@ pub(crate) fn length(
     }
 }
 
+/// `weights`: three numbers `[dense, sparse, colbert]` (checked by the core: >= 0, with a
+/// positive sum), `default` when absent.
+pub(crate) fn weights(value: Option<Vec<f32>>, default: ScoreWeights) -> Result<ScoreWeights> {
+    match value.as_deref() {
+        None => Ok(default),
+        Some(&[dense, sparse, colbert]) => Ok(ScoreWeights::try_from([dense, sparse, colbert])?),
+        Some(other) => Err(Error::invalid(
+            "weights",
+            format!(
+                "must be three numbers [dense, sparse, colbert], got {}",
+                other.len()
+            ),
+        )),
+    }
+}
+
 /// `batch_size`: at least 1, default 12 (the core's default, the original service's).
 pub(crate) fn batch_size(value: Option<usize>) -> Result<usize> {
     match value {
@@ -501,7 +580,7 @@ pub(crate) fn batch_size(value: Option<usize>) -> Result<usize> {
 /// Refuses a text of more than `limit` characters, naming it `param[i]` (`param` for a lone
 /// string). It is refused rather than truncated: the model truncates to `max_length` tokens
 /// anyway, and this limit is there to bound the tokenizer's work on what it would throw away.
-fn check_text_lengths(
+pub(crate) fn check_text_lengths(
     param: &'static str,
     texts: &[String],
     lone: bool,
@@ -530,7 +609,7 @@ fn check_text_lengths(
     Ok(())
 }
 
-fn check_count(param: &'static str, count: usize, limit: usize) -> Result<()> {
+pub(crate) fn check_count(param: &'static str, count: usize, limit: usize) -> Result<()> {
     if count > limit {
         return Err(Error::TooManyInputs {
             param,
@@ -565,7 +644,7 @@ mod tests {
         request
             .input
             .ok_or(Error::missing("input"))?
-            .validate(100, limits(3))
+            .validate("input", 100, limits(3), true)
     }
 
     fn message(result: Result<impl std::fmt::Debug>) -> String {
@@ -619,6 +698,44 @@ mod tests {
         ));
         // A single array of ids is one input, however long.
         assert!(input("[1, 2, 3, 4, 5]").is_ok());
+    }
+
+    #[test]
+    fn token_ids_are_refused_unless_allowed() {
+        let request: Request = parse(br#"{"input": [[5, 6], [7]]}"#).unwrap();
+        let error = request
+            .input
+            .unwrap()
+            .validate("input", 100, limits(3), false)
+            .unwrap_err();
+        assert!(matches!(
+            &error,
+            Error::InvalidRequest { param: Some(p), code: "token_ids_not_allowed", .. } if p == "input"
+        ));
+        let message = error.to_string();
+        assert!(
+            message.contains("check_embedding_ctx_length=False"),
+            "{message}"
+        );
+        assert!(message.contains("--allow-token-ids"), "{message}");
+        // Texts are unaffected.
+        let request: Request = parse(br#"{"input": ["a"]}"#).unwrap();
+        assert!(request
+            .input
+            .unwrap()
+            .validate("input", 100, limits(3), false)
+            .is_ok());
+    }
+
+    #[test]
+    fn only_right_truncation() {
+        assert!(check_truncation_direction(None).is_ok());
+        assert!(check_truncation_direction(Some("Right")).is_ok());
+        assert!(check_truncation_direction(Some("right")).is_ok());
+        let error = check_truncation_direction(Some("Left")).unwrap_err();
+        assert!(
+            matches!(&error, Error::InvalidRequest { param: Some(p), .. } if p == "truncation_direction")
+        );
     }
 
     #[test]

@@ -6,7 +6,9 @@ mod embeddings;
 mod info;
 mod input;
 mod models;
+mod rerank;
 mod score;
+mod tei;
 mod vectors;
 
 use actix_web::http::header::HeaderName;
@@ -26,6 +28,15 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/embeddings"),
     ("POST", "/embeddings"),
     ("POST", "/score"),
+    ("POST", "/rerank"),
+    ("POST", "/v1/rerank"),
+    ("POST", "/v2/rerank"),
+    ("POST", "/embed"),
+    ("POST", "/embed_sparse"),
+    ("POST", "/embed_all"),
+    ("POST", "/tokenize"),
+    ("POST", "/decode"),
+    ("GET", "/info"),
     ("GET", "/models"),
     ("GET", "/models/{id}"),
     ("GET", "/v1/models"),
@@ -43,6 +54,15 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
         .service(resource("/v1/embeddings", Method::POST).route(web::post().to(embeddings::openai)))
         .service(resource("/embeddings", Method::POST).route(web::post().to(embeddings::native)))
         .service(resource("/score", Method::POST).route(web::post().to(score::score)))
+        .service(resource("/rerank", Method::POST).route(web::post().to(rerank::tei)))
+        .service(resource("/v1/rerank", Method::POST).route(web::post().to(rerank::cohere_v1)))
+        .service(resource("/v2/rerank", Method::POST).route(web::post().to(rerank::cohere_v2)))
+        .service(resource("/embed", Method::POST).route(web::post().to(tei::embed)))
+        .service(resource("/embed_sparse", Method::POST).route(web::post().to(tei::embed_sparse)))
+        .service(resource("/embed_all", Method::POST).route(web::post().to(tei::embed_all)))
+        .service(resource("/tokenize", Method::POST).route(web::post().to(tei::tokenize)))
+        .service(resource("/decode", Method::POST).route(web::post().to(tei::decode)))
+        .service(resource("/info", Method::GET).route(get().to(tei::info)))
         .service(resource("/models", Method::GET).route(get().to(models::native_list)))
         // `{id:.*}`: model ids such as `BAAI/bge-m3` contain a slash.
         .service(resource("/models/{id:.*}", Method::GET).route(get().to(models::native_get)))

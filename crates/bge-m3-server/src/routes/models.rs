@@ -37,6 +37,10 @@ struct ModelObject<'a> {
     embedding_dims: usize,
     /// Longest input in tokens, `<s>` and `</s>` included.
     max_length: usize,
+    /// The dimension of the sparse vectors: the vocabulary size (pgvector's `sparsevec(N)`).
+    sparse_dims: usize,
+    /// Width of each ColBERT vector.
+    colbert_dims: usize,
     capabilities: Capabilities,
 }
 
@@ -63,6 +67,8 @@ fn model_object<'a>(state: &'a AppState, info: &ModelInfo, flavour: Flavour) -> 
         owned_by: openai.then_some(OWNED_BY),
         embedding_dims: info.dense_dim,
         max_length: info.max_length,
+        sparse_dims: info.vocab_size,
+        colbert_dims: info.colbert_dim,
         capabilities: Capabilities {
             dense: true,
             sparse: true,

@@ -57,19 +57,7 @@ impl ScoreRequest {
                 ),
             ));
         }
-        let weights = match self.weights.as_deref() {
-            None => ScoreWeights::default(),
-            Some(&[dense, sparse, colbert]) => ScoreWeights::try_from([dense, sparse, colbert])?,
-            Some(other) => {
-                return Err(Error::invalid(
-                    "weights",
-                    format!(
-                        "must be three numbers [dense, sparse, colbert], got {}",
-                        other.len()
-                    ),
-                ))
-            }
-        };
+        let weights = input::weights(self.weights, ScoreWeights::default())?;
         let longest = info.max_length;
         let (max_length, max_query_length, max_passage_length) = (
             Integer::get(self.max_length),
@@ -89,7 +77,8 @@ impl ScoreRequest {
         let max_passage_length =
             input::length("max_passage_length", max_passage_length, both, longest)?;
         Ok(ScoreJob {
-            pairs: queries.into_iter().zip(passages).collect(),
+            queries,
+            passages,
             options: ScoreOptions {
                 weights,
                 max_query_length,

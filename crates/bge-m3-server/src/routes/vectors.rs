@@ -28,8 +28,11 @@ pub(crate) enum SparseFormat {
     Token,
     /// `{"4865": 0.08}`: keyed by token id, FlagEmbedding's `lexical_weights`.
     Id,
-    /// `{"indices": [4865], "values": [0.08]}`, for Qdrant, Milvus and pgvector.
+    /// `{"indices": [4865], "values": [0.08]}`, ascending by id: Qdrant's `SparseVector`.
     Indices,
+    /// `"{4866:0.08}/250002"`: pgvector's `sparsevec` text literal, 1-based indices (id + 1)
+    /// ascending, with the vocabulary size as its dimension.
+    Sparsevec,
 }
 
 /// A vector as JSON numbers or as base64 (`encoding_format`).
@@ -40,6 +43,16 @@ pub(crate) enum Vector {
     Base64(String),
 }
 
+impl Vector {
+    /// The same values in `encoding`.
+    pub fn encoded(&self, encoding: EncodingFormat) -> Vector {
+        match (self, encoding) {
+            (Vector::Float(values), EncodingFormat::Base64) => Vector::Base64(base64_f32(values)),
+            (vector, _) => vector.clone(),
+        }
+    }
+}
+
 /// Sparse weights in one of the [`SparseFormat`]s.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Sparse {
@@ -47,6 +60,8 @@ pub(crate) enum Sparse {
     Map(Vec<(String, f32)>),
     /// Parallel arrays, ascending by token id.
     Indices { indices: Vec<u32>, values: Vec<f32> },
+    /// A pgvector `sparsevec` literal.
+    Literal(String),
 }
 
 /// `{"What": 0.08}` or `{"4865": 0.08}`, or `{"indices": [...], "values": [...]}`.
@@ -65,9 +80,15 @@ impl utoipa::PartialSchema for Sparse {
             .required("indices")
             .property("values", Vec::<f32>::schema())
             .required("values");
+        let literal = ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .description(Some(
+                "pgvector's `sparsevec` literal `{id+1:weight,...}/vocab_size` (`sparsevec`)",
+            ));
         OneOfBuilder::new()
             .item(weights)
             .item(parallel)
+            .item(literal)
             .description(Some("Sparse weights, in the request's `sparse_format`"))
             .into()
     }
@@ -91,6 +112,7 @@ impl Serialize for Sparse {
                 map.serialize_entry("values", values)?;
                 map.end()
             }
+            Sparse::Literal(literal) => serializer.serialize_str(literal),
         }
     }
 }
@@ -106,10 +128,13 @@ pub(crate) struct Item {
 /// The formatting options of a request, validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Format {
+    /// How the dense and ColBERT vectors are written.
     pub encoding: EncodingFormat,
     /// Keep this many dense values, then re-normalise (OpenAI's `dimensions`).
     pub dimensions: Option<usize>,
     pub sparse: SparseFormat,
+    /// The model's vocabulary size: the dimension of a `sparsevec`.
+    pub vocab_size: usize,
 }
 
 impl Format {
@@ -153,10 +178,11 @@ impl Format {
         match (self.sparse, by_token) {
             (SparseFormat::Token, Some(by_token)) => Sparse::Map(by_token),
             (SparseFormat::Indices, _) => {
-                let mut weights = sparse.weights;
-                weights.sort_unstable_by_key(|&(id, _)| id);
-                let (indices, values) = weights.into_iter().unzip();
+                let (indices, values) = ascending(sparse).into_iter().unzip();
                 Sparse::Indices { indices, values }
+            }
+            (SparseFormat::Sparsevec, _) => {
+                Sparse::Literal(sparsevec_literal(&ascending(sparse), self.vocab_size))
             }
             (SparseFormat::Id | SparseFormat::Token, _) => Sparse::Map(
                 sparse
@@ -167,6 +193,24 @@ impl Format {
             ),
         }
     }
+}
+
+/// The weights ascending by token id, as the vector databases take them.
+pub(crate) fn ascending(sparse: SparseEmbedding) -> Vec<(u32, f32)> {
+    let mut weights = sparse.weights;
+    weights.sort_unstable_by_key(|&(id, _)| id);
+    weights
+}
+
+/// pgvector's `sparsevec` text literal of weights ascending by id: `{i:v,...}/dim`, where `i` is
+/// the id plus one (pgvector's indices start at 1) and `dim` the vocabulary size. Each weight is
+/// written in the shortest form that reads back as the same f32.
+pub(crate) fn sparsevec_literal(weights: &[(u32, f32)], dim: usize) -> String {
+    let elements: Vec<String> = weights
+        .iter()
+        .map(|(id, weight)| format!("{}:{weight}", u64::from(*id) + 1))
+        .collect();
+    format!("{{{}}}/{dim}", elements.join(","))
 }
 
 /// OpenAI's `dimensions`: the first `dimensions` values, rescaled to unit length. A vector
@@ -198,6 +242,7 @@ mod tests {
             encoding,
             dimensions,
             sparse,
+            vocab_size: 40,
         }
     }
 
@@ -242,6 +287,21 @@ mod tests {
             write(SparseFormat::Indices, None),
             r#"{"indices":[7,30],"values":[0.25,0.5]}"#
         );
+        // 1-based and ascending, with the vocabulary size: `'{8:0.25,31:0.5}/40'::sparsevec`.
+        assert_eq!(
+            write(SparseFormat::Sparsevec, None),
+            r#""{8:0.25,31:0.5}/40""#
+        );
+    }
+
+    #[test]
+    fn a_sparsevec_literal_keeps_every_f32_and_an_empty_one_has_its_dimension() {
+        assert_eq!(sparsevec_literal(&[], 250002), "{}/250002");
+        let weight = 0.083_561_25_f32;
+        let literal = sparsevec_literal(&[(4865, weight)], 250002);
+        let value: f32 = literal[6..literal.find('}').unwrap()].parse().unwrap();
+        assert!(literal.starts_with("{4866:"), "{literal}");
+        assert_eq!(value, weight);
     }
 
     #[test]

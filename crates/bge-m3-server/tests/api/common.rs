@@ -23,8 +23,8 @@ pub fn model_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models/tiny-pt")
 }
 
-/// The settings of a test server: tiny-pt on the CPU, small limits, nothing from the
-/// environment.
+/// The settings of a test server: tiny-pt on the CPU, small limits, token ids accepted, nothing
+/// from the environment.
 pub fn config(model_path: PathBuf) -> Config {
     Config {
         model_path,
@@ -52,6 +52,10 @@ pub fn config(model_path: PathBuf) -> Config {
         max_text_chars: 1_000_000,
         api_key: None,
         cors_allow_origins: Vec::new(),
+        // The token-id tests need ids; the default refusal has its own server (`policy.rs`).
+        allow_token_ids: true,
+        accept_any_model: false,
+        rerank_weights: Default::default(),
         log_format: bge_m3_server::logging::LogFormat::Text,
     }
 }

@@ -51,6 +51,8 @@ fn model_card() -> serde_json::Value {
         "object": "model",
         "embedding_dims": model().dense_dim(),
         "max_length": 8192,
+        "sparse_dims": model().vocab_size(),
+        "colbert_dims": model().colbert_dim(),
         "capabilities": {"dense": true, "sparse": true, "colbert": true},
     })
 }
@@ -84,6 +86,8 @@ fn openai_model_routes() {
     assert_eq!(model["owned_by"], "BAAI");
     assert!(model["created"].as_u64().unwrap() > 1_600_000_000);
     assert_eq!(model["embedding_dims"], crate::common::model().dense_dim());
+    assert_eq!(model["sparse_dims"], 1202, "tiny-pt's vocabulary");
+    assert_eq!(model["colbert_dims"], crate::common::model().colbert_dim());
 
     for path in ["/v1/models/bge-m3", "/v1/models/BAAI/bge-m3"] {
         let reply = get(path);

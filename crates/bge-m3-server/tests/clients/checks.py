@@ -37,3 +37,24 @@ def close(a, b, tolerance=1e-5):
 
 def norm(values):
     return math.sqrt(sum(v * v for v in values))
+
+
+# Documents for the self-retrieval checks of the integration scripts: each stored document,
+# used as the query, must rank first.
+DOCUMENTS = [
+    "BGE M3 is an embedding model supporting dense, sparse and multi-vector retrieval.",
+    "BM25 is a bag-of-words ranking function used by search engines.",
+    "北京是中华人民共和国的首都。",
+    "Le chat est assis sur le tapis, et il regarde par la fenêtre.",
+    "Qdrant and Milvus store vectors for similarity search.",
+    "The quick brown fox jumps over the lazy dog.",
+]
+
+
+def dot(a, b):
+    return sum(x * y for x, y in zip(a, b))
+
+
+def best(query_vector, vectors):
+    """The index of the vector with the highest dot product with the query."""
+    return max(range(len(vectors)), key=lambda i: dot(query_vector, vectors[i]))

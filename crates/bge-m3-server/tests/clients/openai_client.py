@@ -10,7 +10,7 @@ import sys
 import openai
 from openai import OpenAI
 
-from checks import check, close, crashed, norm, summary
+from checks import DOCUMENTS, best, check, close, crashed, norm, summary
 
 BASE_URL = os.environ["BASE_URL"].rstrip("/")
 client = OpenAI(base_url=f"{BASE_URL}/v1", api_key="unused", timeout=60, max_retries=0)
@@ -74,13 +74,38 @@ def test_dimensions(float_response):
     check("dimensions: truncated and renormalised", close(vector, expected))
 
 
-def test_token_ids(float_response):
-    one = client.embeddings.create(model="bge-m3", input=[5, 6, 7], encoding_format="float")
-    check("token ids: one input", len(one.data) == 1)
-    many = client.embeddings.create(model="bge-m3", input=[[5, 6, 7], [8]], encoding_format="float")
-    check("token ids: two inputs", len(many.data) == 2)
-    check("token ids: same ids, same vector", close(one.data[0].embedding, many.data[0].embedding))
-    check("token ids: usage counts ids", many.usage.prompt_tokens == 4, many.usage)
+def test_token_ids():
+    # Refused by default (--allow-token-ids): foreign ids would be embedded silently.
+    try:
+        client.embeddings.create(model="bge-m3", input=[[5, 6, 7], [8]], encoding_format="float")
+        check("token ids: refused by default", False)
+    except openai.BadRequestError as e:
+        check("token ids: refused by default, naming the setting",
+              e.code == "token_ids_not_allowed" and e.param == "input"
+              and "--allow-token-ids" in str(e), e)
+
+
+def test_extras_under_the_default_base64():
+    # --- README: OpenAI SDK ---
+    client = OpenAI(base_url=f"{BASE_URL}/v1", api_key="unused")
+    response = client.embeddings.create(model="bge-m3", input=DOCUMENTS,
+                                        extra_body={"input_type": {"colbert": True}, "sparse_format": "indices"})
+    dense = response.data[0].embedding                     # decoded from the SDK's default base64
+    colbert = response.data[0].model_extra["colbert"]      # rows of floats, usable as they come
+    sparse = response.data[0].model_extra["sparse"]        # {"indices": [...], "values": [...]}
+    # --- end of the README's code ---
+    # The SDK asks for base64 and decodes `embedding` alone: the extras come as numbers.
+    extra = response.data[0].model_extra
+    check("base64 default: dense as floats, equal to embedding",
+          isinstance(extra["dense"], list) and close(extra["dense"], dense))
+    check("base64 default: colbert rows as floats",
+          all(isinstance(row, list) and all(isinstance(v, float) for v in row) for row in colbert))
+    check("base64 default: sparse as Qdrant's indices and values",
+          sorted(sparse) == ["indices", "values"] and len(sparse["indices"]) == len(sparse["values"]))
+    stored = [item.embedding for item in response.data]
+    for i, text in enumerate(DOCUMENTS):
+        query = client.embeddings.create(model="bge-m3", input=text).data[0].embedding
+        check(f"base64 default: document {i} finds itself first", best(query, stored) == i)
 
 
 def test_extra_body():
@@ -119,7 +144,8 @@ def main():
         base64_response = test_default_base64(dim)
         float_response = test_float(base64_response)
         test_dimensions(float_response)
-        test_token_ids(float_response)
+        test_token_ids()
+        test_extras_under_the_default_base64()
         test_extra_body()
         test_errors()
     except Exception:

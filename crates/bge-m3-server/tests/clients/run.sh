@@ -1,11 +1,23 @@
 #!/usr/bin/env bash
-# Compatibility with real clients: OpenAI's official Python SDK and the original service's
-# README code (seed_client.py), run against a live bge-m3-server on the tiny-pt fixture model.
+# Compatibility with real clients, run against a live bge-m3-server on the tiny-pt fixture
+# model, each as its own documentation (and our README) shows:
+# - OpenAI's official Python SDK (openai_client.py) and the original service's README code
+#   (seed_client.py);
+# - LangChain's OpenAIEmbeddings (langchain_client.py);
+# - LlamaIndex's OpenAILikeEmbedding and TextEmbeddingsInference (llamaindex_client.py);
+# - huggingface_hub's InferenceClient, which Haystack's TEI embedders call
+#   (huggingface_hub_client.py);
+# - qdrant-client in local mode with a hybrid query (qdrant_stack.py);
+# - pymilvus with Milvus Lite and a hybrid search (milvus_stack.py);
+# - pgvector's Python package reading the sparsevec literal (pgvector_literal.py);
+# - the cohere SDK's rerank (cohere_client.py).
 #
 # Creates (or reuses) a virtualenv under target/clients-venv with the pinned packages of
-# requirements.txt, builds the server, starts it on a free port, waits for /health (at most
-# 120 s), runs both scripts and the README's curl calls, and always stops the server on exit.
-# Exits non-zero on any failure; the last line reads `clients: N passed, M failed`.
+# requirements.txt (every dependency pinned by constraints.txt; no torch), builds the server,
+# starts it on a free port with its default settings, waits for /health (at most 120 s), runs
+# every script and the README's curl calls, and always stops the server on exit. Exits
+# non-zero on any failure; the last line reads `clients: N passed, M failed`, and the time the
+# install and the run took is printed before it.
 #
 # Environment: PYTHON (default python3) makes the virtualenv; PROFILE (default dev, the profile
 # `cargo test` already built) or release picks the server build.
@@ -19,7 +31,10 @@ VENV="$ROOT/target/clients-venv"
 if [ ! -x "$VENV/bin/python" ]; then
     "${PYTHON:-python3}" -m venv "$VENV"
 fi
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$HERE/requirements.txt"
+install_start=$SECONDS
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+    -r "$HERE/requirements.txt" -c "$HERE/constraints.txt"
+install_seconds=$((SECONDS - install_start))
 
 PROFILE="${PROFILE:-dev}"
 cargo build --quiet --profile "$PROFILE" -p bge-m3-server
@@ -69,13 +84,17 @@ check_curl() {
 DIM="$(curl -sS "$BASE_URL/models/bge-m3" | "$VENV/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["embedding_dims"])')"
 check_curl "curl /health" /health '{"status": "healthy", "model_loaded": true, "device": "cpu"}'
 check_curl "curl /models/bge-m3" /models/bge-m3 \
-    "{\"id\": \"bge-m3\", \"object\": \"model\", \"embedding_dims\": $DIM, \"max_length\": 8192, \"capabilities\": {\"dense\": true, \"sparse\": true, \"colbert\": true}}"
+    "{\"id\": \"bge-m3\", \"object\": \"model\", \"embedding_dims\": $DIM, \"max_length\": 8192, \"sparse_dims\": 1202, \"colbert_dims\": $DIM, \"capabilities\": {\"dense\": true, \"sparse\": true, \"colbert\": true}}"
 
 # Each script ends with `NAME: N passed, M failed`; one that dies without it counts as a failure.
-for script in seed_client.py openai_client.py; do
+run_start=$SECONDS
+MILVUS_DIR="$(mktemp -d "$ROOT/target/clients-milvus.XXXXXX")"
+for script in seed_client.py openai_client.py langchain_client.py llamaindex_client.py \
+    huggingface_hub_client.py qdrant_stack.py milvus_stack.py pgvector_literal.py cohere_client.py; do
     echo "== $script"
     status=0
-    output="$(BASE_URL="$BASE_URL" "$VENV/bin/python" "$HERE/$script" 2>&1)" || status=$?
+    output="$(BASE_URL="$BASE_URL" MILVUS_DB="$MILVUS_DIR/milvus.db" \
+        "$VENV/bin/python" "$HERE/$script" 2>&1)" || status=$?
     echo "$output"
     summary="$(echo "$output" | grep -E '^[a-z_]+: [0-9]+ passed, [0-9]+ failed$' | tail -n 1 || true)"
     if [ -z "$summary" ]; then
@@ -93,8 +112,11 @@ for script in seed_client.py openai_client.py; do
     fi
 done
 
+rm -rf "$MILVUS_DIR"
+
 if [ "$failed" -ne 0 ]; then
     echo "server log: $LOG"
 fi
+echo "clients: install ${install_seconds} s, run $((SECONDS - run_start)) s"
 echo "clients: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -9,9 +9,9 @@ use serde_json::Value;
 use crate::{Reply, Sent, Served};
 
 /// Slack of the unit-length and range checks on values that went through JSON as f32.
-const TOLERANCE: f64 = 1e-4;
+pub(crate) const TOLERANCE: f64 = 1e-4;
 
-fn fail(message: impl Into<String>) -> TestCaseError {
+pub(crate) fn fail(message: impl Into<String>) -> TestCaseError {
     TestCaseError::fail(message.into())
 }
 
@@ -42,6 +42,9 @@ pub(crate) fn check(served: &Served, sent: &Sent, reply: &Reply) -> Result<(), T
         "/v1/embeddings" => check_embeddings(served, &request, &body, true),
         "/embeddings" => check_embeddings(served, &request, &body, false),
         "/score" => check_score(&request, &body),
+        route if crate::compat::ROUTES.contains(&route) => {
+            crate::compat::check(served, route, &request, &body)
+        }
         other => Err(fail(format!("a 2xx for POST {other}"))),
     }
 }
@@ -70,7 +73,7 @@ fn check_error(body: &Value) -> Result<(), TestCaseError> {
 }
 
 /// How many inputs an accepted `input` holds.
-fn input_count(input: &Value) -> Option<usize> {
+pub(crate) fn input_count(input: &Value) -> Option<usize> {
     match input {
         Value::String(_) => Some(1),
         Value::Array(items) => match items.first()? {
@@ -137,7 +140,18 @@ fn check_embeddings(
             prop_assert_eq!(object.contains_key("dense"), dense);
             prop_assert_eq!(object.contains_key("sparse"), sparse);
             prop_assert_eq!(object.contains_key("colbert"), colbert);
-            if dense {
+            if dense && base64 {
+                // `encoding_format` applies to `embedding` alone: the same f32 as `dense`.
+                check_vector(&item["embedding"], dims, true)?;
+                let dense: Option<Vec<f32>> = item["dense"].as_array().map(|values| {
+                    values
+                        .iter()
+                        .filter_map(Value::as_f64)
+                        .map(|v| v as f32)
+                        .collect()
+                });
+                prop_assert_eq!(Some(decode_f32(&item["embedding"])?), dense);
+            } else if dense {
                 prop_assert_eq!(&item["embedding"], &item["dense"]);
             } else {
                 prop_assert!(item["embedding"].is_null());
@@ -177,6 +191,8 @@ fn check_embeddings(
         }
     }
 
+    // On `/v1/embeddings` the extras are JSON numbers whatever `encoding_format` says.
+    let base64 = base64 && !openai;
     let tokens = body["usage"]["prompt_tokens"]
         .as_u64()
         .ok_or_else(|| fail("`usage.prompt_tokens` is not a count"))?;
@@ -209,19 +225,13 @@ fn check_embeddings(
 
 /// A vector of `width` finite values, JSON numbers or base64 of f32, of unit length (or zero,
 /// where `dimensions` kept only zeros).
-fn check_vector(vector: &Value, width: usize, base64: bool) -> Result<(), TestCaseError> {
+pub(crate) fn check_vector(
+    vector: &Value,
+    width: usize,
+    base64: bool,
+) -> Result<(), TestCaseError> {
     let values: Vec<f64> = if base64 {
-        let text = vector
-            .as_str()
-            .ok_or_else(|| fail("a base64 vector that is not a string"))?;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .map_err(|e| fail(format!("bad base64: {e}")))?;
-        prop_assert_eq!(bytes.len() % 4, 0);
-        bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)
-            .collect()
+        decode_f32(vector)?.into_iter().map(f64::from).collect()
     } else {
         vector
             .as_array()
@@ -243,9 +253,28 @@ fn check_vector(vector: &Value, width: usize, base64: bool) -> Result<(), TestCa
     Ok(())
 }
 
+/// The little-endian f32 values of a base64 string.
+fn decode_f32(vector: &Value) -> Result<Vec<f32>, TestCaseError> {
+    let text = vector
+        .as_str()
+        .ok_or_else(|| fail("a base64 vector that is not a string"))?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| fail(format!("bad base64: {e}")))?;
+    prop_assert_eq!(bytes.len() % 4, 0);
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
+}
+
 /// Sparse weights in the requested format: every weight finite and > 0, every id in the
 /// vocabulary and none of `<s>`, `</s>`, `<pad>`, `<unk>`.
-fn check_sparse(served: &Served, weights: &Value, format: &str) -> Result<(), TestCaseError> {
+pub(crate) fn check_sparse(
+    served: &Served,
+    weights: &Value,
+    format: &str,
+) -> Result<(), TestCaseError> {
     let positive = |w: &Value| {
         w.as_f64()
             .is_some_and(|w| w.is_finite() && w > 0.0 && w <= f32::MAX as f64)
@@ -258,6 +287,37 @@ fn check_sparse(served: &Served, weights: &Value, format: &str) -> Result<(), Te
         );
         Ok(())
     };
+    if format == "sparsevec" {
+        // pgvector's `{id+1:weight,...}/vocab_size`, ascending.
+        let literal = weights
+            .as_str()
+            .ok_or_else(|| fail("a sparsevec that is not a string"))?;
+        let (elements, dim) = literal
+            .rsplit_once('/')
+            .ok_or_else(|| fail(format!("no dimension in {literal:?}")))?;
+        prop_assert_eq!(dim, served.info.vocab_size.to_string());
+        let elements = elements
+            .strip_prefix('{')
+            .and_then(|e| e.strip_suffix('}'))
+            .ok_or_else(|| fail(format!("no braces in {literal:?}")))?;
+        let mut previous = 0;
+        for element in elements.split(',').filter(|e| !e.is_empty()) {
+            let (index, weight) = element
+                .split_once(':')
+                .ok_or_else(|| fail(format!("element {element:?}")))?;
+            let index: u64 = index
+                .parse()
+                .map_err(|_| fail(format!("index {index:?}")))?;
+            let weight: f64 = weight
+                .parse()
+                .map_err(|_| fail(format!("weight {weight:?}")))?;
+            prop_assert!(index > previous, "1-based, ascending: {}", literal);
+            previous = index;
+            check_id(index - 1)?;
+            prop_assert!(positive(&Value::from(weight)), "weight {weight}");
+        }
+        return Ok(());
+    }
     let object = weights
         .as_object()
         .ok_or_else(|| fail("sparse weights are not an object"))?;

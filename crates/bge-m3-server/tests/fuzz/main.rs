@@ -11,9 +11,11 @@
 //!
 //! Cases per property: `PROPTEST_CASES`, default [`DEFAULT_CASES`].
 //!
-//! `checks.rs` holds the checks of one answer, `strategies.rs` the generators.
+//! `checks.rs` holds the checks of one answer, `strategies.rs` the generators, `compat.rs` both
+//! for the routes in other servers' shapes (rerank, text-embeddings-inference's).
 
 mod checks;
+mod compat;
 mod strategies;
 
 use std::path::PathBuf;
@@ -24,7 +26,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::test::{init_service, read_body, try_call_service, TestRequest};
 use actix_web::web;
 use bge_m3_core::{BgeM3, DeviceSpec, LoadOptions, SpecialTokens};
-use bge_m3_server::{AppState, Batcher, BatcherOptions, Limits, ModelInfo};
+use bge_m3_server::{AppState, Batcher, BatcherOptions, Limits, ModelInfo, TextTokenizer};
 use proptest::option::weighted as maybe;
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -61,7 +63,11 @@ async fn ready_state() -> (web::Data<AppState>, Served) {
         max_body_bytes: MAX_BODY_BYTES,
         ..Limits::default()
     };
-    let state = web::Data::new(AppState::new("bge-m3", vec!["BAAI/bge-m3".into()], limits));
+    // Token ids accepted, so that the fuzzer's id inputs reach the model.
+    let state = web::Data::new(
+        AppState::new("bge-m3", vec!["BAAI/bge-m3".into()], limits).with_allow_token_ids(true),
+    );
+    state.set_text_tokenizer(TextTokenizer::load(&model_dir()).expect("tokenizer.json"));
     let load = LoadOptions {
         device: DeviceSpec::Cpu,
         dtype: None,
@@ -243,10 +249,18 @@ fn score_answers_any_json_with_a_documented_2xx_or_4xx() {
 }
 
 #[test]
+fn rerank_and_tei_routes_answer_any_json_with_a_documented_2xx_or_4xx() {
+    fuzz(compat::request, |(route, body)| {
+        Sent::post_json(route, &body)
+    });
+}
+
+#[test]
 fn post_routes_answer_any_bytes_under_any_content_type() {
     let strategy = || {
+        let routes = ["/v1/embeddings", "/embeddings", "/score"];
         (
-            select(vec!["/v1/embeddings", "/embeddings", "/score"]),
+            select(routes.into_iter().chain(compat::ROUTES).collect::<Vec<_>>()),
             maybe(0.8, content_type()),
             raw_body(),
         )
@@ -265,8 +279,11 @@ fn any_path_and_method_is_answered_in_the_error_shape() {
     fuzz(strategy, |(method, uri, with_body)| {
         let body = if with_body {
             // Valid on every POST route, so that the route, not the body, decides.
-            serde_json::to_vec(&json!({"input": "a", "sentences_1": ["a"], "sentences_2": ["b"]}))
-                .unwrap()
+            serde_json::to_vec(&json!({
+                "input": "a", "sentences_1": ["a"], "sentences_2": ["b"],
+                "inputs": "a", "query": "a", "texts": ["b"], "documents": ["b"], "ids": [5],
+            }))
+            .unwrap()
         } else {
             Vec::new()
         };

@@ -45,7 +45,7 @@ fn awkward_char() -> impl Strategy<Value = char> {
 }
 
 /// A text: short and varied, sometimes empty, sometimes a long run of one character.
-fn text() -> impl Strategy<Value = String> {
+pub(crate) fn text() -> impl Strategy<Value = String> {
     prop_oneof![
         6 => vec(awkward_char(), 0..32).prop_map(|chars| chars.into_iter().collect()),
         2 => select(vec![
@@ -67,7 +67,7 @@ fn text() -> impl Strategy<Value = String> {
 }
 
 /// A JSON number: small, at the edges of the integer types, or a float far out of range.
-fn number() -> impl Strategy<Value = Value> {
+pub(crate) fn number() -> impl Strategy<Value = Value> {
     prop_oneof![
         3 => (-3i64..=20).prop_map(Value::from),
         1 => any::<i64>().prop_map(Value::from),
@@ -82,7 +82,7 @@ fn number() -> impl Strategy<Value = Value> {
 }
 
 /// A string a client might send where a number or name is expected.
-fn odd_string() -> impl Strategy<Value = Value> {
+pub(crate) fn odd_string() -> impl Strategy<Value = Value> {
     prop_oneof![
         2 => select(vec![
             "", "NaN", "nan", "Infinity", "-inf", "1e999", "0x10", "８", "12", "-1", "true",
@@ -94,7 +94,7 @@ fn odd_string() -> impl Strategy<Value = Value> {
 }
 
 /// Anything, nested a few levels, with keys that are often our field names.
-fn junk() -> impl Strategy<Value = Value> {
+pub(crate) fn junk() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
@@ -118,7 +118,7 @@ fn key() -> impl Strategy<Value = String> {
 }
 
 /// A value nested `depth` arrays and objects deep, beyond serde_json's recursion limit.
-fn deep() -> impl Strategy<Value = Value> {
+pub(crate) fn deep() -> impl Strategy<Value = Value> {
     (1usize..400, any::<bool>()).prop_map(|(depth, objects)| {
         (0..depth).fold(json!("x"), |inner, level| {
             if objects && level % 2 == 0 {
@@ -131,7 +131,7 @@ fn deep() -> impl Strategy<Value = Value> {
 }
 
 /// A token id of the tiny model (vocabulary 1202), or one just outside it, or not an id.
-fn token_id() -> impl Strategy<Value = Value> {
+pub(crate) fn token_id() -> impl Strategy<Value = Value> {
     prop_oneof![
         8 => (0u32..1202).prop_map(Value::from),
         2 => select(vec![0u64, 1, 2, 3, 1201, 1202, 1203, 250_002, u32::MAX as u64, 1 << 32])
@@ -141,12 +141,14 @@ fn token_id() -> impl Strategy<Value = Value> {
     ]
 }
 
-fn texts(count: impl Into<proptest::collection::SizeRange>) -> impl Strategy<Value = Value> {
+pub(crate) fn texts(
+    count: impl Into<proptest::collection::SizeRange>,
+) -> impl Strategy<Value = Value> {
     vec(text(), count).prop_map(|t| json!(t))
 }
 
 /// `input`: every shape OpenAI allows, and the ones it does not.
-fn input() -> impl Strategy<Value = Value> {
+pub(crate) fn input() -> impl Strategy<Value = Value> {
     prop_oneof![
         4 => text().prop_map(Value::from),
         5 => texts(1..6),
@@ -162,7 +164,7 @@ fn input() -> impl Strategy<Value = Value> {
     ]
 }
 
-fn flag() -> impl Strategy<Value = Value> {
+pub(crate) fn flag() -> impl Strategy<Value = Value> {
     prop_oneof![
         4 => any::<bool>().prop_map(Value::Bool),
         1 => Just(Value::Null),
@@ -193,7 +195,7 @@ fn input_type() -> impl Strategy<Value = Value> {
 }
 
 /// A token length: within 1..=8192 mostly, or at and beyond its edges.
-fn length() -> impl Strategy<Value = Value> {
+pub(crate) fn length() -> impl Strategy<Value = Value> {
     prop_oneof![
         4 => (1u64..=64).prop_map(Value::from),
         2 => (1u64..=8192).prop_map(Value::from),
@@ -212,7 +214,7 @@ fn batch_size() -> impl Strategy<Value = Value> {
     ]
 }
 
-fn dimensions() -> impl Strategy<Value = Value> {
+pub(crate) fn dimensions() -> impl Strategy<Value = Value> {
     prop_oneof![
         4 => (1u64..=32).prop_map(Value::from),
         2 => select(vec![0u64, 31, 32, 33, 1024, u64::MAX]).prop_map(Value::from),
@@ -221,7 +223,7 @@ fn dimensions() -> impl Strategy<Value = Value> {
     ]
 }
 
-fn model() -> impl Strategy<Value = Value> {
+pub(crate) fn model() -> impl Strategy<Value = Value> {
     prop_oneof![
         4 => select(vec!["bge-m3", "BAAI/bge-m3"]).prop_map(Value::from),
         1 => select(vec!["", "BGE-M3", "text-embedding-3-small", "bge-m3 "]).prop_map(Value::from),
@@ -229,7 +231,7 @@ fn model() -> impl Strategy<Value = Value> {
     ]
 }
 
-fn choice(names: &[&'static str]) -> impl Strategy<Value = Value> {
+pub(crate) fn choice(names: &[&'static str]) -> impl Strategy<Value = Value> {
     prop_oneof![
         5 => select(names.to_vec()).prop_map(Value::from),
         1 => odd_string(),
@@ -238,7 +240,7 @@ fn choice(names: &[&'static str]) -> impl Strategy<Value = Value> {
 }
 
 /// Unknown fields (OpenAI's `user` and anything else), which the routes ignore.
-fn extra_fields() -> impl Strategy<Value = Vec<(String, Value)>> {
+pub(crate) fn extra_fields() -> impl Strategy<Value = Vec<(String, Value)>> {
     vec((key(), junk()), 0..2)
 }
 
@@ -253,7 +255,7 @@ pub(crate) fn embeddings_body() -> impl Strategy<Value = Value> {
             maybe(0.25, dimensions()),
         ),
         (
-            maybe(0.3, choice(&["token", "id", "indices", "ids"])),
+            maybe(0.3, choice(&["token", "id", "indices", "sparsevec", "ids"])),
             maybe(0.4, length()),
             maybe(0.3, batch_size()),
             extra_fields(),
@@ -297,7 +299,7 @@ fn weight() -> impl Strategy<Value = Value> {
     ]
 }
 
-fn weights() -> impl Strategy<Value = Value> {
+pub(crate) fn weights() -> impl Strategy<Value = Value> {
     prop_oneof![
         5 => vec(weight(), 3).prop_map(Value::Array),
         1 => vec(weight(), 0..6).prop_map(Value::Array),
@@ -466,6 +468,15 @@ pub(crate) fn path() -> impl Strategy<Value = String> {
         "/v1/models/%00",
         "/metrics",
         "/docs",
+        "/rerank",
+        "/v1/rerank",
+        "/v2/rerank",
+        "/embed",
+        "/embed_sparse",
+        "/embed_all",
+        "/tokenize",
+        "/decode",
+        "/info",
     ];
     let segment = prop_oneof![
         4 => vec(
@@ -509,7 +520,7 @@ pub(crate) fn path() -> impl Strategy<Value = String> {
 
 /// A request body: the unknown `extra` fields, then each known field that is present (so that
 /// a known field wins over an extra one of the same name).
-fn body<const N: usize>(
+pub(crate) fn body<const N: usize>(
     extra: impl IntoIterator<Item = (String, Value)>,
     fields: [(&str, Option<Value>); N],
 ) -> Value {

@@ -1,0 +1,488 @@
+//! text-embeddings-inference's routes, computed by BGE-M3's own heads, so that clients written
+//! for it work by changing the URL: `POST /embed` (dense), `/embed_sparse` (lexical weights),
+//! `/embed_all` (ColBERT vectors), `/tokenize`, `/decode`, and `GET /info`. Requests and
+//! responses have its shapes; errors keep this server's one error body. Every difference is in
+//! the README ("text-embeddings-inference routes").
+
+use actix_web::{web, HttpResponse};
+use bge_m3_core::{EncodeOptions, Outputs};
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{ArrayBuilder, OneOfBuilder, Schema};
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
+
+use super::answer::{self, array};
+use super::docs::{EncodeErrors, ModelErrors};
+use super::input::{self, InputField, Texts};
+use super::vectors::{ascending, truncate_normalised};
+use super::{answered, Timings};
+use crate::batcher::{EncodeJob, Encoded, Inputs, SparseKeys};
+use crate::extract::Json;
+use crate::memory::Reservation;
+use crate::state::AppState;
+use crate::{Error, Result};
+
+/// The body of `/embed`, `/embed_sparse` and `/embed_all`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct EmbedRequest {
+    /// A text, an array of texts, or token ids (with `--allow-token-ids`).
+    #[schema(value_type = InputField, required = true)]
+    inputs: Option<InputField>,
+    /// Accepted; texts are always truncated to 8192 tokens (text-embeddings-inference's
+    /// `--auto-truncate` default).
+    #[allow(dead_code)]
+    truncate: Option<bool>,
+    /// `Right` (the default) only.
+    truncation_direction: Option<String>,
+    /// Must be absent or null: BGE-M3 has no prompts.
+    prompt_name: Option<String>,
+    /// `/embed`: accepted; the dense vector is always unit length (FlagEmbedding defines it
+    /// normalised).
+    #[allow(dead_code)]
+    normalize: Option<bool>,
+    /// `/embed`: keep the first N values and re-normalise (1 to the model's width).
+    #[schema(minimum = 1)]
+    dimensions: Option<usize>,
+}
+
+impl EmbedRequest {
+    /// The validated job and `dimensions`.
+    fn job(self, state: &AppState, outputs: Outputs) -> Result<(EncodeJob, Option<usize>)> {
+        let info = &state.ready()?.info;
+        input::check_truncation_direction(self.truncation_direction.as_deref())?;
+        if let Some(name) = self.prompt_name {
+            return Err(Error::invalid(
+                "prompt_name",
+                format!("BGE-M3 has no prompts, got {name:?}"),
+            ));
+        }
+        let dimensions = input::dimensions(self.dimensions, info.dense_dim)?;
+        let inputs = self
+            .inputs
+            .ok_or_else(|| Error::missing("inputs"))?
+            .validate(
+                "inputs",
+                info.vocab_size,
+                state.limits(),
+                state.allows_token_ids(),
+            )?;
+        let job = EncodeJob {
+            inputs,
+            options: EncodeOptions {
+                outputs,
+                max_length: info.max_length,
+                ..EncodeOptions::default()
+            },
+            sparse_keys: SparseKeys::Ids,
+        };
+        Ok((job, dimensions))
+    }
+}
+
+/// Runs a request on the model, within its memory reservation.
+async fn encode(
+    state: &AppState,
+    request: EmbedRequest,
+    held: Option<Reservation>,
+    outputs: Outputs,
+) -> Result<(Encoded, Option<usize>)> {
+    let (job, dimensions) = request.job(state, outputs)?;
+    let batcher = &state.ready()?.batcher;
+    Ok((batcher.encode_within(job, held).await?, dimensions))
+}
+
+/// A JSON array of `values`, written one element at a time as the client reads it; `held` goes
+/// back once it is written.
+fn respond_array<T: Serialize + 'static>(
+    values: Vec<T>,
+    held: Option<Reservation>,
+    tokens: usize,
+    timings: Timings,
+) -> HttpResponse {
+    answered(
+        answer::respond(Box::new(array(values.into_iter())), held),
+        tokens,
+        timings,
+    )
+}
+
+fn missing(output: &str) -> Error {
+    Error::Internal(format!("the model returned no {output} output"))
+}
+
+/// `POST /embed`.
+#[utoipa::path(
+    post,
+    path = "/embed",
+    tag = "text-embeddings-inference",
+    summary = "Dense vectors (text-embeddings-inference's shape)",
+    description = "One unit-length dense vector per input, as `[[...], ...]`.",
+    request_body = EmbedRequest,
+    responses(
+        (status = 200, description = "One vector per input", body = Vec<Vec<f32>>),
+        EncodeErrors,
+    ),
+    security((), ("api_key" = [])),
+)]
+pub(crate) async fn embed(
+    state: web::Data<AppState>,
+    Json(request, held): Json<EmbedRequest>,
+) -> Result<HttpResponse> {
+    let outputs = Outputs {
+        dense: true,
+        sparse: false,
+        colbert: false,
+    };
+    let (encoded, dimensions) = encode(&state, request, held, outputs).await?;
+    let tokens = encoded.tokens();
+    let vectors = encoded
+        .embeddings
+        .into_iter()
+        .map(|e| {
+            let dense = e.dense.ok_or_else(|| missing("dense"))?;
+            Ok(match dimensions {
+                Some(d) => truncate_normalised(dense, d),
+                None => dense,
+            })
+        })
+        .collect::<Result<Vec<Vec<f32>>>>()?;
+    Ok(respond_array(
+        vectors,
+        encoded.held,
+        tokens,
+        encoded.timings,
+    ))
+}
+
+/// One lexical weight, text-embeddings-inference's `SparseValue`.
+#[derive(Serialize, ToSchema)]
+struct SparseValue {
+    /// The token id.
+    index: u32,
+    value: f32,
+}
+
+/// `POST /embed_sparse`.
+#[utoipa::path(
+    post,
+    path = "/embed_sparse",
+    tag = "text-embeddings-inference",
+    summary = "Lexical weights (text-embeddings-inference's shape)",
+    description = "BGE-M3's sparse weights of each input as `[{index, value}]`, ascending by \
+        token id.",
+    request_body = EmbedRequest,
+    responses(
+        (status = 200, description = "One list per input", body = Vec<Vec<SparseValue>>),
+        EncodeErrors,
+    ),
+    security((), ("api_key" = [])),
+)]
+pub(crate) async fn embed_sparse(
+    state: web::Data<AppState>,
+    Json(request, held): Json<EmbedRequest>,
+) -> Result<HttpResponse> {
+    let outputs = Outputs {
+        dense: false,
+        sparse: true,
+        colbert: false,
+    };
+    let (encoded, _) = encode(&state, request, held, outputs).await?;
+    let tokens = encoded.tokens();
+    let weights = encoded
+        .embeddings
+        .into_iter()
+        .map(|e| {
+            let sparse = e.sparse.ok_or_else(|| missing("sparse"))?;
+            Ok(ascending(sparse)
+                .into_iter()
+                .map(|(index, value)| SparseValue { index, value })
+                .collect())
+        })
+        .collect::<Result<Vec<Vec<SparseValue>>>>()?;
+    Ok(respond_array(
+        weights,
+        encoded.held,
+        tokens,
+        encoded.timings,
+    ))
+}
+
+/// `POST /embed_all`.
+#[utoipa::path(
+    post,
+    path = "/embed_all",
+    tag = "text-embeddings-inference",
+    summary = "Per-token vectors: BGE-M3's ColBERT vectors (text-embeddings-inference's shape)",
+    description = "One unit-length ColBERT vector per token of each input but `<s>` (`</s>` \
+        included), as `[[[...], ...], ...]`.",
+    request_body = EmbedRequest,
+    responses(
+        (status = 200, description = "One list of vectors per input", body = Vec<Vec<Vec<f32>>>),
+        EncodeErrors,
+    ),
+    security((), ("api_key" = [])),
+)]
+pub(crate) async fn embed_all(
+    state: web::Data<AppState>,
+    Json(request, held): Json<EmbedRequest>,
+) -> Result<HttpResponse> {
+    let outputs = Outputs {
+        dense: false,
+        sparse: false,
+        colbert: true,
+    };
+    let (encoded, _) = encode(&state, request, held, outputs).await?;
+    let tokens = encoded.tokens();
+    let rows = encoded
+        .embeddings
+        .into_iter()
+        .map(|e| e.colbert.ok_or_else(|| missing("colbert")))
+        .collect::<Result<Vec<Vec<Vec<f32>>>>>()?;
+    Ok(respond_array(rows, encoded.held, tokens, encoded.timings))
+}
+
+/// The body of `/tokenize`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct TokenizeRequest {
+    /// A text or an array of texts.
+    #[schema(value_type = Texts, required = true)]
+    inputs: Option<Texts>,
+    /// Add `<s>` and `</s>`; default true.
+    add_special_tokens: Option<bool>,
+    /// Must be absent or null: BGE-M3 has no prompts.
+    prompt_name: Option<String>,
+}
+
+/// One token, text-embeddings-inference's `SimpleToken`.
+#[derive(Serialize, ToSchema)]
+struct SimpleToken {
+    id: u32,
+    /// The token's part of the text (a special token's own string).
+    text: String,
+    special: bool,
+    /// Byte offset of its start in the text; null for a special token.
+    start: Option<usize>,
+    /// Byte offset of its end; null for a special token.
+    stop: Option<usize>,
+}
+
+/// `POST /tokenize`.
+#[utoipa::path(
+    post,
+    path = "/tokenize",
+    tag = "text-embeddings-inference",
+    summary = "The model's tokens of texts (text-embeddings-inference's shape)",
+    description = "Each text's tokens with their byte spans; whole texts, not truncated.",
+    request_body = TokenizeRequest,
+    responses(
+        (status = 200, description = "One list of tokens per text", body = Vec<Vec<SimpleToken>>),
+        EncodeErrors,
+    ),
+    security((), ("api_key" = [])),
+)]
+pub(crate) async fn tokenize(
+    state: web::Data<AppState>,
+    Json(request, _held): Json<TokenizeRequest>,
+) -> Result<HttpResponse> {
+    if let Some(name) = request.prompt_name {
+        return Err(Error::invalid(
+            "prompt_name",
+            format!("BGE-M3 has no prompts, got {name:?}"),
+        ));
+    }
+    let texts = input::texts(request.inputs, "inputs", state.limits())?;
+    let add_special_tokens = request.add_special_tokens.unwrap_or(true);
+    let batcher = state.ready()?.batcher.clone();
+    let state = state.into_inner();
+    let tokens = batcher
+        .run_admitted(move || {
+            let tokenizer = state.text_tokenizer()?;
+            texts
+                .iter()
+                .map(|text| {
+                    Ok(tokenizer
+                        .tokenize(text, add_special_tokens)?
+                        .into_iter()
+                        .map(|t| SimpleToken {
+                            id: t.id,
+                            text: t.text,
+                            special: t.special,
+                            start: t.span.map(|(start, _)| start),
+                            stop: t.span.map(|(_, stop)| stop),
+                        })
+                        .collect::<Vec<_>>())
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(tokens))
+}
+
+/// `ids` of `/decode`: one list of token ids, or a non-empty array of them.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Ids(Vec<Vec<u32>>);
+
+impl PartialSchema for Ids {
+    fn schema() -> RefOr<Schema> {
+        let ids = || ArrayBuilder::new().items(u32::schema());
+        OneOfBuilder::new()
+            .item(ids())
+            .item(ArrayBuilder::new().items(ids()).min_items(Some(1)))
+            .description(Some("Token ids, or an array of lists of token ids"))
+            .into()
+    }
+}
+
+impl ToSchema for Ids {}
+
+impl<'de> Deserialize<'de> for Ids {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        // `input`'s parser already reads one list or a list of lists of ids, naming the element
+        // at fault; `/decode` takes no texts.
+        match InputField::deserialize(d)?.into_inputs() {
+            Inputs::TokenIds(lists) => Ok(Ids(lists)),
+            Inputs::Texts(_) => Err(serde::de::Error::custom(
+                "expected token ids or an array of lists of token ids, got text",
+            )),
+        }
+    }
+}
+
+/// The body of `/decode`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct DecodeRequest {
+    /// Token ids of the model's vocabulary, or an array of lists of them.
+    #[schema(value_type = Ids, required = true)]
+    ids: Option<Ids>,
+    /// Leave out `<s>`, `</s>`, `<pad>`, `<unk>` and `<mask>`; default true.
+    skip_special_tokens: Option<bool>,
+}
+
+/// `POST /decode`.
+#[utoipa::path(
+    post,
+    path = "/decode",
+    tag = "text-embeddings-inference",
+    summary = "The text of token ids (text-embeddings-inference's shape)",
+    request_body = DecodeRequest,
+    responses(
+        (status = 200, description = "One text per list of ids", body = Vec<String>),
+        EncodeErrors,
+    ),
+    security((), ("api_key" = [])),
+)]
+pub(crate) async fn decode(
+    state: web::Data<AppState>,
+    Json(request, _held): Json<DecodeRequest>,
+) -> Result<HttpResponse> {
+    let Ids(lists) = request.ids.ok_or_else(|| Error::missing("ids"))?;
+    let info = &state.ready()?.info;
+    input::check_count("ids", lists.len(), state.limits().max_inputs)?;
+    if lists.iter().any(Vec::is_empty) {
+        return Err(Error::invalid("ids", "a list of ids must not be empty"));
+    }
+    input::check_token_ids("ids", &lists, info.vocab_size)?;
+    let skip_special_tokens = request.skip_special_tokens.unwrap_or(true);
+    let batcher = state.ready()?.batcher.clone();
+    let state = state.into_inner();
+    let texts = batcher
+        .run_admitted(move || {
+            let tokenizer = state.text_tokenizer()?;
+            lists
+                .iter()
+                .map(|ids| tokenizer.decode(ids, skip_special_tokens))
+                .collect::<Result<Vec<String>>>()
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(texts))
+}
+
+/// `/info`'s `model_type`: an embedding model with CLS pooling.
+#[derive(Serialize, ToSchema)]
+struct ModelType {
+    embedding: Pooling,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Pooling {
+    /// `cls`: BGE-M3's dense vector is the `<s>` token's.
+    pooling: &'static str,
+}
+
+/// text-embeddings-inference's `Info`, plus the widths of BGE-M3's three outputs.
+#[derive(Serialize, ToSchema)]
+struct Info<'a> {
+    /// The served model id.
+    model_id: &'a str,
+    /// Always null.
+    model_sha: Option<&'a str>,
+    /// `float32`, `float16` or `bfloat16`.
+    model_dtype: &'a str,
+    /// The served model id, as `model_id`.
+    served_model_name: &'a str,
+    model_type: ModelType,
+    /// `--queue-size`: requests admitted at once.
+    max_concurrent_requests: usize,
+    /// Longest input in tokens, `<s>` and `</s>` included.
+    max_input_length: usize,
+    /// `--max-batch-tokens`.
+    max_batch_tokens: usize,
+    /// Always null: passes are bounded by tokens only.
+    max_batch_requests: Option<usize>,
+    /// `--max-inputs`: the most inputs of one request.
+    max_client_batch_size: usize,
+    /// Always true: inputs are truncated to `max_input_length`.
+    auto_truncate: bool,
+    /// One per CPU the process may use: the `tokenizers` crate's pool, on which the embeddings
+    /// routes tokenize a request's texts in parallel.
+    tokenization_workers: usize,
+    /// This server's version.
+    version: &'static str,
+    /// Always null.
+    sha: Option<&'a str>,
+    /// Always null.
+    docker_label: Option<&'a str>,
+    /// Width of the dense vectors.
+    embedding_dims: usize,
+    /// The vocabulary size: the dimension of the sparse vectors.
+    sparse_dims: usize,
+    /// Width of the ColBERT vectors.
+    colbert_dims: usize,
+}
+
+/// `GET /info`.
+#[utoipa::path(
+    get,
+    path = "/info",
+    tag = "text-embeddings-inference",
+    summary = "The served model and the server's limits (text-embeddings-inference's shape)",
+    responses((status = 200, description = "The model and limits", body = Info), ModelErrors),
+    security((), ("api_key" = [])),
+)]
+pub(crate) async fn info(state: web::Data<AppState>) -> Result<HttpResponse> {
+    let ready = state.ready()?;
+    let info = &ready.info;
+    let options = ready.batcher.options();
+    Ok(HttpResponse::Ok().json(Info {
+        model_id: state.model_id(),
+        model_sha: None,
+        model_dtype: &info.dtype,
+        served_model_name: state.model_id(),
+        model_type: ModelType {
+            embedding: Pooling { pooling: "cls" },
+        },
+        max_concurrent_requests: options.queue_size,
+        max_input_length: info.max_length,
+        max_batch_tokens: options.max_batch_tokens,
+        max_batch_requests: None,
+        max_client_batch_size: state.limits().max_inputs,
+        auto_truncate: true,
+        tokenization_workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        version: env!("CARGO_PKG_VERSION"),
+        sha: None,
+        docker_label: None,
+        embedding_dims: info.dense_dim,
+        sparse_dims: info.vocab_size,
+        colbert_dims: info.colbert_dim,
+    }))
+}
