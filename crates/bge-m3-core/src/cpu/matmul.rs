@@ -664,6 +664,16 @@ mod tests {
     }
 }
 
+/// Measurements rather than tests, ignored by default; run them on a release build:
+///
+/// ```text
+/// cargo test --release -p bge-m3-core --lib cpu::matmul::speed -- --ignored --nocapture
+/// SHAPES=22x3072x1024,2048x4096x1024 cargo test ... speed::speed   # rows x n x k
+/// ROWS=22 cargo test ... speed::stream
+/// ```
+///
+/// Both time this thread's CPU clock, not the wall clock, so that other load on the machine
+/// disturbs them less.
 #[cfg(test)]
 mod speed {
     use super::*;
@@ -676,9 +686,14 @@ mod speed {
     extern "C" {
         fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
     }
+    /// Linux's `CLOCK_THREAD_CPUTIME_ID`.
+    const THREAD_CPU_CLOCK: i32 = 3;
+
+    /// This thread's CPU time in seconds.
     fn cpu_now() -> f64 {
         let mut ts = Timespec { sec: 0, nsec: 0 };
-        unsafe { clock_gettime(3, &mut ts) };
+        // SAFETY: `ts` is a valid, writable timespec for the call.
+        unsafe { clock_gettime(THREAD_CPU_CLOCK, &mut ts) };
         ts.sec as f64 + ts.nsec as f64 * 1e-9
     }
 
@@ -708,7 +723,8 @@ mod speed {
         }
     }
 
-    /// Single-threaded GFLOP per CPU-second, robust to other load on the machine.
+    /// Single-threaded GFLOP per CPU-second of ours and of the `gemm` crate (which packs its
+    /// right-hand side on every call) on the encoder's shapes.
     #[test]
     #[ignore]
     fn speed() {
@@ -757,7 +773,8 @@ mod speed {
         }
     }
 
-    /// Weights far larger than L3: what a real pass streams.
+    /// Weights far larger than L3, as a short pass streams them: the read bandwidth of the
+    /// packed bytes beside the matrix products' GFLOP/s over the same 24 matrices.
     #[test]
     #[ignore]
     fn stream() {
@@ -791,17 +808,15 @@ mod speed {
             let dt = cpu_now() - t;
             let bytes: usize = mats.iter().map(|m| m.bytes()).sum();
             print!("read {:.1} GB/s ({acc});", bytes as f64 / dt / 1e9);
-            for mode in 0..1 {
-                let t2 = cpu_now();
-                for m in &mats {
-                    matmul_here(&x, rows, m, &mut out);
-                }
-                let dt2 = cpu_now() - t2;
-                print!(
-                    " mode {mode}: {:.1} GFLOP/s",
-                    2.0 * (rows * n * k * 24) as f64 / dt2 / 1e9
-                );
+            let t = cpu_now();
+            for m in &mats {
+                matmul_here(&x, rows, m, &mut out);
             }
+            let dt = cpu_now() - t;
+            print!(
+                " matmul {:.1} GFLOP/s",
+                2.0 * (rows * n * k * 24) as f64 / dt / 1e9
+            );
             println!();
         }
     }
