@@ -16,7 +16,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{IntoResponses, Modify, OpenApi};
 
-use super::{embeddings, info, models, rerank, score, tei};
+use super::{embeddings, info, input, models, rerank, score, tei};
 use crate::error::ErrorBody;
 use crate::state::{AppState, ModelInfo, Status};
 use crate::{Error, Result};
@@ -199,30 +199,53 @@ impl IntoResponses for KeyErrors {
 pub(crate) fn openapi() -> &'static str {
     static JSON: OnceLock<String> = OnceLock::new();
     JSON.get_or_init(|| {
-        ApiDoc::openapi()
-            .to_pretty_json()
-            .expect("the OpenAPI document serializes")
+        let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
+        // utoipa's schema model has no `contains`: the weights need one that counts.
+        for schema in doc["components"]["schemas"]
+            .as_object_mut()
+            .expect("the document has schemas")
+            .values_mut()
+        {
+            if let Some(weights) = schema.pointer_mut("/properties/weights") {
+                weights["contains"] = input::weights_contains();
+            }
+        }
+        serde_json::to_string_pretty(&doc).expect("the OpenAPI document serializes")
     })
 }
 
 /// The document with the limits of the served model: `dimensions` at most its width, token ids
-/// within its vocabulary, lengths within its `max_length`.
-pub(crate) fn openapi_for(info: &ModelInfo) -> String {
+/// within its vocabulary, lengths within its `max_length`; inputs of token ids only when the
+/// server accepts them (`--allow-token-ids`).
+pub(crate) fn openapi_for(info: &ModelInfo, allow_token_ids: bool) -> String {
     let mut doc: serde_json::Value = serde_json::from_str(openapi()).expect("the document is JSON");
     let schemas = &mut doc["components"]["schemas"];
-    schemas["EmbeddingsRequest"]["properties"]["dimensions"]["maximum"] = info.dense_dim.into();
+    for request in ["EmbeddingsRequest", "EmbedRequest"] {
+        schemas[request]["properties"]["dimensions"]["maximum"] = info.dense_dim.into();
+    }
     for (request, field) in [
         ("EmbeddingsRequest", "max_length"),
         ("ScoreRequest", "max_length"),
         ("ScoreRequest", "max_query_length"),
         ("ScoreRequest", "max_passage_length"),
+        ("CohereRerankRequest", "max_tokens_per_doc"),
     ] {
         schemas[request]["properties"][field]["maximum"] = info.max_length.into();
     }
     let last_id = info.vocab_size.saturating_sub(1);
     if let Some(shapes) = schemas["Input"]["oneOf"].as_array_mut() {
-        shapes[2]["items"]["maximum"] = last_id.into();
-        shapes[3]["items"]["items"]["maximum"] = last_id.into();
+        if allow_token_ids {
+            shapes[2]["items"]["maximum"] = last_id.into();
+            shapes[3]["items"]["items"]["maximum"] = last_id.into();
+        } else {
+            shapes.truncate(2);
+            schemas["Input"]["description"] =
+                "A text or an array of texts (token ids only with `--allow-token-ids`)".into();
+        }
+    }
+    if let Some(shapes) = schemas["Ids"]["oneOf"].as_array_mut() {
+        shapes[0]["items"]["maximum"] = last_id.into();
+        shapes[1]["items"]["items"]["maximum"] = last_id.into();
     }
     serde_json::to_string_pretty(&doc).expect("the document serializes")
 }
@@ -239,7 +262,7 @@ pub(crate) async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
     let doc = match state.status() {
         Status::Ready(info) | Status::Draining(info) => state
             .openapi_cache()
-            .get_or_init(|| openapi_for(info))
+            .get_or_init(|| openapi_for(info, state.allows_token_ids()))
             .clone(),
         Status::Loading | Status::Failed(_) => openapi().to_string(),
     };
@@ -395,7 +418,7 @@ mod tests {
             dtype: "float32".into(),
             loaded_at: 0,
         };
-        let doc: Value = serde_json::from_str(&openapi_for(&info)).unwrap();
+        let doc: Value = serde_json::from_str(&openapi_for(&info, true)).unwrap();
         let schemas = &doc["components"]["schemas"];
         let integer = |schema: &Value| {
             let kind = &schema["type"];
@@ -418,9 +441,45 @@ mod tests {
             assert_eq!(schema["maximum"], 4096, "{request}.{field}");
         }
         let shapes = schemas["Input"]["oneOf"].as_array().unwrap();
-        for ids in [&shapes[2]["items"], &shapes[3]["items"]["items"]] {
+        let decoded = schemas["Ids"]["oneOf"].as_array().unwrap();
+        for ids in [
+            &shapes[2]["items"],
+            &shapes[3]["items"]["items"],
+            &decoded[0]["items"],
+            &decoded[1]["items"]["items"],
+        ] {
             assert!(integer(ids), "{ids}");
             assert_eq!(ids["maximum"], 1201);
         }
+        assert_eq!(
+            schemas["EmbedRequest"]["properties"]["dimensions"]["maximum"],
+            32
+        );
+        assert_eq!(
+            schemas["CohereRerankRequest"]["properties"]["max_tokens_per_doc"]["maximum"],
+            4096
+        );
+    }
+
+    /// Without `--allow-token-ids`, `input` and `inputs` are documented as texts alone, as
+    /// the server refuses token ids.
+    #[test]
+    fn token_id_inputs_are_documented_only_when_accepted() {
+        let info = ModelInfo {
+            dense_dim: 32,
+            colbert_dim: 16,
+            max_length: 4096,
+            vocab_size: 1202,
+            device: "cpu".into(),
+            dtype: "float32".into(),
+            loaded_at: 0,
+        };
+        let shapes = |allow: bool| {
+            let doc: Value = serde_json::from_str(&openapi_for(&info, allow)).unwrap();
+            let shapes = doc["components"]["schemas"]["Input"]["oneOf"].clone();
+            shapes.as_array().unwrap().len()
+        };
+        assert_eq!(shapes(false), 2);
+        assert_eq!(shapes(true), 4);
     }
 }

@@ -437,6 +437,37 @@ pub(crate) fn texts(
     Ok(texts)
 }
 
+/// The largest weight: three of them still have a finite f32 sum.
+const MAX_WEIGHT: f32 = 1e38;
+
+/// The smallest weight that counts as positive: smaller ones may round to 0 as f32, and the
+/// weights need a positive sum.
+const MIN_POSITIVE_WEIGHT: f32 = 1e-37;
+
+/// `weights` (see [`weights`]): three numbers from 0 to 1e38, at least one of them 1e-37 or
+/// more ([`weights_contains`], which the document adds), or null for the default.
+pub(crate) fn weights_schema() -> Schema {
+    let weights = serde_json::json!({
+        "type": ["array", "null"],
+        "items": {"type": "number", "format": "float", "minimum": 0, "maximum": 1e38},
+        "minItems": 3,
+        "maxItems": 3,
+        "example": [0.4, 0.2, 0.4],
+        "description": "`[dense, sparse, colbert]`: each from 0 to 1e38, at least one 1e-37 or more",
+    });
+    serde_json::from_value(weights).expect("the weights schema is a schema")
+}
+
+/// What `weights` must contain: one weight of at least 1e-37, so that their sum is positive.
+pub(crate) fn weights_contains() -> Value {
+    serde_json::json!({"type": "number", "minimum": 1e-37})
+}
+
+/// A field that must be absent or null (`prompt_name`: BGE-M3 has no prompts).
+pub(crate) fn null_schema() -> Schema {
+    ObjectBuilder::new().schema_type(Type::Null).into()
+}
+
 /// The schema of `input_type` (see [`parse_outputs`]): an object of flags asking for at least
 /// one output, a string, or null.
 pub(crate) fn input_type_schema() -> Schema {
@@ -460,9 +491,15 @@ pub(crate) fn input_type_schema() -> Schema {
         );
     // Absent and null mean the default: dense and sparse are on unless false.
     let on = |name: &str, values: &[Value], required: bool| {
+        let types = values.iter().map(|v| match v {
+            Value::Null => Type::Null,
+            _ => Type::Boolean,
+        });
         let object = ObjectBuilder::new().property(
             name,
-            ObjectBuilder::new().enum_values(Some(values.to_vec())),
+            ObjectBuilder::new()
+                .schema_type(SchemaType::from_iter(types))
+                .enum_values(Some(values.to_vec())),
         );
         if required {
             object.required(name)
@@ -557,7 +594,22 @@ pub(crate) fn length(
 pub(crate) fn weights(value: Option<Vec<f32>>, default: ScoreWeights) -> Result<ScoreWeights> {
     match value.as_deref() {
         None => Ok(default),
-        Some(&[dense, sparse, colbert]) => Ok(ScoreWeights::try_from([dense, sparse, colbert])?),
+        Some(&[dense, sparse, colbert]) => {
+            let all = [dense, sparse, colbert];
+            if all.iter().any(|w| *w > MAX_WEIGHT) {
+                return Err(Error::invalid(
+                    "weights",
+                    format!("each weight must be at most 1e38, got {all:?}"),
+                ));
+            }
+            if all.iter().all(|w| *w >= 0.0 && *w < MIN_POSITIVE_WEIGHT) {
+                return Err(Error::invalid(
+                    "weights",
+                    format!("at least one weight must be 1e-37 or more, got {all:?}"),
+                ));
+            }
+            Ok(ScoreWeights::try_from(all)?)
+        }
         Some(other) => Err(Error::invalid(
             "weights",
             format!(

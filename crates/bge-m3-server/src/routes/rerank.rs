@@ -23,7 +23,7 @@ use utoipa::openapi::RefOr;
 use utoipa::{PartialSchema, ToSchema};
 
 use super::docs::EncodeErrors;
-use super::input::{self, Texts};
+use super::input::{self, Integer, Texts};
 use super::{answered, Usage};
 use crate::batcher::{ScoreJob, Timings};
 use crate::extract::Json;
@@ -111,7 +111,7 @@ fn required_query(query: Option<String>) -> Result<String> {
 #[derive(Debug, serde::Deserialize, ToSchema)]
 pub(crate) struct TeiRerankRequest {
     /// The query.
-    #[schema(required = true, example = "What is BGE M3?")]
+    #[schema(value_type = String, required = true, example = "What is BGE M3?")]
     query: Option<String>,
     /// The texts to rank against it.
     #[schema(value_type = Texts, required = true)]
@@ -123,13 +123,14 @@ pub(crate) struct TeiRerankRequest {
     #[allow(dead_code)]
     truncate: Option<bool>,
     /// `Right` (the default) only: truncation keeps the start of a text.
+    #[schema(pattern = "^[Rr][Ii][Gg][Hh][Tt]$")]
     truncation_direction: Option<String>,
     /// Accepted, changes nothing: the score is always the raw fused score (no sigmoid).
     #[allow(dead_code)]
     raw_scores: Option<bool>,
     /// `[dense, sparse, colbert]` weights of the score; default `[0.4, 0.2, 0.4]` (or the
     /// server's `--rerank-weights`).
-    #[schema(min_items = 3, max_items = 3, example = json!([0.4, 0.2, 0.4]))]
+    #[schema(schema_with = input::weights_schema)]
     weights: Option<Vec<f32>>,
 }
 
@@ -288,24 +289,24 @@ pub(crate) struct CohereRerankRequest {
     #[schema(example = "bge-m3")]
     model: Option<String>,
     /// The query.
-    #[schema(required = true, example = "What is BGE M3?")]
+    #[schema(value_type = String, required = true, example = "What is BGE M3?")]
     query: Option<String>,
     /// The documents to rank against it.
     #[schema(value_type = Documents, required = true)]
     documents: Option<Documents>,
     /// Return only the best N (at least 1); default all.
-    #[schema(minimum = 1)]
-    top_n: Option<usize>,
+    #[schema(value_type = Option<i32>, minimum = 1)]
+    top_n: Option<Integer>,
     /// Add `document: {text}` to each result; default true on `/v1/rerank` (Jina's default),
     /// false on `/v2/rerank` (Cohere v2 returns none).
     return_documents: Option<bool>,
     /// Truncation of each document in tokens, `<s>` and `</s>` counted (1 to 8192); default
     /// 8192. The query is truncated at 512.
-    #[schema(minimum = 1, maximum = 8192)]
-    max_tokens_per_doc: Option<usize>,
+    #[schema(value_type = Option<i32>, minimum = 1, maximum = 8192)]
+    max_tokens_per_doc: Option<Integer>,
     /// `[dense, sparse, colbert]` weights of the score; default `[0.4, 0.2, 0.4]` (or the
     /// server's `--rerank-weights`).
-    #[schema(min_items = 3, max_items = 3, example = json!([0.4, 0.2, 0.4]))]
+    #[schema(schema_with = input::weights_schema)]
     weights: Option<Vec<f32>>,
 }
 
@@ -379,7 +380,8 @@ async fn cohere(
     let limits = state.limits();
     input::check_count("documents", documents.len(), limits.max_inputs)?;
     input::check_text_lengths("documents", &documents, false, limits.max_text_chars)?;
-    if request.top_n == Some(0) {
+    let top_n = Integer::get(request.top_n);
+    if top_n == Some(0) {
         return Err(Error::invalid("top_n", "must be at least 1, got 0"));
     }
     let (api_version, return_documents) = match version {
@@ -394,7 +396,7 @@ async fn cohere(
             query,
             documents,
             weights: request.weights,
-            max_passage_length: request.max_tokens_per_doc,
+            max_passage_length: Integer::get(request.max_tokens_per_doc),
         },
         held,
     )
@@ -402,7 +404,7 @@ async fn cohere(
     let results = ranking
         .ranked
         .iter()
-        .take(request.top_n.unwrap_or(usize::MAX))
+        .take(top_n.unwrap_or(usize::MAX))
         .map(|r| CohereResult {
             index: r.index,
             relevance_score: r.score,

@@ -23,7 +23,7 @@ pub(crate) struct ScoreRequest {
     sentences_2: Option<Texts>,
     /// `[dense, sparse, colbert]` weights of the fused scores: three numbers >= 0 with a
     /// positive sum; default `[0.4, 0.2, 0.4]`.
-    #[schema(min_items = 3, max_items = 3, example = json!([0.4, 0.2, 0.4]))]
+    #[schema(schema_with = input::weights_schema)]
     weights: Option<Vec<f32>>,
     /// Truncation of the queries in tokens (1 to 8192); default 512, or `max_length`.
     #[schema(value_type = Option<i32>, minimum = 1, maximum = 8192)]

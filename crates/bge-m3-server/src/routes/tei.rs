@@ -13,7 +13,7 @@ use utoipa::{PartialSchema, ToSchema};
 
 use super::answer::{self, array};
 use super::docs::{EncodeErrors, ModelErrors};
-use super::input::{self, InputField, Texts};
+use super::input::{self, InputField, Integer, Texts};
 use super::vectors::{ascending, truncate_normalised};
 use super::{answered, Timings};
 use crate::batcher::{EncodeJob, Encoded, Inputs, SparseKeys};
@@ -33,16 +33,18 @@ pub(crate) struct EmbedRequest {
     #[allow(dead_code)]
     truncate: Option<bool>,
     /// `Right` (the default) only.
+    #[schema(pattern = "^[Rr][Ii][Gg][Hh][Tt]$")]
     truncation_direction: Option<String>,
     /// Must be absent or null: BGE-M3 has no prompts.
+    #[schema(schema_with = input::null_schema)]
     prompt_name: Option<String>,
     /// `/embed`: accepted; the dense vector is always unit length (FlagEmbedding defines it
     /// normalised).
     #[allow(dead_code)]
     normalize: Option<bool>,
     /// `/embed`: keep the first N values and re-normalise (1 to the model's width).
-    #[schema(minimum = 1)]
-    dimensions: Option<usize>,
+    #[schema(value_type = Option<i32>, minimum = 1)]
+    dimensions: Option<Integer>,
 }
 
 impl EmbedRequest {
@@ -56,7 +58,7 @@ impl EmbedRequest {
                 format!("BGE-M3 has no prompts, got {name:?}"),
             ));
         }
-        let dimensions = input::dimensions(self.dimensions, info.dense_dim)?;
+        let dimensions = input::dimensions(Integer::get(self.dimensions), info.dense_dim)?;
         let inputs = self
             .inputs
             .ok_or_else(|| Error::missing("inputs"))?
@@ -250,6 +252,7 @@ pub(crate) struct TokenizeRequest {
     /// Add `<s>` and `</s>`; default true.
     add_special_tokens: Option<bool>,
     /// Must be absent or null: BGE-M3 has no prompts.
+    #[schema(schema_with = input::null_schema)]
     prompt_name: Option<String>,
 }
 
@@ -324,7 +327,7 @@ pub(crate) struct Ids(Vec<Vec<u32>>);
 
 impl PartialSchema for Ids {
     fn schema() -> RefOr<Schema> {
-        let ids = || ArrayBuilder::new().items(u32::schema());
+        let ids = || ArrayBuilder::new().items(u32::schema()).min_items(Some(1));
         OneOfBuilder::new()
             .item(ids())
             .item(ArrayBuilder::new().items(ids()).min_items(Some(1)))

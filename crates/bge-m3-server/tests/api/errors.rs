@@ -216,10 +216,19 @@ fn bad_weights() {
         json!([0, 0, 0]),
         json!([1e39, 0, 0]),
         json!([0.4, null, 0.4]),
+        // Beyond what the document allows: one weight over 1e38 (the f32 sum of three would
+        // overflow), or every weight below 1e-37 (it may round to 0).
+        json!([2e38, 0, 0]),
+        json!([1e-38, 1e-50, 0]),
     ] {
         let reply = post(
             "/score",
             json!({"sentences_1": ["a"], "sentences_2": ["b"], "weights": weights}),
+        );
+        assert_error(&reply, 400, "invalid_value", Some("weights"));
+        let reply = post(
+            "/rerank",
+            json!({"query": "a", "texts": ["b"], "weights": weights}),
         );
         assert_error(&reply, 400, "invalid_value", Some("weights"));
     }

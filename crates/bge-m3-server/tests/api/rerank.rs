@@ -156,6 +156,12 @@ fn cohere_v1_and_jina_shape() {
     );
     assert_eq!(body["results"].as_array().unwrap().len(), texts.len());
     assert!(body["results"][0].get("document").is_none());
+    // A whole number written as a float is that integer, as everywhere in the API.
+    let body = post_ok(
+        "/v1/rerank",
+        json!({"query": QUERY, "documents": texts, "top_n": 2.0, "max_tokens_per_doc": 512.0}),
+    );
+    assert_eq!(body["results"].as_array().unwrap().len(), 2, "top_n 2.0");
 }
 
 #[test]
