@@ -12,7 +12,9 @@ and exits 1 if there is any.
 - the probes ask /health on the named port, which is 8101 like the Service's and PORT's;
 - the Service, PodDisruptionBudget and HPA select or target this Deployment;
 - HF_HOME is a mounted volume (the root filesystem is read-only), and so is /tmp;
-- memory and CPU limits are at least their requests.
+- memory and CPU limits are at least their requests;
+- every bge_m3_* metric that an alert or the HPA names is one the server exports
+  (crates/bge-m3-server/src/metrics.rs).
 """
 
 import re
@@ -32,6 +34,13 @@ def known_settings():
     hub = (REPO / "crates/bge-m3-core/src/hub/mod.rs").read_text()
     names |= set(re.findall(r'"(HF_[A-Z_]+)"', hub))
     return names | {"RUST_LOG"}
+
+
+def exported_metrics():
+    """The string literals of metrics.rs that can be metric names (a superset: help texts have
+    spaces, so they do not match)."""
+    source = (REPO / "crates/bge-m3-server/src/metrics.rs").read_text()
+    return set(re.findall(r'"([a-z][a-z_]+)"', source))
 
 
 def image_uid():
@@ -134,6 +143,20 @@ def check(docs):
         limit = resources.get("limits", {}).get(name)
         if name in ("cpu", "memory") and (limit is None or quantity(limit) < quantity(request)):
             problems.append(f"{name} limit {limit} is below its request {request}")
+    exported = exported_metrics()
+    named = set()
+    for rule in by_kind.get("PrometheusRule", []):
+        for group in rule["spec"]["groups"]:
+            for r in group["rules"]:
+                named |= set(re.findall(r"\bbge_m3_([a-z_]+)", r["expr"]))
+    for hpa in by_kind.get("HorizontalPodAutoscaler", []):
+        for metric in hpa["spec"]["metrics"]:
+            if metric["type"] == "Pods":
+                named |= set(re.findall(r"^bge_m3_([a-z_]+)$", metric["pods"]["metric"]["name"]))
+    for name in sorted(named):
+        base = re.sub(r"_(bucket|sum|count)$", "", name)
+        if name not in exported and base not in exported:
+            problems.append(f"bge_m3_{name} is not a metric the server exports")
     return problems
 
 

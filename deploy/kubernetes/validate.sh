@@ -10,8 +10,8 @@
 # package: they are rendered and parsed, not validated against a schema. Any other kind without
 # a schema fails.
 #
-# Makes its own virtualenv (target/k8s-validate-venv, ~15 s and 144 MB the first time).
-# Measured on the 2-core development machine: about 10 s for the renders and validations.
+# Makes its own virtualenv (target/k8s-validate-venv, 144 MB, 15-25 s the first time). Measured
+# on the 2-core development machine under other load: 10-20 s for the 11 renders and validations.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
