@@ -20,6 +20,7 @@ WORKDIR /src
 # lists (rustfmt, clippy) that a build does not need; the builder's own 1.95 is used.
 COPY Cargo.toml Cargo.lock ./
 COPY crates crates
+# Not built, but bge-m3-core's manifest names their files, so cargo wants them.
 COPY examples examples
 COPY benches benches
 # The registry and target/ are cache mounts: a rebuild after a source change compiles only
