@@ -40,7 +40,7 @@ fail() {
 # Every PTX file of candle's kernels in TARGET_DIR must declare an ISA <= MAX_PTX_ISA.
 check_ptx() {
     local target_dir="$1" files versions newest
-    files=$(find "$target_dir" -path '*/build/candle-kernels-*/out/*.ptx' 2>/dev/null)
+    files=$(find "$target_dir/" -path '*/build/candle-kernels-*/out/*.ptx' 2>/dev/null)
     [ -n "$files" ] || fail "no PTX of candle-kernels under $target_dir: was --features cuda built?"
     versions=$(grep -h '^\.version' $files | awk '{print $2}' | sort -uV)
     newest=$(echo "$versions" | tail -1)
@@ -66,9 +66,14 @@ prepare() {
     check_ptx "$target"
     rm -rf "$STAGE"
     mkdir -p "$STAGE/bin" "$STAGE/model"
-    strip -o "$STAGE/bin/gpu-test" "$test_bin"
-    strip -o "$STAGE/bin/forward" "$target/release/examples/forward"
-    strip -o "$STAGE/bin/bge-m3-server" "$target/release/bge-m3-server"
+    # Stripped, the three binaries are some 165 MB (candle's kernels, PTX and sm_90a cubins,
+    # are in each); xz brings them to about 27 MB, so that the carried tree fits in 64 MiB.
+    local bin
+    for bin in "gpu-test:$test_bin" "forward:$target/release/examples/forward" \
+        "bge-m3-server:$target/release/bge-m3-server"; do
+        strip -o "$STAGE/bin/${bin%%:*}" "${bin#*:}"
+        xz -9 -T0 "$STAGE/bin/${bin%%:*}"
+    done
     for f in config.json tokenizer.json colbert_linear.pt sparse_linear.pt \
         special_tokens_map.json tokenizer_config.json; do
         [ -f "$model/$f" ] && cp -L "$model/$f" "$STAGE/model/"
@@ -94,11 +99,15 @@ report_size() {
 # taken on), and the CPU build passes the parity test on the redrawn fixtures.
 dry_run() {
     local python="${PYTHON:-$ROOT/fixtures/.venv/bin/python}" tmp
-    for bin in gpu-test forward bge-m3-server; do
-        [ -x "$STAGE/bin/$bin" ] || fail "$STAGE/bin/$bin missing: run --prepare first"
-    done
     [ -f "$STAGE/model/config.json" ] || fail "$STAGE/model is empty: run --prepare first"
     report_size
+    # What the device does first: the binaries unpack to the executables that were built.
+    unpack
+    for bin in gpu-test forward bge-m3-server; do
+        file "$STAGE/bin/$bin" | grep -q 'ELF 64-bit.*executable' \
+            || fail "$STAGE/bin/$bin did not unpack to an executable"
+        rm "$STAGE/bin/$bin"
+    done
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' RETURN
     mkdir -p "$tmp/fixtures/models"
@@ -139,6 +148,20 @@ print(":".join(sorted(set(found.values()))))
 EOF
 }
 
+# Unpacks the staged binaries next to their .xz files (python's lzma: no xz needed there).
+unpack() {
+    python3 - "$STAGE/bin" <<'EOF' || fail "could not unpack the staged binaries"
+import lzma, os, shutil, sys
+for name in ("gpu-test", "forward", "bge-m3-server"):
+    packed = os.path.join(sys.argv[1], name + ".xz")
+    if not os.path.exists(packed):
+        sys.exit(f"{packed} missing: run --prepare where it builds, and carry target/gpu-check")
+    with lzma.open(packed) as src, open(os.path.join(sys.argv[1], name), "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    os.chmod(os.path.join(sys.argv[1], name), 0o755)
+EOF
+}
+
 run() {
     local out="${OUT:-$ROOT/target/gpu-check-out}" model="${GPU_MODEL_DIR:-/tmp/bge-m3-full}" libs
     mkdir -p "$out"
@@ -147,9 +170,7 @@ run() {
         | tee "$out/gpu.txt" || fail "nvidia-smi found no GPU"
     python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else "torch sees no GPU")' \
         || fail "python3's torch has no usable CUDA"
-    for bin in gpu-test forward bge-m3-server; do
-        [ -x "$STAGE/bin/$bin" ] || fail "$STAGE/bin/$bin missing: run --prepare where it builds, and carry target/gpu-check"
-    done
+    unpack
     libs=$(find_libraries) || fail "see above"
     export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH" | tee "$out/env.txt"
