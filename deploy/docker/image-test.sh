@@ -17,8 +17,9 @@
 #      Kubernetes manifests run it);
 #   4. checks: /health 200 from the container, the image's HEALTHCHECK passes, the same
 #      /embeddings request (dense, sparse and ColBERT) answered equal by both within 1e-5, the
-#      server process running as uid 10001, then `podman stop -t 45` (SIGTERM, SIGKILL only
-#      after 45 s, above the 30 s drain): the exit status 0, the drain's log lines, no kill.
+#      server process running as uid 10001, `sleep` in the image for Kubernetes' preStop hook,
+#      then `podman stop -t 45` (SIGTERM, SIGKILL only after 45 s, above the 30 s drain): the
+#      exit status 0, the drain's log lines, no kill.
 #
 # Running containers here needs Debian's runc (crun refuses this machine's hybrid cgroups)
 # and a containers.conf with `default_ulimits = []` (setting rlimits is not permitted here),
@@ -219,6 +220,10 @@ uid=$(awk '/^Uid:/ {print $2}' "/proc/$pid/status")
 gid=$(awk '/^Gid:/ {print $2}' "/proc/$pid/status")
 [ "$uid" = 10001 ] && [ "$gid" = 10001 ] || fail "the server runs as uid $uid gid $gid, not 10001"
 echo "server process $(tr '\0' ' ' <"/proc/$pid/cmdline")runs as uid $uid gid $gid"
+
+# The Kubernetes preStop hook runs `sleep 5` in the container.
+podman --runtime runc exec "$container" sleep 0 || fail "no sleep in the image for the preStop hook"
+echo "preStop: sleep is there"
 
 step "podman stop -t 45 (SIGTERM; SIGKILL only after 45 s)"
 stop_start=$SECONDS
