@@ -349,6 +349,19 @@ mod tests {
     use super::*;
     use crate::routes::ROUTES;
 
+    /// A served model whose limits differ from the document's defaults.
+    fn served_model() -> ModelInfo {
+        ModelInfo {
+            dense_dim: 32,
+            colbert_dim: 16,
+            max_length: 4096,
+            vocab_size: 1202,
+            device: "cpu".into(),
+            dtype: "float32".into(),
+            loaded_at: 0,
+        }
+    }
+
     fn document() -> Value {
         serde_json::from_str(openapi()).unwrap()
     }
@@ -409,15 +422,7 @@ mod tests {
     /// indexed by position and name, which a change of the types could silently move).
     #[test]
     fn the_served_models_limits_are_written_on_their_fields() {
-        let info = ModelInfo {
-            dense_dim: 32,
-            colbert_dim: 16,
-            max_length: 4096,
-            vocab_size: 1202,
-            device: "cpu".into(),
-            dtype: "float32".into(),
-            loaded_at: 0,
-        };
+        let info = served_model();
         let doc: Value = serde_json::from_str(&openapi_for(&info, true)).unwrap();
         let schemas = &doc["components"]["schemas"];
         let integer = |schema: &Value| {
@@ -465,15 +470,7 @@ mod tests {
     /// the server refuses token ids.
     #[test]
     fn token_id_inputs_are_documented_only_when_accepted() {
-        let info = ModelInfo {
-            dense_dim: 32,
-            colbert_dim: 16,
-            max_length: 4096,
-            vocab_size: 1202,
-            device: "cpu".into(),
-            dtype: "float32".into(),
-            loaded_at: 0,
-        };
+        let info = served_model();
         let shapes = |allow: bool| {
             let doc: Value = serde_json::from_str(&openapi_for(&info, allow)).unwrap();
             let shapes = doc["components"]["schemas"]["Input"]["oneOf"].clone();

@@ -449,7 +449,7 @@ const MIN_POSITIVE_WEIGHT: f32 = 1e-37;
 pub(crate) fn weights_schema() -> Schema {
     let weights = serde_json::json!({
         "type": ["array", "null"],
-        "items": {"type": "number", "format": "float", "minimum": 0, "maximum": 1e38},
+        "items": {"type": "number", "format": "float", "minimum": 0, "maximum": decimal(MAX_WEIGHT)},
         "minItems": 3,
         "maxItems": 3,
         "example": [0.4, 0.2, 0.4],
@@ -460,7 +460,16 @@ pub(crate) fn weights_schema() -> Schema {
 
 /// What `weights` must contain: one weight of at least 1e-37, so that their sum is positive.
 pub(crate) fn weights_contains() -> Value {
-    serde_json::json!({"type": "number", "minimum": 1e-37})
+    serde_json::json!({"type": "number", "minimum": decimal(MIN_POSITIVE_WEIGHT)})
+}
+
+/// `value` as the decimal it was written as (1e38, not the 9.99999968e37 that widening the f32
+/// to f64 gives), for the document.
+fn decimal(value: f32) -> f64 {
+    value
+        .to_string()
+        .parse()
+        .expect("an f32 prints as a decimal number")
 }
 
 /// A field that must be absent or null (`prompt_name`: BGE-M3 has no prompts).
