@@ -1,5 +1,6 @@
 //! The one error type of `bge-m3-core`.
 
+use std::fmt;
 use std::path::PathBuf;
 
 /// Everything that can go wrong while loading the model or encoding.
@@ -163,3 +164,19 @@ impl Error {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Displays an error with its chain of causes, `outer: cause: root cause`, for logs and
+/// messages.
+pub struct Report<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}

@@ -37,6 +37,7 @@ pub mod heads;
 #[cfg(feature = "hub")]
 pub mod hub;
 mod model;
+pub mod queue;
 pub mod score;
 pub mod tokenize;
 pub mod weights;
@@ -44,7 +45,7 @@ pub mod weights;
 pub use candle_core::{DType, Device};
 pub use config::Config;
 pub use device::DeviceSpec;
-pub use error::{Error, Result};
+pub use error::{Error, Report, Result};
 pub use heads::SparseEmbedding;
 pub use model::{BgeM3, Embedding, EncodeOptions, LoadOptions, Outputs, ScoreOptions};
 pub use score::{PairScores, ScoreWeights};

@@ -11,7 +11,7 @@
 //!    per chunk of [`TOKENIZE_CHUNK_BYTES`], so that a large request holds its truncated ids and
 //!    one chunk's tokenizer state, never all of it, and concurrent requests take turns;
 //! 4. sets the reservation to its token ids and the embeddings its answer will hold;
-//! 5. hands the sequences to the model's thread ([`crate::worker`]), which merges the texts of
+//! 5. hands the sequences to the model's thread ([`bge_m3_core::queue`]), which merges the texts of
 //!    every waiting request into forward passes under a token budget;
 //! 6. turns the embeddings into the answer (sparse weights keyed by token string on the
 //!    tokenizer pool, scores on the blocking pool).
@@ -29,10 +29,10 @@ use bge_m3_core::{BgeM3, Embedding, EncodeOptions, Outputs, PairScores, ScoreOpt
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::memory::{distinct_tokens, Cost, Need, Reservation};
-use crate::metrics::metrics;
+use crate::metrics::{metrics, QueueMetrics};
 use crate::state::ModelInfo;
-use crate::worker::{self, Computed, Forward, Queue, Request};
 use crate::{Error, Result};
+use bge_m3_core::queue::{self, panic_message, Computed, Forward, Queue, QueueError, Request};
 
 /// Texts are tokenized in chunks of about this many bytes (at least one text each): the
 /// tokenizer's state (every token's string, offsets, the untruncated ids) is some 100 bytes per
@@ -236,7 +236,8 @@ impl Batcher {
                 metrics()
                     .model_load_seconds
                     .set(start.elapsed().as_secs_f64());
-                let (queue, worker) = worker::queue(options.max_batch_tokens);
+                let (queue, worker) =
+                    queue::queue(options.max_batch_tokens, Arc::new(QueueMetrics));
                 let batcher = Self::from_parts(model.clone(), queue, tokenizers, options);
                 let _ = loaded_tx.send(Ok(batcher));
                 worker.run(model.as_ref());
@@ -258,7 +259,8 @@ impl Batcher {
         options: BatcherOptions,
     ) -> Result<Self> {
         let tokenizers = tokenizer_pool(options.tokenizer_threads)?;
-        let queue = Queue::spawn(forward, options.max_batch_tokens)?;
+        let queue = Queue::spawn(forward, options.max_batch_tokens, Arc::new(QueueMetrics))
+            .map_err(Error::Io)?;
         Ok(Self::from_parts(model, queue, tokenizers, options))
     }
 
@@ -530,7 +532,7 @@ impl Batcher {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(panic)) => Err(Error::Internal(format!(
                 "a tokenizer task failed: {}",
-                crate::worker::panic_message(panic.as_ref())
+                panic_message(panic.as_ref())
             ))),
             Err(_) => Err(Error::Internal("the tokenizer pool dropped a task".into())),
         }
@@ -612,7 +614,7 @@ impl Batcher {
 /// A request on the model's queue: when it is dropped unanswered (its client went, or it timed
 /// out), its texts leave the queue at once rather than before the next pass.
 struct Pending<'a> {
-    answer: Option<oneshot::Receiver<Result<Computed>>>,
+    answer: Option<oneshot::Receiver<std::result::Result<Computed, QueueError>>>,
     queue: &'a Queue,
 }
 
@@ -685,7 +687,7 @@ fn timings(tokenization: Duration, computed: &Computed) -> Timings {
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(work).await.map_err(|e| {
         let cause = match e.try_into_panic() {
-            Ok(panic) => crate::worker::panic_message(panic.as_ref()),
+            Ok(panic) => panic_message(panic.as_ref()),
             Err(e) => e.to_string(),
         };
         Error::Internal(format!("a blocking task failed: {cause}"))

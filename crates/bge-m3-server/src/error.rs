@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
+use bge_m3_core::queue::QueueError;
 use serde::Serialize;
 
 use crate::auth::AuthFailure;
@@ -372,18 +373,15 @@ impl ResponseError for Error {
     }
 }
 
-/// Displays an error with its chain of causes, `outer: cause: root cause`, for the logs.
-pub struct Report<'a>(pub &'a (dyn std::error::Error + 'static));
+pub use bge_m3_core::Report;
 
-impl fmt::Display for Report<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
+impl From<QueueError> for Error {
+    fn from(error: QueueError) -> Self {
+        match error {
+            QueueError::Closed => Error::ShuttingDown,
+            QueueError::PassFailed(cause) => Error::ModelFault(cause),
+            other => Error::ModelFault(other.to_string()),
         }
-        Ok(())
     }
 }
 

@@ -38,7 +38,6 @@ mod request_id;
 mod routes;
 pub mod state;
 pub mod tokens;
-pub mod worker;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};

@@ -1,4 +1,8 @@
-//! The model's thread: it merges the texts of every waiting request into shared forward passes.
+//! Cross-request batching: a queue whose thread merges the texts of every waiting request into
+//! shared forward passes under a token budget. The server puts each HTTP request's texts on it;
+//! the corpus encoder (`bge-m3-encode`) puts each window of its input. Replies come on tokio
+//! oneshot channels, which an async caller awaits and a thread reads with `blocking_recv`;
+//! dropping the receiver cancels the request.
 //!
 //! Scheduling policy, one pass at a time:
 //! - **Seed in turn.** Each pass is seeded with the longest waiting text of the next request in
@@ -30,33 +34,23 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use bge_m3_core::{BgeM3, Embedding, Outputs};
 use tokio::sync::oneshot;
 
-use crate::metrics::metrics;
-use crate::{Error, Result};
+use crate::{BgeM3, Embedding, Outputs};
 
 /// One forward pass of the model: what the worker needs of it.
 ///
 /// [`BgeM3`] is the real one; a wrapper can inject faults in tests.
 pub trait Forward: Send + Sync + 'static {
     /// Embeds `sequences` (each `<s> … </s>`, already checked) in one pass, in order.
-    fn forward(
-        &self,
-        sequences: &[&[u32]],
-        outputs: Outputs,
-    ) -> bge_m3_core::Result<Vec<Embedding>>;
+    fn forward(&self, sequences: &[&[u32]], outputs: Outputs) -> crate::Result<Vec<Embedding>>;
 
     /// Whether a pass pads its texts to the longest one ([`BgeM3::pads_batches`]).
     fn pads_batches(&self) -> bool;
 }
 
 impl Forward for BgeM3 {
-    fn forward(
-        &self,
-        sequences: &[&[u32]],
-        outputs: Outputs,
-    ) -> bge_m3_core::Result<Vec<Embedding>> {
+    fn forward(&self, sequences: &[&[u32]], outputs: Outputs) -> crate::Result<Vec<Embedding>> {
         BgeM3::forward(self, sequences, outputs)
     }
 
@@ -67,21 +61,61 @@ impl Forward for BgeM3 {
 
 /// Where the model pads a pass, texts up to this many tokens may share a pass seeded by a
 /// shorter one (see the module's policy).
-pub(crate) const SHORT_TEXT_TOKENS: usize = 64;
+pub const SHORT_TEXT_TOKENS: usize = 64;
 
 /// The texts of one request, tokenized, on their way to the worker.
-pub(crate) struct Request {
+pub struct Request {
     /// `<s> … </s>` sequences, each within the model's length.
     pub sequences: Vec<Vec<u32>>,
     pub outputs: Outputs,
     /// The most texts of this request in one pass (at least 1).
     pub batch_size: usize,
-    pub reply: oneshot::Sender<Result<Computed>>,
+    /// Where the answer goes. Dropping its receiver cancels the request.
+    pub reply: oneshot::Sender<Result<Computed, QueueError>>,
+}
+
+/// Why the queue gave no embeddings for a [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueueError {
+    /// The queue was closed ([`Queue::close`]) before the request was pushed.
+    #[error("the model's queue is closed")]
+    Closed,
+    /// A forward pass that held texts of the request failed or panicked; the queue goes on
+    /// with the other requests.
+    #[error("the forward pass failed: {0}")]
+    PassFailed(String),
+}
+
+/// What the queue reports as it runs, for metrics. Every method has an empty default.
+pub trait Observer: Send + Sync + 'static {
+    /// Texts waiting for a forward pass, after each change.
+    fn waiting_texts(&self, _texts: usize) {}
+    /// One forward pass ran; `failure` says why it failed, if it did.
+    fn pass(&self, _pass: &PassReport<'_>) {}
+    /// The queue's thread panicked outside a pass and was restarted.
+    fn restarted(&self) {}
+}
+
+/// Reports nothing.
+impl Observer for () {}
+
+/// One forward pass, as an [`Observer`] sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct PassReport<'a> {
+    /// Texts in the pass.
+    pub texts: usize,
+    /// Tokens it computed: texts x the longest where the model pads, the sum of the lengths
+    /// where it does not.
+    pub padded_tokens: usize,
+    pub elapsed: Duration,
+    /// Why it failed, when it did.
+    pub failure: Option<&'a str>,
 }
 
 /// The worker's answer to a [`Request`].
 #[derive(Debug)]
-pub(crate) struct Computed {
+pub struct Computed {
     /// One per sequence, in order.
     pub embeddings: Vec<Embedding>,
     /// From the request's arrival to its first pass.
@@ -92,12 +126,12 @@ pub(crate) struct Computed {
 
 /// The sending side of the worker's queue. Dropping it (or [`Self::close`]) lets the worker
 /// finish what is queued and stop.
-pub(crate) struct Queue {
+pub struct Queue {
     shared: Arc<Shared>,
 }
 
 /// The receiving side: runs the passes on the thread that calls [`Worker::run`].
-pub(crate) struct Worker {
+pub struct Worker {
     shared: Arc<Shared>,
 }
 
@@ -109,12 +143,13 @@ impl Worker {
 }
 
 /// A queue whose passes cost at most `max_batch_tokens` tokens (as the model computes them:
-/// padded or end to end), and its worker.
-pub(crate) fn queue(max_batch_tokens: usize) -> (Queue, Worker) {
+/// padded or end to end), and its worker, which reports to `observer`.
+pub fn queue(max_batch_tokens: usize, observer: Arc<dyn Observer>) -> (Queue, Worker) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State::default()),
         wake: Condvar::new(),
         max_batch_tokens: max_batch_tokens.max(1),
+        observer,
     });
     (
         Queue {
@@ -126,12 +161,15 @@ pub(crate) fn queue(max_batch_tokens: usize) -> (Queue, Worker) {
 
 impl Queue {
     /// A queue whose worker runs on a new thread.
-    pub fn spawn(forward: Arc<dyn Forward>, max_batch_tokens: usize) -> Result<Self> {
-        let (queue, worker) = self::queue(max_batch_tokens);
+    pub fn spawn(
+        forward: Arc<dyn Forward>,
+        max_batch_tokens: usize,
+        observer: Arc<dyn Observer>,
+    ) -> std::io::Result<Self> {
+        let (queue, worker) = self::queue(max_batch_tokens, observer);
         std::thread::Builder::new()
             .name("bge-m3-model".into())
-            .spawn(move || worker.run(forward.as_ref()))
-            .map_err(Error::Io)?;
+            .spawn(move || worker.run(forward.as_ref()))?;
         Ok(queue)
     }
 
@@ -139,7 +177,7 @@ impl Queue {
     pub fn push(&self, request: Request) {
         let mut state = lock(&self.shared.state);
         if state.closed {
-            let _ = request.reply.send(Err(Error::ShuttingDown));
+            let _ = request.reply.send(Err(QueueError::Closed));
             return;
         }
         if request.sequences.is_empty() {
@@ -151,19 +189,19 @@ impl Queue {
             return;
         }
         state.add(request);
-        metrics().waiting_texts.set(state.waiting_texts() as i64);
+        self.shared.observer.waiting_texts(state.waiting_texts());
         drop(state);
         self.shared.wake.notify_one();
     }
 
     /// Drops the requests whose client has gone (their reply channel is closed), as the worker
     /// does before each pass, but at once: a request dropped while a long pass runs leaves the
-    /// queue (and `bge_m3_waiting_texts`) now rather than after that pass. The batcher calls it
-    /// when a request's future is dropped unanswered; the scheduling policy is unchanged.
+    /// queue (and the waiting count) now rather than after that pass. Call it after dropping a
+    /// request's receiver; the scheduling policy is unchanged.
     pub fn prune(&self) {
         let mut state = lock(&self.shared.state);
         state.jobs.retain(|job| !job.reply.is_closed());
-        metrics().waiting_texts.set(state.waiting_texts() as i64);
+        self.shared.observer.waiting_texts(state.waiting_texts());
     }
 
     /// Refuses new requests; the worker stops once the queued ones are answered.
@@ -183,6 +221,7 @@ struct Shared {
     state: Mutex<State>,
     wake: Condvar,
     max_batch_tokens: usize,
+    observer: Arc<dyn Observer>,
 }
 
 #[derive(Default)]
@@ -205,7 +244,7 @@ struct Job {
     batch_size: usize,
     results: Vec<Option<Embedding>>,
     done: usize,
-    reply: oneshot::Sender<Result<Computed>>,
+    reply: oneshot::Sender<Result<Computed, QueueError>>,
     enqueued: Instant,
     started: Option<Instant>,
     inference: Duration,
@@ -427,7 +466,7 @@ impl State {
             }
             Err(cause) => {
                 for job in self.jobs.extract_if(.., |job| involved.contains(&job.id)) {
-                    let _ = job.reply.send(Err(Error::ModelFault(cause.clone())));
+                    let _ = job.reply.send(Err(QueueError::PassFailed(cause.clone())));
                 }
             }
         }
@@ -446,7 +485,7 @@ fn supervise(shared: &Shared, forward: &dyn Forward) {
                     cause = panic_message(panic.as_ref()),
                     "the model worker panicked; restarting it"
                 );
-                metrics().worker_restarts.inc();
+                shared.observer.restarted();
             }
         }
     }
@@ -460,10 +499,10 @@ fn work(shared: &Shared, forward: &dyn Forward) {
             let mut state = lock(&shared.state);
             loop {
                 if let Some(pass) = state.next_pass(shared.max_batch_tokens, padded) {
-                    metrics().waiting_texts.set(state.waiting_texts() as i64);
+                    shared.observer.waiting_texts(state.waiting_texts());
                     break pass;
                 }
-                metrics().waiting_texts.set(0);
+                shared.observer.waiting_texts(0);
                 if state.closed && state.jobs.is_empty() {
                     return;
                 }
@@ -491,14 +530,13 @@ fn work(shared: &Shared, forward: &dyn Forward) {
             Err(panic) => Err(format!("panic: {}", panic_message(panic.as_ref()))),
         };
 
-        let metrics = metrics();
-        metrics.pass_duration.observe(elapsed.as_secs_f64());
-        metrics.pass_texts.observe(sequences.len() as f64);
-        metrics
-            .pass_padded_tokens
-            .observe(pass.padded_tokens as f64);
+        shared.observer.pass(&PassReport {
+            texts: sequences.len(),
+            padded_tokens: pass.padded_tokens,
+            elapsed,
+            failure: outcome.as_ref().err().map(String::as_str),
+        });
         if let Err(cause) = &outcome {
-            metrics.pass_failures.inc();
             tracing::error!(
                 texts = sequences.len(),
                 padded_tokens = pass.padded_tokens,
@@ -516,7 +554,7 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 /// The text of a panic's payload.
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -539,7 +577,7 @@ mod tests {
             &self,
             sequences: &[&[u32]],
             _outputs: Outputs,
-        ) -> bge_m3_core::Result<Vec<Embedding>> {
+        ) -> crate::Result<Vec<Embedding>> {
             let lengths: Vec<usize> = sequences.iter().map(|s| s.len()).collect();
             if lengths.contains(&13) {
                 panic!("13 is unlucky");
@@ -562,7 +600,7 @@ mod tests {
     fn request(
         lengths: &[usize],
         batch_size: usize,
-    ) -> (Request, oneshot::Receiver<Result<Computed>>) {
+    ) -> (Request, oneshot::Receiver<Result<Computed, QueueError>>) {
         let (reply, answer) = oneshot::channel();
         let request = Request {
             sequences: lengths.iter().map(|&len| vec![0; len]).collect(),
@@ -685,7 +723,7 @@ mod tests {
 
     #[test]
     fn results_come_back_in_order_with_their_timings() {
-        let queue = Queue::spawn(Arc::new(Recorder::default()), 64).unwrap();
+        let queue = Queue::spawn(Arc::new(Recorder::default()), 64, Arc::new(())).unwrap();
         let (a, answer) = request(&[2, 9, 4], 12);
         queue.push(a);
         let computed = answer.blocking_recv().unwrap().unwrap();
@@ -697,7 +735,7 @@ mod tests {
     #[test]
     fn a_failing_pass_fails_its_requests_only_and_the_worker_goes_on() {
         let recorder = Arc::new(Recorder::default());
-        let queue = Queue::spawn(recorder.clone(), 20).unwrap();
+        let queue = Queue::spawn(recorder.clone(), 20, Arc::new(())).unwrap();
         // Budget 20 holds one 13-token text: the panicking pass holds request a alone.
         let (a, a_answer) = request(&[13], 12);
         let (b, b_answer) = request(&[3, 4], 12);
@@ -705,7 +743,7 @@ mod tests {
         queue.push(b);
         let failed = a_answer.blocking_recv().unwrap();
         assert!(
-            matches!(&failed, Err(Error::ModelFault(m)) if m.contains("13 is unlucky")),
+            matches!(&failed, Err(QueueError::PassFailed(m)) if m.contains("13 is unlucky")),
             "{failed:?}"
         );
         let served = b_answer.blocking_recv().unwrap().unwrap();
@@ -720,7 +758,7 @@ mod tests {
 
     #[test]
     fn a_closed_queue_answers_what_it_holds_then_refuses() {
-        let queue = Queue::spawn(Arc::new(Recorder::default()), 64).unwrap();
+        let queue = Queue::spawn(Arc::new(Recorder::default()), 64, Arc::new(())).unwrap();
         let (a, answer) = request(&[3], 12);
         queue.push(a);
         queue.close();
@@ -729,14 +767,14 @@ mod tests {
         queue.push(b);
         assert!(matches!(
             refused.blocking_recv().unwrap(),
-            Err(Error::ShuttingDown)
+            Err(QueueError::Closed)
         ));
     }
 
     #[test]
     fn pruning_drops_the_requests_whose_client_has_gone_at_once() {
         // No worker runs: only `prune` can take the request off the queue.
-        let (queue, _worker) = queue(64);
+        let (queue, _worker) = queue(64, Arc::new(()));
         let (a, gone) = request(&[8, 8], 12);
         let (b, _b) = request(&[3], 12);
         queue.push(a);
