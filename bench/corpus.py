@@ -26,8 +26,8 @@ The engines, one after the other, each a process of its own, from a warm page ca
 Peak RSS is each process's own maximum resident set (wait4's ru_maxrss). Tokens are the `tokens`
 of bge-m3-encode's output (no `<s>` and `</s>`), checked doc by doc against FlagEmbedding's
 tokenizer. The outputs must agree: every dense component, and every sparse weight by token id
-(a token missing on one side weighs 0), within `--tolerance` (default 1e-4), or the script
-exits with status 1 after printing the table.
+(a token missing on one side weighs 0), within `--tolerance` (default 1e-4), and every doc's
+token count, or the script exits with status 1 after printing the table (and writing the JSON).
 
 For a quick run, `--model fixtures/models/tiny-pt --docs 50`. The full-size random model
 (the default, /tmp/bge-m3-full) is made by `fixtures/.venv/bin/python fixtures/generate.py
@@ -197,9 +197,10 @@ def read_encode_output(path: Path, ids: list) -> dict:
             dense.append(record["dense"])
             sparse.append({str(k): float(v) for k, v in record["sparse"].items()})
     if seen != ids:
-        sys.exit(f"corpus: {ENC} wrote {len(seen)} records; expected {len(ids)} in input order "
-                 f"(first difference at "
-                 f"{next((i for i, (a, b) in enumerate(zip(seen, ids)) if a != b), min(len(seen), len(ids)))})")
+        first = next((i for i, (a, b) in enumerate(zip(seen, ids)) if a != b),
+                     min(len(seen), len(ids)))
+        sys.exit(f"corpus: {ENC} wrote {len(seen)} records, expected {len(ids)} in input order; "
+                 f"the first difference is at line {first + 1}")
     return {"dense": np.asarray(dense, dtype=np.float32), "sparse": sparse, "tokens": tokens}
 
 
@@ -335,8 +336,10 @@ def print_table(engines: dict, ratios: dict, check: dict):
           f"{fmt(ratios['encode'], '.2f')}x | |")
     print()
     print(f"{ENC} encode s: the corpus run's wall time less a one-document run's "
-          f"({engines[ENC]['load_run_seconds']:.2f} s, its load). {FE} encode s: the encode() "
-          f"call, its batch-size probe pass ({engines[FE]['probe_seconds']:.2f} s) included.")
+          f"({engines[ENC]['load_run_seconds']:.2f} s, its load), writing the output included. "
+          f"{FE} encode s: the encode() call alone, its batch-size probe pass "
+          f"({engines[FE]['probe_seconds']:.2f} s) included. End to end: each process's wall "
+          f"time, start to exit.")
     verdict = "agree" if check["pass"] else "DISAGREE"
     print(f"outputs {verdict} (tolerance {check['tolerance']:g}): dense max |diff| "
           f"{check.get('dense_max_abs_diff', float('nan')):.3g}, sparse max |diff| "
