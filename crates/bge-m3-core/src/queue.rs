@@ -34,7 +34,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
+/// The reply channels, so that callers need no tokio of their own.
+pub use tokio::sync::oneshot;
 
 use crate::{BgeM3, Embedding, Outputs};
 

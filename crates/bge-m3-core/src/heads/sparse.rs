@@ -81,4 +81,57 @@ impl SparseEmbedding {
     pub fn len(&self) -> usize {
         self.weights.len()
     }
+
+    /// The weights ascending by token id, as vector databases take them (Qdrant's
+    /// `SparseVector`, Milvus's sparse vectors, pgvector's `sparsevec`).
+    pub fn ascending(&self) -> Vec<(u32, f32)> {
+        let mut weights = self.weights.clone();
+        weights.sort_unstable_by_key(|&(id, _)| id);
+        weights
+    }
+
+    /// pgvector's `sparsevec` text literal, `{i:v,...}/dim`: the weights ascending by id, where
+    /// `i` is the id plus one (pgvector's indices start at 1) and `dim` is the vocabulary size
+    /// ([`crate::BgeM3::vocab_size`]). Each weight is written in the shortest form that reads
+    /// back as the same f32.
+    ///
+    /// ```
+    /// use bge_m3_core::SparseEmbedding;
+    /// let sparse = SparseEmbedding { weights: vec![(30, 0.5), (7, 0.25)] };
+    /// assert_eq!(sparse.to_sparsevec(40), "{8:0.25,31:0.5}/40");
+    /// ```
+    pub fn to_sparsevec(&self, dim: usize) -> String {
+        let elements: Vec<String> = self
+            .ascending()
+            .iter()
+            .map(|(id, weight)| format!("{}:{weight}", u64::from(*id) + 1))
+            .collect();
+        format!("{{{}}}/{dim}", elements.join(","))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sparsevec_literal_keeps_every_f32_and_an_empty_one_has_its_dimension() {
+        assert_eq!(SparseEmbedding::default().to_sparsevec(250002), "{}/250002");
+        let weight = 0.083_561_25_f32;
+        let sparse = SparseEmbedding {
+            weights: vec![(4865, weight)],
+        };
+        let literal = sparse.to_sparsevec(250002);
+        let value: f32 = literal[6..literal.find('}').unwrap()].parse().unwrap();
+        assert!(literal.starts_with("{4866:"), "{literal}");
+        assert_eq!(value, weight);
+    }
+
+    #[test]
+    fn ascending_sorts_by_id_and_keeps_the_weights() {
+        let sparse = SparseEmbedding {
+            weights: vec![(30, 0.5), (7, 0.25), (12, 1.0)],
+        };
+        assert_eq!(sparse.ascending(), [(7, 0.25), (12, 1.0), (30, 0.5)]);
+    }
 }

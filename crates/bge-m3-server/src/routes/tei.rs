@@ -14,7 +14,7 @@ use utoipa::{PartialSchema, ToSchema};
 use super::answer::{self, array};
 use super::docs::{EncodeErrors, ModelErrors};
 use super::input::{self, InputField, Integer, Texts};
-use super::vectors::{ascending, truncate_normalised};
+use super::vectors::truncate_normalised;
 use super::{answered, Timings};
 use crate::batcher::{EncodeJob, Encoded, Inputs, SparseKeys};
 use crate::extract::Json;
@@ -195,7 +195,8 @@ pub(crate) async fn embed_sparse(
         .into_iter()
         .map(|e| {
             let sparse = e.sparse.ok_or_else(|| missing("sparse"))?;
-            Ok(ascending(sparse)
+            Ok(sparse
+                .ascending()
                 .into_iter()
                 .map(|(index, value)| SparseValue { index, value })
                 .collect())

@@ -178,12 +178,10 @@ impl Format {
         match (self.sparse, by_token) {
             (SparseFormat::Token, Some(by_token)) => Sparse::Map(by_token),
             (SparseFormat::Indices, _) => {
-                let (indices, values) = ascending(sparse).into_iter().unzip();
+                let (indices, values) = sparse.ascending().into_iter().unzip();
                 Sparse::Indices { indices, values }
             }
-            (SparseFormat::Sparsevec, _) => {
-                Sparse::Literal(sparsevec_literal(&ascending(sparse), self.vocab_size))
-            }
+            (SparseFormat::Sparsevec, _) => Sparse::Literal(sparse.to_sparsevec(self.vocab_size)),
             (SparseFormat::Id | SparseFormat::Token, _) => Sparse::Map(
                 sparse
                     .weights
@@ -193,24 +191,6 @@ impl Format {
             ),
         }
     }
-}
-
-/// The weights ascending by token id, as the vector databases take them.
-pub(crate) fn ascending(sparse: SparseEmbedding) -> Vec<(u32, f32)> {
-    let mut weights = sparse.weights;
-    weights.sort_unstable_by_key(|&(id, _)| id);
-    weights
-}
-
-/// pgvector's `sparsevec` text literal of weights ascending by id: `{i:v,...}/dim`, where `i` is
-/// the id plus one (pgvector's indices start at 1) and `dim` the vocabulary size. Each weight is
-/// written in the shortest form that reads back as the same f32.
-pub(crate) fn sparsevec_literal(weights: &[(u32, f32)], dim: usize) -> String {
-    let elements: Vec<String> = weights
-        .iter()
-        .map(|(id, weight)| format!("{}:{weight}", u64::from(*id) + 1))
-        .collect();
-    format!("{{{}}}/{dim}", elements.join(","))
 }
 
 /// OpenAI's `dimensions`: the first `dimensions` values, rescaled to unit length. A vector
@@ -292,16 +272,6 @@ mod tests {
             write(SparseFormat::Sparsevec, None),
             r#""{8:0.25,31:0.5}/40""#
         );
-    }
-
-    #[test]
-    fn a_sparsevec_literal_keeps_every_f32_and_an_empty_one_has_its_dimension() {
-        assert_eq!(sparsevec_literal(&[], 250002), "{}/250002");
-        let weight = 0.083_561_25_f32;
-        let literal = sparsevec_literal(&[(4865, weight)], 250002);
-        let value: f32 = literal[6..literal.find('}').unwrap()].parse().unwrap();
-        assert!(literal.starts_with("{4866:"), "{literal}");
-        assert_eq!(value, weight);
     }
 
     #[test]
