@@ -92,7 +92,10 @@ pub fn run(
     queue.prune();
     queue.close();
     let (counts, output_bytes, status) = outcome?;
-    let _ = reader.join();
+    if status != Status::Interrupted {
+        // Interrupted, the reader may be blocked reading stdin: the process exits without it.
+        let _ = reader.join();
+    }
     let name = args
         .output
         .as_ref()
@@ -161,7 +164,7 @@ fn read(
             Some(Ok(record)) => {
                 window.chunk_chars += record.text.len();
                 window.chunk.push(record);
-                if window.chunk.len() >= CHUNK_TEXTS || window.chunk_chars >= CHUNK_CHARS {
+                if window.chunk_is_full(settings) {
                     window.tokenize(model, settings, &send)
                         && (!window.is_full(settings)
                             || window.submit(model, queue, corpus.bytes_read(), settings, &send))
@@ -211,6 +214,15 @@ impl Pending {
                 false
             }
         }
+    }
+
+    /// Whether the chunk is ready to tokenize: [`CHUNK_TEXTS`] texts, [`CHUNK_CHARS`] bytes, or
+    /// enough texts to fill the window.
+    fn chunk_is_full(&self, settings: &Settings) -> bool {
+        let texts = self.chunk.len();
+        texts >= CHUNK_TEXTS
+            || self.chunk_chars >= CHUNK_CHARS
+            || self.ids.len() + texts >= settings.window_texts
     }
 
     fn is_full(&self, settings: &Settings) -> bool {

@@ -1,0 +1,553 @@
+//! `bge-m3-encode` end to end, as a user runs it, on the tiny fixture model.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use arrow_array::{Array, ListArray, MapArray, StringArray, StructArray, UInt32Array};
+use bge_m3_core::{BgeM3, EncodeOptions, LoadOptions, Outputs};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde_json::{json, Value};
+
+const TOLERANCE: f32 = 1e-5;
+
+fn model_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models/tiny-pt")
+}
+
+/// Texts of mixed lengths, 1 to about 400 tokens, with repeated words (so sparse weights pool).
+fn texts(count: usize) -> Vec<String> {
+    let words = [
+        "vector",
+        "search",
+        "hybrid",
+        "BM25",
+        "lexical",
+        "dense",
+        "the",
+        "of",
+        "Qdrant",
+        "multilingual",
+        "retrieval",
+        "passage",
+        "query",
+        "index",
+        "embedding",
+    ];
+    (0..count)
+        .map(|i| {
+            let len = 1 + (i * 37) % 180;
+            (0..len)
+                .map(|j| words[(i * 7 + j * j) % words.len()])
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+fn write_jsonl(path: &Path, texts: &[String]) {
+    let mut file = File::create(path).unwrap();
+    for (i, text) in texts.iter().enumerate() {
+        writeln!(file, "{}", json!({"id": format!("doc-{i}"), "text": text})).unwrap();
+    }
+}
+
+fn encode(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bge-m3-encode"))
+        .arg("--model")
+        .arg(model_dir())
+        .args(["--progress", "none"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn succeeded(output: &Output) {
+    assert!(
+        output.status.success(),
+        "status {:?}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn rows(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+fn floats(value: &Value) -> Vec<f32> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn assert_close(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= TOLERANCE, "{what}[{i}]: {g} vs {w}");
+    }
+}
+
+fn library(texts: &[String]) -> Vec<bge_m3_core::Embedding> {
+    let model = BgeM3::load(model_dir(), &LoadOptions::default()).unwrap();
+    let options = EncodeOptions {
+        outputs: Outputs::ALL,
+        ..EncodeOptions::default()
+    };
+    model.encode(texts, &options).unwrap()
+}
+
+#[test]
+fn every_output_equals_the_librarys_encode_in_input_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.jsonl");
+    let texts = texts(60);
+    write_jsonl(&corpus, &texts);
+    let out = dir.path().join("out.jsonl");
+    // Small windows and passes: many windows in flight, passes that mix them.
+    let output = encode(&[
+        corpus.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--outputs",
+        "dense,sparse,colbert",
+        "--sparse-format",
+        "id",
+        "--window-texts",
+        "7",
+        "--max-batch-tokens",
+        "300",
+    ]);
+    succeeded(&output);
+    let rows = rows(&out);
+    let want = library(&texts);
+    assert_eq!(rows.len(), texts.len());
+    for (i, (row, want)) in rows.iter().zip(&want).enumerate() {
+        assert_eq!(row["id"], format!("doc-{i}"));
+        assert_eq!(row["tokens"], want.tokens);
+        assert_close(
+            &floats(&row["dense"]),
+            want.dense.as_ref().unwrap(),
+            "dense",
+        );
+        let sparse = row["sparse"].as_object().unwrap();
+        let want_sparse = &want.sparse.as_ref().unwrap().weights;
+        assert_eq!(sparse.len(), want_sparse.len(), "doc {i}: sparse entries");
+        for (id, weight) in want_sparse {
+            let got = sparse[&id.to_string()].as_f64().unwrap() as f32;
+            assert!((got - weight).abs() <= TOLERANCE, "doc {i} sparse {id}");
+        }
+        let colbert = row["colbert"].as_array().unwrap();
+        let want_colbert = want.colbert.as_ref().unwrap();
+        assert_eq!(colbert.len(), want_colbert.len());
+        for (got, want) in colbert.iter().zip(want_colbert) {
+            assert_close(&floats(got), want, "colbert");
+        }
+    }
+    let summary = String::from_utf8_lossy(&output.stderr);
+    assert!(summary.contains("done: 60 documents"), "{summary}");
+}
+
+/// The columns of a Parquet file, read back with arrow-rs.
+fn read_parquet(path: &Path) -> HashMap<String, Vec<Value>> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut columns: HashMap<String, Vec<Value>> = HashMap::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+            let values = columns.entry(field.name().clone()).or_default();
+            for row in 0..column.len() {
+                values.push(to_json(column.as_ref(), row));
+            }
+        }
+    }
+    columns
+}
+
+/// One cell as the JSONL writer would write it.
+fn to_json(column: &dyn Array, row: usize) -> Value {
+    let any = column.as_any();
+    if let Some(strings) = any.downcast_ref::<StringArray>() {
+        return json!(strings.value(row));
+    }
+    if let Some(ints) = any.downcast_ref::<UInt32Array>() {
+        return json!(ints.value(row));
+    }
+    if let Some(floats) = any.downcast_ref::<arrow_array::Float32Array>() {
+        return json!(floats.value(row));
+    }
+    if let Some(list) = any.downcast_ref::<ListArray>() {
+        let items = list.value(row);
+        return Value::Array(
+            (0..items.len())
+                .map(|i| to_json(items.as_ref(), i))
+                .collect(),
+        );
+    }
+    if let Some(map) = any.downcast_ref::<MapArray>() {
+        let entries = map.value(row);
+        let keys = entries.column(0);
+        let values = entries.column(1);
+        let mut object = serde_json::Map::new();
+        for i in 0..entries.len() {
+            let key = to_json(keys.as_ref(), i).as_str().unwrap().to_string();
+            object.insert(key, to_json(values.as_ref(), i));
+        }
+        return Value::Object(object);
+    }
+    if let Some(fields) = any.downcast_ref::<StructArray>() {
+        let mut object = serde_json::Map::new();
+        for (name, column) in fields.column_names().iter().zip(fields.columns()) {
+            object.insert(name.to_string(), to_json(column.as_ref(), row));
+        }
+        return Value::Object(object);
+    }
+    panic!("unexpected column type {:?}", column.data_type());
+}
+
+#[test]
+fn parquet_holds_the_rows_of_the_jsonl_output_in_every_sparse_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.jsonl");
+    write_jsonl(&corpus, &texts(25));
+    for format in ["indices", "token", "id", "sparsevec"] {
+        let jsonl = dir.path().join(format!("{format}.jsonl"));
+        let parquet = dir.path().join(format!("{format}.parquet"));
+        for out in [&jsonl, &parquet] {
+            succeeded(&encode(&[
+                corpus.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+                "--outputs",
+                "dense,sparse,colbert",
+                "--sparse-format",
+                format,
+                "--window-texts",
+                "10",
+            ]));
+        }
+        assert!(!dir
+            .path()
+            .join(format!("{format}.parquet.partial"))
+            .exists());
+        let columns = read_parquet(&parquet);
+        let rows = rows(&jsonl);
+        for name in ["id", "tokens", "dense", "sparse", "colbert"] {
+            let column = &columns[name];
+            assert_eq!(column.len(), rows.len(), "{format}: column {name}");
+            for (i, (cell, row)) in column.iter().zip(&rows).enumerate() {
+                // Both hold f32s; serde_json writes each in its shortest form.
+                let cell = serde_json::to_string(cell).unwrap();
+                let row = serde_json::to_string(&row[name]).unwrap();
+                let (cell, row) = (reparse(&cell), reparse(&row));
+                assert_eq!(cell, row, "{format}: row {i}, column {name}");
+            }
+        }
+    }
+}
+
+/// The f64s of `text` cut to f32, so that both writers' numbers compare.
+fn reparse(text: &str) -> Value {
+    fn walk(value: Value) -> Value {
+        match value {
+            Value::Number(n) if n.is_f64() => json!(n.as_f64().unwrap() as f32),
+            Value::Array(items) => Value::Array(items.into_iter().map(walk).collect()),
+            Value::Object(map) => {
+                Value::Object(map.into_iter().map(|(k, v)| (k, walk(v))).collect())
+            }
+            other => other,
+        }
+    }
+    walk(serde_json::from_str(text).unwrap())
+}
+
+#[test]
+fn text_lines_directories_and_stdin_are_read_with_their_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = dir.path().join("lines.txt");
+    std::fs::write(&lines, "first line\n\nsecond line\n").unwrap();
+    let docs = dir.path().join("docs");
+    std::fs::create_dir_all(docs.join("guide")).unwrap();
+    std::fs::write(docs.join("readme.md"), "# Title\n\nBody text.").unwrap();
+    std::fs::write(docs.join("guide/intro.txt"), "An introduction.").unwrap();
+    let out = dir.path().join("out.jsonl");
+    succeeded(&encode(&[
+        lines.to_str().unwrap(),
+        docs.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]));
+    let ids: Vec<Value> = rows(&out).iter().map(|r| r["id"].clone()).collect();
+    assert_eq!(
+        ids,
+        [
+            json!(0),
+            json!(1),
+            json!("guide/intro.txt"),
+            json!("readme.md")
+        ]
+    );
+
+    // stdin, JSONL by default, with other field names.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bge-m3-encode"))
+        .arg("--model")
+        .arg(model_dir())
+        .args([
+            "--text-field",
+            "body",
+            "--id-field",
+            "key",
+            "--outputs",
+            "dense",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"key\": 5, \"body\": \"from stdin\"}\n{\"body\": \"no key\"}\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    succeeded(&output);
+    let rows: Vec<Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        (rows[0]["id"].clone(), rows[1]["id"].clone()),
+        (json!(5), json!(1))
+    );
+    assert!(rows[0].get("sparse").is_none() && rows[0]["dense"].is_array());
+    let want = library(&["from stdin".to_string()]);
+    assert_close(
+        &floats(&rows[0]["dense"]),
+        want[0].dense.as_ref().unwrap(),
+        "stdin dense",
+    );
+}
+
+#[test]
+fn a_bad_record_is_fatal_by_default_and_skipped_on_request_naming_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.jsonl");
+    std::fs::write(
+        &corpus,
+        "{\"id\": \"a\", \"text\": \"one\"}\n{\"id\": \"b\", \"body\": \"two\"}\n{oops\n{\"id\": \"c\", \"text\": \"three\"}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out.jsonl");
+    let failed = encode(&[corpus.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(failed.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "bad record: {}:2: missing field `text`",
+            corpus.display()
+        )),
+        "{stderr}"
+    );
+    // What came before it is written.
+    let ids: Vec<Value> = rows(&out).iter().map(|r| r["id"].clone()).collect();
+    assert_eq!(ids, [json!("a")]);
+
+    let skipped = encode(&[
+        corpus.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--on-error",
+        "skip",
+    ]);
+    succeeded(&skipped);
+    let stderr = String::from_utf8_lossy(&skipped.stderr);
+    assert!(stderr.contains(":2: missing field `text`"), "{stderr}");
+    assert!(stderr.contains(":3: invalid JSON"), "{stderr}");
+    assert!(stderr.contains("2 bad records skipped"), "{stderr}");
+    let ids: Vec<Value> = rows(&out).iter().map(|r| r["id"].clone()).collect();
+    assert_eq!(ids, [json!("a"), json!("c")]);
+
+    // A text over the limit is a bad record too.
+    let limited = encode(&[
+        corpus.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--on-error",
+        "skip",
+        "--max-text-chars",
+        "4",
+    ]);
+    succeeded(&limited);
+    let stderr = String::from_utf8_lossy(&limited.stderr);
+    assert!(
+        stderr.contains(":4: the text has 5 characters, over --max-text-chars 4"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn wrong_usage_is_refused_with_a_message() {
+    let cases: [(&[&str], &str); 4] = [
+        (&["--resume"], "--resume needs --output FILE"),
+        (
+            &["--output-format", "parquet"],
+            "--output-format parquet needs --output FILE",
+        ),
+        (
+            &["/nonexistent/corpus.jsonl"],
+            "/nonexistent/corpus.jsonl: ",
+        ),
+        (
+            &["--max-length", "9000", "-"],
+            "--max-length must be within 1..=8192",
+        ),
+    ];
+    for (args, message) in cases {
+        let output = encode(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+}
+
+/// Waits until `path` holds at least `lines` complete lines.
+fn wait_for_lines(path: &Path, lines: usize) {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.matches('\n').count() >= lines {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no output after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn ctrl_c_writes_what_is_finished_and_resume_completes_the_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let texts = texts(40);
+    let corpus = dir.path().join("corpus.jsonl");
+    write_jsonl(&corpus, &texts);
+    let out = dir.path().join("out.jsonl");
+    // The first 15 records come on stdin, which then stays open: the run waits for more.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bge-m3-encode"))
+        .arg("--model")
+        .arg(model_dir())
+        .args(["--progress", "none", "--window-texts", "5", "-o"])
+        .arg(&out)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let first: String = std::fs::read_to_string(&corpus)
+        .unwrap()
+        .lines()
+        .take(15)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    stdin.write_all(first.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    wait_for_lines(&out, 15);
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let output = child.wait_with_output().unwrap();
+    drop(stdin);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted: 15 documents"), "{stderr}");
+    assert!(stderr.contains("--resume"), "{stderr}");
+    assert_eq!(rows(&out).len(), 15);
+
+    // A kill in the middle of a line leaves it cut: resume removes it.
+    let mut file = std::fs::OpenOptions::new().append(true).open(&out).unwrap();
+    file.write_all(b"{\"id\":\"doc-15\",\"tok").unwrap();
+    drop(file);
+    let resumed = encode(&[
+        corpus.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--resume",
+    ]);
+    succeeded(&resumed);
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(stderr.contains("done: 25 documents"), "{stderr}");
+    assert!(stderr.contains("15 already in the output"), "{stderr}");
+
+    let full = dir.path().join("full.jsonl");
+    succeeded(&encode(&[
+        corpus.to_str().unwrap(),
+        "-o",
+        full.to_str().unwrap(),
+    ]));
+    let (resumed, full) = (rows(&out), rows(&full));
+    assert_eq!(resumed.len(), full.len());
+    for (a, b) in resumed.iter().zip(&full) {
+        assert_eq!(a["id"], b["id"]);
+        assert_close(&floats(&a["dense"]), &floats(&b["dense"]), "dense");
+        assert_eq!(a["sparse"]["indices"], b["sparse"]["indices"]);
+    }
+}
+
+#[test]
+fn a_parquet_output_resumes_by_copying_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let texts = texts(30);
+    let head = dir.path().join("head.jsonl");
+    let corpus = dir.path().join("corpus.jsonl");
+    write_jsonl(&head, &texts[..12]);
+    write_jsonl(&corpus, &texts);
+    let out = dir.path().join("out.parquet");
+    succeeded(&encode(&[
+        head.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]));
+    let resumed = encode(&[
+        corpus.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--resume",
+    ]);
+    succeeded(&resumed);
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(stderr.contains("12 already in the output"), "{stderr}");
+    let columns = read_parquet(&out);
+    let ids: Vec<String> = columns["id"]
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let want: Vec<String> = (0..30).map(|i| format!("doc-{i}")).collect();
+    assert_eq!(ids, want);
+
+    // Resuming with other outputs is refused: the columns would differ.
+    let other = encode(&[
+        corpus.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--resume",
+        "--outputs",
+        "dense",
+    ]);
+    assert_eq!(other.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&other.stderr).contains("cannot resume it"));
+}
