@@ -7,8 +7,8 @@ side on the same machine and texts.
         [--json FILE] [--keep DIR]
 
 The corpus: `--docs` passages (default 3000) from the seeded word list of bench/harness.py,
-their lengths spread log-uniformly over 20-1000 tokens of the model's own tokenizer, one in a
-hundred longer (1000-4000 tokens), written as JSONL (`{"id": ..., "text": ...}`) to a temporary
+their lengths spread log-uniformly over 20-1000 tokens (`--shortest`, `--longest`) of the model's
+own tokenizer, one in a hundred (`--long-every`) longer (1000-4000 tokens), written as JSONL (`{"id": ..., "text": ...}`) to a temporary
 directory.
 
 The engines, one after the other, each a process of its own, from a warm page cache:
@@ -70,7 +70,7 @@ class Corpus(Texts):
     """Passages of sentences from harness.Texts' word list, each grown to a length drawn from
     the seed; Texts' scenarios are not made."""
 
-    def __init__(self, model_dir: Path, seed: int):
+    def __init__(self, model_dir: Path, seed: int, spread=(SHORTEST, LONGEST), long_every=LONG_EVERY):
         from tokenizers import Tokenizer
         import random
 
@@ -78,9 +78,11 @@ class Corpus(Texts):
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
         self.rng = random.Random(seed)
+        self.spread, self.long_every = spread, long_every
 
     def target(self, index: int) -> int:
-        low, high = LONG_RANGE if index % LONG_EVERY == LONG_EVERY - 1 else (SHORTEST, LONGEST)
+        every = self.long_every
+        low, high = LONG_RANGE if every and index % every == every - 1 else self.spread
         return round(math.exp(self.rng.uniform(math.log(low), math.log(high))))
 
     def passage(self, tokens: int) -> str:
@@ -357,6 +359,13 @@ def parse_args():
                    help=f"model directory (default {DEFAULT_MODEL})")
     p.add_argument("--docs", type=int, default=3000, help="passages in the corpus (default 3000)")
     p.add_argument("--seed", type=int, default=6, help="seed of the corpus (default 6)")
+    p.add_argument("--shortest", type=int, default=SHORTEST,
+                   help=f"shortest passage in tokens (default {SHORTEST})")
+    p.add_argument("--longest", type=int, default=LONGEST,
+                   help=f"longest passage in tokens, but the long ones (default {LONGEST})")
+    p.add_argument("--long-every", type=int, default=LONG_EVERY,
+                   help=f"one passage in this many is {LONG_RANGE[0]}-{LONG_RANGE[1]} tokens "
+                        f"(default {LONG_EVERY}; 0: none)")
     p.add_argument("--threads", type=int, default=os.cpu_count(),
                    help="threads of both engines (default: the cores)")
     p.add_argument("--encode-bin", help=f"the {ENC} binary (default {DEFAULT_BIN}, built with "
@@ -382,7 +391,7 @@ def main():
     args.model = args.model.resolve()
     binary = encode_binary(args.encode_bin)
     started = datetime.datetime.now().astimezone()
-    corpus = Corpus(args.model, args.seed)
+    corpus = Corpus(args.model, args.seed, (args.shortest, args.longest), args.long_every)
     docs = corpus.docs(args.docs)
     info = describe(corpus, docs)
     log(f"corpus: {info['docs']} docs of {info['min_tokens']}-{info['max_tokens']} tokens "
