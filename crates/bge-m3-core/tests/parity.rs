@@ -118,6 +118,11 @@ fn compute_score_matches_flagembedding_per_pair() {
                 ),
             ];
             for (column, reference, actual) in columns {
+                assert_eq!(
+                    actual.len(),
+                    reference.len(),
+                    "{what} {column}: score count"
+                );
                 for (i, (a, e)) in actual.iter().zip(reference.iter()).enumerate() {
                     match e {
                         Some(e) => assert!(

@@ -96,8 +96,8 @@ pub struct Args {
     pub max_batch_tokens: usize,
 
     /// Texts are read in windows of at most this many tokens (and --window-texts texts),
-    /// sorted by length within each and encoded in passes; at most three windows are held
-    /// at once, which bounds the memory whatever the corpus size.
+    /// sorted by length within each and encoded in passes; at most four windows are held at
+    /// once, which bounds the memory whatever the corpus size.
     #[arg(long, default_value_t = 65536, value_parser = at_least_one)]
     pub window_tokens: usize,
 

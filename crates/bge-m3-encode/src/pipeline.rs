@@ -5,9 +5,10 @@
 //! ([`bge_m3_core::queue`], the server's scheduler): the queue sorts a request's texts longest
 //! first and fills each forward pass under `--max-batch-tokens`, taking texts of the next
 //! window when the current one leaves room. The main thread writes the windows' rows in input
-//! order as they complete. At most three windows are held at once (one being written or
-//! awaited, one queued, one being read), so memory stays bounded whatever the corpus size,
-//! and the model always has the next window queued while a window is written.
+//! order as they complete. At most three windows are on the queue or being written (the one
+//! the writer awaits, the one in the channel, the one the reader is handing over) and one more
+//! is being read, so memory stays bounded whatever the corpus size, and the model always has
+//! the next window queued while a window is written.
 
 use std::collections::HashSet;
 use std::process::ExitCode;

@@ -25,6 +25,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bge_m3_core::queue::{self, panic_message, Computed, Forward, Queue, QueueError, Request};
 use bge_m3_core::{BgeM3, Embedding, EncodeOptions, Outputs, PairScores, ScoreOptions};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
@@ -32,7 +33,6 @@ use crate::memory::{distinct_tokens, Cost, Need, Reservation};
 use crate::metrics::{metrics, QueueMetrics};
 use crate::state::ModelInfo;
 use crate::{Error, Result};
-use bge_m3_core::queue::{self, panic_message, Computed, Forward, Queue, QueueError, Request};
 
 /// Texts are tokenized in chunks of about this many bytes (at least one text each): the
 /// tokenizer's state (every token's string, offsets, the untruncated ids) is some 100 bytes per
