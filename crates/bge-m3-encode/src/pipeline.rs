@@ -44,13 +44,13 @@ struct Window {
 /// What the reader hands the writer, in input order.
 enum Message {
     Window(Window),
-    /// A bad record, between the windows that surround it; the last message when fatal.
+    /// A bad record; when fatal, the last message, after the windows before it.
     Bad {
         bad: BadRecord,
         fatal: bool,
     },
-    /// A record skipped because its id is already in the output.
-    Resumed,
+    /// Records skipped because their ids are already in the output.
+    Resumed(u64),
     /// The input could not be read (or tokenized).
     Failed(String),
 }
@@ -152,16 +152,18 @@ fn read(
                 window.submit(model, queue, corpus.bytes_read(), settings, &send);
                 return;
             }
-            // The records before it are written first, so the output keeps the input's order.
-            Some(Err(bad)) => {
-                window.submit(model, queue, corpus.bytes_read(), settings, &send)
-                    && send(Message::Bad {
-                        bad,
-                        fatal: settings.fail_fast,
-                    })
-                    && !settings.fail_fast
+            // Fatal, the records before it are written first.
+            Some(Err(bad)) if settings.fail_fast => {
+                if window.submit(model, queue, corpus.bytes_read(), settings, &send) {
+                    send(Message::Bad { bad, fatal: true });
+                }
+                false
             }
-            Some(Ok(record)) if done.contains(&id_key(&record.id)) => send(Message::Resumed),
+            Some(Err(bad)) => send(Message::Bad { bad, fatal: false }),
+            Some(Ok(record)) if done.contains(&id_key(&record.id)) => {
+                window.resumed += 1;
+                true
+            }
             Some(Ok(record)) => {
                 window.chunk_chars += record.text.len();
                 window.chunk.push(record);
@@ -188,6 +190,8 @@ struct Pending {
     tokens: usize,
     chunk: Vec<Record>,
     chunk_chars: usize,
+    /// Records skipped since the last window because the output has them.
+    resumed: u64,
 }
 
 impl Pending {
@@ -241,6 +245,9 @@ impl Pending {
         send: &impl Fn(Message) -> bool,
     ) -> bool {
         if !self.tokenize(model, settings, send) {
+            return false;
+        }
+        if self.resumed > 0 && !send(Message::Resumed(std::mem::take(&mut self.resumed))) {
             return false;
         }
         if self.ids.is_empty() {
@@ -338,7 +345,7 @@ fn write(
                 counts.skipped += 1;
                 progress.println(&format!("skipped a bad record: {bad}"));
             }
-            Message::Resumed => counts.resumed += 1,
+            Message::Resumed(n) => counts.resumed += n,
             Message::Failed(error) => return Err(error),
         }
     }
