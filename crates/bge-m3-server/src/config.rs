@@ -7,10 +7,9 @@ use std::time::Duration;
 use bge_m3_core::{DType, DeviceSpec, ScoreWeights};
 use clap::Parser;
 
-use crate::auth::ApiKey;
-use crate::batcher::BatcherOptions;
+use crate::inference::BatcherOptions;
 use crate::logging::LogFormat;
-use crate::state::Limits;
+use crate::state::{ApiKey, AppState, Limits};
 
 /// Serves BGE-M3 (BAAI/bge-m3) embeddings over HTTP: OpenAI-compatible `/v1/embeddings`, the
 /// native `/embeddings` (dense, sparse and ColBERT vectors) and `/score`.
@@ -198,7 +197,7 @@ pub struct Config {
         long = "cors-allow-origin",
         env = "CORS_ALLOW_ORIGINS",
         value_delimiter = ',',
-        value_parser = crate::cors::parse_origin
+        value_parser = crate::middleware::cors::parse_origin
     )]
     pub cors_allow_origins: Vec<String>,
 
@@ -239,8 +238,19 @@ impl Config {
             request_timeout: seconds(self.request_timeout),
             tokenizer_threads: self
                 .tokenizer_threads
-                .unwrap_or_else(crate::batcher::default_tokenizer_threads),
+                .unwrap_or_else(crate::inference::default_tokenizer_threads),
         }
+    }
+
+    /// The state every handler shares, from these settings: the model's names, the limits,
+    /// the API key, CORS, and the request options the routes read (the model not loaded yet).
+    pub fn app_state(&self) -> AppState {
+        AppState::new(self.model_id.clone(), self.aliases(), self.limits())
+            .with_api_key(self.api_key.clone())
+            .with_cors_allow_origins(self.cors_allow_origins.clone())
+            .with_accept_any_model(self.accept_any_model)
+            .with_allow_token_ids(self.allow_token_ids)
+            .with_rerank_weights(self.rerank_weights)
     }
 
     /// The limits on each request.

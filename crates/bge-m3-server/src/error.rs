@@ -10,8 +10,36 @@ use actix_web::{HttpResponse, ResponseError};
 use bge_m3_core::queue::QueueError;
 use serde::Serialize;
 
-use crate::auth::AuthFailure;
-use crate::memory::Need;
+use crate::inference;
+use crate::inference::memory::{Need, Refused};
+
+/// Why a request was refused with 401 ([`Error::Unauthorized`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthFailure {
+    /// No `Authorization` header.
+    Missing,
+    /// An `Authorization` header that is not `Bearer <key>` (another scheme, no token).
+    NotBearer,
+    /// A Bearer token that is not the key.
+    WrongKey,
+}
+
+impl fmt::Display for AuthFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AuthFailure::Missing => {
+                "no API key was sent: this server requires one, in an `Authorization: Bearer \
+                 YOUR_KEY` header"
+            }
+            AuthFailure::NotBearer => {
+                "the Authorization header is not `Bearer YOUR_KEY`: send the API key as a \
+                 Bearer token"
+            }
+            AuthFailure::WrongKey => "the API key sent is not this server's API key",
+        })
+    }
+}
 
 /// Everything that can go wrong in the server, while starting or while answering a request.
 #[derive(Debug, thiserror::Error)]
@@ -374,6 +402,48 @@ impl ResponseError for Error {
 }
 
 pub use bge_m3_core::Report;
+
+impl From<Refused> for Error {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::TooLarge {
+                needed,
+                budget,
+                what,
+            } => Error::AnswerTooLarge {
+                needed,
+                budget,
+                what,
+            },
+            Refused::Full {
+                needed,
+                in_use,
+                budget,
+                what,
+            } => Error::MemoryFull {
+                needed,
+                in_use,
+                budget,
+                what,
+            },
+        }
+    }
+}
+
+/// The inference layer's errors, each as the variant that carries its status.
+impl From<inference::Error> for Error {
+    fn from(error: inference::Error) -> Self {
+        match error {
+            inference::Error::Overloaded { capacity } => Error::Overloaded { capacity },
+            inference::Error::Timeout { seconds } => Error::Timeout { seconds },
+            inference::Error::Memory(refused) => refused.into(),
+            inference::Error::Model(error) => error.into(),
+            inference::Error::Queue(error) => error.into(),
+            inference::Error::Internal(message) => Error::Internal(message),
+            inference::Error::Io(error) => Error::Io(error),
+        }
+    }
+}
 
 impl From<QueueError> for Error {
     fn from(error: QueueError) -> Self {

@@ -24,20 +24,16 @@
 //! # }
 //! ```
 
-pub mod auth;
-pub mod batcher;
 pub mod config;
-mod connection;
-mod cors;
 mod error;
-mod extract;
+pub mod inference;
 pub mod logging;
-pub mod memory;
 pub mod metrics;
-mod request_id;
+mod middleware;
 mod routes;
 pub mod state;
-pub mod tokens;
+#[cfg(test)]
+mod testing;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
@@ -45,15 +41,17 @@ use std::time::{Duration, Instant};
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::KeepAlive;
-use actix_web::{middleware, web, App, HttpServer};
+use actix_web::middleware::{from_fn, Condition};
+use actix_web::{web, App, HttpServer};
 use bge_m3_core::hub::{self, HubOptions};
 use bge_m3_core::{BgeM3, LoadOptions};
 
-pub use batcher::{Batcher, BatcherOptions};
+use crate::middleware::{access_log, auth, connection, cors, request_id};
+
 pub use config::Config;
 pub use error::{Error, Report, Result};
-pub use state::{AppState, Limits, ModelInfo};
-pub use tokens::TextTokenizer;
+pub use inference::{Batcher, BatcherOptions, ModelInfo, TextTokenizer};
+pub use state::{ApiKey, AppState, Limits};
 
 /// The application: every route of the contract, the 404 and 405 answers, the body limit, the
 /// API key and CORS of `state`, request ids and the request log, over `state`.
@@ -86,16 +84,18 @@ pub fn app(
         // one and every log line of the request carries it. The requests in flight are counted,
         // and their answers watched, inside the log and the metrics, which so see the 503s of
         // an aborted stop.
-        .wrap(middleware::from_fn(connection::supervise))
-        .wrap(middleware::from_fn(auth::require_api_key))
-        .wrap(middleware::Condition::new(
+        .wrap(from_fn(connection::supervise))
+        .wrap(from_fn(auth::require_api_key))
+        .wrap(Condition::new(
             !cors_origins.is_empty(),
             cors::cors(&cors_origins),
         ))
-        .wrap(middleware::from_fn(cors::refusals_as_json))
-        .wrap(middleware::from_fn(logging::log_request))
-        .wrap(middleware::from_fn(metrics::record_request))
-        .wrap(middleware::from_fn(request_id::assign))
+        .wrap(from_fn(cors::refusals_as_json))
+        .wrap(from_fn(access_log::log_request))
+        .wrap(from_fn(|req, next| {
+            middleware::metrics::record_request(req, next, routes::ROUTES)
+        }))
+        .wrap(from_fn(request_id::assign))
 }
 
 /// How the server stopped.
@@ -134,7 +134,7 @@ pub async fn run(config: Config) -> Result<Stopped> {
 /// [`EXIT_ABANDONED`] if requests were still in flight (0 otherwise).
 pub async fn serve(config: Config, listener: TcpListener) -> Result<Stopped> {
     let addr = listener.local_addr().map_err(Error::Io)?;
-    let state = web::Data::new(AppState::from_config(&config));
+    let state = web::Data::new(config.app_state());
     let model_path = config.model_path.clone();
     let load_options = LoadOptions {
         device: config.device,
@@ -372,16 +372,16 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
-    use crate::batcher::tests::{gated, job};
-    use crate::batcher::Inputs;
+    use crate::inference::Inputs;
+    use crate::testing::{gated, job};
 
-    /// A ready state over the gated tiny model (see `batcher::tests::gated`).
+    /// A ready state over the gated tiny model (see `testing::gated`).
     fn ready(
         options: BatcherOptions,
     ) -> (
         web::Data<AppState>,
         Batcher,
-        std::sync::Arc<batcher::tests::Gate>,
+        std::sync::Arc<crate::testing::Gate>,
     ) {
         let state = web::Data::new(AppState::new("bge-m3", vec![], Limits::default()));
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/models/tiny-pt");

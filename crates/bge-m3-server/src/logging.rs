@@ -1,6 +1,6 @@
 //! Logs: `tracing` to stderr as text or JSON lines (`--log-format`), filtered by `RUST_LOG`
-//! (default `info`), and one line per request with its method, path, status, latency and
-//! tokens. Every line written while a request is served carries its id: the request-id
+//! (default `info`); the access log (`middleware::access_log`) writes one line per request.
+//! Every line written while a request is served carries its id: the request-id
 //! middleware serves each request inside a `request` span with a `request_id` field.
 //!
 //! The HTTP layer's own complaints about clients are not server errors: [`HttpNoise`] keeps
@@ -11,11 +11,6 @@
 use std::cell::Cell;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
-
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::middleware::Next;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::MakeWriter;
@@ -139,77 +134,6 @@ fn message(event: &Event<'_>) -> String {
     let mut visitor = Message(String::new());
     event.record(&mut visitor);
     visitor.0
-}
-
-/// Runs a closure when dropped, unless disarmed first: what a dropped future does last.
-pub(crate) struct OnDrop<F: FnOnce()>(Option<F>);
-
-impl<F: FnOnce()> OnDrop<F> {
-    pub fn new(f: F) -> Self {
-        Self(Some(f))
-    }
-
-    pub fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl<F: FnOnce()> Drop for OnDrop<F> {
-    fn drop(&mut self) {
-        if let Some(f) = self.0.take() {
-            f();
-        }
-    }
-}
-
-/// Tokens a request took, left by its handler in the response's extensions for the log line.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Tokens(pub usize);
-
-/// Middleware: one `info` line per request, under the target `bge_m3_server::request`.
-pub(crate) async fn log_request(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let start = Instant::now();
-    let method = req.method().clone();
-    let path = req.path().to_string();
-    // A request whose client hangs up is dropped here, unanswered.
-    let gone = OnDrop::new(|| {
-        let latency_ms = (start.elapsed().as_secs_f64() * 1e3 * 100.0).round() / 100.0;
-        tracing::info!(
-            target: "bge_m3_server::request",
-            %method,
-            %path,
-            status = 499u16,
-            latency_ms,
-            "request: the client closed the connection before the answer"
-        );
-    });
-    let result = next.call(req).await;
-    gone.disarm();
-    let latency_ms = (start.elapsed().as_secs_f64() * 1e3 * 100.0).round() / 100.0;
-    let (status, tokens) = match &result {
-        Ok(response) => (
-            response.status(),
-            response
-                .response()
-                .extensions()
-                .get::<Tokens>()
-                .map(|t| t.0),
-        ),
-        Err(error) => (error.as_response_error().status_code(), None),
-    };
-    tracing::info!(
-        target: "bge_m3_server::request",
-        %method,
-        %path,
-        status = status.as_u16(),
-        latency_ms,
-        tokens,
-        "request"
-    );
-    result
 }
 
 #[cfg(test)]

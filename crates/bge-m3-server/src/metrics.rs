@@ -1,21 +1,16 @@
 //! Prometheus metrics, served at `GET /metrics` in the text format, every name prefixed
 //! `bge_m3_`: requests by route and status, latency split into queue, tokenization and
 //! inference, tokens, forward-pass sizes, queue depth, and the model's load time.
+//!
+//! The registry only: a leaf that every layer may update. The request metrics are recorded by
+//! `middleware::metrics`, the queue's by the inference layer's observer.
 
 use std::sync::LazyLock;
-use std::time::Instant;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::middleware::Next;
-use actix_web::HttpResponse;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
-
-use crate::batcher::Timings;
 
 /// Every metric of the server, in one registry.
 pub struct Metrics {
@@ -213,106 +208,5 @@ impl Metrics {
         TextEncoder::new()
             .encode_to_string(&self.registry.gather())
             .unwrap_or_else(|e| format!("# encoding the metrics failed: {e}\n"))
-    }
-}
-
-/// `GET /metrics`.
-pub(crate) async fn serve() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(metrics().render())
-}
-
-/// Middleware: counts every request by route and status, times it, and gives the responses
-/// that ran the model an `x-total-time` header beside the handler's timing headers.
-pub(crate) async fn record_request(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let start = Instant::now();
-    let path = req.path().to_string();
-    let pattern = req.match_pattern();
-    // A request whose client hangs up is dropped here, unanswered: count it as 499 (nginx's
-    // "client closed request").
-    let gone = crate::logging::OnDrop::new(|| {
-        let route = route_label(pattern, &path);
-        let metrics = metrics();
-        metrics
-            .requests
-            .with_label_values(&[route.as_str(), "499"])
-            .inc();
-        metrics
-            .request_duration
-            .with_label_values(&[route.as_str()])
-            .observe(start.elapsed().as_secs_f64());
-    });
-    let mut result = next.call(req).await;
-    gone.disarm();
-    let elapsed = start.elapsed();
-    let (route, status) = match &mut result {
-        Ok(response) => {
-            if response.response().extensions().get::<Timings>().is_some() {
-                response.headers_mut().insert(
-                    HeaderName::from_static("x-total-time"),
-                    milliseconds(elapsed.as_secs_f64()),
-                );
-            }
-            let route = response.request().match_pattern();
-            (route, response.status())
-        }
-        Err(error) => (None, error.as_response_error().status_code()),
-    };
-    let route = route_label(route, &path);
-    let metrics = metrics();
-    metrics
-        .requests
-        .with_label_values(&[route.as_str(), status.as_str()])
-        .inc();
-    metrics
-        .request_duration
-        .with_label_values(&[route.as_str()])
-        .observe(elapsed.as_secs_f64());
-    result
-}
-
-/// The `route` label: the route's pattern, never a client's arbitrary path.
-fn route_label(pattern: Option<String>, path: &str) -> String {
-    pattern.unwrap_or_else(|| {
-        let known = crate::routes::ROUTES.iter().any(|(_, p)| *p == path);
-        if known {
-            path.to_string()
-        } else {
-            "other".into()
-        }
-    })
-}
-
-/// A duration in seconds as a header value in milliseconds (`12.34`).
-pub(crate) fn milliseconds(seconds: f64) -> HeaderValue {
-    HeaderValue::from_str(&format!("{:.2}", seconds * 1e3)).expect("digits are a valid header")
-}
-
-/// The model queue's reports, as the `pass_*`, `waiting_texts` and `worker_restarts` metrics.
-pub(crate) struct QueueMetrics;
-
-impl bge_m3_core::queue::Observer for QueueMetrics {
-    fn waiting_texts(&self, texts: usize) {
-        metrics().waiting_texts.set(texts as i64);
-    }
-
-    fn pass(&self, pass: &bge_m3_core::queue::PassReport<'_>) {
-        let metrics = metrics();
-        metrics.pass_duration.observe(pass.elapsed.as_secs_f64());
-        metrics.pass_texts.observe(pass.texts as f64);
-        metrics
-            .pass_padded_tokens
-            .observe(pass.padded_tokens as f64);
-        if pass.failure.is_some() {
-            metrics.pass_failures.inc();
-        }
-    }
-
-    fn restarted(&self) {
-        metrics().worker_restarts.inc();
     }
 }

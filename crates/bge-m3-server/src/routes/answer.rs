@@ -19,7 +19,7 @@ use actix_web::web::Bytes;
 use actix_web::HttpResponse;
 use serde::Serialize;
 
-use crate::memory::Reservation;
+use crate::inference::memory::Reservation;
 
 /// The pieces of one JSON document, in order.
 pub(crate) type Pieces = Box<dyn Iterator<Item = Vec<u8>>>;
@@ -140,7 +140,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::memory::{MemoryBudget, Need};
+    use crate::inference::memory::{MemoryBudget, Need};
 
     fn text(pieces: impl Iterator<Item = Vec<u8>>) -> String {
         String::from_utf8(pieces.flatten().collect()).unwrap()

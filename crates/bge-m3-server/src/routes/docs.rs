@@ -5,7 +5,6 @@
 //! build time nor when a browser opens the page.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use actix_web::http::header::{self, ContentType};
@@ -13,12 +12,14 @@ use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use utoipa::openapi::path::{HttpMethod, OperationBuilder};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
+use utoipa::openapi::{ContentBuilder, ResponseBuilder};
 use utoipa::{IntoResponses, Modify, OpenApi};
 
+use super::responses::KeyErrors;
 use super::{embeddings, info, input, models, rerank, score, tei};
 use crate::error::ErrorBody;
-use crate::state::{AppState, ModelInfo, Status};
+use crate::inference::ModelInfo;
+use crate::state::{AppState, Status};
 use crate::{Error, Result};
 
 /// The security scheme of `--api-key`, as the operations name it (`security(("api_key" = []))`).
@@ -90,7 +91,7 @@ impl Modify for Metrics {
             .description("Prometheus metrics in the text exposition format")
             .content("text/plain", ContentBuilder::new().build())
             .build();
-        let operation = errors(&[UNAUTHORIZED])
+        let operation = KeyErrors::responses()
             .into_iter()
             .fold(OperationBuilder::new(), |operation, (status, response)| {
                 operation.response(status, response)
@@ -114,85 +115,6 @@ fn security() -> [utoipa::openapi::security::SecurityRequirement; 2] {
         SecurityRequirement::default(),
         SecurityRequirement::new::<_, _, &str>(API_KEY, []),
     ]
-}
-
-const BAD_REQUEST: (u16, &str) = (
-    400,
-    "The body is not JSON, or a field is missing, of the wrong type or out of range",
-);
-const UNAUTHORIZED: (u16, &str) = (
-    401,
-    "The server has an API key and the request did not send it as `Authorization: Bearer KEY`",
-);
-const MODEL_NOT_FOUND: (u16, &str) = (404, "`model` is not the served model id or an alias");
-const TOO_LARGE: (u16, &str) = (
-    413,
-    "The body, the number of inputs or a text is over the server's limits",
-);
-const OVERLOADED: (u16, &str) = (
-    429,
-    "The queue in front of the model is full; retry after `Retry-After` seconds",
-);
-const FAULT: (u16, &str) = (500, "A fault of the server or the model, logged");
-const UNAVAILABLE: (u16, &str) = (
-    503,
-    "The model is loading, failed to load, or the server is stopping",
-);
-
-/// Error answers, each with OpenAI's error body.
-fn errors(statuses: &[(u16, &str)]) -> Vec<(String, RefOr<Response>)> {
-    statuses
-        .iter()
-        .map(|&(status, description)| {
-            let body = ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name("Error")))
-                .build();
-            let response = ResponseBuilder::new()
-                .description(description)
-                .content("application/json", body)
-                .build();
-            (status.to_string(), response.into())
-        })
-        .collect()
-}
-
-/// The errors of the routes that run the model.
-pub(crate) struct EncodeErrors;
-
-impl IntoResponses for EncodeErrors {
-    fn responses() -> BTreeMap<String, RefOr<Response>> {
-        errors(&[
-            BAD_REQUEST,
-            UNAUTHORIZED,
-            MODEL_NOT_FOUND,
-            TOO_LARGE,
-            OVERLOADED,
-            FAULT,
-            UNAVAILABLE,
-        ])
-        .into_iter()
-        .collect()
-    }
-}
-
-/// The errors of the model cards.
-pub(crate) struct ModelErrors;
-
-impl IntoResponses for ModelErrors {
-    fn responses() -> BTreeMap<String, RefOr<Response>> {
-        errors(&[UNAUTHORIZED, MODEL_NOT_FOUND, UNAVAILABLE])
-            .into_iter()
-            .collect()
-    }
-}
-
-/// The one error of a route that needs nothing but the key.
-pub(crate) struct KeyErrors;
-
-impl IntoResponses for KeyErrors {
-    fn responses() -> BTreeMap<String, RefOr<Response>> {
-        errors(&[UNAUTHORIZED]).into_iter().collect()
-    }
 }
 
 /// The document, serialized once.

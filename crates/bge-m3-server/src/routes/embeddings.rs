@@ -9,13 +9,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::answer::{self, array, array_of, object, value, Pieces};
-use super::docs::EncodeErrors;
 use super::input::{self, parse_outputs, InputField, Integer};
+use super::reply::{answered, Usage};
+use super::responses::EncodeErrors;
 use super::vectors::{EncodingFormat, Format, Sparse, SparseFormat, Vector};
-use super::{answered, Usage};
-use crate::batcher::{EncodeJob, Encoded, SparseKeys};
-use crate::extract::Json;
-use crate::state::{AppState, ModelInfo};
+use crate::inference::ModelInfo;
+use crate::inference::{EncodeJob, Encoded, SparseKeys};
+use crate::routes::extract::Json;
+use crate::state::AppState;
 use crate::{Error, Result};
 
 /// The body of both embeddings routes. Unknown fields (OpenAI's `user`) are ignored.
@@ -98,7 +99,7 @@ impl EmbeddingsRequest {
 async fn embed(
     state: &AppState,
     request: EmbeddingsRequest,
-    held: Option<crate::memory::Reservation>,
+    held: Option<crate::inference::memory::Reservation>,
 ) -> Result<(Encoded, Format, Outputs)> {
     let ready = state.ready()?;
     let (job, format) = request.validate(state, &ready.info)?;

@@ -4,8 +4,8 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
-use super::docs::KeyErrors;
-use super::ROUTES;
+use super::responses::KeyErrors;
+use super::table::ROUTES;
 use crate::state::{AppState, Status};
 
 /// What this service is.

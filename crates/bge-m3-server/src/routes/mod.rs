@@ -3,48 +3,24 @@
 mod answer;
 mod docs;
 mod embeddings;
+pub(crate) mod extract;
 mod info;
 mod input;
 mod models;
+mod reply;
 mod rerank;
+mod responses;
 mod score;
+mod table;
 mod tei;
 mod vectors;
 
-use actix_web::http::header::HeaderName;
 use actix_web::http::Method;
 use actix_web::{guard, web, HttpRequest, HttpResponse, Resource, Route};
-use serde::Serialize;
 
-use crate::batcher::Timings;
-use crate::logging::Tokens;
-use crate::metrics::milliseconds;
+pub(crate) use self::table::ROUTES;
+use crate::metrics::metrics;
 use crate::Error;
-
-/// Every route, as `GET /` lists them.
-pub(crate) const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/"),
-    ("GET", "/health"),
-    ("POST", "/v1/embeddings"),
-    ("POST", "/embeddings"),
-    ("POST", "/score"),
-    ("POST", "/rerank"),
-    ("POST", "/v1/rerank"),
-    ("POST", "/v2/rerank"),
-    ("POST", "/embed"),
-    ("POST", "/embed_sparse"),
-    ("POST", "/embed_all"),
-    ("POST", "/tokenize"),
-    ("POST", "/decode"),
-    ("GET", "/info"),
-    ("GET", "/models"),
-    ("GET", "/models/{id}"),
-    ("GET", "/v1/models"),
-    ("GET", "/v1/models/{id}"),
-    ("GET", "/metrics"),
-    ("GET", "/openapi.json"),
-    ("GET", "/docs"),
-];
 
 /// Registers the routes of [`ROUTES`].
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
@@ -68,7 +44,7 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
         .service(resource("/models/{id:.*}", Method::GET).route(get().to(models::native_get)))
         .service(resource("/v1/models", Method::GET).route(get().to(models::openai_list)))
         .service(resource("/v1/models/{id:.*}", Method::GET).route(get().to(models::openai_get)))
-        .service(resource("/metrics", Method::GET).route(get().to(crate::metrics::serve)))
+        .service(resource("/metrics", Method::GET).route(get().to(prometheus_text)))
         .service(resource("/openapi.json", Method::GET).route(get().to(docs::openapi_json)))
         .service(resource("/docs", Method::GET).route(get().to(docs::page)))
         // Swagger UI's scripts and styles, which `/docs` loads.
@@ -101,43 +77,9 @@ pub(crate) async fn not_found(req: HttpRequest) -> Result<HttpResponse, Error> {
     })
 }
 
-/// `usage`: tokens of the inputs after truncation, `<s>` and `</s>` not counted.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub(crate) struct Usage {
-    prompt_tokens: usize,
-    total_tokens: usize,
-}
-
-impl Usage {
-    pub fn new(tokens: usize) -> Self {
-        Self {
-            prompt_tokens: tokens,
-            total_tokens: tokens,
-        }
-    }
-}
-
-/// The 200 `response` of a request the model answered: the request log learns its tokens, the
-/// client where its time went (`x-queue-time`, `x-tokenization-time`, `x-inference-time` in
-/// milliseconds, `x-compute-tokens`; the metrics middleware adds `x-total-time`).
-pub(crate) fn answered(
-    mut response: HttpResponse,
-    tokens: usize,
-    timings: Timings,
-) -> HttpResponse {
-    let headers = response.headers_mut();
-    for (name, duration) in [
-        ("x-queue-time", timings.queue),
-        ("x-tokenization-time", timings.tokenization),
-        ("x-inference-time", timings.inference),
-    ] {
-        headers.insert(
-            HeaderName::from_static(name),
-            milliseconds(duration.as_secs_f64()),
-        );
-    }
-    headers.insert(HeaderName::from_static("x-compute-tokens"), tokens.into());
-    response.extensions_mut().insert(Tokens(tokens));
-    response.extensions_mut().insert(timings);
-    response
+/// `GET /metrics`.
+async fn prometheus_text() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(metrics().render())
 }

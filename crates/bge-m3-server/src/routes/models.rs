@@ -4,8 +4,9 @@
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
-use super::docs::ModelErrors;
-use crate::state::{AppState, ModelInfo};
+use super::responses::ModelErrors;
+use crate::inference::ModelInfo;
+use crate::state::AppState;
 use crate::Result;
 
 /// What `owned_by` says in OpenAI's model object.

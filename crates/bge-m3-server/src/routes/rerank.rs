@@ -22,12 +22,12 @@ use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema}
 use utoipa::openapi::RefOr;
 use utoipa::{PartialSchema, ToSchema};
 
-use super::docs::EncodeErrors;
 use super::input::{self, Integer, Texts};
-use super::{answered, Usage};
-use crate::batcher::{ScoreJob, Timings};
-use crate::extract::Json;
-use crate::memory::Reservation;
+use super::reply::{answered, Usage};
+use super::responses::EncodeErrors;
+use crate::inference::memory::Reservation;
+use crate::inference::{ScoreJob, Timings};
+use crate::routes::extract::Json;
 use crate::state::AppState;
 use crate::{Error, Result};
 
@@ -478,7 +478,7 @@ pub(crate) async fn cohere_v2(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::extract::parse;
+    use crate::routes::extract::parse;
 
     #[test]
     fn documents_are_strings_or_text_objects() {

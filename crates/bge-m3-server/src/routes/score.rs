@@ -4,12 +4,13 @@ use actix_web::{web, HttpResponse};
 use bge_m3_core::{ScoreOptions, ScoreWeights};
 use serde::{Deserialize, Serialize};
 
-use super::answered;
-use super::docs::EncodeErrors;
 use super::input::{self, Integer, Texts};
-use crate::batcher::ScoreJob;
-use crate::extract::Json;
-use crate::state::{AppState, ModelInfo};
+use super::reply::answered;
+use super::responses::EncodeErrors;
+use crate::inference::ModelInfo;
+use crate::inference::ScoreJob;
+use crate::routes::extract::Json;
+use crate::state::AppState;
 use crate::{Error, Result};
 
 /// The body of `/score`.

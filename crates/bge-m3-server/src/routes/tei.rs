@@ -12,13 +12,14 @@ use utoipa::openapi::RefOr;
 use utoipa::{PartialSchema, ToSchema};
 
 use super::answer::{self, array};
-use super::docs::{EncodeErrors, ModelErrors};
 use super::input::{self, InputField, Integer, Texts};
+use super::reply::answered;
+use super::responses::{EncodeErrors, ModelErrors};
 use super::vectors::truncate_normalised;
-use super::{answered, Timings};
-use crate::batcher::{EncodeJob, Encoded, Inputs, SparseKeys};
-use crate::extract::Json;
-use crate::memory::Reservation;
+use crate::inference::memory::Reservation;
+use crate::inference::Timings;
+use crate::inference::{EncodeJob, Encoded, Inputs, SparseKeys};
+use crate::routes::extract::Json;
 use crate::state::AppState;
 use crate::{Error, Result};
 
@@ -394,7 +395,7 @@ pub(crate) async fn decode(
             let tokenizer = state.text_tokenizer()?;
             lists
                 .iter()
-                .map(|ids| tokenizer.decode(ids, skip_special_tokens))
+                .map(|ids| Ok(tokenizer.decode(ids, skip_special_tokens)?))
                 .collect::<Result<Vec<String>>>()
         })
         .await?;

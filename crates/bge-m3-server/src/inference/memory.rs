@@ -24,7 +24,6 @@ use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics::metrics;
-use crate::{Error, Result};
 
 /// The unit of the budget's semaphore: 1 KiB (a `u32` of them is 4 TiB).
 const UNIT: u64 = 1024;
@@ -77,7 +76,7 @@ impl MemoryBudget {
     }
 
     /// Reserves `bytes` for `what`, or refuses at once (see [`Reservation::resize`]).
-    pub fn reserve(&self, bytes: u64, what: Need) -> Result<Reservation> {
+    pub fn reserve(&self, bytes: u64, what: Need) -> Result<Reservation, Refused> {
         let mut reservation = self.empty();
         reservation.resize(bytes, what)?;
         Ok(reservation)
@@ -91,6 +90,27 @@ impl fmt::Debug for MemoryBudget {
             .field("in_use", &self.in_use())
             .finish()
     }
+}
+
+/// A reservation refused: the server answers the first 413 `answer_too_large`, the second 429
+/// `memory_full`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// More than the whole budget: the request could never be served as it is.
+    #[error("{needed} bytes {what:?} is more than the whole memory budget of {budget} bytes")]
+    TooLarge {
+        needed: u64,
+        budget: u64,
+        what: Need,
+    },
+    /// More than what is left of the budget now.
+    #[error("{needed} bytes {what:?} do not fit: {in_use} of {budget} bytes are reserved")]
+    Full {
+        needed: u64,
+        in_use: u64,
+        budget: u64,
+        what: Need,
+    },
 }
 
 /// What a reservation is for, to say so when it is refused.
@@ -122,11 +142,11 @@ impl Reservation {
     /// (the reservation unchanged) with 413 `answer_too_large` when `bytes` is more than the
     /// whole budget, and with 429 `memory_full` when it is more than this reservation and what
     /// is left of the budget.
-    pub fn resize(&mut self, bytes: u64, what: Need) -> Result<()> {
+    pub fn resize(&mut self, bytes: u64, what: Need) -> Result<(), Refused> {
         let wanted = units(bytes);
         let held = self.permit.num_permits() as u64;
         if wanted > u64::from(self.budget.total_units) {
-            return Err(Error::AnswerTooLarge {
+            return Err(Refused::TooLarge {
                 needed: bytes,
                 budget: self.budget.total(),
                 what,
@@ -147,7 +167,7 @@ impl Reservation {
                 .semaphore
                 .clone()
                 .try_acquire_many_owned((wanted - held) as u32)
-                .map_err(|_| Error::MemoryFull {
+                .map_err(|_| Refused::Full {
                     needed: bytes,
                     in_use: self.budget.in_use(),
                     budget: self.budget.total(),
@@ -314,7 +334,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(budget.in_use(), 9 * UNIT);
         let refused = budget.reserve(2 * UNIT, Need::Answer).unwrap_err();
-        assert!(matches!(refused, Error::MemoryFull { .. }), "{refused:?}");
+        assert!(matches!(refused, Refused::Full { .. }), "{refused:?}");
         // A refused resize leaves the reservation as it was.
         assert!(a.resize(10 * UNIT, Need::Answer).is_err());
         assert_eq!(a.bytes(), 8 * UNIT);
@@ -329,10 +349,7 @@ mod tests {
     fn more_than_the_whole_budget_is_413_not_429() {
         let budget = MemoryBudget::new(10 * UNIT);
         let refused = budget.reserve(11 * UNIT, Need::Answer).unwrap_err();
-        assert!(
-            matches!(refused, Error::AnswerTooLarge { .. }),
-            "{refused:?}"
-        );
+        assert!(matches!(refused, Refused::TooLarge { .. }), "{refused:?}");
         assert_eq!(budget.in_use(), 0);
     }
 

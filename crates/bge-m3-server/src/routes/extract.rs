@@ -9,7 +9,7 @@ use actix_web::http::header;
 use actix_web::{dev::Payload, web, FromRequest, HttpMessage, HttpRequest};
 use serde::de::DeserializeOwned;
 
-use crate::memory::{Need, Reservation};
+use crate::inference::memory::{Need, Reservation};
 use crate::state::AppState;
 use crate::{Error, Result};
 
@@ -17,7 +17,7 @@ use crate::{Error, Result};
 ///
 /// - The body may be at most [`crate::state::Limits::max_body_bytes`] long (413 otherwise).
 /// - Before it is read, twice its length (the bytes, then the parsed values) is reserved in the
-///   memory budget ([`crate::memory`]); without room the request is refused with 429 at once.
+///   memory budget ([`crate::inference::memory`]); without room the request is refused with 429 at once.
 /// - It must arrive within [`crate::state::Limits::body_timeout`] (408 otherwise, and the
 ///   connection is closed).
 /// - A `Content-Type` other than JSON is a 400. A missing one is read as JSON, as the FastAPI

@@ -3,17 +3,17 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use bge_m3_core::{BgeM3, ScoreWeights};
+use bge_m3_core::ScoreWeights;
 use tokio::sync::watch;
 
-use crate::auth::ApiKey;
-use crate::batcher::Batcher;
-use crate::config::Config;
-use crate::memory::MemoryBudget;
-use crate::tokens::TextTokenizer;
+pub use self::api_key::ApiKey;
+use crate::inference::memory::MemoryBudget;
+use crate::inference::{Batcher, ModelInfo, TextTokenizer};
 use crate::{Error, Result};
+
+mod api_key;
 
 /// Limits on one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +25,7 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Most characters (Unicode scalar values) in one text. Default: 1,000,000.
     pub max_text_chars: usize,
-    /// Bytes that the requests in flight may hold in all (see [`crate::memory`]). Default:
+    /// Bytes that the requests in flight may hold in all (see [`crate::inference::memory`]). Default:
     /// 1 GiB.
     pub memory_budget_bytes: u64,
     /// Longest time a request body may take to arrive after its head (408 past it); `None`:
@@ -46,52 +46,6 @@ impl Default for Limits {
             body_timeout: Some(Duration::from_secs(30)),
             write_timeout: Some(Duration::from_secs(30)),
         }
-    }
-}
-
-/// Facts about the loaded model that the handlers need without asking the model's thread.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelInfo {
-    /// Width of the dense vectors (1024 for BGE-M3).
-    pub dense_dim: usize,
-    /// Width of the ColBERT vectors.
-    pub colbert_dim: usize,
-    /// Longest input in tokens, `<s>` and `</s>` included (8192 for BGE-M3).
-    pub max_length: usize,
-    /// Number of token ids the model accepts.
-    pub vocab_size: usize,
-    /// Where the model runs: `cpu`, `cuda`, `cuda:N`.
-    pub device: String,
-    /// The encoder's precision: `float32`, `float16`, `bfloat16`.
-    pub dtype: String,
-    /// When the model finished loading, in Unix seconds (`created` in `/v1/models`).
-    pub loaded_at: u64,
-}
-
-impl ModelInfo {
-    /// Reads the facts off a loaded model.
-    pub fn of(model: &BgeM3) -> Self {
-        Self {
-            dense_dim: model.dense_dim(),
-            colbert_dim: model.colbert_dim(),
-            max_length: model.max_length(),
-            vocab_size: model.vocab_size(),
-            device: bge_m3_core::device::device_name(model.device()),
-            dtype: dtype_name(model.dtype()).to_string(),
-            loaded_at: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-        }
-    }
-}
-
-/// A dtype as PyTorch names it (`float32`), the way text-embeddings-inference's `/info` does.
-fn dtype_name(dtype: bge_m3_core::DType) -> &'static str {
-    match dtype {
-        bge_m3_core::DType::F32 => "float32",
-        bge_m3_core::DType::F16 => "float16",
-        bge_m3_core::DType::BF16 => "bfloat16",
-        other => other.as_str(),
     }
 }
 
@@ -171,17 +125,6 @@ impl AppState {
             openapi: OnceLock::new(),
         }
     }
-
-    /// A loading state with the names and limits of `config`.
-    pub fn from_config(config: &Config) -> Self {
-        Self::new(config.model_id.clone(), config.aliases(), config.limits())
-            .with_api_key(config.api_key.clone())
-            .with_cors_allow_origins(config.cors_allow_origins.clone())
-            .with_accept_any_model(config.accept_any_model)
-            .with_allow_token_ids(config.allow_token_ids)
-            .with_rerank_weights(config.rerank_weights)
-    }
-
     /// Answers every `model` name with the served model (`--accept-any-model`); off by
     /// default, when a name that is not the id or an alias is a 404.
     pub fn with_accept_any_model(mut self, accept: bool) -> Self {
@@ -201,7 +144,7 @@ impl AppState {
         self
     }
 
-    /// Requires `key` on every route but `/health` and the API docs (see [`crate::auth`]).
+    /// Requires `key` on every route but `/health` and the API docs (see `middleware::auth`).
     pub fn with_api_key(mut self, key: Option<ApiKey>) -> Self {
         self.api_key = key;
         self

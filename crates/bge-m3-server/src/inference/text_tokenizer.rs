@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use crate::{Error, Result};
+use super::{Error, Result};
 
 /// One token of a text, as `/tokenize` answers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,9 +101,7 @@ mod tests {
     fn tokens_carry_their_spans_and_match_the_cores_ids() {
         let text = "What is BGE M3?";
         let tokens = tiny().tokenize(text, true).unwrap();
-        let core = crate::batcher::tests::tiny()
-            .tokenize(&[text], 8192)
-            .unwrap();
+        let core = crate::testing::tiny().tokenize(&[text], 8192).unwrap();
         let ids: Vec<u32> = tokens.iter().map(|t| t.id).collect();
         assert_eq!(ids, core[0]);
         assert!(tokens[0].special && tokens[0].span.is_none());

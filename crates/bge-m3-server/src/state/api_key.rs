@@ -1,57 +1,15 @@
-//! The API key (`--api-key`): when one is configured, every request but those of [`PUBLIC`]
-//! must carry `Authorization: Bearer <key>`, as OpenAI's API and SDKs do; others are refused
-//! with 401 before any route runs.
-//!
-//! The key itself is never kept: [`ApiKey`] holds its SHA-256 digest, and a presented key is
-//! checked by comparing digests in constant time, so neither the key's bytes nor its length can
-//! be learnt from response times. Nothing here logs the key or the presented one.
+//! The configured API key (`--api-key`). The key itself is never kept: [`ApiKey`] holds its
+//! SHA-256 digest, and a presented key is checked by comparing digests in constant time, so
+//! neither the key's bytes nor its length can be learnt from response times.
 
 use std::fmt;
 use std::str::FromStr;
 
-use actix_web::body::{EitherBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{self, HeaderValue};
-use actix_web::middleware::Next;
-use actix_web::web;
+use actix_web::http::header::HeaderValue;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::state::AppState;
-use crate::Error;
-
-/// Paths answered without the key: the health check (for load balancers and orchestrators,
-/// which send no credentials) and the API's description, which a browser opens without a way
-/// to add a header; the docs page then sends the key on the requests it makes.
-pub const PUBLIC: [&str; 3] = ["/health", "/openapi.json", "/docs"];
-
-/// Why a request was refused with 401 ([`Error::Unauthorized`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum AuthFailure {
-    /// No `Authorization` header.
-    Missing,
-    /// An `Authorization` header that is not `Bearer <key>` (another scheme, no token).
-    NotBearer,
-    /// A Bearer token that is not the key.
-    WrongKey,
-}
-
-impl fmt::Display for AuthFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            AuthFailure::Missing => {
-                "no API key was sent: this server requires one, in an `Authorization: Bearer \
-                 YOUR_KEY` header"
-            }
-            AuthFailure::NotBearer => {
-                "the Authorization header is not `Bearer YOUR_KEY`: send the API key as a \
-                 Bearer token"
-            }
-            AuthFailure::WrongKey => "the API key sent is not this server's API key",
-        })
-    }
-}
+use crate::error::AuthFailure;
 
 /// The configured API key, kept as its SHA-256 digest.
 #[derive(Clone)]
@@ -114,35 +72,6 @@ impl fmt::Debug for ApiKey {
     }
 }
 
-/// Whether `path` is answered without the key: [`PUBLIC`] and the docs page's assets.
-pub fn is_public(path: &str) -> bool {
-    PUBLIC.contains(&path) || path.starts_with("/docs/")
-}
-
-/// Middleware: with an API key configured, refuses a request to a non-public path that lacks
-/// it with 401 (and `WWW-Authenticate: Bearer`) without running the route.
-pub(crate) async fn require_api_key<B: MessageBody>(
-    req: ServiceRequest,
-    next: Next<B>,
-) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
-    let verdict = match req
-        .app_data::<web::Data<AppState>>()
-        .and_then(|state| state.api_key())
-    {
-        Some(key) if !is_public(req.path()) => key.check(req.headers().get(header::AUTHORIZATION)),
-        _ => Ok(()),
-    };
-    match verdict {
-        Ok(()) => next
-            .call(req)
-            .await
-            .map(ServiceResponse::map_into_left_body),
-        Err(failure) => Ok(req
-            .error_response(Error::Unauthorized(failure))
-            .map_into_right_body()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,22 +122,5 @@ mod tests {
         let shown = format!("{key:?}");
         assert!(!shown.contains("sk-secret-value"), "{shown}");
         assert_eq!(shown, "ApiKey(<redacted>)");
-    }
-
-    #[test]
-    fn public_paths() {
-        for path in ["/health", "/openapi.json", "/docs", "/docs/swagger-ui.css"] {
-            assert!(is_public(path), "{path}");
-        }
-        for path in [
-            "/",
-            "/v1/embeddings",
-            "/healthz",
-            "/health/",
-            "/docsx",
-            "/models",
-        ] {
-            assert!(!is_public(path), "{path}");
-        }
     }
 }

@@ -10,7 +10,7 @@ use actix_web::http::{header, Method, Uri};
 use actix_web::middleware::Next;
 use actix_web::HttpResponse;
 
-use crate::request_id::X_REQUEST_ID;
+use super::request_id::X_REQUEST_ID;
 use crate::Error;
 
 /// How long a browser may cache a preflight's answer, in seconds.

@@ -1,0 +1,413 @@
+//! The inference layer: the handle handlers call ([`Batcher`]), the model's thread and its
+//! supervision, the job types, and its own [`Error`]. It knows nothing of HTTP: the server's
+//! error type maps [`Error`] to statuses.
+//!
+//! Handlers validate a request into a job ([`EncodeJob`], [`ScoreJob`]) and await
+//! [`Batcher::encode`] or [`Batcher::score`], which
+//! 1. admits the request or refuses it at once with 429 when `queue_size` requests are already
+//!    admitted and unanswered, never queueing without bound;
+//! 2. grows the request's memory reservation (see [`memory`]) to the bound of its token
+//!    ids, or refuses it (429, or 413 when it could never fit);
+//! 3. tokenizes its texts on the tokenizer pool, threads of their own (`--tokenizer-threads`),
+//!    so that tokenization never runs on the async runtime nor on the model's threads, one job
+//!    per chunk of [`TOKENIZE_CHUNK_BYTES`], so that a large request holds its truncated ids and
+//!    one chunk's tokenizer state, never all of it, and concurrent requests take turns;
+//! 4. sets the reservation to its token ids and the embeddings its answer will hold;
+//! 5. hands the sequences to the model's thread ([`bge_m3_core::queue`]), which merges the texts of
+//!    every waiting request into forward passes under a token budget;
+//! 6. turns the embeddings into the answer (sparse weights keyed by token string on the
+//!    tokenizer pool, scores on the blocking pool).
+//!
+//! The whole is bounded by the request timeout (503). A request whose future is dropped (its
+//! client hung up, or it timed out) is cancelled: no chunk of it is tokenized after the one at
+//! hand, and its texts leave the model's queue at once.
+
+mod error;
+mod info;
+mod jobs;
+pub(crate) mod memory;
+mod observer;
+mod text_tokenizer;
+mod thread;
+mod tokenize;
+
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bge_m3_core::queue::{panic_message, Computed, Queue, QueueError, Request};
+use bge_m3_core::{BgeM3, EncodeOptions, Outputs};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+
+pub use self::error::{Error, Result};
+pub use self::info::ModelInfo;
+pub use self::jobs::{EncodeJob, Encoded, Inputs, ScoreJob, Scored, SparseKeys, Timings};
+use self::memory::{Cost, Need, Reservation};
+pub use self::text_tokenizer::{TextTokenizer, Token};
+pub use self::thread::{default_tokenizer_threads, BatcherOptions, Loaded};
+pub use self::tokenize::TOKENIZE_CHUNK_BYTES;
+use self::tokenize::{ids_of, Tokenized};
+use crate::metrics::metrics;
+
+/// The handle to the model and its thread; cheap to clone. When the last clone is dropped,
+/// the thread answers what it holds and stops.
+#[derive(Clone)]
+pub struct Batcher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    model: Arc<BgeM3>,
+    queue: Queue,
+    admission: Arc<Semaphore>,
+    tokenizers: Arc<rayon::ThreadPool>,
+    options: BatcherOptions,
+}
+
+impl Batcher {
+    fn cost(&self) -> Cost {
+        Cost {
+            dense_dim: self.inner.model.dense_dim(),
+            colbert_dim: self.inner.model.colbert_dim(),
+        }
+    }
+
+    /// Facts about the model for the handlers.
+    pub fn info(&self) -> ModelInfo {
+        ModelInfo::of(&self.inner.model)
+    }
+
+    /// The options it runs with.
+    pub fn options(&self) -> BatcherOptions {
+        self.inner.options
+    }
+
+    /// Embeds a job's inputs, outside any memory budget.
+    pub async fn encode(&self, job: EncodeJob) -> Result<Encoded> {
+        self.encode_within(job, None).await
+    }
+
+    /// Embeds a job's inputs within the memory reservation `held` (see [`memory`]): it
+    /// grows to the bound of the job's token ids before tokenization, then becomes its ids and
+    /// embeddings, handed back in [`Encoded::held`]; a request that does not fit is refused with
+    /// 429, or 413 when it never could.
+    pub async fn encode_within(
+        &self,
+        job: EncodeJob,
+        mut held: Option<Reservation>,
+    ) -> Result<Encoded> {
+        let _admitted = self.admit()?;
+        self.within_timeout(async move {
+            let EncodeOptions {
+                outputs,
+                max_length,
+                batch_size,
+            } = job.options;
+            if let Some(held) = held.as_mut() {
+                let bound = match &job.inputs {
+                    Inputs::Texts(texts) => Cost::ids_bound(texts, max_length),
+                    Inputs::TokenIds(ids) => ids_of(ids, max_length),
+                };
+                held.resize(held.bytes() + bound, Need::Tokens)?;
+            }
+            let count_distinct = outputs.sparse && held.is_some();
+            let start = Instant::now();
+            let mut tokenized = Tokenized::default();
+            match job.inputs {
+                Inputs::Texts(texts) => {
+                    self.tokenize(texts, max_length, count_distinct, &mut tokenized)
+                        .await?
+                }
+                Inputs::TokenIds(ids) => {
+                    let model = self.inner.model.clone();
+                    let chunk = self
+                        .on_tokenizers(move || {
+                            Tokenized::of(model.wrap_ids(&ids, max_length)?, count_distinct)
+                        })
+                        .await??;
+                    tokenized.extend(chunk);
+                }
+            }
+            let Tokenized {
+                sequences,
+                distinct,
+            } = tokenized;
+            let tokenization = start.elapsed();
+            if let Some(held) = held.as_mut() {
+                let bytes = self.cost().encode(
+                    &sequences,
+                    &distinct,
+                    outputs.dense,
+                    outputs.sparse,
+                    job.sparse_keys == SparseKeys::Tokens,
+                    outputs.colbert,
+                );
+                held.resize(bytes, Need::Answer)?;
+            }
+            drop(distinct);
+            let computed = self.compute(sequences, outputs, batch_size).await?;
+            let timings = timings(tokenization, &computed);
+            let embeddings = computed.embeddings;
+            if !(outputs.sparse && job.sparse_keys == SparseKeys::Tokens) {
+                return Ok(Encoded {
+                    embeddings,
+                    sparse_tokens: None,
+                    timings,
+                    held,
+                });
+            }
+            let model = self.inner.model.clone();
+            let (embeddings, sparse_tokens) = self
+                .on_tokenizers(move || {
+                    let by_token = embeddings
+                        .iter()
+                        .map(|e| match &e.sparse {
+                            Some(sparse) => Ok(model.sparse_by_token(sparse)?),
+                            None => Err(missing_output("sparse")),
+                        })
+                        .collect::<Result<Vec<_>>>();
+                    (embeddings, by_token)
+                })
+                .await?;
+            Ok(Encoded {
+                embeddings,
+                sparse_tokens: Some(sparse_tokens?),
+                timings,
+                held,
+            })
+        })
+        .await
+    }
+
+    /// `BGEM3FlagModel.compute_score` for each (query, passage) pair on its own, as
+    /// [`BgeM3::score_tokenized`] computes it: queries and passages share the forward passes
+    /// (with every other request's texts), and each pair is scored from its own two
+    /// embeddings. A rerank's one query is embedded once for all its passages; a text's
+    /// embedding does not depend on its pass, so its scores are those of each pair alone.
+    /// Outside any memory budget.
+    pub async fn score(&self, job: ScoreJob) -> Result<Scored> {
+        self.score_within(job, None).await
+    }
+
+    /// [`Self::score`] within the memory reservation `held`, as [`Self::encode_within`]; the
+    /// reservation is given back with the scores.
+    pub async fn score_within(
+        &self,
+        job: ScoreJob,
+        mut held: Option<Reservation>,
+    ) -> Result<Scored> {
+        let _admitted = self.admit()?;
+        self.within_timeout(async move {
+            let ScoreJob {
+                queries,
+                passages,
+                options,
+            } = job;
+            let weights = options.weights.validate()?;
+            if queries.len() != 1 && queries.len() != passages.len() {
+                return Err(Error::Internal(format!(
+                    "a score job of {} queries for {} passages",
+                    queries.len(),
+                    passages.len()
+                )));
+            }
+            let query_count = queries.len();
+            if let Some(held) = held.as_mut() {
+                let bound = Cost::ids_bound(&queries, options.max_query_length)
+                    + Cost::ids_bound(&passages, options.max_passage_length);
+                held.resize(held.bytes() + bound, Need::Tokens)?;
+            }
+            let count_distinct = held.is_some();
+            let start = Instant::now();
+            let mut tokenized = Tokenized::default();
+            self.tokenize(
+                queries,
+                options.max_query_length,
+                count_distinct,
+                &mut tokenized,
+            )
+            .await?;
+            self.tokenize(
+                passages,
+                options.max_passage_length,
+                count_distinct,
+                &mut tokenized,
+            )
+            .await?;
+            let Tokenized {
+                sequences,
+                distinct,
+            } = tokenized;
+            let tokenization = start.elapsed();
+            if let Some(held) = held.as_mut() {
+                // Every output of every text, until the pairs are scored.
+                let bytes = self
+                    .cost()
+                    .encode(&sequences, &distinct, true, true, false, true);
+                held.resize(bytes, Need::Answer)?;
+            }
+            let tokens = sequences.iter().map(|s| s.len() - 2).sum();
+            let computed = self
+                .compute(sequences, Outputs::ALL, options.batch_size)
+                .await?;
+            let timings = timings(tokenization, &computed);
+            let mut queries = computed.embeddings;
+            let scores = blocking(move || {
+                let passages = queries.split_off(query_count);
+                passages
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| queries[if query_count == 1 { 0 } else { i }].score(p, weights))
+                    .collect::<bge_m3_core::Result<Vec<_>>>()
+            })
+            .await??;
+            drop(held);
+            Ok(Scored {
+                scores,
+                tokens,
+                timings,
+            })
+        })
+        .await
+    }
+
+    /// Runs tokenizer work that needs no forward pass (`/tokenize`, `/decode`) on the tokenizer
+    /// pool as an admitted request: it takes a place in the queue (429 when it is full) and is
+    /// bounded by the request timeout, like every request that runs the model.
+    pub async fn run_admitted<T, E>(
+        &self,
+        work: impl FnOnce() -> std::result::Result<T, E> + Send + 'static,
+    ) -> std::result::Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<Error> + Send + 'static,
+    {
+        let _admitted = self.admit()?;
+        match self.inner.options.request_timeout {
+            None => self.on_tokenizers(work).await?,
+            Some(limit) => match tokio::time::timeout(limit, self.on_tokenizers(work)).await {
+                Ok(done) => done?,
+                Err(_) => Err(Error::Timeout {
+                    seconds: limit.as_secs(),
+                }
+                .into()),
+            },
+        }
+    }
+
+    /// Takes a place among the admitted requests, or refuses at once with 429.
+    fn admit(&self) -> Result<Admitted> {
+        let permit = self
+            .inner
+            .admission
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Error::Overloaded {
+                capacity: self.inner.options.queue_size,
+            })?;
+        metrics().queued_requests.inc();
+        Ok(Admitted { _permit: permit })
+    }
+
+    async fn within_timeout<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
+        match self.inner.options.request_timeout {
+            None => work.await,
+            Some(limit) => tokio::time::timeout(limit, work)
+                .await
+                .unwrap_or(Err(Error::Timeout {
+                    seconds: limit.as_secs(),
+                })),
+        }
+    }
+
+    /// Runs sequences through the model's thread.
+    async fn compute(
+        &self,
+        sequences: Vec<Vec<u32>>,
+        outputs: Outputs,
+        batch_size: usize,
+    ) -> Result<Computed> {
+        let texts = sequences.len();
+        let tokens: usize = sequences.iter().map(|s| s.len() - 2).sum();
+        let (reply, answer) = oneshot::channel();
+        self.inner.queue.push(Request {
+            sequences,
+            outputs,
+            batch_size,
+            reply,
+        });
+        let mut pending = Pending {
+            answer: Some(answer),
+            queue: &self.inner.queue,
+        };
+        let answer = pending.answer.as_mut().expect("set above");
+        let computed = answer.await.map_err(|_| {
+            Error::Internal("the model's thread dropped the request without an answer".into())
+        })??;
+        pending.answer = None;
+        let metrics = metrics();
+        metrics.texts.inc_by(texts as u64);
+        metrics.tokens.inc_by(tokens as u64);
+        metrics.queue_duration.observe(computed.queue.as_secs_f64());
+        metrics
+            .inference_duration
+            .observe(computed.inference.as_secs_f64());
+        Ok(computed)
+    }
+}
+
+/// A request on the model's queue: when it is dropped unanswered (its client went, or it timed
+/// out), its texts leave the queue at once rather than before the next pass.
+struct Pending<'a> {
+    answer: Option<oneshot::Receiver<std::result::Result<Computed, QueueError>>>,
+    queue: &'a Queue,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some(answer) = self.answer.take() {
+            drop(answer);
+            self.queue.prune();
+        }
+    }
+}
+
+/// A place among the admitted requests, given back when the request is answered or dropped.
+struct Admitted {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        metrics().queued_requests.dec();
+    }
+}
+
+fn timings(tokenization: Duration, computed: &Computed) -> Timings {
+    metrics()
+        .tokenization_duration
+        .observe(tokenization.as_secs_f64());
+    Timings {
+        tokenization,
+        queue: computed.queue,
+        inference: computed.inference,
+    }
+}
+
+/// Runs CPU work on the blocking thread pool; a panic there is a 500 for this request alone.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        let cause = match e.try_into_panic() {
+            Ok(panic) => panic_message(panic.as_ref()),
+            Err(e) => e.to_string(),
+        };
+        Error::Internal(format!("a blocking task failed: {cause}"))
+    })
+}
+
+fn missing_output(name: &str) -> Error {
+    Error::Internal(format!("the model returned no {name} output"))
+}

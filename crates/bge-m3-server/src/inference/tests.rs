@@ -1,0 +1,294 @@
+//! The inference layer's tests.
+
+use std::time::Duration;
+
+use bge_m3_core::{Outputs, ScoreOptions};
+
+use super::*;
+use crate::testing::{gated, job, tiny, Gate};
+
+fn texts(texts: &[&str]) -> Inputs {
+    Inputs::Texts(texts.iter().map(|t| t.to_string()).collect())
+}
+
+fn close(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-5)
+}
+
+#[actix_web::test]
+async fn merged_requests_get_the_answers_of_their_texts_alone() {
+    let options = BatcherOptions {
+        max_batch_tokens: 64,
+        ..BatcherOptions::default()
+    };
+    let (batcher, gate) = gated(options);
+    let model = tiny();
+    let corpus = [
+        "What is BGE M3?",
+        "",
+        "BM25 is a bag-of-words retrieval function that ranks a set of documents",
+        "Definition of BM25",
+        "Le chat est assis sur le tapis, et il regarde par la fenêtre.",
+        "密集检索、稀疏检索和多向量检索",
+    ];
+    let mut jobs = Vec::new();
+    for (n, max_length) in [(1, 8192), (3, 8), (6, 512), (2, 4)] {
+        let outputs = if n % 2 == 0 {
+            Outputs::ALL
+        } else {
+            Outputs::default()
+        };
+        let chosen: Vec<&str> = corpus.iter().cycle().skip(n).take(n).copied().collect();
+        jobs.push((chosen, outputs, max_length));
+    }
+    // Every request waits behind the closed gate, so they share passes.
+    let mut pending = Vec::new();
+    for (chosen, outputs, max_length) in &jobs {
+        let batcher = batcher.clone();
+        let job = job(texts(chosen), *outputs, *max_length);
+        pending.push(actix_web::rt::spawn(
+            async move { batcher.encode(job).await },
+        ));
+    }
+    actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    gate.open();
+    for ((chosen, outputs, max_length), pending) in jobs.iter().zip(pending) {
+        let encoded = pending.await.unwrap().unwrap();
+        assert_eq!(encoded.embeddings.len(), chosen.len());
+        for (i, text) in chosen.iter().enumerate() {
+            let options = EncodeOptions {
+                outputs: *outputs,
+                max_length: *max_length,
+                batch_size: 1,
+            };
+            let alone = model.encode(&[text], &options).unwrap().remove(0);
+            let got = &encoded.embeddings[i];
+            assert_eq!(got.tokens, alone.tokens, "{text:?}");
+            assert_eq!(got.dense.is_some(), outputs.dense);
+            assert!(close(
+                got.dense.as_ref().unwrap(),
+                alone.dense.as_ref().unwrap()
+            ));
+            let (g, a) = (got.sparse.as_ref().unwrap(), alone.sparse.as_ref().unwrap());
+            assert_eq!(g.len(), a.len(), "{text:?}");
+            for ((gi, gw), (ai, aw)) in g.weights.iter().zip(&a.weights) {
+                assert_eq!(gi, ai);
+                assert!((gw - aw).abs() <= 1e-5);
+            }
+            assert_eq!(
+                got.colbert.is_some(),
+                outputs.colbert,
+                "only what was asked for"
+            );
+            if let (Some(g), Some(a)) = (&got.colbert, &alone.colbert) {
+                assert_eq!(g.len(), a.len());
+                assert!(g.iter().zip(a).all(|(g, a)| close(g, a)));
+            }
+        }
+        let by_token = encoded.sparse_tokens.unwrap();
+        assert_eq!(by_token.len(), chosen.len());
+    }
+    assert!(encoded_timings_are_set(&batcher).await);
+}
+
+async fn encoded_timings_are_set(batcher: &Batcher) -> bool {
+    let encoded = batcher
+        .encode(job(texts(&["timed"]), Outputs::default(), 8192))
+        .await
+        .unwrap();
+    encoded.timings.inference > Duration::ZERO && encoded.timings.tokenization > Duration::ZERO
+}
+
+#[actix_web::test]
+async fn a_full_queue_refuses_at_once() {
+    let options = BatcherOptions {
+        queue_size: 1,
+        ..BatcherOptions::default()
+    };
+    let (batcher, gate) = gated(options);
+    let waiting = batcher.clone();
+    let first = actix_web::rt::spawn(async move {
+        waiting
+            .encode(job(texts(&["a"]), Outputs::default(), 8192))
+            .await
+    });
+    actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    let second = batcher
+        .encode(job(texts(&["b"]), Outputs::default(), 8192))
+        .await;
+    assert!(
+        matches!(second, Err(Error::Overloaded { capacity: 1 })),
+        "{second:?}"
+    );
+    // Tokenizer work (`/tokenize`, `/decode`) takes a place too.
+    let tokenizing = batcher.run_admitted(|| Ok(())).await;
+    assert!(
+        matches!(tokenizing, Err(Error::Overloaded { capacity: 1 })),
+        "{tokenizing:?}"
+    );
+    gate.open();
+    assert!(first.await.unwrap().is_ok());
+    // The place is given back.
+    let third = batcher
+        .encode(job(texts(&["c"]), Outputs::default(), 8192))
+        .await;
+    assert!(third.is_ok(), "{third:?}");
+}
+
+#[actix_web::test]
+async fn a_timed_out_request_answers_503_and_leaves_the_queue() {
+    let options = BatcherOptions {
+        queue_size: 1,
+        request_timeout: Some(Duration::from_millis(100)),
+        ..BatcherOptions::default()
+    };
+    let (batcher, gate) = gated(options);
+    let late = batcher
+        .encode(job(texts(&["slow"]), Outputs::default(), 8192))
+        .await;
+    assert!(matches!(late, Err(Error::Timeout { .. })), "{late:?}");
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let slow_tokenizing = batcher
+        .run_admitted(move || {
+            let _ = released.recv();
+            Ok(())
+        })
+        .await;
+    assert!(
+        matches!(slow_tokenizing, Err(Error::Timeout { .. })),
+        "{slow_tokenizing:?}"
+    );
+    release.send(()).unwrap();
+    gate.open();
+    let next = batcher
+        .encode(job(texts(&["next"]), Outputs::default(), 8192))
+        .await;
+    assert!(next.is_ok(), "{next:?}");
+}
+
+#[actix_web::test]
+async fn a_faulty_pass_fails_its_requests_and_the_rest_are_served() {
+    let options = BatcherOptions {
+        // One text per pass, so that the poisoned text has a pass of its own.
+        max_batch_tokens: 1,
+        ..BatcherOptions::default()
+    };
+    let (batcher, gate) = gated(options);
+    let poisoned = {
+        let batcher = batcher.clone();
+        let ids = Inputs::TokenIds(vec![vec![Gate::POISON]]);
+        actix_web::rt::spawn(
+            async move { batcher.encode(job(ids, Outputs::default(), 8192)).await },
+        )
+    };
+    let healthy = {
+        let batcher = batcher.clone();
+        actix_web::rt::spawn(async move {
+            batcher
+                .encode(job(texts(&["fine", "also fine"]), Outputs::default(), 8192))
+                .await
+        })
+    };
+    actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    gate.open();
+    let failed = poisoned.await.unwrap();
+    assert!(
+        matches!(&failed, Err(Error::Queue(QueueError::PassFailed(m))) if m.contains("poisoned pass")),
+        "{failed:?}"
+    );
+    assert_eq!(healthy.await.unwrap().unwrap().embeddings.len(), 2);
+    let after = batcher
+        .encode(job(texts(&["after"]), Outputs::default(), 8192))
+        .await;
+    assert!(after.is_ok(), "{after:?}");
+}
+
+#[actix_web::test]
+async fn scores_are_those_of_each_pair_alone() {
+    let (batcher, gate) = gated(BatcherOptions::default());
+    gate.open();
+    let pairs = vec![
+        (
+            "What is BGE M3?".to_string(),
+            "BGE M3 is an embedding model".to_string(),
+        ),
+        ("Definition of BM25".to_string(), "".to_string()),
+    ];
+    let options = ScoreOptions::default();
+    let scored = batcher
+        .score(ScoreJob::pairs(pairs.clone(), options))
+        .await
+        .unwrap();
+    let alone = tiny().compute_score(&pairs, &options).unwrap();
+    assert_eq!(scored.scores.len(), 2);
+    for (got, want) in scored.scores.iter().zip(&alone) {
+        assert!((got.dense - want.dense).abs() <= 1e-5);
+        assert!((got.sparse - want.sparse).abs() <= 1e-5);
+        assert!((got.colbert - want.colbert).abs() <= 1e-5);
+    }
+}
+
+#[actix_web::test]
+async fn a_rerank_shares_its_pass_with_other_requests_and_scores_each_pair_alone() {
+    let (batcher, gate) = gated(BatcherOptions::default());
+    // Texts of one length, so that the scheduler's "no longer than the seed" rule puts
+    // them all in one pass whichever request seeds it (the scores of texts of every kind
+    // are tested in tests/api/rerank.rs).
+    let query = "What is BGE M3?".to_string();
+    let documents: Vec<String> = ["What is BGE M3?", "What is BGE M4?", "What is BGE M5?"]
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    let options = ScoreOptions::default();
+    // A first request holds the model at the closed gate, so that the next two wait
+    // together for the following pass.
+    let blocker = {
+        let batcher = batcher.clone();
+        let job = job(texts(&["first"]), Outputs::default(), 8192);
+        actix_web::rt::spawn(async move { batcher.encode(job).await })
+    };
+    actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    let reranking = {
+        let batcher = batcher.clone();
+        let job = ScoreJob::rerank(query.clone(), documents.clone(), options);
+        actix_web::rt::spawn(async move { batcher.score(job).await })
+    };
+    let encoding = {
+        let batcher = batcher.clone();
+        let job = job(
+            texts(&["What is BGE M6?", "What is BGE M7?"]),
+            Outputs::default(),
+            8192,
+        );
+        actix_web::rt::spawn(async move { batcher.encode(job).await })
+    };
+    actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    gate.open();
+    assert!(blocker.await.unwrap().is_ok());
+    let reranked = reranking.await.unwrap().unwrap();
+    assert_eq!(encoding.await.unwrap().unwrap().embeddings.len(), 2);
+    // After the first request's pass, the query once, three documents and the other
+    // request's two texts: one pass.
+    assert_eq!(*gate.passes.lock().unwrap(), [1, 6]);
+    let pairs: Vec<(&str, &str)> = documents
+        .iter()
+        .map(|d| (query.as_str(), d.as_str()))
+        .collect();
+    let alone = tiny().compute_score(&pairs, &options).unwrap();
+    assert_eq!(reranked.scores.len(), 3);
+    for (got, want) in reranked.scores.iter().zip(&alone) {
+        assert!((got.colbert_sparse_dense - want.colbert_sparse_dense).abs() <= 1e-5);
+    }
+    let query_tokens = tiny().tokenize(&[&query], 512).unwrap()[0].len() - 2;
+    let document_tokens: usize = tiny()
+        .tokenize(&documents, 8192)
+        .unwrap()
+        .iter()
+        .map(|s| s.len() - 2)
+        .sum();
+    assert_eq!(
+        reranked.tokens,
+        query_tokens + document_tokens,
+        "the query counted once"
+    );
+}
