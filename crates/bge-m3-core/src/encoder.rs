@@ -10,9 +10,10 @@
 //! In f32 on the CPU the layers run fused and multi-threaded in [`crate::cpu`] instead,
 //! over the same weights; the candle ops here are the path of every other device and dtype.
 
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 
+pub use crate::batch::{position_ids, HiddenStates};
 use crate::config::{Config, HiddenAct};
 use crate::cpu;
 use crate::Result;
@@ -21,30 +22,6 @@ use crate::Result;
 /// keys`): 32 Mi elements, 128 MiB in f32. At 8192 tokens and 16 heads that is 256 queries a
 /// block; short batches fit in one block.
 pub const ATTENTION_BLOCK_ELEMENTS: usize = 1 << 25;
-
-/// RoBERTa position ids for one sequence: `padding_idx + 1 + (number of non-pad tokens up to
-/// and including this one)` for real tokens, `padding_idx` for `<pad>` tokens.
-///
-/// Like transformers' `create_position_ids_from_input_ids`, a `<pad>` id keeps position
-/// `padding_idx` and does not advance the count, even when it is a literal `<pad>` in the text.
-///
-/// ```
-/// use bge_m3_core::encoder::position_ids;
-/// assert_eq!(position_ids(&[0, 9, 1, 9, 2], 1), vec![2, 3, 1, 4, 5]);
-/// ```
-pub fn position_ids(ids: &[u32], padding_idx: u32) -> Vec<u32> {
-    let mut seen = 0u32;
-    ids.iter()
-        .map(|&id| {
-            if id == padding_idx {
-                padding_idx
-            } else {
-                seen += 1;
-                padding_idx + seen
-            }
-        })
-        .collect()
-}
 
 /// A padded batch ready for the encoder.
 #[derive(Debug)]
@@ -302,16 +279,6 @@ impl Layer {
     }
 }
 
-/// The last hidden state of a batch: one row per token position, each sequence's rows
-/// contiguous and in order (padded or not, depending on the path).
-#[derive(Debug)]
-pub struct HiddenStates {
-    /// `(rows, hidden)`, in the encoder's dtype.
-    pub rows: Tensor,
-    /// The first row of each sequence; sequence `i`'s tokens are its next `len` rows.
-    pub starts: Vec<usize>,
-}
-
 /// How the layers run.
 enum Layers {
     /// candle ops on a padded batch: every device and dtype.
@@ -380,28 +347,7 @@ impl XlmRobertaEncoder {
     /// positions long).
     pub fn forward(&self, sequences: &[&[u32]]) -> Result<HiddenStates> {
         match &self.layers {
-            Layers::Cpu(encoder) => {
-                let ids: Vec<u32> = sequences.iter().flat_map(|s| s.iter().copied()).collect();
-                let positions: Vec<u32> = sequences
-                    .iter()
-                    .flat_map(|s| position_ids(s, self.pad_token_id))
-                    .collect();
-                let lens: Vec<usize> = sequences.iter().map(|s| s.len()).collect();
-                let hidden = encoder.forward(&ids, &positions, &lens)?;
-                let starts = lens
-                    .iter()
-                    .scan(0, |next, &len| {
-                        let start = *next;
-                        *next += len;
-                        Some(start)
-                    })
-                    .collect();
-                let rows = hidden.len() / encoder.hidden_size().max(1);
-                Ok(HiddenStates {
-                    rows: Tensor::from_vec(hidden, (rows, encoder.hidden_size()), &self.device)?,
-                    starts,
-                })
-            }
+            Layers::Cpu(encoder) => encoder.forward(sequences),
             Layers::Candle { embeddings, layers } => {
                 let input = EncoderInput::new(sequences, self.pad_token_id, &self.device)?;
                 let mut x = embeddings.forward(&input.input_ids, &input.position_ids)?;
@@ -418,33 +364,9 @@ impl XlmRobertaEncoder {
     }
 }
 
-/// L2-normalises the rows of `x` (last dimension) like `torch.nn.functional.normalize`: a zero
-/// row stays zero instead of becoming NaN.
-pub(crate) fn l2_normalize(x: &Tensor) -> Result<Tensor> {
-    let norm = x
-        .sqr()?
-        .sum_keepdim(D::Minus1)?
-        .sqrt()?
-        .clamp(1e-12, f64::INFINITY)?;
-    Ok(x.broadcast_div(&norm)?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn positions_skip_pad_tokens_and_count_in_integers() {
-        assert_eq!(position_ids(&[0, 5, 6, 2], 1), vec![2, 3, 4, 5]);
-        // A literal <pad> inside the text keeps position 1 and does not advance the count.
-        assert_eq!(position_ids(&[0, 1, 5, 2], 1), vec![2, 1, 3, 4]);
-        // 8192 tokens end at position 8193, the last row of BGE-M3's 8194-row table.
-        let ids = vec![7u32; 8192];
-        let positions = position_ids(&ids, 1);
-        assert_eq!(positions.first(), Some(&2));
-        assert_eq!(positions.last(), Some(&8193));
-        assert!(positions.windows(2).all(|w| w[1] == w[0] + 1));
-    }
 
     #[test]
     fn padded_batch_masks_by_length_not_by_id() {

@@ -28,6 +28,7 @@
 //! # }
 //! ```
 
+mod batch;
 pub mod config;
 mod cpu;
 pub mod device;

@@ -7,7 +7,8 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::config::Config;
 use crate::device::{default_dtype, DeviceSpec};
-use crate::encoder::{HiddenStates, XlmRobertaEncoder};
+use crate::batch::HiddenStates;
+use crate::encoder::XlmRobertaEncoder;
 use crate::heads::{dense::dense_vectors, ColbertHead, SparseEmbedding, SparseHead};
 use crate::score::{colbert_score, dense_score, sparse_score, PairScores, ScoreWeights};
 use crate::tokenize::{check_token_ids, Tokenizer};

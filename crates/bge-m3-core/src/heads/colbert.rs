@@ -7,7 +7,7 @@ use std::path::Path;
 use candle_core::{Device, Module, Tensor};
 use candle_nn::Linear;
 
-use crate::encoder::l2_normalize;
+use super::l2_normalize;
 use crate::weights::load_linear_head;
 use crate::Result;
 

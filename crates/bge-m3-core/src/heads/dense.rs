@@ -3,7 +3,8 @@
 
 use candle_core::Tensor;
 
-use crate::encoder::{l2_normalize, HiddenStates};
+use super::l2_normalize;
+use crate::batch::HiddenStates;
 use crate::Result;
 
 /// One unit vector per sequence, `(batch, hidden)`: the row of its first token (`<s>`).
