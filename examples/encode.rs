@@ -31,7 +31,7 @@ struct Args {
     #[arg(long, default_value = "auto")]
     device: DeviceSpec,
     /// Encoder precision: f32, f16 or bf16 (default: f32 on CPU, f16 on GPU).
-    #[arg(long, value_parser = bge_m3_core::device::parse_dtype)]
+    #[arg(long, value_parser = bge_m3_core::parse_dtype)]
     dtype: Option<bge_m3_core::DType>,
     /// The texts to encode.
     #[arg(required = true)]

@@ -9,12 +9,7 @@ use candle_core::Tensor;
 ///
 /// Like transformers' `create_position_ids_from_input_ids`, a `<pad>` id keeps position
 /// `padding_idx` and does not advance the count, even when it is a literal `<pad>` in the text.
-///
-/// ```
-/// use bge_m3_core::encoder::position_ids;
-/// assert_eq!(position_ids(&[0, 9, 1, 9, 2], 1), vec![2, 3, 1, 4, 5]);
-/// ```
-pub fn position_ids(ids: &[u32], padding_idx: u32) -> Vec<u32> {
+pub(crate) fn position_ids(ids: &[u32], padding_idx: u32) -> Vec<u32> {
     let mut seen = 0u32;
     ids.iter()
         .map(|&id| {
@@ -31,16 +26,22 @@ pub fn position_ids(ids: &[u32], padding_idx: u32) -> Vec<u32> {
 /// The last hidden state of a batch: one row per token position, each sequence's rows
 /// contiguous and in order (padded or not, depending on the path).
 #[derive(Debug)]
-pub struct HiddenStates {
+pub(crate) struct HiddenStates {
     /// `(rows, hidden)`, in the encoder's dtype.
-    pub rows: Tensor,
+    pub(crate) rows: Tensor,
     /// The first row of each sequence; sequence `i`'s tokens are its next `len` rows.
-    pub starts: Vec<usize>,
+    pub(crate) starts: Vec<usize>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The doc-test this function had while it was public.
+    #[test]
+    fn a_literal_pad_keeps_its_position_and_the_count() {
+        assert_eq!(position_ids(&[0, 9, 1, 9, 2], 1), vec![2, 3, 1, 4, 5]);
+    }
 
     #[test]
     fn positions_skip_pad_tokens_and_count_in_integers() {

@@ -102,7 +102,7 @@ pub fn parse_dtype(s: &str) -> Result<DType> {
 
 /// The precision used when none is asked for: f32 on the CPU (bit-for-bit comparable with
 /// FlagEmbedding's default), f16 on a GPU (FlagEmbedding's `use_fp16=True`).
-pub fn default_dtype(device: &Device) -> DType {
+pub(crate) fn default_dtype(device: &Device) -> DType {
     if device.is_cpu() {
         DType::F32
     } else {

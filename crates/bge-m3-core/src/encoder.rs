@@ -13,7 +13,7 @@
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 
-pub use crate::batch::{position_ids, HiddenStates};
+use crate::batch::{position_ids, HiddenStates};
 use crate::config::{Config, HiddenAct};
 use crate::cpu;
 use crate::Result;
@@ -21,26 +21,26 @@ use crate::Result;
 /// Upper bound on the elements of one block of attention scores (`batch x heads x queries x
 /// keys`): 32 Mi elements, 128 MiB in f32. At 8192 tokens and 16 heads that is 256 queries a
 /// block; short batches fit in one block.
-pub const ATTENTION_BLOCK_ELEMENTS: usize = 1 << 25;
+pub(crate) const ATTENTION_BLOCK_ELEMENTS: usize = 1 << 25;
 
 /// A padded batch ready for the encoder.
 #[derive(Debug)]
-pub struct EncoderInput {
+pub(crate) struct EncoderInput {
     /// `(batch, len)` token ids, padded with `<pad>`.
-    pub input_ids: Tensor,
+    pub(crate) input_ids: Tensor,
     /// `(batch, len)` RoBERTa position ids.
-    pub position_ids: Tensor,
+    pub(crate) position_ids: Tensor,
     /// `(batch, 1, 1, len)` additive f32 mask (0 for real tokens, `f32::MIN` for padding), or
     /// `None` when no sequence is padded. It stays f32 whatever the model dtype, because the
     /// softmax is computed in f32.
-    pub attention_mask: Option<Tensor>,
+    pub(crate) attention_mask: Option<Tensor>,
 }
 
 impl EncoderInput {
     /// Pads `sequences` to the longest one. Padding is right-aligned, and masked by the
     /// sequence lengths (not by the ids, so a literal `<pad>` in a text is attended to, as
     /// with Hugging Face's tokenizer output).
-    pub fn new(sequences: &[&[u32]], pad_id: u32, device: &Device) -> Result<Self> {
+    pub(crate) fn new(sequences: &[&[u32]], pad_id: u32, device: &Device) -> Result<Self> {
         let batch = sequences.len();
         let len = sequences.iter().map(|s| s.len()).max().unwrap_or(0);
         let mut ids = Vec::with_capacity(batch * len);
@@ -292,7 +292,7 @@ enum Layers {
 
 /// The whole encoder (`embeddings.*` and `encoder.layer.*`; the unused pooler is not loaded).
 /// Mirrors `XLMRobertaModel` up to its last hidden state.
-pub struct XlmRobertaEncoder {
+pub(crate) struct XlmRobertaEncoder {
     layers: Layers,
     dtype: DType,
     device: Device,
@@ -302,7 +302,7 @@ pub struct XlmRobertaEncoder {
 impl XlmRobertaEncoder {
     /// Loads the weights; `vb` is rooted where the checkpoint's `embeddings.*` keys are. In
     /// f32 on the CPU with the erf GELU, the fused CPU path is used.
-    pub fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
+    pub(crate) fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
         let fused =
             vb.device().is_cpu() && vb.dtype() == DType::F32 && cfg.hidden_act == HiddenAct::Gelu;
         Self::load_layers(vb, cfg, fused)
@@ -329,23 +329,23 @@ impl XlmRobertaEncoder {
     }
 
     /// The precision the weights are held and computed in.
-    pub fn dtype(&self) -> DType {
+    pub(crate) fn dtype(&self) -> DType {
         self.dtype
     }
 
-    pub fn device(&self) -> &Device {
+    pub(crate) fn device(&self) -> &Device {
         &self.device
     }
 
     /// Whether [`Self::forward`] pads the batch to its longest sequence (see
     /// [`crate::BgeM3::pads_batches`]).
-    pub fn pads_batches(&self) -> bool {
+    pub(crate) fn pads_batches(&self) -> bool {
         matches!(self.layers, Layers::Candle { .. })
     }
 
     /// The last hidden state of `sequences` (token ids in the vocabulary, at most the model's
     /// positions long).
-    pub fn forward(&self, sequences: &[&[u32]]) -> Result<HiddenStates> {
+    pub(crate) fn forward(&self, sequences: &[&[u32]]) -> Result<HiddenStates> {
         match &self.layers {
             Layers::Cpu(encoder) => encoder.forward(sequences),
             Layers::Candle { embeddings, layers } => {

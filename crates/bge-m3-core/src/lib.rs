@@ -29,25 +29,25 @@
 //! ```
 
 mod batch;
-pub mod config;
+mod config;
 mod cpu;
-pub mod device;
-pub mod encoder;
+mod device;
+mod encoder;
 mod error;
-pub mod heads;
+mod heads;
 #[cfg(feature = "hub")]
 pub mod hub;
 mod model;
 pub mod queue;
 pub mod score;
-pub mod tokenize;
-pub mod weights;
+mod tokenize;
+mod weights;
 
 pub use candle_core::{DType, Device};
-pub use config::Config;
-pub use device::DeviceSpec;
+pub use config::{Config, HiddenAct};
+pub use device::{device_name, parse_dtype, DeviceSpec};
 pub use error::{Error, Report, Result};
 pub use heads::SparseEmbedding;
 pub use model::{BgeM3, Embedding, EncodeOptions, LoadOptions, Outputs, ScoreOptions};
 pub use score::{PairScores, ScoreWeights};
-pub use tokenize::{SpecialTokens, Tokenizer};
+pub use tokenize::{check_token_ids, SpecialTokens, Tokenizer};

@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::device::{default_dtype, DeviceSpec};
 use crate::batch::HiddenStates;
 use crate::encoder::XlmRobertaEncoder;
-use crate::heads::{dense::dense_vectors, ColbertHead, SparseEmbedding, SparseHead};
+use crate::heads::{dense_vectors, ColbertHead, SparseEmbedding, SparseHead};
 use crate::score::{colbert_score, dense_score, sparse_score, PairScores, ScoreWeights};
 use crate::tokenize::{check_token_ids, Tokenizer};
 use crate::weights::{encoder_var_builder, ModelFiles};

@@ -135,7 +135,7 @@ impl Tokenizer {
 /// ids: the first id outside it is an [`Error::InvalidInput`] on field `input` that says where.
 ///
 /// ```
-/// use bge_m3_core::tokenize::check_token_ids;
+/// use bge_m3_core::check_token_ids;
 /// assert!(check_token_ids(&[vec![0, 5], vec![9]], 10).is_ok());
 /// let err = check_token_ids(&[vec![0, 5], vec![9, 10]], 10).unwrap_err();
 /// assert!(err.to_string().contains("token id 10 at input[1][1]"));

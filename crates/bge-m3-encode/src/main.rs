@@ -118,7 +118,7 @@ pub struct Args {
     pub device: DeviceSpec,
 
     /// Precision of the encoder: f32, f16 or bf16 (default: f32 on the CPU, f16 on a GPU).
-    #[arg(long, value_parser = bge_m3_core::device::parse_dtype)]
+    #[arg(long, value_parser = bge_m3_core::parse_dtype)]
     pub dtype: Option<DType>,
 
     /// Threads of the model's forward passes. Default: one per CPU.

@@ -8,7 +8,7 @@ use crate::batch::HiddenStates;
 use crate::Result;
 
 /// One unit vector per sequence, `(batch, hidden)`: the row of its first token (`<s>`).
-pub fn dense_vectors(hidden: &HiddenStates) -> Result<Tensor> {
+pub(crate) fn dense_vectors(hidden: &HiddenStates) -> Result<Tensor> {
     let starts: Vec<u32> = hidden.starts.iter().map(|&s| s as u32).collect();
     let index = Tensor::from_vec(starts, hidden.starts.len(), hidden.rows.device())?;
     l2_normalize(&hidden.rows.index_select(&index, 0)?)

@@ -1,11 +1,13 @@
 //! The three BGE-M3 output heads, applied to the encoder's last hidden state (in f32).
 
-pub mod colbert;
-pub mod dense;
-pub mod sparse;
+mod colbert;
+mod dense;
+mod sparse;
 
-pub use colbert::ColbertHead;
-pub use sparse::{SparseEmbedding, SparseHead};
+pub(crate) use colbert::ColbertHead;
+pub(crate) use dense::dense_vectors;
+pub use sparse::SparseEmbedding;
+pub(crate) use sparse::SparseHead;
 
 use candle_core::{Tensor, D};
 

@@ -12,19 +12,19 @@ use crate::weights::load_linear_head;
 use crate::Result;
 
 /// `sparse_linear.pt`: `Linear(hidden, 1)`.
-pub struct SparseHead {
+pub(crate) struct SparseHead {
     linear: Linear,
 }
 
 impl SparseHead {
-    pub fn load(path: &Path, hidden_size: usize, device: &Device) -> Result<Self> {
+    pub(crate) fn load(path: &Path, hidden_size: usize, device: &Device) -> Result<Self> {
         Ok(Self {
             linear: load_linear_head(path, hidden_size, device)?,
         })
     }
 
     /// `(tokens, hidden)` f32 hidden states in, one non-negative weight per token out.
-    pub fn token_weights(&self, hidden: &Tensor) -> Result<Vec<f32>> {
+    pub(crate) fn token_weights(&self, hidden: &Tensor) -> Result<Vec<f32>> {
         let weights = self.linear.forward(hidden)?.relu()?.squeeze(1)?;
         Ok(weights.to_vec1::<f32>()?)
     }
