@@ -71,21 +71,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = args.model.clone();
     let model = BgeM3::load(
         &dir,
-        &LoadOptions {
-            device: args.device,
-            dtype: args.dtype,
-            ..LoadOptions::default()
-        },
+        &LoadOptions::default()
+            .with_device(args.device)
+            .with_dtype(args.dtype),
     )?;
-    let options = EncodeOptions {
-        outputs: Outputs {
+    let options = EncodeOptions::default()
+        .with_outputs(Outputs {
             dense: true,
             sparse: true,
             colbert: args.colbert,
-        },
-        max_length: args.max_length,
-        ..EncodeOptions::default()
-    };
+        })
+        .with_max_length(args.max_length);
     let embeddings = model.encode(&args.texts, &options)?;
 
     let sparse_vecs = embeddings

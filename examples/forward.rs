@@ -105,11 +105,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let model = BgeM3::load(
         &args.model,
-        &LoadOptions {
-            device: args.device,
-            dtype: args.dtype,
-            threads: args.threads,
-        },
+        &LoadOptions::default()
+            .with_device(args.device)
+            .with_dtype(args.dtype)
+            .with_threads(args.threads),
     )?;
     let load_peak = peak_rss_mib();
     let sequences = random_sequences(args.batch, args.len, model.vocab_size(), args.seed);

@@ -15,7 +15,7 @@
 //! // `dir` holds config.json, tokenizer.json, pytorch_model.bin (or model.safetensors),
 //! // colbert_linear.pt and sparse_linear.pt, as in the Hugging Face repository.
 //! let model = BgeM3::load(dir, &LoadOptions::default())?;
-//! let options = EncodeOptions { outputs: Outputs::ALL, ..EncodeOptions::default() };
+//! let options = EncodeOptions::default().with_outputs(Outputs::ALL);
 //! let out = model.encode(&["What is BGE M3?", "Defination of BM25"], &options)?;
 //!
 //! let dense = out[0].dense.as_ref().unwrap();

@@ -205,11 +205,10 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     };
     let report = |e: bge_m3_core::Error| bge_m3_core::Report(&e).to_string();
     let dir = hub::resolve(&args.model, &options).map_err(report)?;
-    let load = LoadOptions {
-        device: args.device,
-        dtype: args.dtype,
-        threads: args.threads,
-    };
+    let load = LoadOptions::default()
+        .with_device(args.device)
+        .with_dtype(args.dtype)
+        .with_threads(args.threads);
     let model = BgeM3::load(&dir, &load).map_err(report)?;
     if args.max_length == 0 || args.max_length > model.max_length() {
         return Err(format!(

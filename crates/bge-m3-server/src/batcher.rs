@@ -318,6 +318,7 @@ impl Batcher {
                 outputs,
                 max_length,
                 batch_size,
+                ..
             } = job.options;
             if let Some(held) = held.as_mut() {
                 let bound = match &job.inputs {
@@ -711,11 +712,9 @@ pub(crate) mod tests {
         MODEL
             .get_or_init(|| {
                 let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/models/tiny-pt");
-                let options = LoadOptions {
-                    device: DeviceSpec::Cpu,
-                    dtype: None,
-                    ..LoadOptions::default()
-                };
+                let options = LoadOptions::default()
+                    .with_device(DeviceSpec::Cpu)
+                    .with_dtype(None);
                 Arc::new(BgeM3::load(dir, &options).expect("loading tiny-pt"))
             })
             .clone()
@@ -779,11 +778,10 @@ pub(crate) mod tests {
     pub(crate) fn job(inputs: Inputs, outputs: Outputs, max_length: usize) -> EncodeJob {
         EncodeJob {
             inputs,
-            options: EncodeOptions {
-                outputs,
-                max_length,
-                batch_size: 12,
-            },
+            options: EncodeOptions::default()
+                .with_outputs(outputs)
+                .with_max_length(max_length)
+                .with_batch_size(12),
             sparse_keys: SparseKeys::Tokens,
         }
     }
@@ -837,11 +835,10 @@ pub(crate) mod tests {
             let encoded = pending.await.unwrap().unwrap();
             assert_eq!(encoded.embeddings.len(), chosen.len());
             for (i, text) in chosen.iter().enumerate() {
-                let options = EncodeOptions {
-                    outputs: *outputs,
-                    max_length: *max_length,
-                    batch_size: 1,
-                };
+                let options = EncodeOptions::default()
+                    .with_outputs(*outputs)
+                    .with_max_length(*max_length)
+                    .with_batch_size(1);
                 let alone = model.encode(&[text], &options).unwrap().remove(0);
                 let got = &encoded.embeddings[i];
                 assert_eq!(got.tokens, alone.tokens, "{text:?}");

@@ -136,11 +136,10 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<Stopped> {
     let addr = listener.local_addr().map_err(Error::Io)?;
     let state = web::Data::new(AppState::from_config(&config));
     let model_path = config.model_path.clone();
-    let load_options = LoadOptions {
-        device: config.device,
-        dtype: config.dtype,
-        threads: config.threads,
-    };
+    let load_options = LoadOptions::default()
+        .with_device(config.device)
+        .with_dtype(config.dtype)
+        .with_threads(config.threads);
     // A Hub repository id is downloaded (or found in the cache) on the model's thread, so
     // that /health answers 503 "loading" meanwhile.
     let hub_options = HubOptions {
