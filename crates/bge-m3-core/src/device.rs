@@ -70,11 +70,17 @@ impl DeviceSpec {
 
 fn open_cuda(ordinal: usize) -> Result<Device> {
     if !cfg!(feature = "cuda") {
-        return Err(Error::Device(
-            "this build has no CUDA support; rebuild with `--features cuda`".into(),
+        return Err(Error::device(
+            "this build has no CUDA support; rebuild with `--features cuda`",
+            None,
         ));
     }
-    Device::new_cuda(ordinal).map_err(|e| Error::Device(format!("cannot open cuda:{ordinal}: {e}")))
+    Device::new_cuda(ordinal).map_err(|e| {
+        Error::device(
+            format!("cannot open cuda:{ordinal}: {e}"),
+            Some(Box::new(e)),
+        )
+    })
 }
 
 /// A short name for a device, as reported by the server: `cpu`, `cuda` or `cuda:N`.

@@ -301,7 +301,10 @@ impl BgeM3 {
             .num_threads(threads)
             .thread_name(|i| format!("bge-m3-compute-{i}"))
             .build()
-            .map_err(|e| Error::Device(format!("cannot start {threads} compute threads: {e}")))?;
+            .map_err(|e| {
+                let message = format!("cannot start {threads} compute threads: {e}");
+                Error::device(message, Some(Box::new(e)))
+            })?;
         let device = options.device.open()?;
         let dtype = options.dtype.unwrap_or_else(|| default_dtype(&device));
         let weights_path = files.encoder.path();

@@ -99,7 +99,7 @@ impl Tokenizer {
         let encodings = self
             .inner
             .encode_batch_fast(inputs, false)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+            .map_err(Error::tokenizer)?;
         Ok(encodings
             .iter()
             .map(|encoding| self.wrap(encoding.get_ids(), max_length))
@@ -119,10 +119,7 @@ impl Tokenizer {
     /// The string FlagEmbedding's `convert_id_to_token` gives for one id: the id decoded on
     /// its own, so the SentencePiece word marker disappears (`▁What` becomes `What`).
     pub fn decode_one(&self, id: u32) -> Result<String> {
-        let text = self
-            .inner
-            .decode(&[id], false)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let text = self.inner.decode(&[id], false).map_err(Error::tokenizer)?;
         Ok(if self.clean_up_spaces {
             clean_up_tokenization(&text)
         } else {
