@@ -346,6 +346,10 @@ impl XlmRobertaEncoder {
     /// The last hidden state of `sequences` (token ids in the vocabulary, at most the model's
     /// positions long).
     pub(crate) fn forward(&self, sequences: &[&[u32]]) -> Result<HiddenStates> {
+        // One span per pass (not per layer): what a trace needs to tell passes apart and
+        // see their size; at the default levels it is disabled and costs next to nothing.
+        let tokens: usize = sequences.iter().map(|s| s.len()).sum();
+        let _pass = tracing::debug_span!("forward", batch = sequences.len(), tokens).entered();
         match &self.layers {
             Layers::Cpu(encoder) => encoder.forward(sequences),
             Layers::Candle { embeddings, layers } => {
