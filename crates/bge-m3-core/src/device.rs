@@ -13,9 +13,12 @@ use crate::{Error, Result};
 /// GPU is present, and the CPU otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeviceSpec {
+    /// The first CUDA device if this build and the machine have one, else the CPU.
     #[default]
     Auto,
+    /// The CPU, in every build.
     Cpu,
+    /// The CUDA device of this ordinal (`cuda` is `cuda:0`); needs the `cuda` feature.
     Cuda(usize),
 }
 

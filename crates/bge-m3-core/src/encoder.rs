@@ -71,6 +71,8 @@ impl EncoderInput {
 
 /// `embeddings.*`: word, position and token-type embeddings, then LayerNorm.
 /// Mirrors `XLMRobertaEmbeddings` in transformers' `modeling_xlm_roberta.py`.
+///
+/// Source: <https://github.com/huggingface/transformers/blob/main/src/transformers/models/xlm_roberta/modeling_xlm_roberta.py>
 struct Embeddings {
     word_embeddings: Embedding,
     position_embeddings: Embedding,
@@ -115,6 +117,8 @@ impl Embeddings {
 
 /// `attention.self`: query, key and value projections, fused into one matrix at load time.
 /// Mirrors `XLMRobertaSelfAttention`.
+///
+/// Source: <https://github.com/huggingface/transformers/blob/main/src/transformers/models/xlm_roberta/modeling_xlm_roberta.py>
 struct SelfAttention {
     qkv: Linear,
     num_heads: usize,
@@ -202,6 +206,8 @@ fn blocked_attention(
 
 /// `dense` + `LayerNorm` over a residual: both `attention.output` (`XLMRobertaSelfOutput`) and
 /// `output` (`XLMRobertaOutput`) have this shape.
+///
+/// Source: <https://github.com/huggingface/transformers/blob/main/src/transformers/models/xlm_roberta/modeling_xlm_roberta.py>
 struct DenseResidualNorm {
     dense: Linear,
     layer_norm: LayerNorm,
@@ -226,6 +232,8 @@ impl DenseResidualNorm {
 }
 
 /// `intermediate.dense` and the activation. Mirrors `XLMRobertaIntermediate`.
+///
+/// Source: <https://github.com/huggingface/transformers/blob/main/src/transformers/models/xlm_roberta/modeling_xlm_roberta.py>
 struct Intermediate {
     dense: Linear,
     act: HiddenAct,
@@ -250,6 +258,8 @@ impl Intermediate {
 }
 
 /// `encoder.layer.N`. Mirrors `XLMRobertaLayer`.
+///
+/// Source: <https://github.com/huggingface/transformers/blob/main/src/transformers/models/xlm_roberta/modeling_xlm_roberta.py>
 struct Layer {
     attention: SelfAttention,
     attention_output: DenseResidualNorm,
@@ -292,6 +302,8 @@ enum Layers {
 
 /// The whole encoder (`embeddings.*` and `encoder.layer.*`; the unused pooler is not loaded).
 /// Mirrors `XLMRobertaModel` up to its last hidden state.
+///
+/// Source: <https://github.com/huggingface/transformers/blob/main/src/transformers/models/xlm_roberta/modeling_xlm_roberta.py>
 pub(crate) struct XlmRobertaEncoder {
     layers: Layers,
     dtype: DType,

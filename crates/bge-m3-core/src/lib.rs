@@ -1,11 +1,27 @@
-//! BGE-M3 ([BAAI/bge-m3](https://huggingface.co/BAAI/bge-m3)) on [candle]: the dense vector,
+//! BGE-M3 ([BAAI/bge-m3](https://huggingface.co/BAAI/bge-m3)) on
+//! [candle](https://github.com/huggingface/candle): the dense vector,
 //! the sparse lexical weights and the ColBERT multi-vectors of a text from one forward pass,
 //! numerically matching FlagEmbedding's `BGEM3FlagModel`, plus the similarity scores.
 //!
-//! The main types are [`BgeM3`] (load a model directory, [`BgeM3::encode`],
-//! [`BgeM3::compute_score`]), [`EncodeOptions`] and [`Embedding`]; the scoring math is in
-//! [`score`] as pure functions. With the cargo feature `hub`, `hub::download` fetches the
-//! model from the Hugging Face Hub into the standard cache and returns the directory to load.
+//! # Map
+//!
+//! - [`BgeM3`]: the model. [`BgeM3::load`] reads a model directory (laid out like the Hugging
+//!   Face repository) with [`LoadOptions`]; [`BgeM3::encode`] turns texts into one
+//!   [`Embedding`] each (dense vector, [`SparseEmbedding`], ColBERT rows), choosing the
+//!   [`Outputs`] and lengths with [`EncodeOptions`]; [`BgeM3::compute_score`] scores
+//!   (query, passage) pairs with [`ScoreOptions`] into [`PairScores`].
+//! - [`score`]: the scoring math as pure functions over slices, with [`ScoreWeights`].
+//! - [`queue`]: the scheduler that merges the texts of concurrent requests into forward
+//!   passes on the model's own thread, shared by the server and the corpus encoder.
+//! - `hub` (cargo feature `hub`): `hub::download` fetches the model from the Hugging Face Hub
+//!   into the standard cache and returns the directory to load; `hub::resolve` takes a
+//!   directory or a repository id.
+//! - [`Tokenizer`] and [`SpecialTokens`]: the model's own `tokenizer.json`, reachable as
+//!   [`BgeM3::tokenizer`]; [`check_token_ids`] checks pre-tokenized input.
+//! - [`DeviceSpec`], [`parse_dtype`], [`device_name`]: where and in which precision the model
+//!   runs; [`Config`]: its `config.json`.
+//! - [`Error`] (one enum, its variants naming what failed), [`Result`], and [`Report`] to show
+//!   an error with its causes.
 //!
 //! ```
 //! use bge_m3_core::{BgeM3, EncodeOptions, LoadOptions, Outputs};
@@ -27,6 +43,8 @@
 //! # Ok(())
 //! # }
 //! ```
+
+#![deny(missing_docs)]
 
 mod batch;
 mod config;

@@ -343,14 +343,18 @@ impl BgeM3 {
         &self.config
     }
 
+    /// The model's tokenizer, for callers that tokenize ahead of [`Self::encode_tokenized`]
+    /// or count tokens.
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
     }
 
+    /// The device the encoder runs on ([`LoadOptions::device`] resolved).
     pub fn device(&self) -> &Device {
         self.encoder.device()
     }
 
+    /// The encoder's precision ([`LoadOptions::dtype`] resolved); the heads run in f32.
     pub fn dtype(&self) -> DType {
         self.encoder.dtype()
     }

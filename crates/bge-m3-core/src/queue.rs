@@ -68,6 +68,7 @@ pub const SHORT_TEXT_TOKENS: usize = 64;
 pub struct Request {
     /// `<s> … </s>` sequences, each within the model's length.
     pub sequences: Vec<Vec<u32>>,
+    /// Which outputs to compute for every text of the request.
     pub outputs: Outputs,
     /// The most texts of this request in one pass (at least 1).
     pub batch_size: usize,
@@ -109,6 +110,7 @@ pub struct PassReport<'a> {
     /// Tokens it computed: texts x the longest where the model pads, the sum of the lengths
     /// where it does not.
     pub padded_tokens: usize,
+    /// Wall-clock time of the pass.
     pub elapsed: Duration,
     /// Why it failed, when it did.
     pub failure: Option<&'a str>,

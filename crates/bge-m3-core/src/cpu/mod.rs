@@ -69,6 +69,8 @@ fn load_norm(vb: &VarBuilder, width: usize, eps: f64) -> Result<Norm> {
 }
 
 /// One `encoder.layer.N`, with the erf GELU.
+///
+/// Source: <https://github.com/huggingface/transformers/blob/main/src/transformers/models/xlm_roberta/modeling_xlm_roberta.py>
 struct Layer {
     /// `attention.self.{query,key,value}`, as one `(3 x hidden, hidden)` product.
     qkv: Dense,
@@ -96,6 +98,8 @@ impl Layer {
 
 /// The encoder's weights for the fused CPU path. Mirrors `XLMRobertaModel` up to its last
 /// hidden state, like the encoder's candle layers.
+///
+/// Source: <https://github.com/huggingface/transformers/blob/main/src/transformers/models/xlm_roberta/modeling_xlm_roberta.py>
 pub(crate) struct CpuEncoder {
     /// `embeddings.word_embeddings.weight`, `(vocab, hidden)`: the largest tensor, kept as
     /// read (a pass reads only its tokens' rows).
@@ -183,12 +187,7 @@ impl CpuEncoder {
     /// The last hidden state of sequences laid end to end: `ids` and `position_ids` hold one
     /// entry per token, sequence `i` being the next `lens[i]` of them. Returns `(tokens,
     /// hidden)` values, row-major, in the same order.
-    fn forward_flat(
-        &self,
-        ids: &[u32],
-        position_ids: &[u32],
-        lens: &[usize],
-    ) -> Result<Vec<f32>> {
+    fn forward_flat(&self, ids: &[u32], position_ids: &[u32], lens: &[usize]) -> Result<Vec<f32>> {
         let segments = Segments::new(lens.iter().copied());
         let tokens = segments.tokens();
         if ids.len() != tokens || position_ids.len() != tokens {

@@ -12,6 +12,8 @@ use crate::weights::load_linear_head;
 use crate::Result;
 
 /// `colbert_linear.pt`: `Linear(hidden, colbert_dim)` (1024 -> 1024 in BGE-M3).
+///
+/// Source: <https://github.com/FlagOpen/FlagEmbedding/blob/master/FlagEmbedding/inference/embedder/encoder_only/m3.py>
 pub(crate) struct ColbertHead {
     linear: Linear,
 }
