@@ -5,6 +5,7 @@
 //! bge-m3-encode --model fixtures/models/tiny-pt corpus.jsonl -o vectors.jsonl
 //! ```
 
+mod download_progress;
 mod input;
 mod output;
 #[cfg(feature = "parquet")]
@@ -199,10 +200,9 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     let corpus =
         input::Corpus::open(&args.inputs, args.input_options()).map_err(|e| e.to_string())?;
 
-    let options = HubOptions {
-        revision: args.revision.clone(),
-        ..HubOptions::from_env()
-    };
+    let options = HubOptions::from_env()
+        .with_revision(args.revision.clone())
+        .with_progress(download_progress::TerminalProgress);
     let report = |e: bge_m3_core::Error| bge_m3_core::Report(&e).to_string();
     let dir = hub::resolve(&args.model, &options).map_err(report)?;
     let load = LoadOptions::default()

@@ -29,6 +29,7 @@ pub mod batcher;
 pub mod config;
 mod connection;
 mod cors;
+mod download_progress;
 mod error;
 mod extract;
 pub mod logging;
@@ -142,10 +143,9 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<Stopped> {
         .with_threads(config.threads);
     // A Hub repository id is downloaded (or found in the cache) on the model's thread, so
     // that /health answers 503 "loading" meanwhile.
-    let hub_options = HubOptions {
-        revision: config.revision.clone(),
-        ..HubOptions::from_env()
-    };
+    let hub_options = HubOptions::from_env()
+        .with_revision(config.revision.clone())
+        .with_progress(download_progress::TerminalProgress);
     let loaded = {
         let model_path = model_path.clone();
         let state = state.clone();
