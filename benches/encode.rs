@@ -9,11 +9,9 @@ fn model() -> BgeM3 {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/models/tiny-pt");
     BgeM3::load(
         dir,
-        &LoadOptions {
-            device: DeviceSpec::Cpu,
-            dtype: None,
-            ..LoadOptions::default()
-        },
+        &LoadOptions::default()
+            .with_device(DeviceSpec::Cpu)
+            .with_dtype(None),
     )
     .expect("the fixture model loads")
 }
@@ -44,10 +42,7 @@ fn encode(c: &mut Criterion) {
         group.throughput(Throughput::Elements(tokens as u64));
         for (outputs_name, outputs) in [("dense_sparse", Outputs::default()), ("all", Outputs::ALL)]
         {
-            let options = EncodeOptions {
-                outputs,
-                ..EncodeOptions::default()
-            };
+            let options = EncodeOptions::default().with_outputs(outputs);
             group.bench_with_input(BenchmarkId::new(*name, outputs_name), texts, |b, texts| {
                 b.iter(|| model.encode(texts, &options).unwrap())
             });

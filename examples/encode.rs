@@ -31,7 +31,7 @@ struct Args {
     #[arg(long, default_value = "auto")]
     device: DeviceSpec,
     /// Encoder precision: f32, f16 or bf16 (default: f32 on CPU, f16 on GPU).
-    #[arg(long, value_parser = bge_m3_core::device::parse_dtype)]
+    #[arg(long, value_parser = bge_m3_core::parse_dtype)]
     dtype: Option<bge_m3_core::DType>,
     /// The texts to encode.
     #[arg(required = true)]
@@ -71,21 +71,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = args.model.clone();
     let model = BgeM3::load(
         &dir,
-        &LoadOptions {
-            device: args.device,
-            dtype: args.dtype,
-            ..LoadOptions::default()
-        },
+        &LoadOptions::default()
+            .with_device(args.device)
+            .with_dtype(args.dtype),
     )?;
-    let options = EncodeOptions {
-        outputs: Outputs {
+    let options = EncodeOptions::default()
+        .with_outputs(Outputs {
             dense: true,
             sparse: true,
             colbert: args.colbert,
-        },
-        max_length: args.max_length,
-        ..EncodeOptions::default()
-    };
+        })
+        .with_max_length(args.max_length);
     let embeddings = model.encode(&args.texts, &options)?;
 
     let sparse_vecs = embeddings

@@ -41,7 +41,7 @@ struct Args {
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
     /// Encoder precision: f32, f16 or bf16 (default: f32 on CPU, f16 on GPU).
-    #[arg(long, value_parser = bge_m3_core::device::parse_dtype)]
+    #[arg(long, value_parser = bge_m3_core::parse_dtype)]
     dtype: Option<bge_m3_core::DType>,
     /// Threads of the model's compute pool (default: one per CPU).
     #[arg(long)]
@@ -105,11 +105,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let model = BgeM3::load(
         &args.model,
-        &LoadOptions {
-            device: args.device,
-            dtype: args.dtype,
-            threads: args.threads,
-        },
+        &LoadOptions::default()
+            .with_device(args.device)
+            .with_dtype(args.dtype)
+            .with_threads(args.threads),
     )?;
     let load_peak = peak_rss_mib();
     let sequences = random_sequences(args.batch, args.len, model.vocab_size(), args.seed);
@@ -138,7 +137,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let best = times.iter().copied().fold(f64::INFINITY, f64::min);
     let json = serde_json::json!({
         "impl": "candle",
-        "device": bge_m3_core::device::device_name(model.device()),
+        "device": bge_m3_core::device_name(model.device()),
         "dtype": format!("{:?}", model.dtype()).to_lowercase(),
         "batch": args.batch,
         "len": args.len,

@@ -12,20 +12,32 @@ use crate::{Error, Result};
 /// hidden size 1024, 24 layers, 16 heads, vocabulary 250002 and 8194 positions.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Config {
+    /// Rows of the word embedding table: the token ids the model accepts.
     pub vocab_size: usize,
+    /// Width of the hidden states, and so of the dense vector.
     pub hidden_size: usize,
+    /// Encoder layers.
     pub num_hidden_layers: usize,
+    /// Attention heads per layer; `hidden_size` must be a multiple of it.
     pub num_attention_heads: usize,
+    /// Width of the feed-forward block's inner layer.
     pub intermediate_size: usize,
+    /// The feed-forward activation. Default: `gelu`.
     #[serde(default = "default_hidden_act")]
     pub hidden_act: HiddenAct,
+    /// Rows of the position table; RoBERTa positions start after `pad_token_id`, see
+    /// [`Config::max_tokens`].
     pub max_position_embeddings: usize,
+    /// Rows of the token-type table (only row 0 is used). Default: 1.
     #[serde(default = "default_type_vocab_size")]
     pub type_vocab_size: usize,
+    /// The LayerNorms' epsilon. Default: 1e-5.
     #[serde(default = "default_layer_norm_eps")]
     pub layer_norm_eps: f64,
+    /// Id of `<pad>`, which is also RoBERTa's padding position. Default: 1.
     #[serde(default = "default_pad_token_id")]
     pub pad_token_id: u32,
+    /// Only `"absolute"` is supported. Default: `"absolute"`.
     #[serde(default = "default_position_embedding_type")]
     pub position_embedding_type: String,
 }
@@ -39,6 +51,7 @@ pub enum HiddenAct {
     /// The tanh approximation.
     #[serde(alias = "gelu_pytorch_tanh")]
     GeluNew,
+    /// `max(0, x)`.
     Relu,
 }
 

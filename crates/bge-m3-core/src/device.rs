@@ -13,9 +13,12 @@ use crate::{Error, Result};
 /// GPU is present, and the CPU otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeviceSpec {
+    /// The first CUDA device if this build and the machine have one, else the CPU.
     #[default]
     Auto,
+    /// The CPU, in every build.
     Cpu,
+    /// The CUDA device of this ordinal (`cuda` is `cuda:0`); needs the `cuda` feature.
     Cuda(usize),
 }
 
@@ -70,11 +73,17 @@ impl DeviceSpec {
 
 fn open_cuda(ordinal: usize) -> Result<Device> {
     if !cfg!(feature = "cuda") {
-        return Err(Error::Device(
-            "this build has no CUDA support; rebuild with `--features cuda`".into(),
+        return Err(Error::device(
+            "this build has no CUDA support; rebuild with `--features cuda`",
+            None,
         ));
     }
-    Device::new_cuda(ordinal).map_err(|e| Error::Device(format!("cannot open cuda:{ordinal}: {e}")))
+    Device::new_cuda(ordinal).map_err(|e| {
+        Error::device(
+            format!("cannot open cuda:{ordinal}: {e}"),
+            Some(Box::new(e)),
+        )
+    })
 }
 
 /// A short name for a device, as reported by the server: `cpu`, `cuda` or `cuda:N`.
@@ -102,7 +111,7 @@ pub fn parse_dtype(s: &str) -> Result<DType> {
 
 /// The precision used when none is asked for: f32 on the CPU (bit-for-bit comparable with
 /// FlagEmbedding's default), f16 on a GPU (FlagEmbedding's `use_fp16=True`).
-pub fn default_dtype(device: &Device) -> DType {
+pub(crate) fn default_dtype(device: &Device) -> DType {
     if device.is_cpu() {
         DType::F32
     } else {

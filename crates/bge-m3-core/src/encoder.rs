@@ -10,9 +10,10 @@
 //! In f32 on the CPU the layers run fused and multi-threaded in [`crate::cpu`] instead,
 //! over the same weights; the candle ops here are the path of every other device and dtype.
 
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 
+use crate::batch::{position_ids, HiddenStates};
 use crate::config::{Config, HiddenAct};
 use crate::cpu;
 use crate::Result;
@@ -20,50 +21,26 @@ use crate::Result;
 /// Upper bound on the elements of one block of attention scores (`batch x heads x queries x
 /// keys`): 32 Mi elements, 128 MiB in f32. At 8192 tokens and 16 heads that is 256 queries a
 /// block; short batches fit in one block.
-pub const ATTENTION_BLOCK_ELEMENTS: usize = 1 << 25;
-
-/// RoBERTa position ids for one sequence: `padding_idx + 1 + (number of non-pad tokens up to
-/// and including this one)` for real tokens, `padding_idx` for `<pad>` tokens.
-///
-/// Like transformers' `create_position_ids_from_input_ids`, a `<pad>` id keeps position
-/// `padding_idx` and does not advance the count, even when it is a literal `<pad>` in the text.
-///
-/// ```
-/// use bge_m3_core::encoder::position_ids;
-/// assert_eq!(position_ids(&[0, 9, 1, 9, 2], 1), vec![2, 3, 1, 4, 5]);
-/// ```
-pub fn position_ids(ids: &[u32], padding_idx: u32) -> Vec<u32> {
-    let mut seen = 0u32;
-    ids.iter()
-        .map(|&id| {
-            if id == padding_idx {
-                padding_idx
-            } else {
-                seen += 1;
-                padding_idx + seen
-            }
-        })
-        .collect()
-}
+pub(crate) const ATTENTION_BLOCK_ELEMENTS: usize = 1 << 25;
 
 /// A padded batch ready for the encoder.
 #[derive(Debug)]
-pub struct EncoderInput {
+pub(crate) struct EncoderInput {
     /// `(batch, len)` token ids, padded with `<pad>`.
-    pub input_ids: Tensor,
+    pub(crate) input_ids: Tensor,
     /// `(batch, len)` RoBERTa position ids.
-    pub position_ids: Tensor,
+    pub(crate) position_ids: Tensor,
     /// `(batch, 1, 1, len)` additive f32 mask (0 for real tokens, `f32::MIN` for padding), or
     /// `None` when no sequence is padded. It stays f32 whatever the model dtype, because the
     /// softmax is computed in f32.
-    pub attention_mask: Option<Tensor>,
+    pub(crate) attention_mask: Option<Tensor>,
 }
 
 impl EncoderInput {
     /// Pads `sequences` to the longest one. Padding is right-aligned, and masked by the
     /// sequence lengths (not by the ids, so a literal `<pad>` in a text is attended to, as
     /// with Hugging Face's tokenizer output).
-    pub fn new(sequences: &[&[u32]], pad_id: u32, device: &Device) -> Result<Self> {
+    pub(crate) fn new(sequences: &[&[u32]], pad_id: u32, device: &Device) -> Result<Self> {
         let batch = sequences.len();
         let len = sequences.iter().map(|s| s.len()).max().unwrap_or(0);
         let mut ids = Vec::with_capacity(batch * len);
@@ -94,6 +71,8 @@ impl EncoderInput {
 
 /// `embeddings.*`: word, position and token-type embeddings, then LayerNorm.
 /// Mirrors `XLMRobertaEmbeddings` in transformers' `modeling_xlm_roberta.py`.
+///
+/// Source: <https://github.com/huggingface/transformers/blob/main/src/transformers/models/xlm_roberta/modeling_xlm_roberta.py>
 struct Embeddings {
     word_embeddings: Embedding,
     position_embeddings: Embedding,
@@ -138,6 +117,8 @@ impl Embeddings {
 
 /// `attention.self`: query, key and value projections, fused into one matrix at load time.
 /// Mirrors `XLMRobertaSelfAttention`.
+///
+/// Source: <https://github.com/huggingface/transformers/blob/main/src/transformers/models/xlm_roberta/modeling_xlm_roberta.py>
 struct SelfAttention {
     qkv: Linear,
     num_heads: usize,
@@ -225,6 +206,8 @@ fn blocked_attention(
 
 /// `dense` + `LayerNorm` over a residual: both `attention.output` (`XLMRobertaSelfOutput`) and
 /// `output` (`XLMRobertaOutput`) have this shape.
+///
+/// Source: <https://github.com/huggingface/transformers/blob/main/src/transformers/models/xlm_roberta/modeling_xlm_roberta.py>
 struct DenseResidualNorm {
     dense: Linear,
     layer_norm: LayerNorm,
@@ -249,6 +232,8 @@ impl DenseResidualNorm {
 }
 
 /// `intermediate.dense` and the activation. Mirrors `XLMRobertaIntermediate`.
+///
+/// Source: <https://github.com/huggingface/transformers/blob/main/src/transformers/models/xlm_roberta/modeling_xlm_roberta.py>
 struct Intermediate {
     dense: Linear,
     act: HiddenAct,
@@ -273,6 +258,8 @@ impl Intermediate {
 }
 
 /// `encoder.layer.N`. Mirrors `XLMRobertaLayer`.
+///
+/// Source: <https://github.com/huggingface/transformers/blob/main/src/transformers/models/xlm_roberta/modeling_xlm_roberta.py>
 struct Layer {
     attention: SelfAttention,
     attention_output: DenseResidualNorm,
@@ -302,16 +289,6 @@ impl Layer {
     }
 }
 
-/// The last hidden state of a batch: one row per token position, each sequence's rows
-/// contiguous and in order (padded or not, depending on the path).
-#[derive(Debug)]
-pub struct HiddenStates {
-    /// `(rows, hidden)`, in the encoder's dtype.
-    pub rows: Tensor,
-    /// The first row of each sequence; sequence `i`'s tokens are its next `len` rows.
-    pub starts: Vec<usize>,
-}
-
 /// How the layers run.
 enum Layers {
     /// candle ops on a padded batch: every device and dtype.
@@ -325,7 +302,9 @@ enum Layers {
 
 /// The whole encoder (`embeddings.*` and `encoder.layer.*`; the unused pooler is not loaded).
 /// Mirrors `XLMRobertaModel` up to its last hidden state.
-pub struct XlmRobertaEncoder {
+///
+/// Source: <https://github.com/huggingface/transformers/blob/main/src/transformers/models/xlm_roberta/modeling_xlm_roberta.py>
+pub(crate) struct XlmRobertaEncoder {
     layers: Layers,
     dtype: DType,
     device: Device,
@@ -335,7 +314,7 @@ pub struct XlmRobertaEncoder {
 impl XlmRobertaEncoder {
     /// Loads the weights; `vb` is rooted where the checkpoint's `embeddings.*` keys are. In
     /// f32 on the CPU with the erf GELU, the fused CPU path is used.
-    pub fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
+    pub(crate) fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
         let fused =
             vb.device().is_cpu() && vb.dtype() == DType::F32 && cfg.hidden_act == HiddenAct::Gelu;
         Self::load_layers(vb, cfg, fused)
@@ -362,46 +341,29 @@ impl XlmRobertaEncoder {
     }
 
     /// The precision the weights are held and computed in.
-    pub fn dtype(&self) -> DType {
+    pub(crate) fn dtype(&self) -> DType {
         self.dtype
     }
 
-    pub fn device(&self) -> &Device {
+    pub(crate) fn device(&self) -> &Device {
         &self.device
     }
 
     /// Whether [`Self::forward`] pads the batch to its longest sequence (see
     /// [`crate::BgeM3::pads_batches`]).
-    pub fn pads_batches(&self) -> bool {
+    pub(crate) fn pads_batches(&self) -> bool {
         matches!(self.layers, Layers::Candle { .. })
     }
 
     /// The last hidden state of `sequences` (token ids in the vocabulary, at most the model's
     /// positions long).
-    pub fn forward(&self, sequences: &[&[u32]]) -> Result<HiddenStates> {
+    pub(crate) fn forward(&self, sequences: &[&[u32]]) -> Result<HiddenStates> {
+        // One span per pass (not per layer): what a trace needs to tell passes apart and
+        // see their size; at the default levels it is disabled and costs next to nothing.
+        let tokens: usize = sequences.iter().map(|s| s.len()).sum();
+        let _pass = tracing::debug_span!("forward", batch = sequences.len(), tokens).entered();
         match &self.layers {
-            Layers::Cpu(encoder) => {
-                let ids: Vec<u32> = sequences.iter().flat_map(|s| s.iter().copied()).collect();
-                let positions: Vec<u32> = sequences
-                    .iter()
-                    .flat_map(|s| position_ids(s, self.pad_token_id))
-                    .collect();
-                let lens: Vec<usize> = sequences.iter().map(|s| s.len()).collect();
-                let hidden = encoder.forward(&ids, &positions, &lens)?;
-                let starts = lens
-                    .iter()
-                    .scan(0, |next, &len| {
-                        let start = *next;
-                        *next += len;
-                        Some(start)
-                    })
-                    .collect();
-                let rows = hidden.len() / encoder.hidden_size().max(1);
-                Ok(HiddenStates {
-                    rows: Tensor::from_vec(hidden, (rows, encoder.hidden_size()), &self.device)?,
-                    starts,
-                })
-            }
+            Layers::Cpu(encoder) => encoder.forward(sequences),
             Layers::Candle { embeddings, layers } => {
                 let input = EncoderInput::new(sequences, self.pad_token_id, &self.device)?;
                 let mut x = embeddings.forward(&input.input_ids, &input.position_ids)?;
@@ -418,33 +380,9 @@ impl XlmRobertaEncoder {
     }
 }
 
-/// L2-normalises the rows of `x` (last dimension) like `torch.nn.functional.normalize`: a zero
-/// row stays zero instead of becoming NaN.
-pub(crate) fn l2_normalize(x: &Tensor) -> Result<Tensor> {
-    let norm = x
-        .sqr()?
-        .sum_keepdim(D::Minus1)?
-        .sqrt()?
-        .clamp(1e-12, f64::INFINITY)?;
-    Ok(x.broadcast_div(&norm)?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn positions_skip_pad_tokens_and_count_in_integers() {
-        assert_eq!(position_ids(&[0, 5, 6, 2], 1), vec![2, 3, 4, 5]);
-        // A literal <pad> inside the text keeps position 1 and does not advance the count.
-        assert_eq!(position_ids(&[0, 1, 5, 2], 1), vec![2, 1, 3, 4]);
-        // 8192 tokens end at position 8193, the last row of BGE-M3's 8194-row table.
-        let ids = vec![7u32; 8192];
-        let positions = position_ids(&ids, 1);
-        assert_eq!(positions.first(), Some(&2));
-        assert_eq!(positions.last(), Some(&8193));
-        assert!(positions.windows(2).all(|w| w[1] == w[0] + 1));
-    }
 
     #[test]
     fn padded_batch_masks_by_length_not_by_id() {

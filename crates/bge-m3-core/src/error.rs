@@ -1,4 +1,4 @@
-//! The one error type of `bge-m3-core`.
+//! The one error type of `bge-m3-core`, and [`Report`] to show it with its causes.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -13,7 +13,12 @@ use std::path::PathBuf;
 pub enum Error {
     /// A file the model needs is not in the model directory.
     #[error("{file} not found in model directory {dir}")]
-    MissingFile { file: String, dir: PathBuf },
+    MissingFile {
+        /// The file's name (or the alternatives, `model.safetensors or pytorch_model.bin`).
+        file: String,
+        /// The model directory searched.
+        dir: PathBuf,
+    },
 
     /// The model directory itself does not exist or is not a directory.
     #[error("model directory {0} does not exist or is not a directory")]
@@ -22,23 +27,44 @@ pub enum Error {
     /// A model file exists but cannot be read or parsed.
     #[error("cannot load {path}: {message}")]
     InvalidFile {
+        /// The file.
         path: PathBuf,
+        /// What is wrong with it.
         message: String,
+        /// The parser's or the reader's own error, when there is one.
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 
     /// The caller passed a value that is out of range or malformed.
     #[error("invalid `{field}`: {message}")]
-    InvalidInput { field: String, message: String },
+    InvalidInput {
+        /// The option or argument at fault (`max_length`, `input`, `weights`...).
+        field: String,
+        /// What is wrong with its value.
+        message: String,
+    },
 
-    /// The requested device or dtype is not available in this build or on this machine.
-    #[error("device: {0}")]
-    Device(String),
+    /// The requested device is not available in this build or on this machine, or the
+    /// model's compute threads cannot start.
+    #[error("device: {message}")]
+    Device {
+        /// What failed, ending with the cause's own text where there is a cause.
+        message: String,
+        /// The device library's or the thread pool's error, when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
 
     /// The tokenizer failed on an input.
-    #[error("tokenizer: {0}")]
-    Tokenizer(String),
+    #[error("tokenizer: {message}")]
+    Tokenizer {
+        /// The tokenizer's error, as text.
+        message: String,
+        /// The tokenizer's error itself.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
 
     /// A tensor operation failed.
     #[error(transparent)]
@@ -50,8 +76,11 @@ pub enum Error {
          404): check the repository id and the revision, or give an existing model directory"
     )]
     HubNotFound {
+        /// The repository id, `owner/name`.
         repo: String,
+        /// The branch, tag or commit asked for.
         revision: String,
+        /// The URL that answered 404.
         url: String,
     },
 
@@ -59,8 +88,11 @@ pub enum Error {
     /// the token is missing, invalid or not allowed to read it.
     #[error("{}", hub_access_message(repo, url, *status, *token_sent))]
     HubAccess {
+        /// The repository id, `owner/name`.
         repo: String,
+        /// The URL that refused.
         url: String,
+        /// The HTTP status, 401 or 403.
         status: u16,
         /// Whether a token was sent with the request.
         token_sent: bool,
@@ -74,10 +106,13 @@ pub enum Error {
         cache.display()
     )]
     HubOffline {
+        /// The repository id, `owner/name`.
         repo: String,
+        /// The branch, tag or commit asked for.
         revision: String,
         /// What is missing: "every file", or the missing files' names.
         missing: String,
+        /// The Hub cache that was searched.
         cache: PathBuf,
     },
 
@@ -88,8 +123,11 @@ pub enum Error {
          and the proxy settings, or set HF_HUB_OFFLINE=1 to use the cache only)"
     )]
     HubUnreachable {
+        /// The repository id, `owner/name`.
         repo: String,
+        /// The Hub's base URL.
         endpoint: String,
+        /// The HTTP client's error.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
@@ -100,7 +138,9 @@ pub enum Error {
         path.display()
     )]
     DiskFull {
+        /// Where the write failed.
         path: PathBuf,
+        /// The write's error (`StorageFull` or `QuotaExceeded`).
         #[source]
         source: std::io::Error,
     },
@@ -108,10 +148,13 @@ pub enum Error {
     /// Any other failure of a download from the Hub, naming what was fetched.
     #[error("fetching {what} of {repo} from the Hugging Face Hub: {message}")]
     Hub {
+        /// The repository id, `owner/name`.
         repo: String,
         /// The file or API call concerned.
         what: String,
+        /// What went wrong.
         message: String,
+        /// The HTTP client's or the file system's error, when there is one.
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
@@ -156,6 +199,26 @@ impl Error {
         }
     }
 
+    /// A device fault; `message` already ends with `source`'s text, if any, so that the
+    /// `Display` of the error is whole on its own.
+    pub(crate) fn device(
+        message: impl Into<String>,
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Error::Device {
+            message: message.into(),
+            source,
+        }
+    }
+
+    /// A tokenizer failure, keeping the tokenizer's error as the source.
+    pub(crate) fn tokenizer(source: Box<dyn std::error::Error + Send + Sync>) -> Self {
+        Error::Tokenizer {
+            message: source.to_string(),
+            source: Some(source),
+        }
+    }
+
     /// Whether the error was caused by the caller's input rather than by the model or runtime.
     pub fn is_invalid_input(&self) -> bool {
         matches!(self, Error::InvalidInput { .. })
@@ -166,17 +229,76 @@ impl Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// Displays an error with its chain of causes, `outer: cause: root cause`, for logs and
-/// messages.
-pub struct Report<'a>(pub &'a (dyn std::error::Error + 'static));
+/// messages (a plain `Display` shows the outer error only).
+///
+/// A cause whose text its error's message already ends with is not repeated: some of this
+/// crate's errors ([`Error::Device`], [`Error::Tokenizer`], [`Error::InvalidFile`]) quote their
+/// source so that their `Display` is whole on its own, and keep it as the `source` too.
+///
+/// ```
+/// use bge_m3_core::Report;
+///
+/// let io = std::io::Error::other("disk on fire");
+/// assert_eq!(Report(&io).to_string(), "disk on fire");
+/// ```
+pub struct Report<'a>(
+    /// The error to show; its causes follow it.
+    pub &'a (dyn std::error::Error + 'static),
+);
 
 impl fmt::Display for Report<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
+        let mut above = self.0.to_string();
+        f.write_str(&above)?;
         let mut source = self.0.source();
         while let Some(cause) = source {
-            write!(f, ": {cause}")?;
+            let text = cause.to_string();
+            if !above.ends_with(&text) {
+                write!(f, ": {text}")?;
+            }
+            above = text;
             source = cause.source();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_keeps_the_variants_texts() {
+        let tokenizer = Error::tokenizer("boom".into());
+        assert_eq!(tokenizer.to_string(), "tokenizer: boom");
+        assert!(std::error::Error::source(&tokenizer).is_some());
+        let threads = std::io::Error::other("no threads");
+        let device = Error::device(
+            format!("cannot start 2 compute threads: {threads}"),
+            Some(Box::new(threads)),
+        );
+        assert_eq!(
+            device.to_string(),
+            "device: cannot start 2 compute threads: no threads"
+        );
+    }
+
+    #[test]
+    fn report_shows_each_cause_once() {
+        let tokenizer = Error::tokenizer("boom".into());
+        assert_eq!(Report(&tokenizer).to_string(), "tokenizer: boom");
+        let file = Error::invalid_file("/m/config.json", std::io::Error::other("bad"));
+        assert_eq!(Report(&file).to_string(), "cannot load /m/config.json: bad");
+        let hub = Error::Hub {
+            repo: "o/n".into(),
+            what: "config.json".into(),
+            message: "I/O error in the cache /c".into(),
+            source: Some(Box::new(std::io::Error::other("read-only"))),
+        };
+        assert_eq!(
+            Report(&hub).to_string(),
+            "fetching config.json of o/n from the Hugging Face Hub: I/O error in the cache /c: \
+             read-only"
+        );
     }
 }

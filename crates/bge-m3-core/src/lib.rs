@@ -1,11 +1,27 @@
-//! BGE-M3 ([BAAI/bge-m3](https://huggingface.co/BAAI/bge-m3)) on [candle]: the dense vector,
+//! BGE-M3 ([BAAI/bge-m3](https://huggingface.co/BAAI/bge-m3)) on
+//! [candle](https://github.com/huggingface/candle): the dense vector,
 //! the sparse lexical weights and the ColBERT multi-vectors of a text from one forward pass,
 //! numerically matching FlagEmbedding's `BGEM3FlagModel`, plus the similarity scores.
 //!
-//! The main types are [`BgeM3`] (load a model directory, [`BgeM3::encode`],
-//! [`BgeM3::compute_score`]), [`EncodeOptions`] and [`Embedding`]; the scoring math is in
-//! [`score`] as pure functions. With the cargo feature `hub`, `hub::download` fetches the
-//! model from the Hugging Face Hub into the standard cache and returns the directory to load.
+//! # Map
+//!
+//! - [`BgeM3`]: the model. [`BgeM3::load`] reads a model directory (laid out like the Hugging
+//!   Face repository) with [`LoadOptions`]; [`BgeM3::encode`] turns texts into one
+//!   [`Embedding`] each (dense vector, [`SparseEmbedding`], ColBERT rows), choosing the
+//!   [`Outputs`] and lengths with [`EncodeOptions`]; [`BgeM3::compute_score`] scores
+//!   (query, passage) pairs with [`ScoreOptions`] into [`PairScores`].
+//! - [`score`]: the scoring math as pure functions over slices, with [`ScoreWeights`].
+//! - [`queue`]: the scheduler that merges the texts of concurrent requests into forward
+//!   passes on the model's own thread, shared by the server and the corpus encoder.
+//! - `hub` (cargo feature `hub`): `hub::download` fetches the model from the Hugging Face Hub
+//!   into the standard cache and returns the directory to load; `hub::resolve` takes a
+//!   directory or a repository id.
+//! - [`Tokenizer`] and [`SpecialTokens`]: the model's own `tokenizer.json`, reachable as
+//!   [`BgeM3::tokenizer`]; [`check_token_ids`] checks pre-tokenized input.
+//! - [`DeviceSpec`], [`parse_dtype`], [`device_name`]: where and in which precision the model
+//!   runs; [`Config`]: its `config.json`.
+//! - [`Error`] (one enum, its variants naming what failed), [`Result`], and [`Report`] to show
+//!   an error with its causes.
 //!
 //! ```
 //! use bge_m3_core::{BgeM3, EncodeOptions, LoadOptions, Outputs};
@@ -15,7 +31,7 @@
 //! // `dir` holds config.json, tokenizer.json, pytorch_model.bin (or model.safetensors),
 //! // colbert_linear.pt and sparse_linear.pt, as in the Hugging Face repository.
 //! let model = BgeM3::load(dir, &LoadOptions::default())?;
-//! let options = EncodeOptions { outputs: Outputs::ALL, ..EncodeOptions::default() };
+//! let options = EncodeOptions::default().with_outputs(Outputs::ALL);
 //! let out = model.encode(&["What is BGE M3?", "Defination of BM25"], &options)?;
 //!
 //! let dense = out[0].dense.as_ref().unwrap();
@@ -28,25 +44,28 @@
 //! # }
 //! ```
 
-pub mod config;
+#![deny(missing_docs)]
+
+mod batch;
+mod config;
 mod cpu;
-pub mod device;
-pub mod encoder;
+mod device;
+mod encoder;
 mod error;
-pub mod heads;
+mod heads;
 #[cfg(feature = "hub")]
 pub mod hub;
 mod model;
 pub mod queue;
 pub mod score;
-pub mod tokenize;
-pub mod weights;
+mod tokenize;
+mod weights;
 
 pub use candle_core::{DType, Device};
-pub use config::Config;
-pub use device::DeviceSpec;
+pub use config::{Config, HiddenAct};
+pub use device::{device_name, parse_dtype, DeviceSpec};
 pub use error::{Error, Report, Result};
 pub use heads::SparseEmbedding;
 pub use model::{BgeM3, Embedding, EncodeOptions, LoadOptions, Outputs, ScoreOptions};
 pub use score::{PairScores, ScoreWeights};
-pub use tokenize::{SpecialTokens, Tokenizer};
+pub use tokenize::{check_token_ids, SpecialTokens, Tokenizer};

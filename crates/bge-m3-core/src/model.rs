@@ -5,17 +5,32 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
+use crate::batch::HiddenStates;
 use crate::config::Config;
 use crate::device::{default_dtype, DeviceSpec};
-use crate::encoder::{HiddenStates, XlmRobertaEncoder};
-use crate::heads::{dense::dense_vectors, ColbertHead, SparseEmbedding, SparseHead};
+use crate::encoder::XlmRobertaEncoder;
+use crate::heads::{dense_vectors, ColbertHead, SparseEmbedding, SparseHead};
 use crate::score::{colbert_score, dense_score, sparse_score, PairScores, ScoreWeights};
 use crate::tokenize::{check_token_ids, Tokenizer};
 use crate::weights::{encoder_var_builder, ModelFiles};
 use crate::{Error, Result};
 
-/// How to load the model.
+/// How to load the model: [`BgeM3::load`]'s options.
+///
+/// Built from [`LoadOptions::default`] with the `with_*` methods, so that a new option can be
+/// added without breaking callers:
+///
+/// ```
+/// use bge_m3_core::{DType, DeviceSpec, LoadOptions};
+///
+/// let options = LoadOptions::default()
+///     .with_device(DeviceSpec::Cpu)
+///     .with_dtype(DType::F32)
+///     .with_threads(4);
+/// assert_eq!(options.threads, Some(4));
+/// ```
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct LoadOptions {
     /// Where to run. Default: [`DeviceSpec::Auto`].
     pub device: DeviceSpec,
@@ -29,11 +44,39 @@ pub struct LoadOptions {
     pub threads: Option<usize>,
 }
 
+impl LoadOptions {
+    /// Sets [`LoadOptions::device`].
+    #[must_use]
+    pub fn with_device(mut self, device: DeviceSpec) -> Self {
+        self.device = device;
+        self
+    }
+
+    /// Sets [`LoadOptions::dtype`]: a [`DType`], or `None` for the device's default.
+    #[must_use]
+    pub fn with_dtype(mut self, dtype: impl Into<Option<DType>>) -> Self {
+        self.dtype = dtype.into();
+        self
+    }
+
+    /// Sets [`LoadOptions::threads`]: a count, or `None` for one thread per CPU.
+    #[must_use]
+    pub fn with_threads(mut self, threads: impl Into<Option<usize>>) -> Self {
+        self.threads = threads.into();
+        self
+    }
+}
+
 /// Which of the three outputs to compute.
+///
+/// A plain set of three flags (BGE-M3 has exactly these outputs), built as a literal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outputs {
+    /// The dense vector: the normalised `<s>` row ([`Embedding::dense`]).
     pub dense: bool,
+    /// The lexical weights of the sparse head ([`Embedding::sparse`]).
     pub sparse: bool,
+    /// The ColBERT multi-vector, one row per token ([`Embedding::colbert`]).
     pub colbert: bool,
 }
 
@@ -57,8 +100,18 @@ impl Outputs {
     };
 }
 
-/// Options of [`BgeM3::encode`].
+/// Options of [`BgeM3::encode`] and [`BgeM3::encode_ids`].
+///
+/// ```
+/// use bge_m3_core::{EncodeOptions, Outputs};
+///
+/// let options = EncodeOptions::default()
+///     .with_outputs(Outputs::ALL)
+///     .with_max_length(512);
+/// assert_eq!(options.batch_size, 12);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct EncodeOptions {
     /// Which outputs to compute. Default: dense and sparse.
     pub outputs: Outputs,
@@ -79,8 +132,41 @@ impl Default for EncodeOptions {
     }
 }
 
+impl EncodeOptions {
+    /// Sets [`EncodeOptions::outputs`].
+    #[must_use]
+    pub fn with_outputs(mut self, outputs: Outputs) -> Self {
+        self.outputs = outputs;
+        self
+    }
+
+    /// Sets [`EncodeOptions::max_length`].
+    #[must_use]
+    pub fn with_max_length(mut self, max_length: usize) -> Self {
+        self.max_length = max_length;
+        self
+    }
+
+    /// Sets [`EncodeOptions::batch_size`].
+    #[must_use]
+    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size;
+        self
+    }
+}
+
 /// Options of [`BgeM3::compute_score`], with FlagEmbedding's `compute_score` defaults.
+///
+/// ```
+/// use bge_m3_core::{ScoreOptions, ScoreWeights};
+///
+/// let weights = ScoreWeights::try_from([1.0, 0.0, 0.0])?;
+/// let options = ScoreOptions::default().with_weights(weights).with_batch_size(4);
+/// assert_eq!(options.max_query_length, 512);
+/// # Ok::<(), bge_m3_core::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct ScoreOptions {
     /// Weights of the fused scores. Default: `[0.4, 0.2, 0.4]`.
     pub weights: ScoreWeights,
@@ -100,6 +186,36 @@ impl Default for ScoreOptions {
             max_passage_length: 8192,
             batch_size: 12,
         }
+    }
+}
+
+impl ScoreOptions {
+    /// Sets [`ScoreOptions::weights`].
+    #[must_use]
+    pub fn with_weights(mut self, weights: ScoreWeights) -> Self {
+        self.weights = weights;
+        self
+    }
+
+    /// Sets [`ScoreOptions::max_query_length`].
+    #[must_use]
+    pub fn with_max_query_length(mut self, max_query_length: usize) -> Self {
+        self.max_query_length = max_query_length;
+        self
+    }
+
+    /// Sets [`ScoreOptions::max_passage_length`].
+    #[must_use]
+    pub fn with_max_passage_length(mut self, max_passage_length: usize) -> Self {
+        self.max_passage_length = max_passage_length;
+        self
+    }
+
+    /// Sets [`ScoreOptions::batch_size`].
+    #[must_use]
+    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size;
+        self
     }
 }
 
@@ -185,7 +301,10 @@ impl BgeM3 {
             .num_threads(threads)
             .thread_name(|i| format!("bge-m3-compute-{i}"))
             .build()
-            .map_err(|e| Error::Device(format!("cannot start {threads} compute threads: {e}")))?;
+            .map_err(|e| {
+                let message = format!("cannot start {threads} compute threads: {e}");
+                Error::device(message, Some(Box::new(e)))
+            })?;
         let device = options.device.open()?;
         let dtype = options.dtype.unwrap_or_else(|| default_dtype(&device));
         let weights_path = files.encoder.path();
@@ -224,14 +343,18 @@ impl BgeM3 {
         &self.config
     }
 
+    /// The model's tokenizer, for callers that tokenize ahead of [`Self::encode_tokenized`]
+    /// or count tokens.
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
     }
 
+    /// The device the encoder runs on ([`LoadOptions::device`] resolved).
     pub fn device(&self) -> &Device {
         self.encoder.device()
     }
 
+    /// The encoder's precision ([`LoadOptions::dtype`] resolved); the heads run in f32.
     pub fn dtype(&self) -> DType {
         self.encoder.dtype()
     }

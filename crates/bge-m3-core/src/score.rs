@@ -96,8 +96,11 @@ pub fn colbert_score<Q: AsRef<[f32]>, P: AsRef<[f32]>>(query: &[Q], passage: &[P
 /// dense, sparse, ColBERT.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ScoreWeights {
+    /// Weight of the dense score.
     pub dense: f32,
+    /// Weight of the sparse (lexical) score.
     pub sparse: f32,
+    /// Weight of the ColBERT score.
     pub colbert: f32,
 }
 
@@ -202,8 +205,11 @@ pub fn colbert_sparse_dense_score(
 /// The five scores of one (query, passage) pair, as `BGEM3FlagModel.compute_score` names them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PairScores {
+    /// `"dense"`: the inner product of the dense vectors ([`dense_score`]).
     pub dense: f32,
+    /// `"sparse"`: the lexical matching score ([`sparse_score`]).
     pub sparse: f32,
+    /// `"colbert"`: the late-interaction score ([`colbert_score`]).
     pub colbert: f32,
     /// `"sparse+dense"`.
     pub sparse_dense: f32,

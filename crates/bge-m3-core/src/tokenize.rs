@@ -99,7 +99,7 @@ impl Tokenizer {
         let encodings = self
             .inner
             .encode_batch_fast(inputs, false)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+            .map_err(Error::tokenizer)?;
         Ok(encodings
             .iter()
             .map(|encoding| self.wrap(encoding.get_ids(), max_length))
@@ -119,10 +119,7 @@ impl Tokenizer {
     /// The string FlagEmbedding's `convert_id_to_token` gives for one id: the id decoded on
     /// its own, so the SentencePiece word marker disappears (`▁What` becomes `What`).
     pub fn decode_one(&self, id: u32) -> Result<String> {
-        let text = self
-            .inner
-            .decode(&[id], false)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let text = self.inner.decode(&[id], false).map_err(Error::tokenizer)?;
         Ok(if self.clean_up_spaces {
             clean_up_tokenization(&text)
         } else {
@@ -135,7 +132,7 @@ impl Tokenizer {
 /// ids: the first id outside it is an [`Error::InvalidInput`] on field `input` that says where.
 ///
 /// ```
-/// use bge_m3_core::tokenize::check_token_ids;
+/// use bge_m3_core::check_token_ids;
 /// assert!(check_token_ids(&[vec![0, 5], vec![9]], 10).is_ok());
 /// let err = check_token_ids(&[vec![0, 5], vec![9, 10]], 10).unwrap_err();
 /// assert!(err.to_string().contains("token id 10 at input[1][1]"));

@@ -16,32 +16,32 @@ use candle_nn::{Linear, VarBuilder};
 
 use crate::{Error, Result};
 
-pub const CONFIG_FILE: &str = "config.json";
-pub const TOKENIZER_FILE: &str = "tokenizer.json";
-pub const SAFETENSORS_FILE: &str = "model.safetensors";
-pub const PYTORCH_FILE: &str = "pytorch_model.bin";
-pub const COLBERT_FILE: &str = "colbert_linear.pt";
-pub const SPARSE_FILE: &str = "sparse_linear.pt";
+pub(crate) const CONFIG_FILE: &str = "config.json";
+pub(crate) const TOKENIZER_FILE: &str = "tokenizer.json";
+pub(crate) const SAFETENSORS_FILE: &str = "model.safetensors";
+pub(crate) const PYTORCH_FILE: &str = "pytorch_model.bin";
+pub(crate) const COLBERT_FILE: &str = "colbert_linear.pt";
+pub(crate) const SPARSE_FILE: &str = "sparse_linear.pt";
 
 /// The files the model is loaded from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelFiles {
-    pub config: PathBuf,
-    pub tokenizer: PathBuf,
-    pub encoder: EncoderWeights,
-    pub colbert: PathBuf,
-    pub sparse: PathBuf,
+pub(crate) struct ModelFiles {
+    pub(crate) config: PathBuf,
+    pub(crate) tokenizer: PathBuf,
+    pub(crate) encoder: EncoderWeights,
+    pub(crate) colbert: PathBuf,
+    pub(crate) sparse: PathBuf,
 }
 
 /// Where the encoder's weights are, in which format.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EncoderWeights {
+pub(crate) enum EncoderWeights {
     Safetensors(PathBuf),
     Pytorch(PathBuf),
 }
 
 impl EncoderWeights {
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         match self {
             EncoderWeights::Safetensors(path) | EncoderWeights::Pytorch(path) => path,
         }
@@ -50,7 +50,7 @@ impl EncoderWeights {
 
 impl ModelFiles {
     /// Finds every file in a model directory, or names the first one that is missing.
-    pub fn locate(dir: &Path) -> Result<Self> {
+    pub(crate) fn locate(dir: &Path) -> Result<Self> {
         if !dir.is_dir() {
             return Err(Error::MissingDirectory(dir.to_path_buf()));
         }
@@ -92,7 +92,7 @@ impl ModelFiles {
 ///
 /// Keys are accepted with or without the `roberta.` prefix that `XLMRobertaFor*` checkpoints
 /// carry.
-pub fn encoder_var_builder(
+pub(crate) fn encoder_var_builder(
     weights: &EncoderWeights,
     dtype: DType,
     device: &Device,
@@ -111,7 +111,7 @@ pub fn encoder_var_builder(
 /// The tensors of a `model.safetensors` or `pytorch_model.bin`, read one at a time with plain
 /// file reads into a buffer of the tensor's size, so that a tensor stored in the dtype it is
 /// used in (f32 on the CPU) is never copied after it is read.
-pub struct TensorFile {
+pub(crate) struct TensorFile {
     path: PathBuf,
     format: Format,
 }
@@ -131,7 +131,7 @@ enum Format {
 
 impl TensorFile {
     /// Opens the file and reads its index of tensors (not their data).
-    pub fn open(weights: &EncoderWeights) -> candle_core::Result<Self> {
+    pub(crate) fn open(weights: &EncoderWeights) -> candle_core::Result<Self> {
         let path = weights.path().to_path_buf();
         let format = match weights {
             EncoderWeights::Safetensors(_) => {
@@ -179,7 +179,7 @@ impl TensorFile {
 
     /// The tensor `name` on the CPU in the dtype it is stored in, or `None` if the file has
     /// no such tensor.
-    pub fn read(&self, name: &str) -> candle_core::Result<Option<Tensor>> {
+    pub(crate) fn read(&self, name: &str) -> candle_core::Result<Option<Tensor>> {
         match &self.format {
             Format::Safetensors {
                 metadata,
@@ -316,7 +316,7 @@ fn read_tensor(
 
 /// Loads one of the `.pt` heads (a torch-saved `nn.Linear` state dict, fp16 in the published
 /// model) as an f32 `Linear` with `in_features` inputs.
-pub fn load_linear_head(path: &Path, in_features: usize, device: &Device) -> Result<Linear> {
+pub(crate) fn load_linear_head(path: &Path, in_features: usize, device: &Device) -> Result<Linear> {
     let tensors = candle_core::pickle::PthTensors::new(path, None)
         .map_err(|e| Error::invalid_file(path, e))?;
     let get = |name: &str| {

@@ -19,11 +19,9 @@ const TEXTS: [&str; 6] = [
 ];
 
 fn all_outputs(batch_size: usize) -> EncodeOptions {
-    EncodeOptions {
-        outputs: Outputs::ALL,
-        batch_size,
-        ..EncodeOptions::default()
-    }
+    EncodeOptions::default()
+        .with_outputs(Outputs::ALL)
+        .with_batch_size(batch_size)
 }
 
 #[test]
@@ -60,14 +58,11 @@ fn results_do_not_depend_on_batching() {
 #[test]
 fn only_the_requested_outputs_are_computed() {
     let model = model("tiny-pt");
-    let options = EncodeOptions {
-        outputs: Outputs {
-            dense: false,
-            sparse: true,
-            colbert: false,
-        },
-        ..EncodeOptions::default()
-    };
+    let options = EncodeOptions::default().with_outputs(Outputs {
+        dense: false,
+        sparse: true,
+        colbert: false,
+    });
     let out = model.encode(&["Hello world"], &options).unwrap().remove(0);
     assert!(out.dense.is_none() && out.colbert.is_none());
     assert!(out.sparse.is_some());
@@ -87,10 +82,7 @@ fn token_ids_give_the_same_result_as_the_text() {
     assert_eq!(from_ids, from_text);
 
     // Truncation applies to token input too, keeping `</s>`.
-    let options = EncodeOptions {
-        max_length: 4,
-        ..all_outputs(12)
-    };
+    let options = all_outputs(12).with_max_length(4);
     let truncated = model.encode_ids(&[content[2].clone()], &options).unwrap();
     assert_eq!(truncated[0].tokens, 2);
     assert_eq!(truncated[0].colbert.as_ref().unwrap().len(), 3);
@@ -116,10 +108,7 @@ fn token_ids_outside_the_vocabulary_are_rejected() {
 fn out_of_range_options_name_the_field() {
     let model = model("tiny-pt");
     for max_length in [0, 8193, usize::MAX] {
-        let options = EncodeOptions {
-            max_length,
-            ..EncodeOptions::default()
-        };
+        let options = EncodeOptions::default().with_max_length(max_length);
         let err = model.encode(&["x"], &options).unwrap_err();
         assert!(
             matches!(err, Error::InvalidInput { ref field, .. } if field == "max_length"),
@@ -128,10 +117,7 @@ fn out_of_range_options_name_the_field() {
         let err = model.encode_ids(&[vec![5]], &options).unwrap_err();
         assert!(err.to_string().contains("`max_length`"), "{err}");
     }
-    let options = EncodeOptions {
-        batch_size: 0,
-        ..EncodeOptions::default()
-    };
+    let options = EncodeOptions::default().with_batch_size(0);
     let err = model.encode(&["x"], &options).unwrap_err();
     assert!(err.to_string().contains("`batch_size`"), "{err}");
 
@@ -139,28 +125,19 @@ fn out_of_range_options_name_the_field() {
     for (field, options) in [
         (
             "max_query_length",
-            ScoreOptions {
-                max_query_length: 0,
-                ..ScoreOptions::default()
-            },
+            ScoreOptions::default().with_max_query_length(0),
         ),
         (
             "max_passage_length",
-            ScoreOptions {
-                max_passage_length: 9000,
-                ..ScoreOptions::default()
-            },
+            ScoreOptions::default().with_max_passage_length(9000),
         ),
         (
             "weights",
-            ScoreOptions {
-                weights: ScoreWeights {
-                    dense: -1.0,
-                    sparse: 1.0,
-                    colbert: 1.0,
-                },
-                ..ScoreOptions::default()
-            },
+            ScoreOptions::default().with_weights(ScoreWeights {
+                dense: -1.0,
+                sparse: 1.0,
+                colbert: 1.0,
+            }),
         ),
     ] {
         let err = model.compute_score(&pairs, &options).unwrap_err();
@@ -220,11 +197,9 @@ fn half_precision_holds_at_8192_tokens() {
     for dtype in [DType::F16, DType::BF16] {
         let model = BgeM3::load(
             model_dir("tiny-pt"),
-            &LoadOptions {
-                device: DeviceSpec::Cpu,
-                dtype: Some(dtype),
-                ..LoadOptions::default()
-            },
+            &LoadOptions::default()
+                .with_device(DeviceSpec::Cpu)
+                .with_dtype(Some(dtype)),
         )
         .unwrap();
         assert_eq!(model.dtype(), dtype);

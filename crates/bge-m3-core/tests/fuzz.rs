@@ -219,7 +219,10 @@ proptest! {
         batch_size in 1usize..4,
     ) {
         let model = model();
-        let options = EncodeOptions { outputs: Outputs::ALL, max_length, batch_size };
+        let options = EncodeOptions::default()
+            .with_outputs(Outputs::ALL)
+            .with_max_length(max_length)
+            .with_batch_size(batch_size);
         let out = model.encode(&texts, &options)
             .map_err(|e| TestCaseError::fail(format!("encode: {e}")))?;
         prop_assert_eq!(out.len(), texts.len());
@@ -253,7 +256,10 @@ proptest! {
         max_length in max_length(),
     ) {
         let model = model();
-        let options = EncodeOptions { outputs: Outputs::ALL, max_length, batch_size: 2 };
+        let options = EncodeOptions::default()
+            .with_outputs(Outputs::ALL)
+            .with_max_length(max_length)
+            .with_batch_size(2);
         let vocab = model.vocab_size();
         let outside = inputs.iter().enumerate().find_map(|(i, ids)| {
             ids.iter().position(|&id| id as usize >= vocab).map(|j| (i, j, ids[j]))
@@ -288,7 +294,7 @@ proptest! {
         text in text(),
     ) {
         let model = model();
-        let options = EncodeOptions { max_length, ..EncodeOptions::default() };
+        let options = EncodeOptions::default().with_max_length(max_length);
         for result in [model.encode(&[&text], &options), model.encode_ids(&[[5u32]], &options)] {
             match result {
                 Err(Error::InvalidInput { field, .. }) => prop_assert_eq!(field, "max_length"),

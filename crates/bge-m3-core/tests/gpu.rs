@@ -45,11 +45,9 @@ fn bounds(dtype: DType) -> Bounds {
 }
 
 fn on_gpu(name: &str, dtype: Option<DType>) -> BgeM3 {
-    let options = LoadOptions {
-        device: DeviceSpec::Cuda(0),
-        dtype,
-        ..LoadOptions::default()
-    };
+    let options = LoadOptions::default()
+        .with_device(DeviceSpec::Cuda(0))
+        .with_dtype(dtype);
     BgeM3::load(model_dir(name), &options)
         .unwrap_or_else(|e| panic!("loading {name} on cuda:0 ({dtype:?}): {e}"))
 }
@@ -71,11 +69,10 @@ fn every_fixture_case_matches_the_cpu_in_every_dtype() {
             let bounds = bounds(dtype);
             let mut worst = 1.0f32;
             for case in &expected(name).encode {
-                let options = EncodeOptions {
-                    outputs: Outputs::ALL,
-                    max_length: case.max_length,
-                    batch_size: case.batch_size,
-                };
+                let options = EncodeOptions::default()
+                    .with_outputs(Outputs::ALL)
+                    .with_max_length(case.max_length)
+                    .with_batch_size(case.batch_size);
                 let want = cpu.encode(&case.texts, &options).unwrap();
                 let got = gpu.encode(&case.texts, &options).unwrap();
                 for (i, (got, want)) in got.iter().zip(&want).enumerate() {

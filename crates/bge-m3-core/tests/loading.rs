@@ -9,11 +9,9 @@ use bge_m3_core::{BgeM3, DeviceSpec, Error, LoadOptions};
 use common::model_dir;
 
 fn cpu() -> LoadOptions {
-    LoadOptions {
-        device: DeviceSpec::Cpu,
-        dtype: None,
-        ..LoadOptions::default()
-    }
+    LoadOptions::default()
+        .with_device(DeviceSpec::Cpu)
+        .with_dtype(None)
 }
 
 /// A writable copy of a fixture model.

@@ -26,11 +26,10 @@ fn check_encode_cases(name: &str) {
         }
         assert_eq!(ids, case.input_ids, "{what}: token ids");
 
-        let options = EncodeOptions {
-            outputs: Outputs::ALL,
-            max_length: case.max_length,
-            batch_size: case.batch_size,
-        };
+        let options = EncodeOptions::default()
+            .with_outputs(Outputs::ALL)
+            .with_max_length(case.max_length)
+            .with_batch_size(case.batch_size);
         let out = model.encode(&case.texts, &options).unwrap();
         assert_eq!(out.len(), case.texts.len(), "{what}");
         for (i, embedding) in out.iter().enumerate() {
@@ -82,12 +81,10 @@ fn compute_score_matches_flagembedding_per_pair() {
         let model = model(name);
         for case in &expected(name).scores {
             let what = format!("{name}/{}", case.name);
-            let options = ScoreOptions {
-                weights: ScoreWeights::try_from(case.weights).unwrap(),
-                max_query_length: case.max_query_length,
-                max_passage_length: case.max_passage_length,
-                ..ScoreOptions::default()
-            };
+            let options = ScoreOptions::default()
+                .with_weights(ScoreWeights::try_from(case.weights).unwrap())
+                .with_max_query_length(case.max_query_length)
+                .with_max_passage_length(case.max_passage_length);
             let scores = model.compute_score(&case.pairs, &options).unwrap();
             assert_eq!(scores.len(), case.pairs.len(), "{what}");
             let columns = [

@@ -5,6 +5,7 @@
 //! bge-m3-encode --model fixtures/models/tiny-pt corpus.jsonl -o vectors.jsonl
 //! ```
 
+mod download_progress;
 mod input;
 mod output;
 #[cfg(feature = "parquet")]
@@ -118,7 +119,7 @@ pub struct Args {
     pub device: DeviceSpec,
 
     /// Precision of the encoder: f32, f16 or bf16 (default: f32 on the CPU, f16 on a GPU).
-    #[arg(long, value_parser = bge_m3_core::device::parse_dtype)]
+    #[arg(long, value_parser = bge_m3_core::parse_dtype)]
     pub dtype: Option<DType>,
 
     /// Threads of the model's forward passes. Default: one per CPU.
@@ -199,17 +200,15 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     let corpus =
         input::Corpus::open(&args.inputs, args.input_options()).map_err(|e| e.to_string())?;
 
-    let options = HubOptions {
-        revision: args.revision.clone(),
-        ..HubOptions::from_env()
-    };
+    let options = HubOptions::from_env()
+        .with_revision(args.revision.clone())
+        .with_progress(download_progress::TerminalProgress);
     let report = |e: bge_m3_core::Error| bge_m3_core::Report(&e).to_string();
     let dir = hub::resolve(&args.model, &options).map_err(report)?;
-    let load = LoadOptions {
-        device: args.device,
-        dtype: args.dtype,
-        threads: args.threads,
-    };
+    let load = LoadOptions::default()
+        .with_device(args.device)
+        .with_dtype(args.dtype)
+        .with_threads(args.threads);
     let model = BgeM3::load(&dir, &load).map_err(report)?;
     if args.max_length == 0 || args.max_length > model.max_length() {
         return Err(format!(

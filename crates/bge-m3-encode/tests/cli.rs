@@ -100,10 +100,7 @@ fn assert_close(got: &[f32], want: &[f32], what: &str) {
 
 fn library(texts: &[String]) -> Vec<bge_m3_core::Embedding> {
     let model = BgeM3::load(model_dir(), &LoadOptions::default()).unwrap();
-    let options = EncodeOptions {
-        outputs: Outputs::ALL,
-        ..EncodeOptions::default()
-    };
+    let options = EncodeOptions::default().with_outputs(Outputs::ALL);
     model.encode(texts, &options).unwrap()
 }
 

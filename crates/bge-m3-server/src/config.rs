@@ -292,7 +292,7 @@ fn at_least_one_u64(s: &str) -> Result<u64, String> {
 }
 
 fn parse_dtype(s: &str) -> bge_m3_core::Result<DType> {
-    bge_m3_core::device::parse_dtype(s)
+    bge_m3_core::parse_dtype(s)
 }
 
 fn parse_weights(s: &str) -> Result<ScoreWeights, String> {

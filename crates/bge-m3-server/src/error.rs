@@ -587,7 +587,10 @@ mod tests {
         let error = Error::from(core);
         assert_eq!(error.status_code(), StatusCode::BAD_REQUEST);
         assert_eq!(error.param(), Some("weights"));
-        let fault = Error::from(bge_m3_core::Error::Tokenizer("boom".into()));
+        let fault = Error::from(bge_m3_core::Error::Tokenizer {
+            message: "boom".into(),
+            source: None,
+        });
         assert_eq!(fault.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 

@@ -25,6 +25,7 @@
 //! ```
 
 pub mod config;
+mod download_progress;
 mod error;
 pub mod inference;
 pub mod logging;
@@ -136,17 +137,15 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<Stopped> {
     let addr = listener.local_addr().map_err(Error::Io)?;
     let state = web::Data::new(config.app_state());
     let model_path = config.model_path.clone();
-    let load_options = LoadOptions {
-        device: config.device,
-        dtype: config.dtype,
-        threads: config.threads,
-    };
+    let load_options = LoadOptions::default()
+        .with_device(config.device)
+        .with_dtype(config.dtype)
+        .with_threads(config.threads);
     // A Hub repository id is downloaded (or found in the cache) on the model's thread, so
     // that /health answers 503 "loading" meanwhile.
-    let hub_options = HubOptions {
-        revision: config.revision.clone(),
-        ..HubOptions::from_env()
-    };
+    let hub_options = HubOptions::from_env()
+        .with_revision(config.revision.clone())
+        .with_progress(download_progress::TerminalProgress);
     let loaded = {
         let model_path = model_path.clone();
         let state = state.clone();

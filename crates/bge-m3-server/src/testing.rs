@@ -13,11 +13,9 @@ pub(crate) fn tiny() -> Arc<BgeM3> {
     MODEL
         .get_or_init(|| {
             let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/models/tiny-pt");
-            let options = LoadOptions {
-                device: DeviceSpec::Cpu,
-                dtype: None,
-                ..LoadOptions::default()
-            };
+            let options = LoadOptions::default()
+                .with_device(DeviceSpec::Cpu)
+                .with_dtype(None);
             Arc::new(BgeM3::load(dir, &options).expect("loading tiny-pt"))
         })
         .clone()
@@ -81,11 +79,10 @@ pub(crate) fn gated(options: BatcherOptions) -> (Batcher, Arc<Gate>) {
 pub(crate) fn job(inputs: Inputs, outputs: Outputs, max_length: usize) -> EncodeJob {
     EncodeJob {
         inputs,
-        options: EncodeOptions {
-            outputs,
-            max_length,
-            batch_size: 12,
-        },
+        options: EncodeOptions::default()
+            .with_outputs(outputs)
+            .with_max_length(max_length)
+            .with_batch_size(12),
         sparse_keys: SparseKeys::Tokens,
     }
 }

@@ -74,20 +74,12 @@ fn embeddings(server: &Server) -> Value {
 
 /// Checks the server's answer against bge-m3-core on the fixture directory, within 1e-5.
 fn assert_serves(server: &Server, model: &str) {
-    let options = LoadOptions {
-        device: DeviceSpec::Cpu,
-        dtype: None,
-        ..LoadOptions::default()
-    };
+    let options = LoadOptions::default()
+        .with_device(DeviceSpec::Cpu)
+        .with_dtype(None);
     let reference = BgeM3::load(fixture(model), &options).unwrap();
     let expected = reference
-        .encode(
-            &TEXTS,
-            &EncodeOptions {
-                outputs: Outputs::ALL,
-                ..EncodeOptions::default()
-            },
-        )
+        .encode(&TEXTS, &EncodeOptions::default().with_outputs(Outputs::ALL))
         .unwrap();
     let answer = embeddings(server);
     let floats = |v: &Value| -> Vec<f32> {

@@ -14,8 +14,9 @@
 //! states do not depend on the other texts of its pass (the products give every row the same
 //! sum in the same order, see [`matmul`]).
 //!
-//! Only f32 on the CPU takes this path; every other device and dtype runs the candle ops of
-//! [`crate::encoder`], which remain the reference the tests compare this path with.
+//! Only f32 on the CPU takes this path; every other device and dtype runs the candle layers of
+//! the encoder (`encoder.rs`, which chooses the path and calls this one), and they remain the
+//! reference the tests compare this path with.
 
 mod attention;
 mod kernels;
@@ -23,9 +24,10 @@ mod matmul;
 #[cfg(test)]
 mod testing;
 
-use candle_core::{CpuStorage, Storage, StorageRef, Tensor};
+use candle_core::{CpuStorage, Device, Storage, StorageRef, Tensor};
 use candle_nn::VarBuilder;
 
+use crate::batch::{position_ids, HiddenStates};
 use crate::config::Config;
 use crate::{Error, Result};
 use attention::{Heads, Segments};
@@ -67,6 +69,8 @@ fn load_norm(vb: &VarBuilder, width: usize, eps: f64) -> Result<Norm> {
 }
 
 /// One `encoder.layer.N`, with the erf GELU.
+///
+/// Source: <https://github.com/huggingface/transformers/blob/main/src/transformers/models/xlm_roberta/modeling_xlm_roberta.py>
 struct Layer {
     /// `attention.self.{query,key,value}`, as one `(3 x hidden, hidden)` product.
     qkv: Dense,
@@ -93,7 +97,9 @@ impl Layer {
 }
 
 /// The encoder's weights for the fused CPU path. Mirrors `XLMRobertaModel` up to its last
-/// hidden state, like [`crate::encoder::XlmRobertaEncoder`]'s candle layers.
+/// hidden state, like the encoder's candle layers.
+///
+/// Source: <https://github.com/huggingface/transformers/blob/main/src/transformers/models/xlm_roberta/modeling_xlm_roberta.py>
 pub(crate) struct CpuEncoder {
     /// `embeddings.word_embeddings.weight`, `(vocab, hidden)`: the largest tensor, kept as
     /// read (a pass reads only its tokens' rows).
@@ -108,6 +114,7 @@ pub(crate) struct CpuEncoder {
     intermediate: usize,
     vocab: usize,
     max_positions: usize,
+    pad_token_id: u32,
 }
 
 impl CpuEncoder {
@@ -147,22 +154,40 @@ impl CpuEncoder {
             intermediate: cfg.intermediate_size,
             vocab: cfg.vocab_size,
             max_positions: cfg.max_position_embeddings,
+            pad_token_id: cfg.pad_token_id,
         })
     }
 
-    pub(crate) fn hidden_size(&self) -> usize {
-        self.hidden
+    /// The last hidden state of `sequences` (token ids in the vocabulary, at most the model's
+    /// positions long), laid end to end: sequence `i`'s rows follow sequence `i - 1`'s,
+    /// without padding.
+    pub(crate) fn forward(&self, sequences: &[&[u32]]) -> Result<HiddenStates> {
+        let ids: Vec<u32> = sequences.iter().flat_map(|s| s.iter().copied()).collect();
+        let positions: Vec<u32> = sequences
+            .iter()
+            .flat_map(|s| position_ids(s, self.pad_token_id))
+            .collect();
+        let lens: Vec<usize> = sequences.iter().map(|s| s.len()).collect();
+        let hidden = self.forward_flat(&ids, &positions, &lens)?;
+        let starts = lens
+            .iter()
+            .scan(0, |next, &len| {
+                let start = *next;
+                *next += len;
+                Some(start)
+            })
+            .collect();
+        let rows = hidden.len() / self.hidden.max(1);
+        Ok(HiddenStates {
+            rows: Tensor::from_vec(hidden, (rows, self.hidden), &Device::Cpu)?,
+            starts,
+        })
     }
 
     /// The last hidden state of sequences laid end to end: `ids` and `position_ids` hold one
     /// entry per token, sequence `i` being the next `lens[i]` of them. Returns `(tokens,
     /// hidden)` values, row-major, in the same order.
-    pub(crate) fn forward(
-        &self,
-        ids: &[u32],
-        position_ids: &[u32],
-        lens: &[usize],
-    ) -> Result<Vec<f32>> {
+    fn forward_flat(&self, ids: &[u32], position_ids: &[u32], lens: &[usize]) -> Result<Vec<f32>> {
         let segments = Segments::new(lens.iter().copied());
         let tokens = segments.tokens();
         if ids.len() != tokens || position_ids.len() != tokens {

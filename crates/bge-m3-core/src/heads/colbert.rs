@@ -7,30 +7,32 @@ use std::path::Path;
 use candle_core::{Device, Module, Tensor};
 use candle_nn::Linear;
 
-use crate::encoder::l2_normalize;
+use super::l2_normalize;
 use crate::weights::load_linear_head;
 use crate::Result;
 
 /// `colbert_linear.pt`: `Linear(hidden, colbert_dim)` (1024 -> 1024 in BGE-M3).
-pub struct ColbertHead {
+///
+/// Source: <https://github.com/FlagOpen/FlagEmbedding/blob/master/FlagEmbedding/inference/embedder/encoder_only/m3.py>
+pub(crate) struct ColbertHead {
     linear: Linear,
 }
 
 impl ColbertHead {
-    pub fn load(path: &Path, hidden_size: usize, device: &Device) -> Result<Self> {
+    pub(crate) fn load(path: &Path, hidden_size: usize, device: &Device) -> Result<Self> {
         Ok(Self {
             linear: load_linear_head(path, hidden_size, device)?,
         })
     }
 
     /// Width of one ColBERT vector.
-    pub fn dim(&self) -> usize {
+    pub(crate) fn dim(&self) -> usize {
         self.linear.weight().dim(0).unwrap_or(0)
     }
 
     /// `(tokens, hidden)` f32 hidden states (already without `<s>` and padding) in,
     /// `(tokens, colbert_dim)` unit rows out.
-    pub fn forward(&self, hidden: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, hidden: &Tensor) -> Result<Tensor> {
         l2_normalize(&self.linear.forward(hidden)?)
     }
 }

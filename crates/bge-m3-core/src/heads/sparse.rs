@@ -12,19 +12,21 @@ use crate::weights::load_linear_head;
 use crate::Result;
 
 /// `sparse_linear.pt`: `Linear(hidden, 1)`.
-pub struct SparseHead {
+///
+/// Source: <https://github.com/FlagOpen/FlagEmbedding/blob/master/FlagEmbedding/inference/embedder/encoder_only/m3.py>
+pub(crate) struct SparseHead {
     linear: Linear,
 }
 
 impl SparseHead {
-    pub fn load(path: &Path, hidden_size: usize, device: &Device) -> Result<Self> {
+    pub(crate) fn load(path: &Path, hidden_size: usize, device: &Device) -> Result<Self> {
         Ok(Self {
             linear: load_linear_head(path, hidden_size, device)?,
         })
     }
 
     /// `(tokens, hidden)` f32 hidden states in, one non-negative weight per token out.
-    pub fn token_weights(&self, hidden: &Tensor) -> Result<Vec<f32>> {
+    pub(crate) fn token_weights(&self, hidden: &Tensor) -> Result<Vec<f32>> {
         let weights = self.linear.forward(hidden)?.relu()?.squeeze(1)?;
         Ok(weights.to_vec1::<f32>()?)
     }
@@ -37,6 +39,7 @@ impl SparseHead {
 /// same token string (see [`crate::BgeM3::sparse_by_token`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SparseEmbedding {
+    /// `(token id, weight)` pairs, each id once, every weight > 0.
     pub weights: Vec<(u32, f32)>,
 }
 
@@ -74,10 +77,12 @@ impl SparseEmbedding {
         Self { weights: pooled }
     }
 
+    /// Whether no token has a positive weight.
     pub fn is_empty(&self) -> bool {
         self.weights.is_empty()
     }
 
+    /// Number of weighted token ids.
     pub fn len(&self) -> usize {
         self.weights.len()
     }

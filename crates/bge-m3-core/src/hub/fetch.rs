@@ -159,9 +159,10 @@ impl<'a> Fetch<'a> {
         let url = self.api.url(file);
         let start = Instant::now();
         tracing::info!(file, %url, "downloading");
+        let progress = self.options.progress.as_ref().map(|p| p.file(file));
         let path = self
             .api
-            .download_with_progress(file, Reporter::new(self.options.progress))
+            .download_with_progress(file, Reporter(progress))
             .map_err(|e| self.download_error(e, file, &url))?;
         if path.parent() != Some(snapshot) {
             return Err(Error::Hub {

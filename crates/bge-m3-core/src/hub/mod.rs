@@ -11,6 +11,9 @@
 //! [`resolve`] takes what a user typed: an existing directory is used as it is, a repository
 //! id (`owner/name`) is downloaded, anything else is [`Error::MissingDirectory`].
 //!
+//! A download reports its progress to [`HubOptions::progress`]: by default [`LogProgress`]'s
+//! `tracing` lines, or the caller's [`DownloadProgress`] (a terminal bar, say).
+//!
 //! ```no_run
 //! use bge_m3_core::hub::{self, HubOptions};
 //! use bge_m3_core::{BgeM3, LoadOptions};
@@ -28,6 +31,7 @@ mod progress;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use hf_hub::{Repo, RepoType};
 
@@ -36,6 +40,7 @@ use crate::weights::{
     TOKENIZER_FILE,
 };
 use crate::{Error, Result};
+pub use progress::{DownloadProgress, FileProgress, LogProgress};
 
 /// The public Hub.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
@@ -89,8 +94,17 @@ pub fn is_repo_id(id: &str) -> bool {
 /// How to reach the Hub and where to cache what it sends.
 ///
 /// [`HubOptions::default`] reads no environment; [`HubOptions::from_env`] follows
-/// `huggingface_hub`'s variables.
-#[derive(Clone, PartialEq, Eq)]
+/// `huggingface_hub`'s variables. Either is changed with the `with_*` methods:
+///
+/// ```
+/// use bge_m3_core::hub::HubOptions;
+///
+/// let options = HubOptions::from_env().with_revision("v1.0").without_progress();
+/// assert_eq!(options.revision, "v1.0");
+/// assert!(options.progress.is_none());
+/// ```
+#[derive(Clone)]
+#[non_exhaustive]
 pub struct HubOptions {
     /// Branch, tag or commit hash. Default: `main`.
     pub revision: String,
@@ -105,9 +119,9 @@ pub struct HubOptions {
     /// Use the cache only: never touch the network, fail if a file is not cached. Default:
     /// false.
     pub offline: bool,
-    /// Report download progress: a progress bar when stderr is a terminal, else a `tracing`
-    /// line every 10 s. Default: true.
-    pub progress: bool,
+    /// Where download progress goes. Default: [`LogProgress`], a `tracing` line per file
+    /// every 10 s; `None` reports none.
+    pub progress: Option<Arc<dyn DownloadProgress>>,
 }
 
 impl Default for HubOptions {
@@ -118,7 +132,7 @@ impl Default for HubOptions {
             cache_dir: default_hf_home(None).join("hub"),
             token: None,
             offline: false,
-            progress: true,
+            progress: Some(Arc::new(LogProgress)),
         }
     }
 }
@@ -132,7 +146,7 @@ impl fmt::Debug for HubOptions {
             .field("cache_dir", &self.cache_dir)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("offline", &self.offline)
-            .field("progress", &self.progress)
+            .field("progress", &self.progress.as_ref().map(|_| "<set>"))
             .finish()
     }
 }
@@ -150,6 +164,55 @@ impl HubOptions {
     /// The revision stays `main`: it is the caller's setting, not the environment's.
     pub fn from_env() -> Self {
         Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Sets [`HubOptions::revision`].
+    #[must_use]
+    pub fn with_revision(mut self, revision: impl Into<String>) -> Self {
+        self.revision = revision.into();
+        self
+    }
+
+    /// Sets [`HubOptions::endpoint`].
+    #[must_use]
+    pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = endpoint.into();
+        self
+    }
+
+    /// Sets [`HubOptions::cache_dir`].
+    #[must_use]
+    pub fn with_cache_dir(mut self, cache_dir: impl Into<PathBuf>) -> Self {
+        self.cache_dir = cache_dir.into();
+        self
+    }
+
+    /// Sets [`HubOptions::token`] (`None`: send no token).
+    #[must_use]
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
+    }
+
+    /// Sets [`HubOptions::offline`].
+    #[must_use]
+    pub fn with_offline(mut self, offline: bool) -> Self {
+        self.offline = offline;
+        self
+    }
+
+    /// Reports download progress to `progress` instead of the default [`LogProgress`].
+    #[must_use]
+    pub fn with_progress(mut self, progress: impl DownloadProgress + 'static) -> Self {
+        self.progress = Some(Arc::new(progress));
+        self
+    }
+
+    /// Reports no download progress.
+    #[must_use]
+    pub fn without_progress(mut self) -> Self {
+        self.progress = None;
+        self
     }
 
     fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
@@ -306,7 +369,7 @@ mod tests {
         HubOptions {
             endpoint: "http://127.0.0.1:9".into(),
             cache_dir: cache_dir.to_path_buf(),
-            progress: false,
+            progress: None,
             ..HubOptions::default()
         }
     }

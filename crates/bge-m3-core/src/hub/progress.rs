@@ -1,60 +1,74 @@
-//! Download progress: indicatif's bar on a terminal, `tracing` lines elsewhere (a service's
-//! log has no use for a bar redrawn a hundred times a second).
+//! Download progress: handed to the caller's [`DownloadProgress`], by default [`LogProgress`]'s
+//! `tracing` lines. Drawing a bar is the application's business (the server and the corpus
+//! encoder draw indicatif's on a terminal), so the library needs no terminal code.
 
-use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use hf_hub::api::Progress;
+/// Where [`download`](super::download) reports the progress of its transfers, one file at a
+/// time: set with [`HubOptions::with_progress`](super::HubOptions::with_progress).
+///
+/// ```
+/// use bge_m3_core::hub::{DownloadProgress, FileProgress, HubOptions};
+///
+/// /// Prints a dot per chunk received.
+/// struct Dots;
+///
+/// impl DownloadProgress for Dots {
+///     fn file(&self, _name: &str) -> Box<dyn FileProgress> {
+///         Box::new(Dots)
+///     }
+/// }
+///
+/// impl FileProgress for Dots {
+///     fn init(&mut self, size: usize, filename: &str) {
+///         eprint!("{filename} ({size} bytes) ");
+///     }
+///     fn update(&mut self, _bytes: usize) {
+///         eprint!(".");
+///     }
+///     fn finish(&mut self) {
+///         eprintln!();
+///     }
+/// }
+///
+/// let options = HubOptions::from_env().with_progress(Dots);
+/// ```
+pub trait DownloadProgress: Send + Sync {
+    /// Called before the file `name` is fetched; what it returns receives that file's
+    /// progress, and is dropped once the file is complete or has failed.
+    fn file(&self, name: &str) -> Box<dyn FileProgress>;
+}
 
-/// How often a download is logged when stderr is not a terminal.
+/// The progress of one file's transfer, in the calls hf-hub makes.
+pub trait FileProgress {
+    /// The transfer starts, or starts again after an interruption: `size` bytes in all.
+    /// hf-hub calls it twice at the start; after each call, the bytes already on disk (none
+    /// on a fresh start) arrive through [`FileProgress::update`].
+    fn init(&mut self, size: usize, filename: &str);
+    /// `bytes` more bytes of the file are on disk.
+    fn update(&mut self, bytes: usize);
+    /// The whole file is on disk.
+    fn finish(&mut self);
+}
+
+/// How often [`LogProgress`] logs a download.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Download progress: indicatif's bar on a terminal, else a log line every [`LOG_EVERY`].
-pub(super) enum Reporter {
-    Bar(indicatif::ProgressBar),
-    Log(LogProgress),
-    Off,
-}
+/// Progress as `tracing` lines at `info` level, at most one per file every 10 s: the default
+/// of [`HubOptions`](super::HubOptions), and what a service's log wants (a bar redrawn many
+/// times a second has no use there).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogProgress;
 
-impl Reporter {
-    pub(super) fn new(progress: bool) -> Self {
-        if !progress {
-            Reporter::Off
-        } else if std::io::stderr().is_terminal() {
-            Reporter::Bar(indicatif::ProgressBar::new(0))
-        } else {
-            Reporter::Log(LogProgress::default())
-        }
+impl DownloadProgress for LogProgress {
+    fn file(&self, _name: &str) -> Box<dyn FileProgress> {
+        Box::new(LogFile::default())
     }
 }
 
-impl Progress for Reporter {
-    fn init(&mut self, size: usize, filename: &str) {
-        match self {
-            Reporter::Bar(bar) => Progress::init(bar, size, filename),
-            Reporter::Log(log) => log.init(size, filename),
-            Reporter::Off => {}
-        }
-    }
-
-    fn update(&mut self, size: usize) {
-        match self {
-            Reporter::Bar(bar) => Progress::update(bar, size),
-            Reporter::Log(log) => log.update(size),
-            Reporter::Off => {}
-        }
-    }
-
-    fn finish(&mut self) {
-        if let Reporter::Bar(bar) = self {
-            Progress::finish(bar);
-        }
-    }
-}
-
-/// Progress as `tracing` lines, at most one every [`LOG_EVERY`].
+/// One file's [`LogProgress`].
 #[derive(Default)]
-pub(super) struct LogProgress {
+struct LogFile {
     file: String,
     size: usize,
     done: usize,
@@ -62,7 +76,7 @@ pub(super) struct LogProgress {
     logged: Option<Instant>,
 }
 
-impl LogProgress {
+impl FileProgress for LogFile {
     /// hf-hub calls this again when the transfer (re)starts, then reports the bytes already
     /// on disk with `update`.
     fn init(&mut self, size: usize, filename: &str) {
@@ -93,5 +107,30 @@ impl LogProgress {
             100.0 * self.done as f64 / self.size.max(1) as f64,
             mib(self.done) / seconds.max(1e-3),
         );
+    }
+
+    fn finish(&mut self) {}
+}
+
+/// hf-hub's side of a [`FileProgress`] (or of none).
+pub(super) struct Reporter(pub(super) Option<Box<dyn FileProgress>>);
+
+impl hf_hub::api::Progress for Reporter {
+    fn init(&mut self, size: usize, filename: &str) {
+        if let Some(progress) = &mut self.0 {
+            progress.init(size, filename);
+        }
+    }
+
+    fn update(&mut self, size: usize) {
+        if let Some(progress) = &mut self.0 {
+            progress.update(size);
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(progress) = &mut self.0 {
+            progress.finish();
+        }
     }
 }

@@ -39,11 +39,9 @@ pub fn model(name: &str) -> &'static BgeM3 {
             .map(|&name| {
                 let model = BgeM3::load(
                     model_dir(name),
-                    &LoadOptions {
-                        device: DeviceSpec::Cpu,
-                        dtype: None,
-                        ..LoadOptions::default()
-                    },
+                    &LoadOptions::default()
+                        .with_device(DeviceSpec::Cpu)
+                        .with_dtype(None),
                 )
                 .unwrap_or_else(|e| panic!("loading {name}: {e}"));
                 (name, model)

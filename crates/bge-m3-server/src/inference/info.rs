@@ -31,7 +31,7 @@ impl ModelInfo {
             colbert_dim: model.colbert_dim(),
             max_length: model.max_length(),
             vocab_size: model.vocab_size(),
-            device: bge_m3_core::device::device_name(model.device()),
+            device: bge_m3_core::device_name(model.device()),
             dtype: dtype_name(model.dtype()).to_string(),
             loaded_at: SystemTime::now()
                 .duration_since(UNIX_EPOCH)

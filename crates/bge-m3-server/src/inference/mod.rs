@@ -105,6 +105,7 @@ impl Batcher {
                 outputs,
                 max_length,
                 batch_size,
+                ..
             } = job.options;
             if let Some(held) = held.as_mut() {
                 let bound = match &job.inputs {

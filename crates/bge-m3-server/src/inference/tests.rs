@@ -56,11 +56,10 @@ async fn merged_requests_get_the_answers_of_their_texts_alone() {
         let encoded = pending.await.unwrap().unwrap();
         assert_eq!(encoded.embeddings.len(), chosen.len());
         for (i, text) in chosen.iter().enumerate() {
-            let options = EncodeOptions {
-                outputs: *outputs,
-                max_length: *max_length,
-                batch_size: 1,
-            };
+            let options = EncodeOptions::default()
+                .with_outputs(*outputs)
+                .with_max_length(*max_length)
+                .with_batch_size(1);
             let alone = model.encode(&[text], &options).unwrap().remove(0);
             let got = &encoded.embeddings[i];
             assert_eq!(got.tokens, alone.tokens, "{text:?}");

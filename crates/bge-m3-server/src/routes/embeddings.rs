@@ -79,11 +79,10 @@ impl EmbeddingsRequest {
         };
         let job = EncodeJob {
             inputs,
-            options: EncodeOptions {
-                outputs,
-                max_length,
-                batch_size,
-            },
+            options: EncodeOptions::default()
+                .with_outputs(outputs)
+                .with_max_length(max_length)
+                .with_batch_size(batch_size),
             sparse_keys: match format.sparse {
                 SparseFormat::Token => SparseKeys::Tokens,
                 SparseFormat::Id | SparseFormat::Indices | SparseFormat::Sparsevec => {

@@ -66,17 +66,16 @@ async fn rank(state: &AppState, query: Query, held: Option<Reservation>) -> Resu
     )?;
     let longest = ready.info.max_length;
     let defaults = ScoreOptions::default();
-    let options = ScoreOptions {
-        weights: input::weights(query.weights, state.rerank_weights())?,
-        max_query_length: defaults.max_query_length.min(longest),
-        max_passage_length: input::length(
+    let options = ScoreOptions::default()
+        .with_weights(input::weights(query.weights, state.rerank_weights())?)
+        .with_max_query_length(defaults.max_query_length.min(longest))
+        .with_max_passage_length(input::length(
             "max_tokens_per_doc",
             query.max_passage_length,
             defaults.max_passage_length.min(longest),
             longest,
-        )?,
-        batch_size: defaults.batch_size,
-    };
+        )?)
+        .with_batch_size(defaults.batch_size);
     let scored = ready
         .batcher
         .score_within(

@@ -80,12 +80,11 @@ impl ScoreRequest {
         Ok(ScoreJob {
             queries,
             passages,
-            options: ScoreOptions {
-                weights,
-                max_query_length,
-                max_passage_length,
-                batch_size: input::batch_size(Integer::get(self.batch_size))?,
-            },
+            options: ScoreOptions::default()
+                .with_weights(weights)
+                .with_max_query_length(max_query_length)
+                .with_max_passage_length(max_passage_length)
+                .with_batch_size(input::batch_size(Integer::get(self.batch_size))?),
         })
     }
 }

@@ -71,11 +71,9 @@ impl EmbedRequest {
             )?;
         let job = EncodeJob {
             inputs,
-            options: EncodeOptions {
-                outputs,
-                max_length: info.max_length,
-                ..EncodeOptions::default()
-            },
+            options: EncodeOptions::default()
+                .with_outputs(outputs)
+                .with_max_length(info.max_length),
             sparse_keys: SparseKeys::Ids,
         };
         Ok((job, dimensions))

@@ -64,11 +64,9 @@ pub fn config(model_path: PathBuf) -> Config {
 pub fn model() -> &'static BgeM3 {
     static MODEL: OnceLock<BgeM3> = OnceLock::new();
     MODEL.get_or_init(|| {
-        let options = LoadOptions {
-            device: DeviceSpec::Cpu,
-            dtype: None,
-            ..LoadOptions::default()
-        };
+        let options = LoadOptions::default()
+            .with_device(DeviceSpec::Cpu)
+            .with_dtype(None);
         BgeM3::load(model_dir(), &options).expect("loading tiny-pt")
     })
 }

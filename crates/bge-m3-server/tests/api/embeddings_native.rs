@@ -6,11 +6,10 @@ use serde_json::json;
 use crate::common::*;
 
 fn reference(texts: &[&str], outputs: Outputs, max_length: usize) -> Vec<Embedding> {
-    let options = EncodeOptions {
-        outputs,
-        max_length,
-        batch_size: 12,
-    };
+    let options = EncodeOptions::default()
+        .with_outputs(outputs)
+        .with_max_length(max_length)
+        .with_batch_size(12);
     model().encode(texts, &options).unwrap()
 }
 

@@ -70,11 +70,9 @@ fn loading_answers_503_then_the_model_serves() {
     // The model arrives: the same app now serves it.
     let loaded = Batcher::spawn(
         || {
-            let options = LoadOptions {
-                device: DeviceSpec::Cpu,
-                dtype: None,
-                ..LoadOptions::default()
-            };
+            let options = LoadOptions::default()
+                .with_device(DeviceSpec::Cpu)
+                .with_dtype(None);
             BgeM3::load(model_dir(), &options)
         },
         BatcherOptions::default(),

@@ -136,10 +136,8 @@ fn foreign_model_names_are_404_by_default_and_served_with_the_opt_in() {
 fn rerank_weights_set_the_default_and_a_request_overrides_them() {
     let documents = ["BGE M3 is an embedding model", "Definition of BM25"];
     let score = |weights: [f32; 3]| -> Vec<f32> {
-        let options = ScoreOptions {
-            weights: ScoreWeights::try_from(weights).unwrap(),
-            ..ScoreOptions::default()
-        };
+        let options =
+            ScoreOptions::default().with_weights(ScoreWeights::try_from(weights).unwrap());
         let pairs: Vec<(&str, &str)> = documents.iter().map(|d| ("What is BGE M3?", *d)).collect();
         model()
             .compute_score(&pairs, &options)

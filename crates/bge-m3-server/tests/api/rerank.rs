@@ -22,10 +22,7 @@ fn documents() -> Vec<String> {
 /// bge-m3-core's scores of each (query, document) pair, and the indices best first.
 fn reference(query: &str, documents: &[String], weights: ScoreWeights) -> (Vec<f32>, Vec<usize>) {
     let pairs: Vec<(&str, &str)> = documents.iter().map(|d| (query, d.as_str())).collect();
-    let options = ScoreOptions {
-        weights,
-        ..ScoreOptions::default()
-    };
+    let options = ScoreOptions::default().with_weights(weights);
     let scores: Vec<f32> = model()
         .compute_score(&pairs, &options)
         .unwrap()
@@ -178,10 +175,7 @@ fn cohere_v2_shape_and_max_tokens_per_doc() {
 
     // `max_tokens_per_doc` truncates the documents like `max_passage_length`.
     let pairs: Vec<(&str, &str)> = texts.iter().map(|d| (QUERY, d.as_str())).collect();
-    let options = ScoreOptions {
-        max_passage_length: 4,
-        ..ScoreOptions::default()
-    };
+    let options = ScoreOptions::default().with_max_passage_length(4);
     let short: Vec<f32> = model()
         .compute_score(&pairs, &options)
         .unwrap()

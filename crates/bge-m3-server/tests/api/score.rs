@@ -85,10 +85,7 @@ fn weights_change_only_the_fusions() {
     let pairs = pairs();
     let body = request(&pairs, json!({"weights": [1, 1, 2]}));
     let weights = ScoreWeights::try_from([1.0, 1.0, 2.0]).unwrap();
-    let options = ScoreOptions {
-        weights,
-        ..ScoreOptions::default()
-    };
+    let options = ScoreOptions::default().with_weights(weights);
     assert_scores(&body, &reference(&pairs, options));
     for i in 0..pairs.len() {
         let get = |key: &str| body[key][i].as_f64().unwrap() as f32;
@@ -116,27 +113,21 @@ fn query_and_passage_lengths() {
         &pairs,
         json!({"max_query_length": 4, "max_passage_length": 6}),
     );
-    let options = ScoreOptions {
-        max_query_length: 4,
-        max_passage_length: 6,
-        ..ScoreOptions::default()
-    };
+    let options = ScoreOptions::default()
+        .with_max_query_length(4)
+        .with_max_passage_length(6);
     assert_scores(&body, &reference(&pairs, options));
 
     // `max_length` sets both; a specific length wins over it.
     let both = request(&pairs, json!({"max_length": 5}));
-    let options = ScoreOptions {
-        max_query_length: 5,
-        max_passage_length: 5,
-        ..ScoreOptions::default()
-    };
+    let options = ScoreOptions::default()
+        .with_max_query_length(5)
+        .with_max_passage_length(5);
     assert_scores(&both, &reference(&pairs, options));
     let mixed = request(&pairs, json!({"max_length": 5, "max_passage_length": 7}));
-    let options = ScoreOptions {
-        max_query_length: 5,
-        max_passage_length: 7,
-        ..ScoreOptions::default()
-    };
+    let options = ScoreOptions::default()
+        .with_max_query_length(5)
+        .with_max_passage_length(7);
     assert_scores(&mixed, &reference(&pairs, options));
 }
 

@@ -8,10 +8,7 @@ use crate::common::*;
 const TEXTS: [&str; 3] = ["What is BGE M3?", "", "北京是中华人民共和国的首都。"];
 
 fn reference(texts: &[&str]) -> Vec<bge_m3_core::Embedding> {
-    let options = EncodeOptions {
-        outputs: Outputs::ALL,
-        ..EncodeOptions::default()
-    };
+    let options = EncodeOptions::default().with_outputs(Outputs::ALL);
     model().encode(texts, &options).unwrap()
 }
 

@@ -68,11 +68,9 @@ async fn ready_state() -> (web::Data<AppState>, Served) {
         AppState::new("bge-m3", vec!["BAAI/bge-m3".into()], limits).with_allow_token_ids(true),
     );
     state.set_text_tokenizer(TextTokenizer::load(&model_dir()).expect("tokenizer.json"));
-    let load = LoadOptions {
-        device: DeviceSpec::Cpu,
-        dtype: None,
-        ..LoadOptions::default()
-    };
+    let load = LoadOptions::default()
+        .with_device(DeviceSpec::Cpu)
+        .with_dtype(None);
     let options = BatcherOptions {
         queue_size: 8,
         ..BatcherOptions::default()

@@ -24,10 +24,10 @@ pub(crate) fn token_ids_refused(param: &str) -> Error {
     }
 }
 
-/// The core's vocabulary check of token ids ([`bge_m3_core::tokenize::check_token_ids`]), its
+/// The core's vocabulary check of token ids ([`bge_m3_core::check_token_ids`]), its
 /// error reported on `param`, the field that held the ids (`input`, `inputs`, `ids`).
 pub(crate) fn check_token_ids(param: &str, lists: &[Vec<u32>], vocab_size: usize) -> Result<()> {
-    bge_m3_core::tokenize::check_token_ids(lists, vocab_size).map_err(|e| match e {
+    bge_m3_core::check_token_ids(lists, vocab_size).map_err(|e| match e {
         bge_m3_core::Error::InvalidInput { message, .. } => Error::invalid(param, message),
         other => other.into(),
     })

@@ -1,0 +1,164 @@
+//! The products against an f64 reference, and their row-order invariants.
+
+use super::*;
+use crate::cpu::testing::random_vec;
+
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    random_vec(n, seed, 1.0)
+}
+
+/// `x · wᵀ` in f64.
+fn reference(x: &[f32], rows: usize, w: &[f32], out: usize, inner: usize) -> Vec<f64> {
+    let mut c = vec![0f64; rows * out];
+    for i in 0..rows {
+        for j in 0..out {
+            c[i * out + j] = (0..inner)
+                .map(|k| x[i * inner + k] as f64 * w[j * inner + k] as f64)
+                .sum();
+        }
+    }
+    c
+}
+
+fn check(rows: usize, out: usize, inner: usize, kernel: Kernel) {
+    let x = random(rows * inner, 1 + rows as u64);
+    let w = random(out * inner, 2 + out as u64);
+    let packed = PackedMatrix::pack(&w, out, inner);
+    let mut ours = vec![f32::NAN; rows * out];
+    let dst = SharedOut(ours.as_mut_ptr());
+    // SAFETY: one task writes every column of `ours`.
+    unsafe {
+        columns(
+            kernel,
+            &x,
+            rows,
+            &packed,
+            0..packed.panels,
+            (dst.get(), out),
+        )
+    };
+    let expected = reference(&x, rows, &w, out, inner);
+    // Each sum has `inner` terms of magnitude below 1.
+    let tolerance = 1e-6 * inner as f64;
+    for (i, (&ours, &expected)) in ours.iter().zip(&expected).enumerate() {
+        assert!(
+            (ours as f64 - expected).abs() <= tolerance,
+            "({rows}, {out}, {inner}) element {i}: {ours} vs {expected}"
+        );
+    }
+}
+
+fn kernels() -> Vec<Kernel> {
+    let mut kernels = vec![Kernel::Portable];
+    #[cfg(target_arch = "x86_64")]
+    if matches!(Kernel::detect(), Kernel::Avx2Fma) {
+        kernels.push(Kernel::Avx2Fma);
+    }
+    kernels
+}
+
+#[test]
+fn products_match_f64_at_every_edge() {
+    for kernel in kernels() {
+        // Rows around the tile (6) and block (96) edges, columns around the panel (16),
+        // inputs around the block of 256.
+        for rows in [1, 2, 5, 6, 7, 13, 95, 97, 200] {
+            check(rows, 48, 64, kernel);
+        }
+        for out in [1, 15, 17, 40] {
+            check(9, out, 100, kernel);
+        }
+        for inner in [1, 255, 256, 257, 600] {
+            check(8, 32, inner, kernel);
+        }
+    }
+}
+
+#[test]
+fn threaded_product_equals_the_single_task_one() {
+    let (rows, out, inner) = (37, 16 * 40, 300);
+    let x = random(rows * inner, 3);
+    let w = random(out * inner, 4);
+    let packed = PackedMatrix::pack(&w, out, inner);
+    let mut threaded = vec![0.0; rows * out];
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap()
+        .install(|| matmul(&x, rows, &packed, &mut threaded));
+    let mut single = vec![0.0; rows * out];
+    matmul_here(&x, rows, &packed, &mut single);
+    assert_eq!(threaded, single);
+}
+
+/// A row's result is bit for bit the same whatever the rows around it: what makes a text's
+/// vectors independent of the batch it runs in.
+#[test]
+fn each_row_is_the_same_alone_and_in_any_batch() {
+    let (out, inner) = (64, 1030);
+    let w = random(out * inner, 5);
+    let packed = PackedMatrix::pack(&w, out, inner);
+    let rows = 101;
+    let x = random(rows * inner, 6);
+    let mut batch = vec![0.0; rows * out];
+    matmul(&x, rows, &packed, &mut batch);
+    for row in [0, 5, 6, 50, 96, 100] {
+        let mut alone = vec![0.0; out];
+        matmul(&x[row * inner..][..inner], 1, &packed, &mut alone);
+        assert_eq!(alone, batch[row * out..][..out], "row {row}");
+    }
+}
+
+/// `pack_transposed` of `wᵀ` is `pack` of `w`, and strided output leaves the gaps alone.
+#[test]
+fn transposed_packing_and_strided_rows() {
+    let (rows, out, inner) = (7, 21, 300);
+    let x = random(rows * inner, 8);
+    let w = random(out * inner, 9);
+    let wt: Vec<f32> = (0..inner * out)
+        .map(|i| w[(i % out) * inner + i / out])
+        .collect();
+    let mut direct = vec![0.0; rows * out];
+    matmul_here(&x, rows, &PackedMatrix::pack(&w, out, inner), &mut direct);
+    let ldc = out + 5;
+    let mut strided = vec![-1.0; rows * ldc];
+    let packed = PackedMatrix::pack_transposed(&wt, inner, out);
+    // SAFETY: `strided` holds `rows` rows `ldc` apart.
+    unsafe { matmul_strided(&x, rows, &packed, strided.as_mut_ptr(), ldc) };
+    for (i, row) in strided.chunks(ldc).enumerate() {
+        assert_eq!(row[..out], direct[i * out..][..out], "row {i}");
+        assert!(
+            row[out..].iter().all(|&v| v == -1.0),
+            "row {i} past its columns"
+        );
+    }
+}
+
+/// Rows packed (a product of many panels) or read in place (a thin one) give the same
+/// bits: the same sums in the same order.
+#[test]
+fn packed_and_unpacked_rows_agree_bit_for_bit() {
+    let (rows, inner) = (23, 520);
+    let wide = 16 * PACK_ROWS_PANELS;
+    let x = random(rows * inner, 10);
+    let w = random(wide * inner, 11);
+    let mut packed = vec![0.0; rows * wide];
+    matmul_here(&x, rows, &PackedMatrix::pack(&w, wide, inner), &mut packed);
+    let thin = 16 * 2;
+    let mut unpacked = vec![0.0; rows * thin];
+    let w_thin = PackedMatrix::pack(&w[..thin * inner], thin, inner);
+    matmul_here(&x, rows, &w_thin, &mut unpacked);
+    for i in 0..rows {
+        assert_eq!(
+            unpacked[i * thin..][..thin],
+            packed[i * wide..][..thin],
+            "row {i}"
+        );
+    }
+}
+
+#[test]
+fn no_rows_is_no_work() {
+    let packed = PackedMatrix::pack(&random(12, 7), 4, 3);
+    matmul(&[], 0, &packed, &mut []);
+}
