@@ -1,5 +1,5 @@
 //! The server's one error type and its mapping to HTTP: every failure, from a malformed body to
-//! a model fault, leaves as OpenAI's error body with the status of the contract (API.md),
+//! a model fault, leaves as OpenAI's error body with the status of the contract (docs/API.md),
 //! decided here and nowhere else.
 
 use std::fmt;

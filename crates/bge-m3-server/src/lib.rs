@@ -1,6 +1,6 @@
 //! `bge-m3-server`: BGE-M3 ([BAAI/bge-m3](https://huggingface.co/BAAI/bge-m3)) over HTTP on
 //! actix-web, a drop-in replacement for the original Python service and for OpenAI's
-//! embeddings API. The HTTP contract is the crate's README.
+//! embeddings API. The HTTP contract is docs/API.md at the repository root.
 //!
 //! - [`Config`]: the settings (clap flags, each also an environment variable).
 //! - [`run`] binds and serves; [`serve`] serves on a listener you bound (port 0 in tests).
@@ -364,8 +364,6 @@ fn finished(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use actix_web::test;
     use bge_m3_core::Outputs;
     use serde_json::{json, Value};
@@ -402,7 +400,7 @@ mod tests {
             let job = job(Inputs::Texts(vec!["a".into()]), Outputs::default(), 8192);
             batcher.encode(job).await
         });
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        gate.until_arrived(1).await;
 
         let app = test::init_service(app(state)).await;
         for path in ["/v1/embeddings", "/embeddings"] {

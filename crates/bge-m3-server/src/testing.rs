@@ -1,12 +1,14 @@
 //! What the unit tests of several modules share: the tiny fixture model, a gate in front of its
 //! forward passes, and jobs.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
-use bge_m3_core::queue::Forward;
+use bge_m3_core::queue::{Forward, Observer, PassReport};
 use bge_m3_core::{BgeM3, DeviceSpec, Embedding, EncodeOptions, LoadOptions, Outputs};
 
-use crate::inference::{Batcher, BatcherOptions, EncodeJob, Inputs, SparseKeys};
+use crate::inference::{Batcher, BatcherOptions, EncodeJob, Inputs, QueueMetrics, SparseKeys};
 
 pub(crate) fn tiny() -> Arc<BgeM3> {
     static MODEL: OnceLock<Arc<BgeM3>> = OnceLock::new();
@@ -29,6 +31,10 @@ pub(crate) struct Gate {
     pub opened: Condvar,
     /// The number of sequences of each pass run so far.
     pub passes: Mutex<Vec<usize>>,
+    /// The number of sequences of each pass that reached the gate, open or not.
+    pub arrived: Mutex<Vec<usize>>,
+    /// Texts waiting on the queue for a pass, as the queue last reported.
+    pub waiting: AtomicUsize,
 }
 
 impl Gate {
@@ -39,6 +45,54 @@ impl Gate {
         *self.open.lock().unwrap() = true;
         self.opened.notify_all();
     }
+
+    /// Texts of passes that reached the gate.
+    pub fn arrived_texts(&self) -> usize {
+        self.arrived.lock().unwrap().iter().sum()
+    }
+
+    /// Waits until `texts` texts are on the queue or at the gate: every request sent so far
+    /// has been tokenized and queued. Panics after 30 s.
+    pub async fn until_queued(&self, texts: usize) {
+        until(|| self.arrived_texts() + self.waiting.load(Ordering::SeqCst) >= texts).await;
+    }
+
+    /// Waits until a pass of `texts` or more texts has reached the gate. Panics after 30 s.
+    pub async fn until_arrived(&self, texts: usize) {
+        until(|| self.arrived_texts() >= texts).await;
+    }
+}
+
+/// The queue's count of waiting texts, kept by the gate; every report also goes to the metrics,
+/// as a batcher's do.
+struct Watch(Arc<Gate>);
+
+impl Observer for Watch {
+    fn waiting_texts(&self, texts: usize) {
+        self.0.waiting.store(texts, Ordering::SeqCst);
+        QueueMetrics.waiting_texts(texts);
+    }
+
+    fn pass(&self, pass: &PassReport<'_>) {
+        QueueMetrics.pass(pass);
+    }
+
+    fn restarted(&self) {
+        QueueMetrics.restarted();
+    }
+}
+
+/// Polls `done` until it holds, yielding to the runtime in between (the requests awaited run
+/// on it); panics after 30 s.
+async fn until(done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "the requests were not queued within 30 s"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 impl Forward for Gate {
@@ -47,6 +101,7 @@ impl Forward for Gate {
         sequences: &[&[u32]],
         outputs: Outputs,
     ) -> bge_m3_core::Result<Vec<Embedding>> {
+        self.arrived.lock().unwrap().push(sequences.len());
         let mut open = self.open.lock().unwrap();
         while !*open {
             open = self.opened.wait(open).unwrap();
@@ -71,8 +126,12 @@ pub(crate) fn gated(options: BatcherOptions) -> (Batcher, Arc<Gate>) {
         open: Mutex::new(false),
         opened: Condvar::new(),
         passes: Mutex::new(Vec::new()),
+        arrived: Mutex::new(Vec::new()),
+        waiting: AtomicUsize::new(0),
     });
-    let batcher = Batcher::start_with(tiny(), gate.clone(), options).unwrap();
+    let batcher =
+        Batcher::start_observed(tiny(), gate.clone(), options, Arc::new(Watch(gate.clone())))
+            .unwrap();
     (batcher, gate)
 }
 

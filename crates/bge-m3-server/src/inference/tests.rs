@@ -41,7 +41,14 @@ async fn merged_requests_get_the_answers_of_their_texts_alone() {
         let chosen: Vec<&str> = corpus.iter().cycle().skip(n).take(n).copied().collect();
         jobs.push((chosen, outputs, max_length));
     }
-    // Every request waits behind the closed gate, so they share passes.
+    // A first request holds the model at the closed gate, so that every other request waits
+    // on the queue and they share the following passes.
+    let blocker = {
+        let batcher = batcher.clone();
+        let job = job(texts(&["first"]), Outputs::default(), 8192);
+        actix_web::rt::spawn(async move { batcher.encode(job).await })
+    };
+    gate.until_arrived(1).await;
     let mut pending = Vec::new();
     for (chosen, outputs, max_length) in &jobs {
         let batcher = batcher.clone();
@@ -50,8 +57,10 @@ async fn merged_requests_get_the_answers_of_their_texts_alone() {
             async move { batcher.encode(job).await },
         ));
     }
-    actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    let total: usize = jobs.iter().map(|(chosen, _, _)| chosen.len()).sum();
+    gate.until_queued(1 + total).await;
     gate.open();
+    assert!(blocker.await.unwrap().is_ok());
     for ((chosen, outputs, max_length), pending) in jobs.iter().zip(pending) {
         let encoded = pending.await.unwrap().unwrap();
         assert_eq!(encoded.embeddings.len(), chosen.len());
@@ -87,6 +96,15 @@ async fn merged_requests_get_the_answers_of_their_texts_alone() {
         let by_token = encoded.sparse_tokens.unwrap();
         assert_eq!(by_token.len(), chosen.len());
     }
+    // Were no pass to mix requests, each would take one pass at least: fewer passes than
+    // requests means that texts of different requests were computed together.
+    let passes = gate.passes.lock().unwrap().clone();
+    assert_eq!(passes[0], 1, "the blocker's pass: {passes:?}");
+    assert_eq!(passes[1..].iter().sum::<usize>(), total, "{passes:?}");
+    assert!(
+        passes.len() - 1 < jobs.len(),
+        "no pass was shared: {passes:?}"
+    );
     assert!(encoded_timings_are_set(&batcher).await);
 }
 
@@ -111,7 +129,8 @@ async fn a_full_queue_refuses_at_once() {
             .encode(job(texts(&["a"]), Outputs::default(), 8192))
             .await
     });
-    actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    // The first request holds its place while its pass waits at the gate.
+    gate.until_arrived(1).await;
     let second = batcher
         .encode(job(texts(&["b"]), Outputs::default(), 8192))
         .await;
@@ -188,7 +207,7 @@ async fn a_faulty_pass_fails_its_requests_and_the_rest_are_served() {
                 .await
         })
     };
-    actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    gate.until_queued(3).await;
     gate.open();
     let failed = poisoned.await.unwrap();
     assert!(
@@ -246,7 +265,7 @@ async fn a_rerank_shares_its_pass_with_other_requests_and_scores_each_pair_alone
         let job = job(texts(&["first"]), Outputs::default(), 8192);
         actix_web::rt::spawn(async move { batcher.encode(job).await })
     };
-    actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    gate.until_arrived(1).await;
     let reranking = {
         let batcher = batcher.clone();
         let job = ScoreJob::rerank(query.clone(), documents.clone(), options);
@@ -261,7 +280,8 @@ async fn a_rerank_shares_its_pass_with_other_requests_and_scores_each_pair_alone
         );
         actix_web::rt::spawn(async move { batcher.encode(job).await })
     };
-    actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    // The blocker's text at the gate; the query, three documents and two texts queued.
+    gate.until_queued(1 + 4 + 2).await;
     gate.open();
     assert!(blocker.await.unwrap().is_ok());
     let reranked = reranking.await.unwrap().unwrap();

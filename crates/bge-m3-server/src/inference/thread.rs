@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bge_m3_core::queue::{self, Forward, Queue};
+use bge_m3_core::queue::{self, Forward, Observer, Queue};
 use bge_m3_core::BgeM3;
 use tokio::sync::{oneshot, Semaphore};
 
@@ -104,9 +104,19 @@ impl Batcher {
         forward: Arc<dyn Forward>,
         options: BatcherOptions,
     ) -> Result<Self> {
+        Self::start_observed(model, forward, options, Arc::new(QueueMetrics))
+    }
+
+    /// Like [`Self::start_with`], the queue reporting to `observer` rather than to the metrics:
+    /// for tests that wait for texts to be queued.
+    pub(crate) fn start_observed(
+        model: Arc<BgeM3>,
+        forward: Arc<dyn Forward>,
+        options: BatcherOptions,
+        observer: Arc<dyn Observer>,
+    ) -> Result<Self> {
         let tokenizers = tokenizer_pool(options.tokenizer_threads)?;
-        let queue = Queue::spawn(forward, options.max_batch_tokens, Arc::new(QueueMetrics))
-            .map_err(Error::Io)?;
+        let queue = Queue::spawn(forward, options.max_batch_tokens, observer).map_err(Error::Io)?;
         Ok(Self::from_parts(model, queue, tokenizers, options))
     }
 

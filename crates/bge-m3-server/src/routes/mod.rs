@@ -1,4 +1,4 @@
-//! The routes of API.md, and the 404 and 405 answers for everything else.
+//! The routes of docs/API.md, and the 404 and 405 answers for everything else.
 
 mod answer;
 mod docs;

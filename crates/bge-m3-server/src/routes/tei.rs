@@ -2,7 +2,7 @@
 //! for it work by changing the URL: `POST /embed` (dense), `/embed_sparse` (lexical weights),
 //! `/embed_all` (ColBERT vectors), `/tokenize`, `/decode`, and `GET /info`. Requests and
 //! responses have its shapes; errors keep this server's one error body. Every difference is in
-//! the README ("text-embeddings-inference routes").
+//! docs/API.md ("text-embeddings-inference routes").
 
 use actix_web::{web, HttpResponse};
 use bge_m3_core::{EncodeOptions, Outputs};
