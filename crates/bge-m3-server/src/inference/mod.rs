@@ -46,6 +46,7 @@ pub use self::error::{Error, Result};
 pub use self::info::ModelInfo;
 pub use self::jobs::{EncodeJob, Encoded, Inputs, ScoreJob, Scored, SparseKeys, Timings};
 use self::memory::{Cost, Need, Reservation};
+#[cfg(test)]
 pub(crate) use self::observer::QueueMetrics;
 pub use self::text_tokenizer::{TextTokenizer, Token};
 pub use self::thread::{default_tokenizer_threads, BatcherOptions, Loaded};
