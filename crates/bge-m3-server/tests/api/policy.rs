@@ -14,7 +14,7 @@ use crate::common::*;
 fn strict() -> &'static str {
     static BASE: OnceLock<String> = OnceLock::new();
     BASE.get_or_init(|| {
-        let mut config = config(model_dir());
+        let mut config = config(tiny_pt());
         config.allow_token_ids = false;
         start(config)
     })
@@ -23,7 +23,7 @@ fn strict() -> &'static str {
 fn lenient() -> &'static str {
     static BASE: OnceLock<String> = OnceLock::new();
     BASE.get_or_init(|| {
-        let mut config = config(model_dir());
+        let mut config = config(tiny_pt());
         config.accept_any_model = true;
         config.rerank_weights = ScoreWeights::try_from([1.0, 0.0, 0.0]).unwrap();
         start(config)

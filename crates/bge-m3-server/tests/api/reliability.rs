@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::common::*;
-use crate::process::{closed_within, eventually, reset, Server};
+use crate::process::{closed_within, reset, Server};
 
 /// `n` texts of `chars` letters and digits (about one token each for tiny-pt), reproducible.
 fn random_texts(n: usize, chars: usize, seed: u64) -> Vec<String> {
@@ -488,7 +488,7 @@ fn long_requests(
     handles
 }
 
-fn a_second_signal_exits_at_once(first: &str, second: &str) {
+fn a_second_signal_exits_at_once(first: Signal, second: Signal) {
     let _turn = heavy();
     let mut server = Server::start(&[("MAX_INPUTS", "2048"), ("MAX_BATCH_TOKENS", "1024")]);
     let clients = long_requests(&server, 2);
@@ -519,13 +519,13 @@ fn a_second_signal_exits_at_once(first: &str, second: &str) {
 /// Defect 5: a second signal waited for the whole `--shutdown-timeout` (30 s).
 #[test]
 fn a_second_sigterm_exits_within_5_s() {
-    a_second_signal_exits_at_once("TERM", "TERM");
+    a_second_signal_exits_at_once(Signal::Term, Signal::Term);
 }
 
 #[test]
 fn a_second_sigint_or_term_then_int_exits_within_5_s() {
-    a_second_signal_exits_at_once("INT", "INT");
-    a_second_signal_exits_at_once("TERM", "INT");
+    a_second_signal_exits_at_once(Signal::Int, Signal::Int);
+    a_second_signal_exits_at_once(Signal::Term, Signal::Int);
 }
 
 /// Defect 6: requests cut off by `--shutdown-timeout` were dropped without an answer and the
@@ -554,7 +554,7 @@ fn a_drain_answers_503_and_the_exit_status_says_requests_were_abandoned() {
 
     let clients = long_requests(&server, 2);
     let signalled = Instant::now();
-    server.signal("TERM");
+    server.signal(Signal::Term);
     wait_for_health(&server.base, 503);
     // During the drain: /health says so, new requests are refused, on new connections and on
     // the idle keep-alive one.

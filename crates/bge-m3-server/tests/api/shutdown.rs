@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::common::*;
-use crate::process::{eventually, Server};
+use crate::process::Server;
 
-fn graceful_stop_answers_everything_in_flight(signal_name: &str) {
+fn graceful_stop_answers_everything_in_flight(signal: Signal) {
     let mut server = Server::start(&[("MAX_BATCH_TOKENS", "2048")]);
     let base = server.base.clone();
     // Long texts, so that several passes are still to run when the signal comes.
@@ -32,7 +32,7 @@ fn graceful_stop_answers_everything_in_flight(signal_name: &str) {
             >= 6.0
     });
     assert!(admitted.is_some(), "the requests were never admitted");
-    server.signal(signal_name);
+    server.signal(signal);
     let signalled = Instant::now();
     let mut answered_after_the_signal = 0;
     for client in clients {
@@ -52,10 +52,10 @@ fn graceful_stop_answers_everything_in_flight(signal_name: &str) {
 
 #[test]
 fn sigterm_answers_everything_in_flight_then_exits_0() {
-    graceful_stop_answers_everything_in_flight("TERM");
+    graceful_stop_answers_everything_in_flight(Signal::Term);
 }
 
 #[test]
 fn sigint_answers_everything_in_flight_then_exits_0() {
-    graceful_stop_answers_everything_in_flight("INT");
+    graceful_stop_answers_everything_in_flight(Signal::Int);
 }

@@ -8,8 +8,9 @@ use serde_json::Value;
 
 use crate::{Reply, Sent, Served};
 
-/// Slack of the unit-length and range checks on values that went through JSON as f32.
-pub(crate) const TOLERANCE: f64 = 1e-4;
+/// Slack of the unit-length and range checks on values that went through JSON as f32
+/// ([`bge_m3_test_support::NORM_TOLERANCE`], in the f64 these checks compute in).
+pub(crate) const NORM_TOLERANCE: f64 = bge_m3_test_support::NORM_TOLERANCE as f64;
 
 pub(crate) fn fail(message: impl Into<String>) -> TestCaseError {
     TestCaseError::fail(message.into())
@@ -247,7 +248,7 @@ pub(crate) fn check_vector(
     );
     let norm = values.iter().map(|v| v * v).sum::<f64>().sqrt();
     prop_assert!(
-        (norm - 1.0).abs() <= TOLERANCE || norm == 0.0,
+        (norm - 1.0).abs() <= NORM_TOLERANCE || norm == 0.0,
         "vector norm {norm}"
     );
     Ok(())
@@ -393,7 +394,7 @@ fn check_score(request: &Value, body: &Value) -> Result<(), TestCaseError> {
     let within = |value: f64, parts: &[f64]| {
         let low = parts.iter().copied().fold(f64::INFINITY, f64::min);
         let high = parts.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let slack = TOLERANCE * high.abs().max(low.abs()).max(1.0);
+        let slack = NORM_TOLERANCE * high.abs().max(low.abs()).max(1.0);
         value.is_finite() && value >= low - slack && value <= high + slack
     };
     for i in 0..pairs {
@@ -402,11 +403,11 @@ fn check_score(request: &Value, body: &Value) -> Result<(), TestCaseError> {
             other => return Err(fail(format!("pair {i}: scores {other:?}"))),
         };
         prop_assert!(
-            (-1.0 - TOLERANCE..=1.0 + TOLERANCE).contains(&d),
+            (-1.0 - NORM_TOLERANCE..=1.0 + NORM_TOLERANCE).contains(&d),
             "dense {d}"
         );
         prop_assert!(
-            (-1.0 - TOLERANCE..=1.0 + TOLERANCE).contains(&c),
+            (-1.0 - NORM_TOLERANCE..=1.0 + NORM_TOLERANCE).contains(&c),
             "colbert {c}"
         );
         prop_assert!(s.is_finite() && s >= 0.0, "sparse {s}");

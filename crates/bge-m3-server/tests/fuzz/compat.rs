@@ -8,7 +8,7 @@ use proptest::option::weighted as maybe;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-use crate::checks::{check_sparse, check_vector, fail, input_count, TOLERANCE};
+use crate::checks::{check_sparse, check_vector, fail, input_count, NORM_TOLERANCE};
 use crate::strategies::{
     body, choice, dimensions, extra_fields, flag, input, junk, length, model, text, texts,
     token_id, weights,
@@ -278,7 +278,7 @@ fn check_ranked(indices: &[u64], scores: &[Value], count: usize) -> Result<(), T
     prop_assert!(
         scores
             .iter()
-            .all(|s| s.is_finite() && *s >= -1.0 - TOLERANCE),
+            .all(|s| s.is_finite() && *s >= -1.0 - NORM_TOLERANCE),
         "scores {:?}",
         scores
     );
