@@ -77,16 +77,16 @@ impl Server {
         self.process.cpu_time().expect("/proc/PID/stat")
     }
 
-    /// The value of a metric of `/metrics` (the first line starting with `line_start`), 0 when
-    /// it has none.
-    pub fn metric(&self, line_start: &str) -> f64 {
-        let reply = try_send(&self.base, "GET", "/metrics", None, None).unwrap();
-        reply
+    /// `/metrics` now, to read several metrics of the same moment with [`metric_in`].
+    pub fn metrics(&self) -> String {
+        try_send(&self.base, "GET", "/metrics", None, None)
+            .unwrap()
             .text
-            .lines()
-            .find(|line| line.starts_with(line_start))
-            .and_then(|line| line.rsplit(' ').next())
-            .map_or(0.0, |value| value.parse().unwrap())
+    }
+
+    /// The value of a metric of `/metrics` now (see [`metric_in`]).
+    pub fn metric(&self, line_start: &str) -> f64 {
+        metric_in(&self.metrics(), line_start)
     }
 
     pub fn signal(&self, signal: Signal) {
@@ -137,6 +137,16 @@ impl Server {
         stream.write_all(body).unwrap();
         stream
     }
+}
+
+/// The value of a metric in the Prometheus text `metrics`: the first line starting with
+/// `line_start`; 0 when there is none (a counter not yet incremented).
+pub fn metric_in(metrics: &str, line_start: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|line| line.starts_with(line_start))
+        .and_then(|line| line.rsplit(' ').next())
+        .map_or(0.0, |value| value.parse().unwrap())
 }
 
 /// Closes `stream` with a reset (RST, a zero linger) rather than a FIN: a client that is gone
