@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::common::*;
-use crate::process::{closed_within, reset, Server};
+use crate::process::{closed_within, metric_in, reset, Server};
 
 /// `n` texts of `chars` letters and digits (about one token each for tiny-pt), reproducible.
 fn random_texts(n: usize, chars: usize, seed: u64) -> Vec<String> {
@@ -448,7 +448,18 @@ fn a_timed_out_request_stops_being_tokenized() {
     drop(texts);
     let reply = try_send(&server.base, "POST", "/embeddings", JSON, Some(body)).unwrap();
     assert_error(&reply, 503, "timeout", None);
-    std::thread::sleep(Duration::from_millis(700));
+    let answered = Instant::now();
+    // The request has left the queue: no place taken, no text waiting, nothing reserved.
+    let left = eventually(Duration::from_secs(5), || {
+        let metrics = server.metrics();
+        metric_in(&metrics, "bge_m3_queued_requests") == 0.0
+            && metric_in(&metrics, "bge_m3_waiting_texts") == 0.0
+            && metric_in(&metrics, "bge_m3_memory_reserved_bytes") == 0.0
+    });
+    assert!(left.is_some(), "the timed-out request is still queued");
+    // Time is the subject from here: the chunk being tokenized at the 503 may finish (0.7 s of
+    // grace from the answer), then no more CPU may go to the request over 2 s.
+    std::thread::sleep(Duration::from_millis(700).saturating_sub(answered.elapsed()));
     let before = server.cpu();
     std::thread::sleep(Duration::from_secs(2));
     let used = server.cpu() - before;
