@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bge_m3_core::{BgeM3, DeviceSpec, EncodeOptions, LoadOptions, Outputs};
-use bge_m3_test_support::{assert_close, model_dir, TOLERANCE};
+use bge_m3_test_support::{assert_close, model_dir, ClosedPort, TOLERANCE};
 use serde_json::{json, Value};
 
 use process::{agent, failure, get, serving, start, start_with, Home, Server, START_TIMEOUT};
@@ -393,13 +393,11 @@ fn a_private_repository_downloads_with_hf_token() {
 
 #[test]
 fn an_unreachable_hub_says_so() {
-    // A port that was free a moment ago: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let endpoint = format!("http://127.0.0.1:{port}");
+    // A port held bound and never listened on while the test runs: known to refuse.
+    let closed = ClosedPort::new().unwrap();
+    let refused = std::net::TcpStream::connect(closed.addr()).unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    let endpoint = closed.url();
     let vars = [
         ("HF_ENDPOINT", endpoint.as_str()),
         ("MODEL_PATH", "test-org/tiny-pt"),
