@@ -166,5 +166,10 @@ fn max_length_batch_size_and_token_ids() {
     let sequence = &model().tokenize(&["Hello world!"], 8192).unwrap()[0];
     let ids = &sequence[1..sequence.len() - 1];
     let from_ids = post_ok("/embeddings", json!({"input": [ids]}));
-    assert_eq!(from_ids["dense_vecs"], max["dense_vecs"]);
+    // Two requests: on the shared server either may have shared a forward pass with others.
+    assert_same_answer(
+        &from_ids["dense_vecs"],
+        &max["dense_vecs"],
+        "token ids against the text",
+    );
 }
