@@ -13,7 +13,9 @@ use bge_m3_core::{BgeM3, DeviceSpec, Embedding, EncodeOptions, LoadOptions, Outp
 use bge_m3_server::Config;
 use serde_json::Value;
 
-pub use bge_m3_test_support::{assert_close, eventually, norm, tiny_pt, Signal, TOLERANCE};
+pub use bge_m3_test_support::{
+    assert_close, check_same_weights, eventually, norm, tiny_pt, Signal, TOLERANCE,
+};
 /// The test server's `--max-inputs`, small so that the limit is cheap to reach.
 pub const MAX_INPUTS: usize = 16;
 /// The test server's `--max-body-bytes`.
