@@ -3,19 +3,23 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use arrow_array::{Array, ListArray, MapArray, StringArray, StructArray, UInt32Array};
 use bge_m3_core::{BgeM3, EncodeOptions, LoadOptions, Outputs};
+use bge_m3_test_support::{assert_close, eventually, tiny_pt, Finished, Launch, Signal, TOLERANCE};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{json, Value};
 
-const TOLERANCE: f32 = 1e-5;
+/// The longest a run of the encoder may take (the slowest, 60 texts, takes seconds).
+const RUN_TIMEOUT: Duration = Duration::from_secs(300);
 
-fn model_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models/tiny-pt")
+/// The encoder on tiny-pt.
+fn encoder() -> Launch {
+    Launch::new(env!("CARGO_BIN_EXE_bge-m3-encode"))
+        .arg("--model")
+        .arg(tiny_pt())
 }
 
 /// Texts of mixed lengths, 1 to about 400 tokens, with repeated words (so sparse weights pool).
@@ -55,23 +59,12 @@ fn write_jsonl(path: &Path, texts: &[String]) {
     }
 }
 
-fn encode(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bge-m3-encode"))
-        .arg("--model")
-        .arg(model_dir())
+/// Runs the encoder on tiny-pt with `args`, to its end.
+fn encode(args: &[&str]) -> Finished {
+    encoder()
         .args(["--progress", "none"])
         .args(args)
-        .output()
-        .unwrap()
-}
-
-fn succeeded(output: &Output) {
-    assert!(
-        output.status.success(),
-        "status {:?}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
+        .run(RUN_TIMEOUT)
 }
 
 fn rows(path: &Path) -> Vec<Value> {
@@ -91,15 +84,8 @@ fn floats(value: &Value) -> Vec<f32> {
         .collect()
 }
 
-fn assert_close(got: &[f32], want: &[f32], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= TOLERANCE, "{what}[{i}]: {g} vs {w}");
-    }
-}
-
 fn library(texts: &[String]) -> Vec<bge_m3_core::Embedding> {
-    let model = BgeM3::load(model_dir(), &LoadOptions::default()).unwrap();
+    let model = BgeM3::load(tiny_pt(), &LoadOptions::default()).unwrap();
     let options = EncodeOptions::default().with_outputs(Outputs::ALL);
     model.encode(texts, &options).unwrap()
 }
@@ -125,7 +111,7 @@ fn every_output_equals_the_librarys_encode_in_input_order() {
         "--max-batch-tokens",
         "300",
     ]);
-    succeeded(&output);
+    output.assert_success();
     let rows = rows(&out);
     let want = library(&texts);
     assert_eq!(rows.len(), texts.len());
@@ -135,6 +121,7 @@ fn every_output_equals_the_librarys_encode_in_input_order() {
         assert_close(
             &floats(&row["dense"]),
             want.dense.as_ref().unwrap(),
+            TOLERANCE,
             "dense",
         );
         let sparse = row["sparse"].as_object().unwrap();
@@ -142,16 +129,21 @@ fn every_output_equals_the_librarys_encode_in_input_order() {
         assert_eq!(sparse.len(), want_sparse.len(), "doc {i}: sparse entries");
         for (id, weight) in want_sparse {
             let got = sparse[&id.to_string()].as_f64().unwrap() as f32;
-            assert!((got - weight).abs() <= TOLERANCE, "doc {i} sparse {id}");
+            assert_close(
+                &[got],
+                &[*weight],
+                TOLERANCE,
+                format!("doc {i} sparse {id}"),
+            );
         }
         let colbert = row["colbert"].as_array().unwrap();
         let want_colbert = want.colbert.as_ref().unwrap();
         assert_eq!(colbert.len(), want_colbert.len());
         for (got, want) in colbert.iter().zip(want_colbert) {
-            assert_close(&floats(got), want, "colbert");
+            assert_close(&floats(got), want, TOLERANCE, "colbert");
         }
     }
-    let summary = String::from_utf8_lossy(&output.stderr);
+    let summary = &output.stderr;
     assert!(summary.contains("done: 60 documents"), "{summary}");
 }
 
@@ -224,7 +216,7 @@ fn parquet_holds_the_rows_of_the_jsonl_output_in_every_sparse_format() {
         let jsonl = dir.path().join(format!("{format}.jsonl"));
         let parquet = dir.path().join(format!("{format}.parquet"));
         for out in [&jsonl, &parquet] {
-            succeeded(&encode(&[
+            encode(&[
                 corpus.to_str().unwrap(),
                 "-o",
                 out.to_str().unwrap(),
@@ -234,7 +226,8 @@ fn parquet_holds_the_rows_of_the_jsonl_output_in_every_sparse_format() {
                 format,
                 "--window-texts",
                 "10",
-            ]));
+            ])
+            .assert_success();
         }
         assert!(!dir
             .path()
@@ -281,12 +274,13 @@ fn text_lines_directories_and_stdin_are_read_with_their_ids() {
     std::fs::write(docs.join("readme.md"), "# Title\n\nBody text.").unwrap();
     std::fs::write(docs.join("guide/intro.txt"), "An introduction.").unwrap();
     let out = dir.path().join("out.jsonl");
-    succeeded(&encode(&[
+    encode(&[
         lines.to_str().unwrap(),
         docs.to_str().unwrap(),
         "-o",
         out.to_str().unwrap(),
-    ]));
+    ])
+    .assert_success();
     let ids: Vec<Value> = rows(&out).iter().map(|r| r["id"].clone()).collect();
     assert_eq!(
         ids,
@@ -299,9 +293,7 @@ fn text_lines_directories_and_stdin_are_read_with_their_ids() {
     );
 
     // stdin, JSONL by default, with other field names.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bge-m3-encode"))
-        .arg("--model")
-        .arg(model_dir())
+    let mut child = encoder()
         .args([
             "--text-field",
             "body",
@@ -310,19 +302,17 @@ fn text_lines_directories_and_stdin_are_read_with_their_ids() {
             "--outputs",
             "dense",
         ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdin_piped()
+        .capture_stdout()
         .spawn()
         .unwrap();
     child
-        .stdin
-        .take()
-        .unwrap()
+        .stdin()
         .write_all(b"{\"key\": 5, \"body\": \"from stdin\"}\n{\"body\": \"no key\"}\n")
         .unwrap();
-    let output = child.wait_with_output().unwrap();
-    succeeded(&output);
+    // The pipe is dropped above: stdin ends, and the run with it.
+    let output = child.finish(RUN_TIMEOUT);
+    output.assert_success();
     let rows: Vec<Value> = String::from_utf8(output.stdout)
         .unwrap()
         .lines()
@@ -337,6 +327,7 @@ fn text_lines_directories_and_stdin_are_read_with_their_ids() {
     assert_close(
         &floats(&rows[0]["dense"]),
         want[0].dense.as_ref().unwrap(),
+        TOLERANCE,
         "stdin dense",
     );
 }
@@ -352,7 +343,7 @@ fn a_bad_record_is_fatal_by_default_and_skipped_on_request_naming_its_line() {
     .unwrap();
     let out = dir.path().join("out.jsonl");
     let failed = encode(&[corpus.to_str().unwrap(), "-o", out.to_str().unwrap()]);
-    let stderr = String::from_utf8_lossy(&failed.stderr);
+    let stderr = &failed.stderr;
     assert_eq!(failed.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!(
@@ -372,8 +363,8 @@ fn a_bad_record_is_fatal_by_default_and_skipped_on_request_naming_its_line() {
         "--on-error",
         "skip",
     ]);
-    succeeded(&skipped);
-    let stderr = String::from_utf8_lossy(&skipped.stderr);
+    skipped.assert_success();
+    let stderr = &skipped.stderr;
     assert!(stderr.contains(":2: missing field `text`"), "{stderr}");
     assert!(stderr.contains(":3: invalid JSON"), "{stderr}");
     assert!(stderr.contains("2 bad records skipped"), "{stderr}");
@@ -390,8 +381,8 @@ fn a_bad_record_is_fatal_by_default_and_skipped_on_request_naming_its_line() {
         "--max-text-chars",
         "4",
     ]);
-    succeeded(&limited);
-    let stderr = String::from_utf8_lossy(&limited.stderr);
+    limited.assert_success();
+    let stderr = &limited.stderr;
     assert!(
         stderr.contains(":4: the text has 5 characters, over --max-text-chars 4"),
         "{stderr}"
@@ -417,26 +408,19 @@ fn wrong_usage_is_refused_with_a_message() {
     ];
     for (args, message) in cases {
         let output = encode(args);
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = &output.stderr;
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(message), "{args:?}: {stderr}");
     }
 }
 
-/// Waits until `path` holds at least `lines` complete lines.
+/// Waits until `path` holds at least `lines` complete lines (bounded: 60 s).
 fn wait_for_lines(path: &Path, lines: usize) {
-    let start = Instant::now();
-    loop {
+    let written = eventually(Duration::from_secs(60), || {
         let text = std::fs::read_to_string(path).unwrap_or_default();
-        if text.matches('\n').count() >= lines {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no output after 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        text.matches('\n').count() >= lines
+    });
+    assert!(written.is_some(), "not {lines} lines of output after 60 s");
 }
 
 #[test]
@@ -447,16 +431,13 @@ fn ctrl_c_writes_what_is_finished_and_resume_completes_the_output() {
     write_jsonl(&corpus, &texts);
     let out = dir.path().join("out.jsonl");
     // The first 15 records come on stdin, which then stays open: the run waits for more.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bge-m3-encode"))
-        .arg("--model")
-        .arg(model_dir())
+    let mut child = encoder()
         .args(["--progress", "none", "--window-texts", "5", "-o"])
         .arg(&out)
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdin_piped()
         .spawn()
         .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
+    let mut stdin = child.stdin();
     let first: String = std::fs::read_to_string(&corpus)
         .unwrap()
         .lines()
@@ -466,10 +447,10 @@ fn ctrl_c_writes_what_is_finished_and_resume_completes_the_output() {
     stdin.write_all(first.as_bytes()).unwrap();
     stdin.flush().unwrap();
     wait_for_lines(&out, 15);
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let output = child.wait_with_output().unwrap();
+    child.signal(Signal::Int).unwrap();
+    let output = child.finish(RUN_TIMEOUT);
     drop(stdin);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = &output.stderr;
     assert_eq!(output.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("interrupted: 15 documents"), "{stderr}");
     assert!(stderr.contains("--resume"), "{stderr}");
@@ -485,22 +466,23 @@ fn ctrl_c_writes_what_is_finished_and_resume_completes_the_output() {
         out.to_str().unwrap(),
         "--resume",
     ]);
-    succeeded(&resumed);
-    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    resumed.assert_success();
+    let stderr = &resumed.stderr;
     assert!(stderr.contains("done: 25 documents"), "{stderr}");
     assert!(stderr.contains("15 already in the output"), "{stderr}");
 
     let full = dir.path().join("full.jsonl");
-    succeeded(&encode(&[
-        corpus.to_str().unwrap(),
-        "-o",
-        full.to_str().unwrap(),
-    ]));
+    encode(&[corpus.to_str().unwrap(), "-o", full.to_str().unwrap()]).assert_success();
     let (resumed, full) = (rows(&out), rows(&full));
     assert_eq!(resumed.len(), full.len());
     for (a, b) in resumed.iter().zip(&full) {
         assert_eq!(a["id"], b["id"]);
-        assert_close(&floats(&a["dense"]), &floats(&b["dense"]), "dense");
+        assert_close(
+            &floats(&a["dense"]),
+            &floats(&b["dense"]),
+            TOLERANCE,
+            "dense",
+        );
         assert_eq!(a["sparse"]["indices"], b["sparse"]["indices"]);
     }
 }
@@ -514,19 +496,15 @@ fn a_parquet_output_resumes_by_copying_its_rows() {
     write_jsonl(&head, &texts[..12]);
     write_jsonl(&corpus, &texts);
     let out = dir.path().join("out.parquet");
-    succeeded(&encode(&[
-        head.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]));
+    encode(&[head.to_str().unwrap(), "-o", out.to_str().unwrap()]).assert_success();
     let resumed = encode(&[
         corpus.to_str().unwrap(),
         "-o",
         out.to_str().unwrap(),
         "--resume",
     ]);
-    succeeded(&resumed);
-    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    resumed.assert_success();
+    let stderr = &resumed.stderr;
     assert!(stderr.contains("12 already in the output"), "{stderr}");
     let columns = read_parquet(&out);
     let ids: Vec<String> = columns["id"]
@@ -546,5 +524,5 @@ fn a_parquet_output_resumes_by_copying_its_rows() {
         "dense",
     ]);
     assert_eq!(other.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&other.stderr).contains("cannot resume it"));
+    assert!(&other.stderr.contains("cannot resume it"));
 }

@@ -10,17 +10,16 @@ mod process;
 #[path = "hub/standin.rs"]
 mod standin;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use bge_m3_core::{BgeM3, DeviceSpec, EncodeOptions, LoadOptions, Outputs};
+use bge_m3_test_support::{assert_close, model_dir, ClosedPort, TOLERANCE};
 use serde_json::{json, Value};
 
 use process::{agent, failure, get, serving, start, start_with, Home, Server, START_TIMEOUT};
 use standin::{StandIn, StandInRepo};
 
-/// Tolerance of every comparison with bge-m3-core (fp32, 1e-5 absolute).
-const TOLERANCE: f32 = 1e-5;
 const TEXTS: [&str; 2] = ["What is BGE M3?", "Defination of BM25"];
 const MAIN: &str = "1111111111111111111111111111111111111111";
 const V1: &str = "2222222222222222222222222222222222222222";
@@ -33,17 +32,11 @@ const MODEL_FILES: [&str; 5] = [
     "sparse_linear.pt",
 ];
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures/models")
-        .join(name)
-}
-
 /// A repository holding every file of a fixture model (tokenizer_config.json and
 /// special_tokens_map.json included, which the server must not fetch) plus an ONNX export.
 fn repo_of(id: &str, model: &str) -> StandInRepo {
     let mut repo = StandInRepo::new(id, &[("main", MAIN)]);
-    for entry in std::fs::read_dir(fixture(model)).unwrap() {
+    for entry in std::fs::read_dir(model_dir(model)).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_str().unwrap().to_string();
         repo = repo.file(&name, std::fs::read(&path).unwrap());
@@ -77,7 +70,7 @@ fn assert_serves(server: &Server, model: &str) {
     let options = LoadOptions::default()
         .with_device(DeviceSpec::Cpu)
         .with_dtype(None);
-    let reference = BgeM3::load(fixture(model), &options).unwrap();
+    let reference = BgeM3::load(model_dir(model), &options).unwrap();
     let expected = reference
         .encode(&TEXTS, &EncodeOptions::default().with_outputs(Outputs::ALL))
         .unwrap();
@@ -89,30 +82,30 @@ fn assert_serves(server: &Server, model: &str) {
             .map(|x| x.as_f64().unwrap() as f32)
             .collect()
     };
-    let close = |actual: &[f32], expected: &[f32], what: &str| {
-        assert_eq!(actual.len(), expected.len(), "{what}");
-        for (a, e) in actual.iter().zip(expected) {
-            assert!((a - e).abs() <= TOLERANCE, "{what}: {a} vs {e}");
-        }
-    };
     for (i, expected) in expected.iter().enumerate() {
-        close(
+        assert_close(
             &floats(&answer["dense_vecs"][i]),
             expected.dense.as_ref().unwrap(),
-            "dense",
+            TOLERANCE,
+            format!("dense[{i}]"),
         );
         let rows = answer["colbert_vecs"][i].as_array().unwrap();
         let expected_rows = expected.colbert.as_ref().unwrap();
         assert_eq!(rows.len(), expected_rows.len());
-        for (row, expected_row) in rows.iter().zip(expected_rows) {
-            close(&floats(row), expected_row, "colbert");
+        for (r, (row, expected_row)) in rows.iter().zip(expected_rows).enumerate() {
+            assert_close(
+                &floats(row),
+                expected_row,
+                TOLERANCE,
+                format!("colbert[{i}][{r}]"),
+            );
         }
         let sparse = answer["sparse_vecs"][i].as_object().unwrap();
         let expected_sparse = &expected.sparse.as_ref().unwrap().weights;
         assert_eq!(sparse.len(), expected_sparse.len());
         for (id, weight) in expected_sparse {
             let got = sparse[&id.to_string()].as_f64().unwrap() as f32;
-            close(&[got], &[*weight], "sparse");
+            assert_close(&[got], &[*weight], TOLERANCE, format!("sparse[{i}][{id}]"));
         }
     }
 }
@@ -139,7 +132,7 @@ fn assert_cached(repo_dir: &Path, revision: &str, commit: &str, model: &str, fil
             .starts_with("../../blobs"));
         assert_eq!(
             std::fs::read(&link).unwrap(),
-            std::fs::read(fixture(model).join(file)).unwrap(),
+            std::fs::read(model_dir(model).join(file)).unwrap(),
             "{file}"
         );
     }
@@ -164,7 +157,7 @@ fn downloads_into_the_cache_serves_and_starts_again_offline() {
     }));
     assert_serves(&server, "tiny-pt");
     assert_contains(
-        &server.log.lock().unwrap(),
+        &server.log(),
         &[
             "downloading the model from the Hugging Face Hub",
             "downloaded",
@@ -195,7 +188,7 @@ fn downloads_into_the_cache_serves_and_starts_again_offline() {
     let server = serving(start(&home, &offline, &[]));
     assert_serves(&server, "tiny-pt");
     assert_contains(
-        &server.log.lock().unwrap(),
+        &server.log(),
         &["using the model in the Hugging Face cache"],
     );
     drop(server);
@@ -205,7 +198,7 @@ fn downloads_into_the_cache_serves_and_starts_again_offline() {
 
 #[test]
 fn safetensors_is_fetched_when_the_repository_has_it() {
-    let pickle = std::fs::read(fixture("tiny-pt").join("pytorch_model.bin")).unwrap();
+    let pickle = std::fs::read(model_dir("tiny-pt").join("pytorch_model.bin")).unwrap();
     let repo = repo_of("test-org/tiny-st", "tiny-st").file("pytorch_model.bin", pickle);
     let hub = StandIn::start(vec![repo]);
     let home = Home::new();
@@ -387,18 +380,16 @@ fn a_private_repository_downloads_with_hf_token() {
             .all(|r| r.authorization.as_deref() == Some(bearer.as_str())),
         "{to_the_hub:?}"
     );
-    assert!(!server.log.lock().unwrap().contains(TOKEN));
+    assert!(!server.log().contains(TOKEN));
 }
 
 #[test]
 fn an_unreachable_hub_says_so() {
-    // A port that was free a moment ago: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let endpoint = format!("http://127.0.0.1:{port}");
+    // A port held bound and never listened on while the test runs: known to refuse.
+    let closed = ClosedPort::new().unwrap();
+    let refused = std::net::TcpStream::connect(closed.addr()).unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    let endpoint = closed.url();
     let vars = [
         ("HF_ENDPOINT", endpoint.as_str()),
         ("MODEL_PATH", "test-org/tiny-pt"),

@@ -79,7 +79,7 @@ struct Args {
     #[arg(long, default_value_t = 0.2)]
     hostile: f64,
     /// Model directory to serve.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/models/tiny-pt"))]
+    #[arg(long, default_value_os_t = bge_m3_test_support::tiny_pt())]
     model: PathBuf,
     /// Serve with this server binary (e.g. target/release/bge-m3-server) instead of this
     /// program in server mode.

@@ -1,14 +1,14 @@
 //! The server under load: a child process listening on the loopback, its resident memory read
 //! from `/proc/<pid>/status` once a second, stopped with SIGTERM at the end.
 
-use std::fs::File;
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use bge_m3_test_support::{proc_status_kib, Launch as Program, Process, Signal};
 
 use crate::client;
 
@@ -38,7 +38,7 @@ pub struct Settings {
 pub type Sample = (Instant, u64);
 
 pub struct Server {
-    child: Child,
+    process: Process,
     pub pid: u32,
     pub base: String,
     pub addr: std::net::SocketAddr,
@@ -52,27 +52,27 @@ pub struct Server {
 pub const SERVE: &str = "--serve";
 
 impl Server {
-    /// Starts the server on a free loopback port and begins sampling its RSS.
+    /// Starts the server on a loopback port that it picks itself (`--port 0`, read back from
+    /// its "listening" line), and begins sampling its RSS.
     pub fn start(launch: &Launch, settings: &Settings) -> Result<Self, String> {
-        // The port is picked here and handed over: the race with another process taking it in
-        // between is negligible on a test machine, and the server then fails to start, loudly.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("no free port: {e}"))?
-            .port();
-        let (program, mut command) = match launch {
+        let (program, command) = match launch {
             Launch::SelfExec => {
                 let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-                let mut command = Command::new(&exe);
-                command.arg(SERVE);
-                (format!("{} {SERVE}", exe.display()), command)
+                (
+                    format!("{} {SERVE}", exe.display()),
+                    Program::new(&exe).arg(SERVE),
+                )
             }
-            Launch::Binary(path) => (path.display().to_string(), Command::new(path)),
+            Launch::Binary(path) => (path.display().to_string(), Program::new(path)),
         };
-        command
+        let process = command
+            // Nothing from this environment (an API_KEY, a PORT) may change the server's
+            // settings.
+            .env_clear_except(&["PATH", "HOME", "LD_LIBRARY_PATH", "RUST_BACKTRACE"])
+            .env("RUST_LOG", &settings.rust_log)
             .arg("--model-path")
             .arg(&settings.model)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--host", "127.0.0.1", "--port", "0"])
             .args(["--device", "cpu"])
             .args(["--queue-size", &settings.queue_size.to_string()])
             .args(["--max-inputs", &settings.max_inputs.to_string()])
@@ -80,26 +80,11 @@ impl Server {
             .args(["--body-timeout", &settings.body_timeout.to_string()])
             .args(["--write-timeout", &settings.write_timeout.to_string()])
             // The valid pool has token-id inputs, which the server refuses by default.
-            .arg("--allow-token-ids");
-        // Nothing from this environment (an API_KEY, a PORT) may change the server's settings.
-        command.env_clear();
-        for name in ["PATH", "HOME", "LD_LIBRARY_PATH", "RUST_BACKTRACE"] {
-            if let Some(value) = std::env::var_os(name) {
-                command.env(name, value);
-            }
-        }
-        command.env("RUST_LOG", &settings.rust_log);
-        let log = File::create(&settings.log)
-            .map_err(|e| format!("cannot create {}: {e}", settings.log.display()))?;
-        let log_err = log.try_clone().map_err(|e| e.to_string())?;
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err));
-        let child = command
-            .spawn()
-            .map_err(|e| format!("cannot start {program}: {e}"))?;
-        let pid = child.id();
+            .arg("--allow-token-ids")
+            .log_to(&settings.log)?
+            .spawn()?;
+        let pid = process.pid();
+        let addr = process.wait_for_listening(Duration::from_secs(60))?;
 
         let samples = Arc::new(Mutex::new(Vec::new()));
         let sampling = Arc::new(AtomicBool::new(true));
@@ -110,18 +95,18 @@ impl Server {
                 let sampling = sampling.clone();
                 move || {
                     while sampling.load(Ordering::Relaxed) {
-                        match status_kib(pid, "VmRSS") {
+                        match proc_status_kib(pid, "VmRSS") {
                             Some(kib) => samples.lock().unwrap().push((Instant::now(), kib)),
                             None => break,
                         }
+                        // Time is the subject: one sample a second.
                         std::thread::sleep(Duration::from_secs(1));
                     }
                 }
             })
             .map_err(|e| e.to_string())?;
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         Ok(Self {
-            child,
+            process,
             pid,
             base: format!("http://{addr}"),
             addr,
@@ -136,27 +121,26 @@ impl Server {
     pub fn wait_healthy(&mut self, timeout: Duration) -> Result<Duration, String> {
         let start = Instant::now();
         let agent = client::agent(Duration::from_secs(5));
-        loop {
-            if let Ok(reply) = client::send(&agent, &self.base, "GET", "/health", None, None) {
-                if reply.status == 200 {
-                    return Ok(start.elapsed());
-                }
-            }
-            if let Some(status) = self.exited() {
-                return Err(format!(
-                    "the server exited ({status}) before it was healthy"
-                ));
-            }
-            if start.elapsed() > timeout {
-                return Err(format!("the server was not healthy after {timeout:?}"));
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let mut healthy = false;
+        bge_m3_test_support::eventually(timeout, || {
+            healthy = client::send(&agent, &self.base, "GET", "/health", None, None)
+                .is_ok_and(|reply| reply.status == 200);
+            healthy || self.process.try_exit().is_some()
+        });
+        if healthy {
+            return Ok(start.elapsed());
+        }
+        match self.exited() {
+            Some(status) => Err(format!(
+                "the server exited ({status}) before it was healthy"
+            )),
+            None => Err(format!("the server was not healthy after {timeout:?}")),
         }
     }
 
     /// The exit status, if the server has exited.
     pub fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
+        self.process.try_exit()
     }
 
     /// The RSS samples so far.
@@ -166,59 +150,42 @@ impl Server {
 
     /// The RSS now, in KiB.
     pub fn rss_kib(&self) -> Option<u64> {
-        status_kib(self.pid, "VmRSS")
+        self.process.status_kib("VmRSS")
     }
 
     /// The kernel's high-water mark of the RSS (`VmHWM`), in KiB.
     pub fn peak_kib(&self) -> Option<u64> {
-        status_kib(self.pid, "VmHWM")
+        self.process.status_kib("VmHWM")
     }
 
     /// Sends SIGTERM (a graceful stop) and waits for the exit, at most `timeout`; then kills.
     pub fn stop(mut self, timeout: Duration) -> Result<(ExitStatus, Duration), String> {
         self.sampling.store(false, Ordering::Relaxed);
         let start = Instant::now();
-        let signalled = Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status()
-            .map_err(|e| format!("cannot run kill: {e}"))?;
-        if !signalled.success() {
-            return Err(format!("kill -TERM {} failed", self.pid));
-        }
-        loop {
-            if let Some(status) = self.exited() {
-                return Ok((status, start.elapsed()));
-            }
-            if start.elapsed() > timeout {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                return Err(format!(
+        self.process
+            .signal(Signal::Term)
+            .map_err(|e| format!("kill -TERM {} failed: {e}", self.pid))?;
+        let stopped = match self.process.wait_exit(timeout) {
+            Some(status) => Ok((status, start.elapsed())),
+            None => {
+                self.process.kill();
+                Err(format!(
                     "the server did not stop within {timeout:?} of SIGTERM; killed"
-                ));
+                ))
             }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        };
+        // Its last lines are in the log file before the file is read.
+        self.process.wait_for_log_end(Duration::from_secs(10));
+        stopped
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         self.sampling.store(false, Ordering::Relaxed);
-        if self.exited().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.process.kill();
         if let Some(sampler) = self.sampler.take() {
             let _ = sampler.join();
         }
     }
-}
-
-/// A `kB` line of `/proc/<pid>/status`, such as `VmRSS`.
-fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
 }

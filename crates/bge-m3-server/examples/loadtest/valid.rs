@@ -1,8 +1,6 @@
 //! Valid requests over the pools, each answer checked against the answers alone.
 
-use std::collections::HashMap;
-use std::hash::Hash;
-
+use bge_m3_test_support::{check_close, check_same_weights, close, TOLERANCE};
 use serde_json::{json, Value};
 
 use crate::client::Reply;
@@ -11,8 +9,6 @@ use crate::pools::{
 };
 use crate::rng::Rng;
 
-/// Tolerance of every comparison with the answer obtained alone (API.md, "Numerics").
-pub const TOLERANCE: f32 = 1e-5;
 /// Most inputs of a valid embeddings request.
 pub const MAX_BATCH: usize = 16;
 
@@ -261,11 +257,8 @@ impl Valid {
                             Some(d) => truncate_normalised(&alone.dense, *d),
                             None => alone.dense.clone(),
                         };
-                        close(
-                            &format!("{what}: dense"),
-                            &floats(dense, base64)?,
-                            &expected,
-                        )?;
+                        check_close(&floats(dense, base64)?, &expected, TOLERANCE)
+                            .map_err(|m| from_alone(m.of(format!("{what}: dense"))))?;
                     }
                     if let Some(weights) = item[1] {
                         check_sparse(&what, weights, *sparse, alone)?;
@@ -280,7 +273,9 @@ impl Valid {
                             ));
                         }
                         for (r, (row, expected)) in rows.iter().zip(&alone.colbert).enumerate() {
-                            close(&format!("{what}: colbert row {r}"), row, expected)?;
+                            check_close(row, expected, TOLERANCE).map_err(|m| {
+                                from_alone(m.of(format!("{what}: colbert row {r}")))
+                            })?;
                         }
                     }
                 }
@@ -301,7 +296,7 @@ impl Valid {
                         let expected = refs.scores[&(*pair, *weights)][k];
                         let actual = value.as_f64().map(|v| v as f32);
                         let same = match (actual, expected) {
-                            (Some(a), Some(e)) => (a - e).abs() <= TOLERANCE,
+                            (Some(a), Some(e)) => close(&[a], &[e], TOLERANCE),
                             (a, e) => a.is_none() && e.is_none(),
                         };
                         if !same {
@@ -414,46 +409,18 @@ fn check_sparse(
     }
 }
 
-/// The same weights within [`TOLERANCE`]; a key that only one side has must be within the
-/// tolerance of zero there (a relu at its edge may keep or drop it).
-fn same_weights<K: Eq + Hash + std::fmt::Debug>(
+/// The same weights as the input's alone (see [`check_same_weights`]).
+fn same_weights<K: Eq + std::hash::Hash + std::fmt::Debug>(
     what: &str,
     actual: &[(K, f32)],
     expected: &[(K, f32)],
 ) -> Result<(), String> {
-    let a: HashMap<&K, f32> = actual.iter().map(|(k, w)| (k, *w)).collect();
-    let e: HashMap<&K, f32> = expected.iter().map(|(k, w)| (k, *w)).collect();
-    for (key, weight) in a.iter().chain(e.iter()) {
-        let (x, y) = (
-            a.get(key).copied().unwrap_or(0.0),
-            e.get(key).copied().unwrap_or(0.0),
-        );
-        if (x - y).abs() > TOLERANCE {
-            return Err(format!("{what}: {key:?} weighs {x}, {y} alone ({weight})"));
-        }
-    }
-    Ok(())
+    check_same_weights(actual, expected, TOLERANCE).map_err(|e| from_alone(format!("{what}: {e}")))
 }
 
-fn close(what: &str, actual: &[f32], expected: &[f32]) -> Result<(), String> {
-    if actual.len() != expected.len() {
-        return Err(format!(
-            "{what}: {} values, {} alone",
-            actual.len(),
-            expected.len()
-        ));
-    }
-    match actual
-        .iter()
-        .zip(expected)
-        .position(|(a, e)| (a - e).abs() > TOLERANCE)
-    {
-        None => Ok(()),
-        Some(i) => Err(format!(
-            "{what}[{i}]: {} vs {} alone (tolerance {TOLERANCE})",
-            actual[i], expected[i]
-        )),
-    }
+/// A difference from what the same input got alone, the expected value in it.
+fn from_alone(difference: String) -> String {
+    format!("{difference} (expected: the input's answer alone)")
 }
 
 /// OpenAI's `dimensions`, as the server applies it: the first `d` values, re-normalised.

@@ -1,27 +1,25 @@
 //! The server under test, started once per test binary on the tiny-pt fixture model behind a
 //! real listener on an OS-assigned port, the same model loaded with bge-m3-core for reference
-//! values, and a small blocking HTTP client.
+//! values, and a small blocking HTTP client. The tolerance, the close-enough check, the fixture
+//! paths and the polling come from bge-m3-test-support, re-exported here.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
-use bge_m3_core::{BgeM3, DeviceSpec, LoadOptions};
+use bge_m3_core::{BgeM3, DeviceSpec, Embedding, EncodeOptions, LoadOptions, Outputs};
 use bge_m3_server::Config;
 use serde_json::Value;
 
-/// Tolerance of every comparison with bge-m3-core (API.md, "Numerics": fp32, 1e-5 absolute).
-pub const TOLERANCE: f32 = 1e-5;
+pub use bge_m3_test_support::{
+    assert_close, check_same_weights, eventually, norm, tiny_pt, Signal, TOLERANCE,
+};
 /// The test server's `--max-inputs`, small so that the limit is cheap to reach.
 pub const MAX_INPUTS: usize = 16;
 /// The test server's `--max-body-bytes`.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
-pub fn model_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models/tiny-pt")
-}
 
 /// The settings of a test server: tiny-pt on the CPU, small limits, token ids accepted, nothing
 /// from the environment.
@@ -67,15 +65,24 @@ pub fn model() -> &'static BgeM3 {
         let options = LoadOptions::default()
             .with_device(DeviceSpec::Cpu)
             .with_dtype(None);
-        BgeM3::load(model_dir(), &options).expect("loading tiny-pt")
+        BgeM3::load(tiny_pt(), &options).expect("loading tiny-pt")
     })
+}
+
+/// The reference outputs of `texts`: bge-m3-core's `encode` on the same model.
+pub fn reference_embeddings(texts: &[&str], outputs: Outputs, max_length: usize) -> Vec<Embedding> {
+    let options = EncodeOptions::default()
+        .with_outputs(outputs)
+        .with_max_length(max_length)
+        .with_batch_size(12);
+    model().encode(texts, &options).unwrap()
 }
 
 /// Base URL (`http://127.0.0.1:PORT`) of the shared server, started on first use; returns
 /// once `/health` answers 200.
 pub fn base() -> &'static str {
     static BASE: OnceLock<String> = OnceLock::new();
-    BASE.get_or_init(|| start(config(model_dir())))
+    BASE.get_or_init(|| start(config(tiny_pt())))
 }
 
 /// Starts a server with `config` on an OS-assigned port; returns its base URL once `/health`
@@ -94,19 +101,10 @@ pub fn start(config: Config) -> String {
 
 /// Polls `/health` until it answers `status` (bounded: 60 s).
 pub fn wait_for_health(base: &str, status: u16) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(reply) = try_send(base, "GET", "/health", None, None) {
-            if reply.status == status {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{base}/health never answered {status}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let answered = eventually(Duration::from_secs(60), || {
+        try_send(base, "GET", "/health", None, None).is_ok_and(|reply| reply.status == status)
+    });
+    assert!(answered.is_some(), "{base}/health never answered {status}");
 }
 
 /// An HTTP reply: its status, `Content-Type` and body (parsed as JSON, `Null` if it is not;
@@ -241,7 +239,6 @@ pub fn assert_error(reply: &Reply, status: u16, code: &str, param: Option<&str>)
     assert_eq!(error["param"].as_str(), param, "{:?}", reply.body);
 }
 
-/// A JSON array of numbers as f32.
 /// The keys of a JSON object, in order.
 pub fn keys(value: &Value) -> Vec<&str> {
     value
@@ -252,6 +249,7 @@ pub fn keys(value: &Value) -> Vec<&str> {
         .collect()
 }
 
+/// A JSON array of numbers as f32.
 pub fn floats(value: &Value) -> Vec<f32> {
     value
         .as_array()
@@ -277,27 +275,14 @@ pub fn decode_base64(value: &Value) -> Vec<f32> {
         .collect()
 }
 
-pub fn assert_close(actual: &[f32], expected: &[f32], what: &str) {
-    assert_eq!(actual.len(), expected.len(), "{what}: lengths differ");
-    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
-        assert!(
-            (a - e).abs() <= TOLERANCE,
-            "{what}[{i}]: {a} vs {e} (tolerance {TOLERANCE})"
-        );
-    }
-}
-
 /// Two answers to the same input are the same JSON, their numbers within [`TOLERANCE`]: a
 /// request that shares a forward pass with other requests is padded with them, which moves the
 /// last bits of its floats (API.md's "Numerics" allows 1e-5).
 pub fn assert_same_answer(actual: &Value, expected: &Value, what: &str) {
     match (actual, expected) {
         (Value::Number(a), Value::Number(e)) => {
-            let (a, e) = (a.as_f64().unwrap(), e.as_f64().unwrap());
-            assert!(
-                (a - e).abs() <= f64::from(TOLERANCE),
-                "{what}: {a} vs {e} (tolerance {TOLERANCE})"
-            );
+            let (a, e) = (a.as_f64().unwrap() as f32, e.as_f64().unwrap() as f32);
+            assert_close(&[a], &[e], TOLERANCE, what);
         }
         (Value::Array(a), Value::Array(e)) => {
             assert_eq!(a.len(), e.len(), "{what}: lengths");
@@ -319,14 +304,12 @@ pub fn assert_same_answer(actual: &Value, expected: &Value, what: &str) {
     }
 }
 
+/// A JSON number within [`TOLERANCE`] of `expected`.
 pub fn assert_close_scalar(actual: &Value, expected: f32, what: &str) {
     let actual = actual
         .as_f64()
         .unwrap_or_else(|| panic!("{what}: not a number: {actual}")) as f32;
-    assert!(
-        (actual - expected).abs() <= TOLERANCE,
-        "{what}: {actual} vs {expected}"
-    );
+    assert_close(&[actual], &[expected], TOLERANCE, what);
 }
 
 /// A JSON object of weights, in its order.
@@ -347,10 +330,5 @@ pub fn assert_weights(actual: &Value, expected: &[(String, f32)], what: &str) {
     assert_eq!(keys, expected_keys, "{what}: keys");
     let values: Vec<f32> = actual.iter().map(|(_, v)| *v).collect();
     let expected_values: Vec<f32> = expected.iter().map(|(_, v)| *v).collect();
-    assert_close(&values, &expected_values, what);
-}
-
-/// The L2 norm.
-pub fn norm(values: &[f32]) -> f32 {
-    values.iter().map(|v| v * v).sum::<f32>().sqrt()
+    assert_close(&values, &expected_values, TOLERANCE, what);
 }

@@ -1,26 +1,19 @@
 //! `POST /embeddings`: the original service's native shape.
 
-use bge_m3_core::{Embedding, EncodeOptions, Outputs};
+use bge_m3_core::Outputs;
 use serde_json::json;
 
 use crate::common::*;
-
-fn reference(texts: &[&str], outputs: Outputs, max_length: usize) -> Vec<Embedding> {
-    let options = EncodeOptions::default()
-        .with_outputs(outputs)
-        .with_max_length(max_length)
-        .with_batch_size(12);
-    model().encode(texts, &options).unwrap()
-}
 
 #[test]
 fn defaults_are_dense_and_sparse() {
     let body = post_ok("/embeddings", json!({"input": "Hello world"}));
     assert_eq!(keys(&body), ["dense_vecs", "sparse_vecs", "usage"]);
-    let expected = &reference(&["Hello world"], Outputs::default(), 8192)[0];
+    let expected = &reference_embeddings(&["Hello world"], Outputs::default(), 8192)[0];
     assert_close(
         &floats(&body["dense_vecs"][0]),
         expected.dense.as_ref().unwrap(),
+        TOLERANCE,
         "dense_vecs[0]",
     );
     let by_token = model()
@@ -35,14 +28,15 @@ fn defaults_are_dense_and_sparse() {
 fn the_seed_batch() {
     let texts = ["文本1", "文本2", "文本3"];
     let body = post_ok("/embeddings", json!({"input": texts}));
-    let expected = reference(&texts, Outputs::default(), 8192);
+    let expected = reference_embeddings(&texts, Outputs::default(), 8192);
     assert_eq!(body["dense_vecs"].as_array().unwrap().len(), 3);
     assert_eq!(body["sparse_vecs"].as_array().unwrap().len(), 3);
     for (i, expected) in expected.iter().enumerate() {
         assert_close(
             &floats(&body["dense_vecs"][i]),
             expected.dense.as_ref().unwrap(),
-            &format!("dense_vecs[{i}]"),
+            TOLERANCE,
+            format!("dense_vecs[{i}]"),
         );
     }
     assert_eq!(
@@ -80,13 +74,18 @@ fn colbert_vecs_match_the_core() {
         keys(&body),
         ["dense_vecs", "sparse_vecs", "colbert_vecs", "usage"]
     );
-    let expected = reference(&texts, Outputs::ALL, 8192);
+    let expected = reference_embeddings(&texts, Outputs::ALL, 8192);
     for (i, expected) in expected.iter().enumerate() {
         let rows = body["colbert_vecs"][i].as_array().unwrap();
         let want = expected.colbert.as_ref().unwrap();
         assert_eq!(rows.len(), want.len());
         for (j, (row, want)) in rows.iter().zip(want).enumerate() {
-            assert_close(&floats(row), want, &format!("colbert_vecs[{i}][{j}]"));
+            assert_close(
+                &floats(row),
+                want,
+                TOLERANCE,
+                format!("colbert_vecs[{i}][{j}]"),
+            );
         }
     }
 }
@@ -94,7 +93,7 @@ fn colbert_vecs_match_the_core() {
 #[test]
 fn sparse_formats_and_options_shared_with_v1() {
     let text = "What is BGE M3?";
-    let expected = &reference(&[text], Outputs::default(), 8192)[0];
+    let expected = &reference_embeddings(&[text], Outputs::default(), 8192)[0];
     let ids = &expected.sparse.as_ref().unwrap().weights;
 
     let body = post_ok("/embeddings", json!({"input": text, "sparse_format": "id"}));
@@ -118,6 +117,7 @@ fn sparse_formats_and_options_shared_with_v1() {
     assert_close(
         &decode_base64(&body["dense_vecs"][0]),
         &prefix,
+        TOLERANCE,
         "base64 + dimensions",
     );
 
@@ -145,12 +145,13 @@ fn max_length_batch_size_and_token_ids() {
         "/embeddings",
         json!({"input": texts, "max_length": 3, "batch_size": 1}),
     );
-    let expected = reference(&texts, Outputs::default(), 3);
+    let expected = reference_embeddings(&texts, Outputs::default(), 3);
     for (i, expected) in expected.iter().enumerate() {
         assert_eq!(expected.tokens, 1);
         assert_close(
             &floats(&body["dense_vecs"][i]),
             expected.dense.as_ref().unwrap(),
+            TOLERANCE,
             "max_length 3",
         );
     }
@@ -165,5 +166,56 @@ fn max_length_batch_size_and_token_ids() {
     let sequence = &model().tokenize(&["Hello world!"], 8192).unwrap()[0];
     let ids = &sequence[1..sequence.len() - 1];
     let from_ids = post_ok("/embeddings", json!({"input": [ids]}));
-    assert_eq!(from_ids["dense_vecs"], max["dense_vecs"]);
+    // Two requests: on the shared server either may have shared a forward pass with others.
+    assert_same_answer(
+        &from_ids["dense_vecs"],
+        &max["dense_vecs"],
+        "token ids against the text",
+    );
+}
+
+/// End to end against the outside reference: every text FlagEmbedding encoded for tiny-pt
+/// (`fixtures/expected/tiny-pt.json`), sent as its case was run (`max_length`, `batch_size`),
+/// gets FlagEmbedding's dense vector and sparse weights within the tolerance (but for the one
+/// documented departure, at `max_length` 1).
+#[test]
+fn every_fixture_case_matches_flagembedding() {
+    let expected = bge_m3_test_support::expected(bge_m3_test_support::TINY_PT);
+    for case in &expected.encode {
+        let body = post_ok(
+            "/embeddings",
+            json!({
+                "input": case.texts,
+                "max_length": case.max_length,
+                "batch_size": case.batch_size,
+                "sparse_format": "id",
+            }),
+        );
+        let name = &case.name;
+        if case.max_length < 2 {
+            // Hugging Face's tokenizer cannot fit `<s></s>` in max_length 1 and leaves the text
+            // untruncated; bge-m3-core keeps the two markers instead (its parity test and the
+            // README say so): no token of any text is embedded.
+            assert!(case.input_ids.iter().any(|ids| ids.len() > 2), "{name}");
+            assert_eq!(body["usage"]["prompt_tokens"], 0, "{name}");
+            continue;
+        }
+        for (i, (dense, sparse)) in case.dense.iter().zip(&case.sparse).enumerate() {
+            assert_close(
+                &floats(&body["dense_vecs"][i]),
+                dense,
+                TOLERANCE,
+                format!("{name}: dense_vecs[{i}]"),
+            );
+            let weights: Vec<(u32, f32)> = weights(&body["sparse_vecs"][i])
+                .into_iter()
+                .map(|(id, weight)| (id.parse().unwrap(), weight))
+                .collect();
+            if let Err(e) = check_same_weights(&weights, sparse, TOLERANCE) {
+                panic!("{name}: sparse_vecs[{i}]: {e}");
+            }
+        }
+        let tokens: usize = case.input_ids.iter().map(|ids| ids.len() - 2).sum();
+        assert_eq!(body["usage"]["prompt_tokens"], tokens, "{name}");
+    }
 }

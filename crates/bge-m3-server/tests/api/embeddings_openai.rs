@@ -1,17 +1,9 @@
 //! `POST /v1/embeddings`: OpenAI's shape with the original service's `dense` and `sparse`.
 
-use bge_m3_core::{Embedding, EncodeOptions, Outputs};
+use bge_m3_core::{Embedding, Outputs};
 use serde_json::{json, Value};
 
 use crate::common::*;
-
-fn reference(texts: &[&str], outputs: Outputs, max_length: usize) -> Vec<Embedding> {
-    let options = EncodeOptions::default()
-        .with_outputs(outputs)
-        .with_max_length(max_length)
-        .with_batch_size(12);
-    model().encode(texts, &options).unwrap()
-}
 
 fn dense_of(embedding: &Embedding) -> &[f32] {
     embedding.dense.as_deref().unwrap()
@@ -23,7 +15,7 @@ fn one_text_has_both_documented_shapes_and_matches_the_core() {
         "/v1/embeddings",
         json!({"input": "What is BGE M3?", "model": "bge-m3"}),
     );
-    let expected = &reference(&["What is BGE M3?"], Outputs::default(), 8192)[0];
+    let expected = &reference_embeddings(&["What is BGE M3?"], Outputs::default(), 8192)[0];
     assert_eq!(body["object"], "list");
     assert_eq!(body["model"], "bge-m3");
     let data = body["data"].as_array().unwrap();
@@ -32,7 +24,12 @@ fn one_text_has_both_documented_shapes_and_matches_the_core() {
     assert_eq!(item["object"], "embedding");
     assert_eq!(item["index"], 0);
     assert_eq!(floats(&item["embedding"]).len(), model().dense_dim());
-    assert_close(&floats(&item["embedding"]), dense_of(expected), "embedding");
+    assert_close(
+        &floats(&item["embedding"]),
+        dense_of(expected),
+        TOLERANCE,
+        "embedding",
+    );
     assert_eq!(item["dense"], item["embedding"]);
     let by_token = model()
         .sparse_by_token(expected.sparse.as_ref().unwrap())
@@ -57,7 +54,7 @@ fn usage_leaves_out_the_two_special_tokens() {
 fn a_batch_keeps_its_order_and_each_item_its_own_vectors() {
     let texts = ["Hello world!", "", "北京是中华人民共和国的首都。", "a"];
     let body = post_ok("/v1/embeddings", json!({"input": texts, "model": "bge-m3"}));
-    let expected = reference(&texts, Outputs::default(), 8192);
+    let expected = reference_embeddings(&texts, Outputs::default(), 8192);
     let data = body["data"].as_array().unwrap();
     assert_eq!(data.len(), texts.len());
     for (i, (item, expected)) in data.iter().zip(&expected).enumerate() {
@@ -65,7 +62,8 @@ fn a_batch_keeps_its_order_and_each_item_its_own_vectors() {
         assert_close(
             &floats(&item["embedding"]),
             dense_of(expected),
-            &format!("data[{i}]"),
+            TOLERANCE,
+            format!("data[{i}]"),
         );
         let by_token = model()
             .sparse_by_token(expected.sparse.as_ref().unwrap())
@@ -97,6 +95,7 @@ fn base64_is_little_endian_f32_of_embedding_alone() {
         assert_close(
             &decode_base64(&b["embedding"]),
             &floats(&f["embedding"]),
+            TOLERANCE,
             "embedding",
         );
         // OpenAI's SDK asks for base64 by default and decodes `embedding` alone: the extras
@@ -107,10 +106,11 @@ fn base64_is_little_endian_f32_of_embedding_alone() {
         assert_same_answer(&b["colbert"], &f["colbert"], "colbert");
         assert_same_answer(&b["sparse"], &f["sparse"], "sparse");
     }
-    let expected = reference(&["What is BGE M3?"], Outputs::default(), 8192);
+    let expected = reference_embeddings(&["What is BGE M3?"], Outputs::default(), 8192);
     assert_close(
         &decode_base64(&base64["data"][0]["embedding"]),
         dense_of(&expected[0]),
+        TOLERANCE,
         "base64 embedding",
     );
 }
@@ -127,6 +127,7 @@ fn token_ids_embed_like_the_text_they_spell() {
     assert_close(
         &floats(&single["data"][0]["embedding"]),
         &floats(&from_text["data"][0]["embedding"]),
+        TOLERANCE,
         "token ids",
     );
     assert_same_answer(
@@ -139,11 +140,17 @@ fn token_ids_embed_like_the_text_they_spell() {
     let nested = post_ok("/v1/embeddings", json!({"input": [content, [], content]}));
     let data = nested["data"].as_array().unwrap();
     assert_eq!(data.len(), 3);
-    let empty = reference(&[""], Outputs::default(), 8192);
-    assert_close(&floats(&data[1]["embedding"]), dense_of(&empty[0]), "[]");
+    let empty = reference_embeddings(&[""], Outputs::default(), 8192);
+    assert_close(
+        &floats(&data[1]["embedding"]),
+        dense_of(&empty[0]),
+        TOLERANCE,
+        "[]",
+    );
     assert_close(
         &floats(&data[2]["embedding"]),
         &floats(&from_text["data"][0]["embedding"]),
+        TOLERANCE,
         "input[2]",
     );
     assert_eq!(nested["usage"]["prompt_tokens"], 2 * content.len());
@@ -155,13 +162,24 @@ fn dimensions_truncate_and_renormalise_embedding_and_dense() {
         "/v1/embeddings",
         json!({"input": "What is BGE M3?", "dimensions": 8, "input_type": {"colbert": true}}),
     );
-    let full = dense_of(&reference(&["What is BGE M3?"], Outputs::default(), 8192)[0]).to_vec();
+    let full =
+        dense_of(&reference_embeddings(&["What is BGE M3?"], Outputs::default(), 8192)[0]).to_vec();
     let prefix = &full[..8];
     let expected: Vec<f32> = prefix.iter().map(|v| v / norm(prefix)).collect();
     let item = &body["data"][0];
-    assert_close(&floats(&item["embedding"]), &expected, "embedding");
-    assert_close(&floats(&item["dense"]), &expected, "dense");
-    assert!((norm(&floats(&item["embedding"])) - 1.0).abs() < TOLERANCE);
+    assert_close(
+        &floats(&item["embedding"]),
+        &expected,
+        TOLERANCE,
+        "embedding",
+    );
+    assert_close(&floats(&item["dense"]), &expected, TOLERANCE, "dense");
+    assert_close(
+        &[norm(&floats(&item["embedding"]))],
+        &[1.0],
+        TOLERANCE,
+        "norm",
+    );
     // ColBERT vectors keep their own width.
     assert_eq!(
         floats(&item["colbert"][0]).len(),
@@ -176,6 +194,7 @@ fn dimensions_truncate_and_renormalise_embedding_and_dense() {
     assert_close(
         &floats(&all["data"][0]["embedding"]),
         &full,
+        TOLERANCE,
         "all dimensions",
     );
 
@@ -186,6 +205,7 @@ fn dimensions_truncate_and_renormalise_embedding_and_dense() {
     assert_close(
         &decode_base64(&base64["data"][0]["embedding"]),
         &expected,
+        TOLERANCE,
         "base64",
     );
 }
@@ -193,7 +213,7 @@ fn dimensions_truncate_and_renormalise_embedding_and_dense() {
 #[test]
 fn the_three_sparse_formats() {
     let text = "What is BGE M3? BGE";
-    let expected = reference(&[text], Outputs::default(), 8192);
+    let expected = reference_embeddings(&[text], Outputs::default(), 8192);
     let ids = &expected[0].sparse.as_ref().unwrap().weights;
     let request = |format: &str| {
         post_ok(
@@ -223,7 +243,7 @@ fn the_three_sparse_formats() {
     let want: Vec<u64> = sorted.iter().map(|(id, _)| u64::from(*id)).collect();
     assert_eq!(got, want);
     let values: Vec<f32> = sorted.iter().map(|(_, w)| *w).collect();
-    assert_close(&floats(&indices["values"]), &values, "values");
+    assert_close(&floats(&indices["values"]), &values, TOLERANCE, "values");
 }
 
 #[test]
@@ -233,7 +253,7 @@ fn colbert_on_request_matches_the_core() {
         "/v1/embeddings",
         json!({"input": texts, "input_type": {"dense": true, "sparse": true, "colbert": true}}),
     );
-    let expected = reference(&texts, Outputs::ALL, 8192);
+    let expected = reference_embeddings(&texts, Outputs::ALL, 8192);
     for (i, expected) in expected.iter().enumerate() {
         let rows = body["data"][i]["colbert"].as_array().unwrap();
         let want = expected.colbert.as_ref().unwrap();
@@ -244,7 +264,12 @@ fn colbert_on_request_matches_the_core() {
         );
         assert_eq!(rows.len(), want.len());
         for (j, (row, want)) in rows.iter().zip(want).enumerate() {
-            assert_close(&floats(row), want, &format!("data[{i}].colbert[{j}]"));
+            assert_close(
+                &floats(row),
+                want,
+                TOLERANCE,
+                format!("data[{i}].colbert[{j}]"),
+            );
         }
     }
 }
@@ -294,12 +319,13 @@ fn max_length_and_batch_size_are_honoured() {
         "/v1/embeddings",
         json!({"input": texts, "max_length": 5, "batch_size": 1}),
     );
-    let expected = reference(&texts, Outputs::default(), 5);
+    let expected = reference_embeddings(&texts, Outputs::default(), 5);
     for (i, expected) in expected.iter().enumerate() {
         assert!(expected.tokens <= 3);
         assert_close(
             &floats(&body["data"][i]["embedding"]),
             dense_of(expected),
+            TOLERANCE,
             "truncated",
         );
     }

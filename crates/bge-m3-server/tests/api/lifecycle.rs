@@ -2,12 +2,12 @@
 //! server with its cause (and the binary with a non-zero status).
 
 use std::net::TcpListener;
-use std::process::Command;
 use std::time::Duration;
 
 use actix_web::{web, HttpServer};
 use bge_m3_core::{BgeM3, DeviceSpec, LoadOptions};
 use bge_m3_server::{app, AppState, Batcher, BatcherOptions, Error, Limits};
+use bge_m3_test_support::Launch;
 use serde_json::json;
 
 use crate::common::*;
@@ -73,7 +73,7 @@ fn loading_answers_503_then_the_model_serves() {
             let options = LoadOptions::default()
                 .with_device(DeviceSpec::Cpu)
                 .with_dtype(None);
-            BgeM3::load(model_dir(), &options)
+            BgeM3::load(tiny_pt(), &options)
         },
         BatcherOptions::default(),
     )
@@ -108,38 +108,30 @@ fn a_failed_load_stops_serve_with_the_cause() {
 #[test]
 fn the_binary_exits_non_zero_and_logs_why_when_the_model_fails_to_load() {
     let missing = std::env::temp_dir().join("bge-m3-server-test-no-such-model");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bge-m3-server"))
+    // Bounded wait: the load fails at once.
+    let finished = Launch::new(env!("CARGO_BIN_EXE_bge-m3-server"))
         .env("MODEL_PATH", &missing)
         .env("PORT", "0")
         .env("HOST", "127.0.0.1")
         .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Bounded wait: the load fails at once.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("the server did not exit after a failed load");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let output = child.wait_with_output().unwrap();
-    assert!(!output.status.success());
-    let log = String::from_utf8_lossy(&output.stderr);
+        .run(Duration::from_secs(30));
+    assert!(
+        !finished.timed_out,
+        "the server did not exit after a failed load"
+    );
+    assert!(!finished.status.success());
+    let log = &finished.stderr;
     assert!(log.contains("cannot load the model"), "{log}");
     assert!(log.contains("does not exist"), "{log}");
 }
 
 #[test]
 fn help_documents_every_setting() {
-    let output = Command::new(env!("CARGO_BIN_EXE_bge-m3-server"))
+    let output = Launch::new(env!("CARGO_BIN_EXE_bge-m3-server"))
         .arg("--help")
-        .output()
-        .unwrap();
-    assert!(output.status.success());
+        .capture_stdout()
+        .run(Duration::from_secs(30));
+    output.assert_success();
     let help = String::from_utf8_lossy(&output.stdout);
     for env in [
         "MODEL_PATH",

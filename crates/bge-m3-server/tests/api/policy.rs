@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use bge_m3_core::{ScoreOptions, ScoreWeights};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::common::*;
 
@@ -14,7 +14,7 @@ use crate::common::*;
 fn strict() -> &'static str {
     static BASE: OnceLock<String> = OnceLock::new();
     BASE.get_or_init(|| {
-        let mut config = config(model_dir());
+        let mut config = config(tiny_pt());
         config.allow_token_ids = false;
         start(config)
     })
@@ -23,7 +23,7 @@ fn strict() -> &'static str {
 fn lenient() -> &'static str {
     static BASE: OnceLock<String> = OnceLock::new();
     BASE.get_or_init(|| {
-        let mut config = config(model_dir());
+        let mut config = config(tiny_pt());
         config.accept_any_model = true;
         config.rerank_weights = ScoreWeights::try_from([1.0, 0.0, 0.0]).unwrap();
         start(config)
@@ -165,8 +165,39 @@ fn rerank_weights_set_the_default_and_a_request_overrides_them() {
     );
 }
 
+/// The values of a pgvector `sparsevec` literal (`{i:v,...}/dim`): 1-based indices, the
+/// weights as written, and the dimension.
+fn sparsevec(literal: &Value) -> (Vec<(u32, String)>, String) {
+    let literal = literal
+        .as_str()
+        .unwrap_or_else(|| panic!("not a string: {literal}"));
+    let (elements, dim) = literal.rsplit_once('/').unwrap();
+    let elements = elements
+        .strip_prefix('{')
+        .unwrap()
+        .strip_suffix('}')
+        .unwrap();
+    let elements = elements
+        .split(',')
+        .map(|e| {
+            let (i, v) = e.split_once(':').unwrap();
+            (i.parse().unwrap(), v.to_string())
+        })
+        .collect();
+    (elements, dim.to_string())
+}
+
 #[test]
 fn each_sparse_format_is_what_its_database_takes() {
+    // A server of its own, sent one request at a time: no other request shares its forward
+    // passes (which would move the last bits of its floats), so its weights are the core's to
+    // the bit, and "written exactly" can be checked.
+    let alone = start(config(tiny_pt()));
+    let post_ok = |path: &str, body: Value| {
+        let reply = post_to(&alone, path, body.clone());
+        assert_eq!(reply.status, 200, "POST {path} {body}: {:?}", reply.body);
+        reply.body
+    };
     let text = "What is BGE M3?";
     let expected = model()
         .encode(&[text], &bge_m3_core::EncodeOptions::default())
@@ -193,32 +224,36 @@ fn each_sparse_format_is_what_its_database_takes() {
     assert_eq!(qdrant["indices"], json!(ids));
     // pgvector: the 1-based sparsevec literal with the vocabulary size.
     let literal = sparse("sparsevec");
-    let literal = literal.as_str().unwrap();
-    let (elements, dim) = literal.rsplit_once('/').unwrap();
+    let (elements, dim) = sparsevec(&literal);
     assert_eq!(dim, model().vocab_size().to_string());
-    let elements = elements
-        .strip_prefix('{')
-        .unwrap()
-        .strip_suffix('}')
-        .unwrap();
-    let parsed: Vec<(u32, f32)> = elements
-        .split(',')
-        .map(|e| {
-            let (i, v) = e.split_once(':').unwrap();
-            (i.parse().unwrap(), v.parse().unwrap())
-        })
-        .collect();
-    assert_eq!(parsed.len(), ascending.len());
-    for ((i, v), (id, weight)) in parsed.iter().zip(&ascending) {
+    assert_eq!(elements.len(), ascending.len());
+    for ((i, v), (id, weight)) in elements.iter().zip(&ascending) {
         assert_eq!(*i, id + 1, "pgvector's indices start at 1");
-        assert_eq!(v, weight, "the f32 written exactly");
+        let v: f32 = v.parse().unwrap();
+        assert_eq!(v, *weight, "the f32 written exactly");
     }
-    // The same on /v1/embeddings.
+    // The same on /v1/embeddings: another request, so its weights are compared within the
+    // tolerance, its indices and dimension exactly.
     let item = post_ok(
         "/v1/embeddings",
         json!({"input": text, "sparse_format": "sparsevec"}),
     );
-    assert_eq!(item["data"][0]["sparse"], literal);
+    let (v1_elements, v1_dim) = sparsevec(&item["data"][0]["sparse"]);
+    assert_eq!(v1_dim, dim);
+    let indices = |elements: &[(u32, String)]| elements.iter().map(|(i, _)| *i).collect::<Vec<_>>();
+    assert_eq!(indices(&v1_elements), indices(&elements));
+    let values = |elements: &[(u32, String)]| {
+        elements
+            .iter()
+            .map(|(_, v)| v.parse::<f32>().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_close(
+        &values(&v1_elements),
+        &values(&elements),
+        TOLERANCE,
+        "/v1/embeddings sparsevec",
+    );
     // ... and base64 there applies to `embedding` alone.
     let item = post_ok(
         "/v1/embeddings",

@@ -1,20 +1,20 @@
 //! The real server binary as a child process on tiny-pt: its own metrics, memory and exit
 //! status, and the signals it gets, apart from the test process.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
+
+use bge_m3_test_support::{Launch, Process, Signal};
 
 use crate::common::*;
 
+/// The real binary on tiny-pt, killed when dropped.
 pub struct Server {
-    pub child: Child,
+    pub process: Process,
     pub base: String,
     pub addr: SocketAddr,
-    /// Every line the server has logged so far.
-    pub log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -27,137 +27,89 @@ impl Server {
     /// Like [`Self::start`], under `ulimit -n` when `open_files` is given.
     pub fn start_with(env: &[(&str, &str)], open_files: Option<u32>) -> Self {
         let binary = env!("CARGO_BIN_EXE_bge-m3-server");
-        let mut command = match open_files {
-            None => Command::new(binary),
+        let launch = match open_files {
+            None => Launch::new(binary),
             Some(n) => {
-                let mut command = Command::new("sh");
-                command.args(["-c", &format!("ulimit -n {n} && exec \"$0\""), binary]);
-                command
+                Launch::new("sh").args(["-c", &format!("ulimit -n {n} && exec \"$0\""), binary])
             }
         };
-        command
-            .env("MODEL_PATH", model_dir())
+        let process = launch
+            .env("MODEL_PATH", tiny_pt())
             .env("HOST", "127.0.0.1")
             .env("PORT", "0")
             .env("DEVICE", "cpu")
             .env("RUST_LOG", "info")
-            .env_remove("API_KEY");
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let mut child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .env_remove("API_KEY")
+            .envs(env.iter().copied())
             .spawn()
             .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (lines, first) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    log.lock().unwrap().push(line.clone());
-                    let _ = lines.send(line);
-                }
-            });
-        }
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let addr = loop {
-            let line = first
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("the server logged no listening address");
-            if let Some(rest) = line.split("addr=").nth(1) {
-                break rest.split_whitespace().next().unwrap().to_string();
-            }
-        };
+        let addr = process
+            .wait_for_listening(Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{e}"));
         let base = format!("http://{addr}");
         wait_for_health(&base, 200);
         Self {
-            child,
+            process,
             base,
-            addr: addr.parse().unwrap(),
-            log,
+            addr,
         }
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// A `kB` field of `/proc/PID/status` (`VmRSS`, `VmHWM`), in MiB.
     pub fn status_mib(&self, field: &str) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        let kib: f64 = status
-            .lines()
-            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        let kib = self
+            .process
+            .status_kib(field)
             .unwrap_or_else(|| panic!("no {field} in /proc/PID/status"));
-        kib / 1024.0
+        kib as f64 / 1024.0
     }
 
     pub fn rss_mib(&self) -> f64 {
         self.status_mib("VmRSS")
     }
 
-    /// CPU time used so far (user and system), from `/proc/PID/stat`.
+    /// CPU time used so far (user and system).
     pub fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
-        // The fields after the command name, which is in parentheses.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
+        self.process.cpu_time().expect("/proc/PID/stat")
+    }
+
+    /// `/metrics` now, to read several metrics of the same moment with [`metric_in`].
+    pub fn metrics(&self) -> String {
+        try_send(&self.base, "GET", "/metrics", None, None)
             .unwrap()
-            .1
-            .split_whitespace()
-            .collect();
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        // USER_HZ is 100 on Linux.
-        Duration::from_millis(ticks * 10)
-    }
-
-    /// The value of a metric of `/metrics` (the first line starting with `line_start`).
-    pub fn metric(&self, line_start: &str) -> f64 {
-        let reply = try_send(&self.base, "GET", "/metrics", None, None).unwrap();
-        reply
             .text
-            .lines()
-            .find(|line| line.starts_with(line_start))
-            .and_then(|line| line.rsplit(' ').next())
-            .map_or(0.0, |value| value.parse().unwrap())
     }
 
-    pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+    /// The value of a metric of `/metrics` now (see [`metric_in`]).
+    pub fn metric(&self, line_start: &str) -> f64 {
+        metric_in(&self.metrics(), line_start)
     }
 
-    /// Waits (bounded) for the exit; kills and panics past `within`.
+    pub fn signal(&self, signal: Signal) {
+        self.process
+            .signal(signal)
+            .unwrap_or_else(|e| panic!("{signal}: {e}"));
+    }
+
+    /// Waits (bounded) for the exit, and how long it took; kills and panics past `within`.
     pub fn wait_exit(&mut self, within: Duration) -> (ExitStatus, Duration) {
         let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (status, start.elapsed());
-            }
-            if start.elapsed() > within {
-                self.child.kill().unwrap();
+        match self.process.wait_exit(within) {
+            Some(status) => (status, start.elapsed()),
+            None => {
+                self.process.kill();
                 panic!("the server did not stop within {within:?}");
             }
-            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
     /// Log lines that contain `text`.
     pub fn logged(&self, text: &str) -> Vec<String> {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|line| line.contains(text))
-            .cloned()
-            .collect()
+        self.process.logged(text)
     }
 
     /// A raw connection to the server.
@@ -187,13 +139,14 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// The value of a metric in the Prometheus text `metrics`: the first line starting with
+/// `line_start`; 0 when there is none (a counter not yet incremented).
+pub fn metric_in(metrics: &str, line_start: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|line| line.starts_with(line_start))
+        .and_then(|line| line.rsplit(' ').next())
+        .map_or(0.0, |value| value.parse().unwrap())
 }
 
 /// Closes `stream` with a reset (RST, a zero linger) rather than a FIN: a client that is gone
@@ -216,19 +169,6 @@ pub fn reset(stream: TcpStream) {
     };
     assert_eq!(set, 0, "setsockopt(SO_LINGER)");
     drop(stream);
-}
-
-/// Polls `what` every 20 ms until it holds, at most `within`; how long it took. For events that
-/// only a metric or the log shows (a request admitted, a queue emptied, a signal taken).
-pub fn eventually(within: Duration, mut what: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < within {
-        if what() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
 }
 
 /// Reads until the peer closes the connection (or resets it), at most `within`; whether it did,

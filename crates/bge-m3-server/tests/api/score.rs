@@ -69,8 +69,19 @@ fn the_seed_request_matches_compute_score_and_its_fusion_arithmetic() {
     assert_scores(&body, &expected);
     let get = |key: &str| body[key][0].as_f64().unwrap() as f32;
     let (d, s, c) = (get("dense"), get("sparse"), get("colbert"));
-    assert!((get("sparse+dense") - (0.4 * d + 0.2 * s) / 0.6).abs() < TOLERANCE);
-    assert!((get("colbert+sparse+dense") - (0.4 * d + 0.2 * s + 0.4 * c) / 1.0).abs() < TOLERANCE);
+    let fused = |key: &str| [get(key)];
+    assert_close(
+        &fused("sparse+dense"),
+        &[(0.4 * d + 0.2 * s) / 0.6],
+        TOLERANCE,
+        "sparse+dense",
+    );
+    assert_close(
+        &fused("colbert+sparse+dense"),
+        &[(0.4 * d + 0.2 * s + 0.4 * c) / 1.0],
+        TOLERANCE,
+        "colbert+sparse+dense",
+    );
 }
 
 #[test]
@@ -90,8 +101,20 @@ fn weights_change_only_the_fusions() {
     for i in 0..pairs.len() {
         let get = |key: &str| body[key][i].as_f64().unwrap() as f32;
         let want = (get("dense") + get("sparse") + 2.0 * get("colbert")) / 4.0;
-        assert!((get("colbert+sparse+dense") - want).abs() < TOLERANCE);
-        assert!((get("sparse+dense") - (get("dense") + get("sparse")) / 2.0).abs() < TOLERANCE);
+        let what = |key: &str| format!("{key}[{i}]");
+        assert_close(
+            &[get("colbert+sparse+dense")],
+            &[want],
+            TOLERANCE,
+            what("colbert+sparse+dense"),
+        );
+        let want = (get("dense") + get("sparse")) / 2.0;
+        assert_close(
+            &[get("sparse+dense")],
+            &[want],
+            TOLERANCE,
+            what("sparse+dense"),
+        );
     }
 
     let dense_only = request(&pairs, json!({"weights": [1, 0, 0]}));

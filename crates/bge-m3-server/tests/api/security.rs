@@ -3,11 +3,10 @@
 //! with none of these set; a second server here has an API key, one CORS origin and a small
 //! character limit.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use bge_m3_test_support::Launch;
 
 use serde_json::{json, Value};
 
@@ -21,7 +20,7 @@ const MAX_TEXT_CHARS: usize = 64;
 fn secured() -> &'static str {
     static BASE: OnceLock<String> = OnceLock::new();
     BASE.get_or_init(|| {
-        let mut config = config(model_dir());
+        let mut config = config(tiny_pt());
         config.api_key = Some(KEY.parse().unwrap());
         config.cors_allow_origins = vec![ORIGIN.into()];
         config.max_text_chars = MAX_TEXT_CHARS;
@@ -441,52 +440,23 @@ fn the_docs_page_and_its_assets_are_served_from_the_binary() {
     );
 }
 
-/// A child process, killed when dropped, also when a test fails.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The binary with `--log-format json` and an API key: every line is JSON, the lines of a
 /// request carry its id, and neither the key nor a wrong one appears anywhere.
 #[test]
 fn json_logs_carry_request_ids_and_never_the_key() {
     let wrong = "sk-wrong-5d1e";
-    let child = Command::new(env!("CARGO_BIN_EXE_bge-m3-server"))
-        .args(["--model-path", model_dir().to_str().unwrap()])
+    let server = Launch::new(env!("CARGO_BIN_EXE_bge-m3-server"))
+        .arg("--model-path")
+        .arg(tiny_pt())
         .args(["--host", "127.0.0.1", "--port", "0", "--device", "cpu"])
         .args(["--log-format", "json"])
         .env("API_KEY", KEY)
         .env("RUST_LOG", "trace")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut child = Killed(child);
-    let (lines_tx, lines_rx) = mpsc::channel();
-    let stderr = child.0.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let line = line.unwrap();
-            let _ = lines_tx.send(line.clone());
-        }
-    });
-    let mut lines = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let addr = loop {
-        let line = lines_rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("the server never said where it listens");
-        let json: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-        lines.push(line);
-        if let Some(addr) = json["addr"].as_str() {
-            break addr.to_string();
-        }
-    };
+    let addr = server
+        .wait_for_listening(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}"));
     let base = format!("http://{addr}");
     wait_for_health(&base, 200);
 
@@ -514,20 +484,19 @@ fn json_logs_carry_request_ids_and_never_the_key() {
     assert_eq!(reply.status, 401);
 
     // The request lines are written once the answers are sent: wait for both.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !["log-test-1", "log-test-2"].iter().all(|id| {
-        lines
-            .iter()
-            .any(|l| l.contains(id) && l.contains("latency_ms"))
-    }) {
-        match lines_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) => lines.push(line),
-            Err(_) => panic!("no request lines:\n{}", lines.join("\n")),
-        }
+    for id in ["log-test-1", "log-test-2"] {
+        let logged = server.wait_for_line(Duration::from_secs(10), |l| {
+            l.contains(id) && l.contains("latency_ms")
+        });
+        assert!(
+            logged.is_ok(),
+            "no request line for {id} ({logged:?}):\n{}",
+            server.log_text()
+        );
     }
-    drop(child);
-    reader.join().unwrap();
-    lines.extend(lines_rx.try_iter());
+    // Killed, its whole log read.
+    let log = server.finish(Duration::ZERO).stderr;
+    let lines: Vec<&str> = log.lines().collect();
 
     for line in &lines {
         let json: Value =

@@ -6,14 +6,16 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::common::*;
-use crate::process::{eventually, Server};
+use crate::process::{metric_in, Server};
 
-fn graceful_stop_answers_everything_in_flight(signal_name: &str) {
+const CLIENTS: usize = 6;
+
+fn graceful_stop_answers_everything_in_flight(signal: Signal) {
     let mut server = Server::start(&[("MAX_BATCH_TOKENS", "2048")]);
     let base = server.base.clone();
     // Long texts, so that several passes are still to run when the signal comes.
     let text = "Dense, sparse and multi-vector retrieval with one model. ".repeat(300);
-    let clients: Vec<_> = (0..6)
+    let clients: Vec<_> = (0..CLIENTS)
         .map(|i| {
             let base = base.clone();
             let body = json!({"input": [format!("{i} {text}"), "short"], "max_length": 2048});
@@ -25,14 +27,26 @@ fn graceful_stop_answers_everything_in_flight(signal_name: &str) {
             })
         })
         .collect();
-    // Every request admitted (queued, or already answered) before the signal.
-    let admitted = eventually(Duration::from_secs(60), || {
-        server.metric("bge_m3_queued_requests")
-            + server.metric(r#"bge_m3_requests_total{route="/embeddings",status="200"}"#)
-            >= 6.0
+    // The signal comes once every request has been admitted (none can be refused as new) and
+    // the server's own gauges show some still queued or in flight, texts waiting for passes:
+    // otherwise the test would prove nothing.
+    let mut in_flight = 0.0;
+    let ready = eventually(Duration::from_secs(60), || {
+        let metrics = server.metrics();
+        let answered = metric_in(
+            &metrics,
+            r#"bge_m3_requests_total{route="/embeddings",status="200"}"#,
+        );
+        in_flight = metric_in(&metrics, "bge_m3_queued_requests");
+        in_flight + answered >= CLIENTS as f64
+            && in_flight > 0.0
+            && metric_in(&metrics, "bge_m3_waiting_texts") > 0.0
     });
-    assert!(admitted.is_some(), "the requests were never admitted");
-    server.signal(signal_name);
+    assert!(
+        ready.is_some(),
+        "the requests were never all admitted with some still in flight"
+    );
+    server.signal(signal);
     let signalled = Instant::now();
     let mut answered_after_the_signal = 0;
     for client in clients {
@@ -42,7 +56,10 @@ fn graceful_stop_answers_everything_in_flight(signal_name: &str) {
         assert_eq!(reply.body["dense_vecs"].as_array().unwrap().len(), 2);
         answered_after_the_signal += usize::from(at > signalled);
     }
-    // Otherwise the test proved nothing: the requests must still have been running.
+    eprintln!(
+        "{signal} with {in_flight} requests in flight: {answered_after_the_signal} answered after it"
+    );
+    // The requests the gauges showed in flight were still running when the signal came.
     assert!(answered_after_the_signal > 0);
     let (status, _) = server.wait_exit(Duration::from_secs(60));
     assert!(status.success(), "{status}");
@@ -52,10 +69,10 @@ fn graceful_stop_answers_everything_in_flight(signal_name: &str) {
 
 #[test]
 fn sigterm_answers_everything_in_flight_then_exits_0() {
-    graceful_stop_answers_everything_in_flight("TERM");
+    graceful_stop_answers_everything_in_flight(Signal::Term);
 }
 
 #[test]
 fn sigint_answers_everything_in_flight_then_exits_0() {
-    graceful_stop_answers_everything_in_flight("INT");
+    graceful_stop_answers_everything_in_flight(Signal::Int);
 }

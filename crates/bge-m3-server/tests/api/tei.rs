@@ -21,7 +21,8 @@ fn embed_gives_the_dense_vectors() {
         assert_close(
             &floats(&body[i]),
             e.dense.as_ref().unwrap(),
-            &format!("[{i}]"),
+            TOLERANCE,
+            format!("[{i}]"),
         );
     }
     // One string is a batch of one; `normalize` and `truncate` change nothing.
@@ -32,13 +33,14 @@ fn embed_gives_the_dense_vectors() {
     assert_close(
         &floats(&body[0]),
         expected[0].dense.as_ref().unwrap(),
+        TOLERANCE,
         "lone",
     );
     // `dimensions`: the first N values, re-normalised.
     let body = post_ok("/embed", json!({"inputs": [TEXTS[0]], "dimensions": 4}));
     let head = &expected[0].dense.as_ref().unwrap()[..4];
     let scaled: Vec<f32> = head.iter().map(|v| v / norm(head)).collect();
-    assert_close(&floats(&body[0]), &scaled, "dimensions");
+    assert_close(&floats(&body[0]), &scaled, TOLERANCE, "dimensions");
 }
 
 #[test]
@@ -67,7 +69,7 @@ fn embed_all_gives_the_colbert_vectors() {
         let want = e.colbert.as_ref().unwrap();
         assert_eq!(rows.len(), want.len(), "one row per token but <s>");
         for (row, w) in rows.iter().zip(want) {
-            assert_close(&floats(row), w, "colbert");
+            assert_close(&floats(row), w, TOLERANCE, "colbert");
         }
     }
 }

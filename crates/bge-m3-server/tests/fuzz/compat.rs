@@ -8,7 +8,7 @@ use proptest::option::weighted as maybe;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-use crate::checks::{check_sparse, check_vector, fail, input_count, TOLERANCE};
+use crate::checks::{check_sparse, check_vector, fail, input_count, integral, NORM_TOLERANCE};
 use crate::strategies::{
     body, choice, dimensions, extra_fields, flag, input, junk, length, model, text, texts,
     token_id, weights,
@@ -278,7 +278,7 @@ fn check_ranked(indices: &[u64], scores: &[Value], count: usize) -> Result<(), T
     prop_assert!(
         scores
             .iter()
-            .all(|s| s.is_finite() && *s >= -1.0 - TOLERANCE),
+            .all(|s| s.is_finite() && *s >= -1.0 - NORM_TOLERANCE),
         "scores {:?}",
         scores
     );
@@ -336,9 +336,7 @@ fn check_cohere_rerank(
     let results = body["results"]
         .as_array()
         .ok_or_else(|| fail("`results` is not an array"))?;
-    let top_n = request["top_n"]
-        .as_u64()
-        .map_or(documents.len(), |n| n as usize);
+    let top_n = integral(&request["top_n"]).map_or(documents.len(), |n| n as usize);
     prop_assert_eq!(results.len(), top_n.min(documents.len()), "top_n results");
     let return_documents = request["return_documents"]
         .as_bool()
@@ -373,9 +371,7 @@ fn per_input<'a>(request: &Value, body: &'a Value) -> Result<&'a [Value], TestCa
 }
 
 fn check_embed(served: &Served, request: &Value, body: &Value) -> Result<(), TestCaseError> {
-    let width = request["dimensions"]
-        .as_u64()
-        .map_or(served.info.dense_dim, |d| d as usize);
+    let width = integral(&request["dimensions"]).map_or(served.info.dense_dim, |d| d as usize);
     for vector in per_input(request, body)? {
         check_vector(vector, width, false)?;
     }

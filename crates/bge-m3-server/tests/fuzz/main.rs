@@ -18,8 +18,6 @@ mod checks;
 mod compat;
 mod strategies;
 
-use std::path::PathBuf;
-
 use actix_web::body::MessageBody;
 use actix_web::http::header::CONTENT_TYPE;
 use actix_web::http::{Method, StatusCode};
@@ -27,6 +25,7 @@ use actix_web::test::{init_service, read_body, try_call_service, TestRequest};
 use actix_web::web;
 use bge_m3_core::{BgeM3, DeviceSpec, LoadOptions, SpecialTokens};
 use bge_m3_server::{AppState, Batcher, BatcherOptions, Limits, ModelInfo, TextTokenizer};
+use bge_m3_test_support::tiny_pt;
 use proptest::option::weighted as maybe;
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -52,10 +51,6 @@ struct Served {
     specials: SpecialTokens,
 }
 
-fn model_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models/tiny-pt")
-}
-
 /// A state whose model has loaded, as `serve` leaves it: tiny-pt on the CPU behind a batcher.
 async fn ready_state() -> (web::Data<AppState>, Served) {
     let limits = Limits {
@@ -67,7 +62,7 @@ async fn ready_state() -> (web::Data<AppState>, Served) {
     let state = web::Data::new(
         AppState::new("bge-m3", vec!["BAAI/bge-m3".into()], limits).with_allow_token_ids(true),
     );
-    state.set_text_tokenizer(TextTokenizer::load(&model_dir()).expect("tokenizer.json"));
+    state.set_text_tokenizer(TextTokenizer::load(&tiny_pt()).expect("tokenizer.json"));
     let load = LoadOptions::default()
         .with_device(DeviceSpec::Cpu)
         .with_dtype(None);
@@ -76,14 +71,14 @@ async fn ready_state() -> (web::Data<AppState>, Served) {
         ..BatcherOptions::default()
     };
     let loaded =
-        Batcher::spawn(move || BgeM3::load(model_dir(), &load), options).expect("model thread");
+        Batcher::spawn(move || BgeM3::load(tiny_pt(), &load), options).expect("model thread");
     let batcher = loaded
         .await
         .expect("the model thread panicked")
         .expect("loading tiny-pt");
     let info = batcher.info();
     state.set_ready(info.clone(), batcher);
-    let tokenizer = bge_m3_core::Tokenizer::from_file(&model_dir().join("tokenizer.json"))
+    let tokenizer = bge_m3_core::Tokenizer::from_file(&tiny_pt().join("tokenizer.json"))
         .expect("tokenizer.json");
     let specials = tokenizer.specials();
     (state, Served { info, specials })

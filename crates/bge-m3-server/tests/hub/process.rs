@@ -1,13 +1,10 @@
 //! The server binary as a process of its own, with its own environment, for the Hub tests.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
+use std::time::Duration;
 
+use bge_m3_test_support::{eventually, Launch, NoLine, Process};
 use serde_json::Value;
 
 /// Longest wait for a server to start, download and load, or to exit.
@@ -45,15 +42,14 @@ pub enum Started {
 }
 
 pub struct Server {
-    child: Child,
+    pub process: Process,
     pub base: String,
-    pub log: Arc<Mutex<String>>,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl Server {
+    /// What the server has logged so far.
+    pub fn log(&self) -> String {
+        self.process.log_text()
     }
 }
 
@@ -71,15 +67,8 @@ pub fn start_with(
     args: &[&str],
     while_loading: impl FnOnce(&str),
 ) -> Started {
-    let began = Instant::now();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_bge-m3-server"));
-    command.env_clear();
-    for kept in ["PATH", "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH", "SYSTEMROOT"] {
-        if let Some(value) = std::env::var_os(kept) {
-            command.env(kept, value);
-        }
-    }
-    command
+    let mut process = Launch::new(env!("CARGO_BIN_EXE_bge-m3-server"))
+        .env_clear_except(&["PATH", "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH", "SYSTEMROOT"])
         .env("HOME", home.0.path())
         .env("HF_HOME", home.hf_home())
         .env("HOST", "127.0.0.1")
@@ -88,75 +77,51 @@ pub fn start_with(
         .env("RUST_LOG", "info")
         .envs(vars.iter().copied())
         .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().unwrap();
-
-    // The log, and the address from the "listening" line.
-    let log = Arc::new(Mutex::new(String::new()));
-    let (addr_tx, addr_rx) = mpsc::channel();
-    let reader: JoinHandle<()> = {
-        let stderr = child.stderr.take().unwrap();
-        let log = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("listening") {
-                    if let Some(addr) = line
-                        .split_whitespace()
-                        .find_map(|w| w.strip_prefix("addr="))
-                    {
-                        let _ = addr_tx.send(addr.trim_matches('"').to_string());
-                    }
-                }
-                let mut log = log.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        })
+        .spawn()
+        .unwrap();
+    let listening = process.wait_for_line(START_TIMEOUT, |line| {
+        bge_m3_test_support::listening_addr(line).is_some()
+    });
+    let addr = match listening {
+        Ok(line) => bge_m3_test_support::listening_addr(&line).unwrap(),
+        Err(NoLine::Closed) => return exited(process),
+        Err(NoLine::TimedOut) => timed_out(process),
     };
-    let exited = |mut child: Child, reader: JoinHandle<()>, log: &Mutex<String>| {
-        let success = child.wait().unwrap().success();
-        reader.join().unwrap();
-        Started::Exited {
-            success,
-            log: log.lock().unwrap().clone(),
-            elapsed: began.elapsed(),
-        }
-    };
-
-    let deadline = began + START_TIMEOUT;
-    let mut base = None;
-    let mut while_loading = Some(while_loading);
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return exited(child, reader, &log);
-        }
-        if base.is_none() {
-            if let Ok(addr) = addr_rx.try_recv() {
-                let url = format!("http://{addr}");
-                (while_loading.take().unwrap())(&url);
-                base = Some(url);
-            }
-        }
-        if let Some(base) = &base {
-            if get(base, "/health").is_some_and(|(status, _)| status == 200) {
-                return Started::Serving(Server {
-                    child,
-                    base: base.clone(),
-                    log,
-                });
-            }
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let Started::Exited { log, .. } = exited(child, reader, &log) else {
-                unreachable!()
-            };
-            panic!("the server neither served nor exited within {START_TIMEOUT:?}:\n{log}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let base = format!("http://{addr}");
+    while_loading(&base);
+    let left = START_TIMEOUT.saturating_sub(process.elapsed());
+    let mut serving = false;
+    eventually(left, || {
+        serving = get(&base, "/health").is_some_and(|(status, _)| status == 200);
+        serving || process.try_exit().is_some()
+    });
+    if serving {
+        Started::Serving(Server { process, base })
+    } else if process.try_exit().is_some() {
+        exited(process)
+    } else {
+        timed_out(process)
     }
+}
+
+/// A server that closed its log: it has exited, or does within the wait.
+fn exited(process: Process) -> Started {
+    let finished = process.finish(START_TIMEOUT);
+    assert!(
+        !finished.timed_out,
+        "the server closed its log but did not exit:\n{}",
+        finished.stderr
+    );
+    Started::Exited {
+        success: finished.status.success(),
+        log: finished.stderr,
+        elapsed: finished.elapsed,
+    }
+}
+
+fn timed_out(process: Process) -> ! {
+    let log = process.finish(Duration::ZERO).stderr;
+    panic!("the server neither served nor exited within {START_TIMEOUT:?}:\n{log}");
 }
 
 pub fn serving(started: Started) -> Server {
@@ -169,9 +134,7 @@ pub fn serving(started: Started) -> Server {
 /// The log of a server that must fail: it exits non-zero, within `within`.
 pub fn failure(started: Started, within: Duration) -> String {
     match started {
-        Started::Serving(server) => {
-            panic!("the server serves:\n{}", server.log.lock().unwrap())
-        }
+        Started::Serving(server) => panic!("the server serves:\n{}", server.log()),
         Started::Exited {
             success,
             log,

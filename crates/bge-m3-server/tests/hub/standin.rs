@@ -15,15 +15,14 @@
 //! or `EntryNotFound`; for a private repository 401 without a token and 403 with another one.
 //! Every request is recorded.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use actix_web::http::header;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::json;
+use tokio::sync::watch;
 
 /// One repository: its revisions (name, commit) and files.
 #[derive(Clone)]
@@ -70,8 +69,8 @@ struct State {
     base: String,
     repos: Vec<StandInRepo>,
     requests: Mutex<Vec<Logged>>,
-    /// While set, `/cdn/` requests wait.
-    hold: AtomicBool,
+    /// While `true`, `/cdn/` requests wait (woken when it changes, not polled).
+    hold: watch::Sender<bool>,
 }
 
 /// The running stand-in; stopped (its port closed) when dropped.
@@ -88,7 +87,7 @@ impl StandIn {
             base: format!("http://{}", listener.local_addr().unwrap()),
             repos,
             requests: Mutex::new(Vec::new()),
-            hold: AtomicBool::new(false),
+            hold: watch::Sender::new(false),
         });
         let (handle_tx, handle_rx) = mpsc::channel();
         let thread = {
@@ -124,7 +123,7 @@ impl StandIn {
 
     /// Makes the weights' downloads wait (or go on).
     pub fn hold_blobs(&self, hold: bool) {
-        self.state.hold.store(hold, Ordering::SeqCst);
+        self.state.hold.send_replace(hold);
     }
 
     pub fn requests(&self) -> Vec<Logged> {
@@ -155,9 +154,8 @@ async fn answer(request: HttpRequest, state: web::Data<State>) -> HttpResponse {
     });
 
     if let Some(etag) = path.strip_prefix("/cdn/") {
-        while state.hold.load(Ordering::SeqCst) {
-            actix_web::rt::time::sleep(Duration::from_millis(10)).await;
-        }
+        // Never errs: `state` holds the sender.
+        let _ = state.hold.subscribe().wait_for(|held| !held).await;
         let blob = state
             .repos
             .iter()
