@@ -47,9 +47,11 @@
 #![deny(missing_docs)]
 
 mod batch;
+mod checks;
 mod config;
 mod cpu;
 mod device;
+mod embedding;
 mod encoder;
 mod error;
 mod heads;
@@ -62,10 +64,12 @@ mod tokenize;
 mod weights;
 
 pub use candle_core::{DType, Device};
+pub use checks::{check_batch_size, check_length, check_token_ids};
 pub use config::{Config, HiddenAct};
 pub use device::{device_name, parse_dtype, DeviceSpec};
+pub use embedding::{score_pairs, truncate_dense, Embedding};
 pub use error::{Error, Report, Result};
 pub use heads::SparseEmbedding;
-pub use model::{BgeM3, Embedding, EncodeOptions, LoadOptions, Outputs, ScoreOptions};
+pub use model::{BgeM3, EncodeOptions, LoadOptions, Outputs, ScoreOptions};
 pub use score::{PairScores, ScoreWeights};
-pub use tokenize::{check_token_ids, SpecialTokens, Tokenizer};
+pub use tokenize::{SpecialTokens, Tokenizer};

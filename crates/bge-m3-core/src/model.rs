@@ -6,12 +6,14 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 
 use crate::batch::HiddenStates;
+use crate::checks::{check_batch_size, check_length, check_token_ids};
 use crate::config::Config;
 use crate::device::{default_dtype, DeviceSpec};
+use crate::embedding::{score_pairs, Embedding};
 use crate::encoder::XlmRobertaEncoder;
 use crate::heads::{dense_vectors, ColbertHead, SparseEmbedding, SparseHead};
-use crate::score::{colbert_score, dense_score, sparse_score, PairScores, ScoreWeights};
-use crate::tokenize::{check_token_ids, Tokenizer};
+use crate::score::{PairScores, ScoreWeights};
+use crate::tokenize::Tokenizer;
 use crate::weights::{encoder_var_builder, ModelFiles};
 use crate::{Error, Result};
 
@@ -219,47 +221,6 @@ impl ScoreOptions {
     }
 }
 
-/// The outputs for one input text.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Embedding {
-    /// The L2-normalised `<s>` vector (1024 values for BGE-M3), when asked for.
-    pub dense: Option<Vec<f32>>,
-    /// Lexical weights keyed by token id, when asked for.
-    pub sparse: Option<SparseEmbedding>,
-    /// One L2-normalised vector per token after `<s>` (`</s>` included), when asked for.
-    pub colbert: Option<Vec<Vec<f32>>>,
-    /// Tokens of the input after truncation, not counting `<s>` and `</s>`.
-    pub tokens: usize,
-}
-
-impl Embedding {
-    /// The five scores of this embedding (the query) against `passage`, from the pure
-    /// functions of [`crate::score`]. Both need all three outputs ([`Outputs::ALL`]).
-    pub fn score(&self, passage: &Embedding, weights: ScoreWeights) -> Result<PairScores> {
-        let missing = |output: &str| {
-            Error::invalid_input(
-                "outputs",
-                format!("scoring needs the {output} output of both texts"),
-            )
-        };
-        let (Some(qd), Some(pd)) = (&self.dense, &passage.dense) else {
-            return Err(missing("dense"));
-        };
-        let (Some(qs), Some(ps)) = (&self.sparse, &passage.sparse) else {
-            return Err(missing("sparse"));
-        };
-        let (Some(qc), Some(pc)) = (&self.colbert, &passage.colbert) else {
-            return Err(missing("colbert"));
-        };
-        Ok(PairScores::new(
-            dense_score(qd, pd),
-            sparse_score(&qs.weights, &ps.weights),
-            colbert_score(qc, pc),
-            weights,
-        ))
-    }
-}
-
 /// BGE-M3: tokenizer, XLM-RoBERTa encoder and the dense, sparse and ColBERT heads.
 pub struct BgeM3 {
     /// Runs every forward pass; see [`LoadOptions::threads`].
@@ -434,9 +395,7 @@ impl BgeM3 {
         outputs: Outputs,
         batch_size: usize,
     ) -> Result<Vec<Embedding>> {
-        if batch_size == 0 {
-            return Err(Error::invalid_input("batch_size", "must be at least 1"));
-        }
+        let batch_size = check_batch_size(batch_size)?.get();
         let mut order: Vec<usize> = (0..sequences.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(sequences[i].as_ref().len()));
         let mut results: Vec<Option<Embedding>> = vec![None; sequences.len()];
@@ -610,38 +569,24 @@ impl BgeM3 {
         weights: ScoreWeights,
         batch_size: usize,
     ) -> Result<Vec<PairScores>> {
-        let weights = weights.validate()?;
         if queries.len() != passages.len() {
             return Err(Error::invalid_input(
                 "pairs",
                 format!("{} queries but {} passages", queries.len(), passages.len()),
             ));
         }
+        let weights = weights.validate()?;
         let sequences: Vec<&[u32]> = queries
             .iter()
             .map(AsRef::as_ref)
             .chain(passages.iter().map(AsRef::as_ref))
             .collect();
         let mut embeddings = self.encode_tokenized(&sequences, Outputs::ALL, batch_size)?;
-        let passage_embeddings = embeddings.split_off(queries.len());
-        embeddings
-            .iter()
-            .zip(&passage_embeddings)
-            .map(|(q, p)| q.score(p, weights))
-            .collect()
+        let passages = embeddings.split_off(queries.len());
+        score_pairs(&embeddings, &passages, weights)
     }
 
     fn check_max_length(&self, field: &str, max_length: usize) -> Result<()> {
-        if (1..=self.max_length()).contains(&max_length) {
-            Ok(())
-        } else {
-            Err(Error::invalid_input(
-                field,
-                format!(
-                    "must be between 1 and {}, got {max_length}",
-                    self.max_length()
-                ),
-            ))
-        }
+        check_length(field, max_length, self.max_length()).map(drop)
     }
 }

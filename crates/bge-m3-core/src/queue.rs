@@ -70,8 +70,8 @@ pub struct Request {
     pub sequences: Vec<Vec<u32>>,
     /// Which outputs to compute for every text of the request.
     pub outputs: Outputs,
-    /// The most texts of this request in one pass (at least 1).
-    pub batch_size: usize,
+    /// The most texts of this request in one pass ([`crate::check_batch_size`] makes one).
+    pub batch_size: std::num::NonZeroUsize,
     /// Where the answer goes. Dropping its receiver cancels the request.
     pub reply: oneshot::Sender<Result<Computed, QueueError>>,
 }
@@ -273,7 +273,7 @@ impl State {
             sequences: request.sequences,
             waiting,
             outputs: request.outputs,
-            batch_size: request.batch_size.max(1),
+            batch_size: request.batch_size.get(),
             done: 0,
             reply: request.reply,
             enqueued: Instant::now(),

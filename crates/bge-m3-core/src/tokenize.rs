@@ -128,34 +128,6 @@ impl Tokenizer {
     }
 }
 
-/// Checks pre-tokenized inputs (one id list per input) against a vocabulary of `vocab_size`
-/// ids: the first id outside it is an [`Error::InvalidInput`] on field `input` that says where.
-///
-/// ```
-/// use bge_m3_core::check_token_ids;
-/// assert!(check_token_ids(&[vec![0, 5], vec![9]], 10).is_ok());
-/// let err = check_token_ids(&[vec![0, 5], vec![9, 10]], 10).unwrap_err();
-/// assert!(err.to_string().contains("token id 10 at input[1][1]"));
-/// ```
-pub fn check_token_ids<I: AsRef<[u32]>>(inputs: &[I], vocab_size: usize) -> Result<()> {
-    for (i, ids) in inputs.iter().enumerate() {
-        if let Some((j, id)) = ids
-            .as_ref()
-            .iter()
-            .enumerate()
-            .find(|(_, &id)| id as usize >= vocab_size)
-        {
-            return Err(Error::invalid_input(
-                "input",
-                format!(
-                    "token id {id} at input[{i}][{j}] is outside the vocabulary (0..{vocab_size})"
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// Reads `clean_up_tokenization_spaces` from a `tokenizer_config.json`, if the file exists.
 fn read_clean_up_flag(path: &Path) -> Result<Option<bool>> {
     let text = match std::fs::read_to_string(path) {

@@ -258,7 +258,7 @@ impl Pending {
             sequences: std::mem::take(&mut self.sequences),
             outputs: settings.shape.outputs,
             // The window is one request: only the token budget bounds its passes.
-            batch_size: usize::MAX,
+            batch_size: std::num::NonZeroUsize::MAX,
             reply,
         });
         self.tokens = 0;

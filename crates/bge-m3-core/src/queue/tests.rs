@@ -37,7 +37,7 @@ fn request(
     let request = Request {
         sequences: lengths.iter().map(|&len| vec![0; len]).collect(),
         outputs: Outputs::default(),
-        batch_size,
+        batch_size: batch_size.try_into().expect("a batch size of at least 1"),
         reply,
     };
     (request, answer)

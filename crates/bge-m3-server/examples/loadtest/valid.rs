@@ -254,7 +254,7 @@ impl Valid {
                     let what = format!("input {i} ({source:?}, max_length {})", LENGTHS[*length]);
                     if let Some(dense) = item[0] {
                         let expected = match dimensions {
-                            Some(d) => truncate_normalised(&alone.dense, *d),
+                            Some(d) => bge_m3_core::truncate_dense(alone.dense.clone(), *d),
                             None => alone.dense.clone(),
                         };
                         check_close(&floats(dense, base64)?, &expected, TOLERANCE)
@@ -421,18 +421,4 @@ fn same_weights<K: Eq + std::hash::Hash + std::fmt::Debug>(
 /// A difference from what the same input got alone, the expected value in it.
 fn from_alone(difference: String) -> String {
     format!("{difference} (expected: the input's answer alone)")
-}
-
-/// OpenAI's `dimensions`, as the server applies it: the first `d` values, re-normalised.
-fn truncate_normalised(values: &[f32], d: usize) -> Vec<f32> {
-    if values.len() <= d {
-        return values.to_vec();
-    }
-    let kept = &values[..d];
-    let norm = kept.iter().map(|v| v * v).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        kept.iter().map(|v| v / norm).collect()
-    } else {
-        kept.to_vec()
-    }
 }

@@ -109,52 +109,17 @@ impl Batcher {
                 batch_size,
                 ..
             } = job.options;
-            if let Some(held) = held.as_mut() {
-                let bound = match &job.inputs {
-                    Inputs::Texts(texts) => Cost::ids_bound(texts, max_length),
-                    Inputs::TokenIds(ids) => ids_of(ids, max_length),
-                };
-                held.resize(held.bytes() + bound, Need::Tokens)?;
-            }
-            let count_distinct = outputs.sparse && held.is_some();
-            let start = Instant::now();
-            let mut tokenized = Tokenized::default();
-            match job.inputs {
-                Inputs::Texts(texts) => {
-                    self.tokenize(texts, max_length, count_distinct, &mut tokenized)
-                        .await?
-                }
-                Inputs::TokenIds(ids) => {
-                    let model = self.inner.model.clone();
-                    let chunk = self
-                        .on_tokenizers(move || {
-                            Tokenized::of(model.wrap_ids(&ids, max_length)?, count_distinct)
-                        })
-                        .await??;
-                    tokenized.extend(chunk);
-                }
-            }
-            let Tokenized {
-                sequences,
-                distinct,
-            } = tokenized;
-            let tokenization = start.elapsed();
-            if let Some(held) = held.as_mut() {
-                let bytes = self.cost().encode(
-                    &sequences,
-                    &distinct,
-                    outputs.dense,
-                    outputs.sparse,
-                    job.sparse_keys == SparseKeys::Tokens,
-                    outputs.colbert,
-                );
-                held.resize(bytes, Need::Answer)?;
-            }
-            drop(distinct);
-            let computed = self.compute(sequences, outputs, batch_size).await?;
-            let timings = timings(tokenization, &computed);
+            let sparse_tokens = outputs.sparse && job.sparse_keys == SparseKeys::Tokens;
+            let answer = Answer {
+                outputs,
+                sparse_tokens,
+                batch_size,
+            };
+            let (computed, timings) = self
+                .embed(vec![(job.inputs, max_length)], answer, &mut held)
+                .await?;
             let embeddings = computed.embeddings;
-            if !(outputs.sparse && job.sparse_keys == SparseKeys::Tokens) {
+            if !sparse_tokens {
                 return Ok(Encoded {
                     embeddings,
                     sparse_tokens: None,
@@ -209,62 +174,23 @@ impl Batcher {
                 passages,
                 options,
             } = job;
-            let weights = options.weights.validate()?;
-            if queries.len() != 1 && queries.len() != passages.len() {
-                return Err(Error::Internal(format!(
-                    "a score job of {} queries for {} passages",
-                    queries.len(),
-                    passages.len()
-                )));
-            }
             let query_count = queries.len();
-            if let Some(held) = held.as_mut() {
-                let bound = Cost::ids_bound(&queries, options.max_query_length)
-                    + Cost::ids_bound(&passages, options.max_passage_length);
-                held.resize(held.bytes() + bound, Need::Tokens)?;
-            }
-            let count_distinct = held.is_some();
-            let start = Instant::now();
-            let mut tokenized = Tokenized::default();
-            self.tokenize(
-                queries,
-                options.max_query_length,
-                count_distinct,
-                &mut tokenized,
-            )
-            .await?;
-            self.tokenize(
-                passages,
-                options.max_passage_length,
-                count_distinct,
-                &mut tokenized,
-            )
-            .await?;
-            let Tokenized {
-                sequences,
-                distinct,
-            } = tokenized;
-            let tokenization = start.elapsed();
-            if let Some(held) = held.as_mut() {
-                // Every output of every text, until the pairs are scored.
-                let bytes = self
-                    .cost()
-                    .encode(&sequences, &distinct, true, true, false, true);
-                held.resize(bytes, Need::Answer)?;
-            }
-            let tokens = sequences.iter().map(|s| s.len() - 2).sum();
-            let computed = self
-                .compute(sequences, Outputs::ALL, options.batch_size)
-                .await?;
-            let timings = timings(tokenization, &computed);
+            // Every output of every text, until the pairs are scored.
+            let answer = Answer {
+                outputs: Outputs::ALL,
+                sparse_tokens: false,
+                batch_size: options.batch_size,
+            };
+            let parts = vec![
+                (Inputs::Texts(queries), options.max_query_length),
+                (Inputs::Texts(passages), options.max_passage_length),
+            ];
+            let (computed, timings) = self.embed(parts, answer, &mut held).await?;
             let mut queries = computed.embeddings;
+            let tokens = queries.iter().map(|e| e.tokens).sum();
             let scores = blocking(move || {
                 let passages = queries.split_off(query_count);
-                passages
-                    .iter()
-                    .enumerate()
-                    .map(|(i, p)| queries[if query_count == 1 { 0 } else { i }].score(p, weights))
-                    .collect::<bge_m3_core::Result<Vec<_>>>()
+                bge_m3_core::score_pairs(&queries, &passages, options.weights)
             })
             .await??;
             drop(held);
@@ -275,6 +201,74 @@ impl Batcher {
             })
         })
         .await
+    }
+
+    /// What every job does before its answer is written: grows the reservation `held` to the
+    /// bound of the token ids of `parts` (inputs and the length they are truncated to),
+    /// tokenizes them in order, sets the reservation to their ids and the embeddings `answer`
+    /// will hold, and runs them through the model's thread.
+    async fn embed(
+        &self,
+        parts: Vec<(Inputs, usize)>,
+        answer: Answer,
+        held: &mut Option<Reservation>,
+    ) -> Result<(Computed, Timings)> {
+        let Answer {
+            outputs,
+            sparse_tokens,
+            batch_size,
+        } = answer;
+        if let Some(held) = held.as_mut() {
+            let bound = parts
+                .iter()
+                .map(|(inputs, max_length)| match inputs {
+                    Inputs::Texts(texts) => Cost::ids_bound(texts, *max_length),
+                    Inputs::TokenIds(ids) => ids_of(ids, *max_length),
+                })
+                .sum::<u64>();
+            held.resize(held.bytes() + bound, Need::Tokens)?;
+        }
+        // Distinct tokens size the sparse weights in the estimate.
+        let count_distinct = outputs.sparse && held.is_some();
+        let start = Instant::now();
+        let mut tokenized = Tokenized::default();
+        for (inputs, max_length) in parts {
+            match inputs {
+                Inputs::Texts(texts) => {
+                    self.tokenize(texts, max_length, count_distinct, &mut tokenized)
+                        .await?
+                }
+                Inputs::TokenIds(ids) => {
+                    let model = self.inner.model.clone();
+                    let chunk = self
+                        .on_tokenizers(move || {
+                            Tokenized::of(model.wrap_ids(&ids, max_length)?, count_distinct)
+                        })
+                        .await??;
+                    tokenized.extend(chunk);
+                }
+            }
+        }
+        let Tokenized {
+            sequences,
+            distinct,
+        } = tokenized;
+        let tokenization = start.elapsed();
+        if let Some(held) = held.as_mut() {
+            let bytes = self.cost().encode(
+                &sequences,
+                &distinct,
+                outputs.dense,
+                outputs.sparse,
+                sparse_tokens,
+                outputs.colbert,
+            );
+            held.resize(bytes, Need::Answer)?;
+        }
+        drop(distinct);
+        let computed = self.compute(sequences, outputs, batch_size).await?;
+        let timings = timings(tokenization, &computed);
+        Ok((computed, timings))
     }
 
     /// Runs tokenizer work that needs no forward pass (`/tokenize`, `/decode`) on the tokenizer
@@ -339,7 +333,7 @@ impl Batcher {
         self.inner.queue.push(Request {
             sequences,
             outputs,
-            batch_size,
+            batch_size: bge_m3_core::check_batch_size(batch_size)?,
             reply,
         });
         let mut pending = Pending {
@@ -360,6 +354,14 @@ impl Batcher {
             .observe(computed.inference.as_secs_f64());
         Ok(computed)
     }
+}
+
+/// What a job's answer holds, for the memory estimate and the forward passes.
+struct Answer {
+    outputs: Outputs,
+    /// Sparse weights keyed by token string as well as by id.
+    sparse_tokens: bool,
+    batch_size: usize,
 }
 
 /// A request on the model's queue: when it is dropped unanswered (its client went, or it timed

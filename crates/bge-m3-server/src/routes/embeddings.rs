@@ -6,10 +6,9 @@ use std::iter::once;
 use actix_web::{web, HttpResponse};
 use bge_m3_core::{Embedding, EncodeOptions, Outputs};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::answer::{self, array, array_of, object, value, Pieces};
-use super::input::{self, parse_outputs, InputField, Integer};
+use super::input::{self, InputField, Integer};
 use super::reply::{answered, Usage};
 use super::responses::EncodeErrors;
 use super::vectors::{EncodingFormat, Format, Sparse, SparseFormat, Vector};
@@ -30,7 +29,7 @@ pub(crate) struct EmbeddingsRequest {
     model: Option<String>,
     /// `{"dense", "sparse", "colbert"}` flags, or a string that changes nothing.
     #[schema(schema_with = input::input_type_schema)]
-    input_type: Option<Value>,
+    input_type: Option<input::InputType>,
     /// How vectors are written; default `float`. On `/v1/embeddings` it applies to `embedding`
     /// alone (`dense` and `colbert` stay JSON numbers), on `/embeddings` to every vector.
     encoding_format: Option<EncodingFormat>,
@@ -62,7 +61,7 @@ impl EmbeddingsRequest {
                 state.limits(),
                 state.allows_token_ids(),
             )?;
-        let outputs = parse_outputs(self.input_type)?;
+        let outputs = input::InputType::outputs_of(self.input_type)?;
         let max_length = input::length(
             "max_length",
             Integer::get(self.max_length),

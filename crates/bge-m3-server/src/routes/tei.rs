@@ -15,7 +15,6 @@ use super::answer::{self, array};
 use super::input::{self, InputField, Integer, Texts};
 use super::reply::answered;
 use super::responses::{EncodeErrors, ModelErrors};
-use super::vectors::truncate_normalised;
 use crate::inference::memory::Reservation;
 use crate::inference::Timings;
 use crate::inference::{EncodeJob, Encoded, Inputs, SparseKeys};
@@ -142,7 +141,7 @@ pub(crate) async fn embed(
         .map(|e| {
             let dense = e.dense.ok_or_else(|| missing("dense"))?;
             Ok(match dimensions {
-                Some(d) => truncate_normalised(dense, d),
+                Some(d) => bge_m3_core::truncate_dense(dense, d),
                 None => dense,
             })
         })

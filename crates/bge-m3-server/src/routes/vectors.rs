@@ -155,7 +155,7 @@ impl Format {
     /// A dense vector, cut to `dimensions` and encoded.
     pub fn dense(&self, dense: Vec<f32>) -> Vector {
         self.vector(match self.dimensions {
-            Some(dimensions) => truncate_normalised(dense, dimensions),
+            Some(dimensions) => bge_m3_core::truncate_dense(dense, dimensions),
             None => dense,
         })
     }
@@ -193,20 +193,6 @@ impl Format {
     }
 }
 
-/// OpenAI's `dimensions`: the first `dimensions` values, rescaled to unit length. A vector
-/// no longer than `dimensions` is returned as it is; a zero prefix stays zero.
-pub(crate) fn truncate_normalised(mut values: Vec<f32>, dimensions: usize) -> Vec<f32> {
-    if values.len() <= dimensions {
-        return values;
-    }
-    values.truncate(dimensions);
-    let norm = values.iter().map(|v| v * v).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        values.iter_mut().for_each(|v| *v /= norm);
-    }
-    values
-}
-
 /// Base64 of the little-endian f32 bytes, as OpenAI encodes embeddings.
 pub(crate) fn base64_f32(values: &[f32]) -> String {
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -235,14 +221,6 @@ mod tests {
             colbert: Some(vec![vec![1.0, 0.0]]),
             tokens: 2,
         }
-    }
-
-    #[test]
-    fn truncation_renormalises() {
-        assert_eq!(truncate_normalised(vec![0.6, 0.8, 0.0], 1), vec![1.0]);
-        assert_eq!(truncate_normalised(vec![3.0, 4.0, 1.0], 2), vec![0.6, 0.8]);
-        assert_eq!(truncate_normalised(vec![0.0, 0.0, 1.0], 2), vec![0.0, 0.0]);
-        assert_eq!(truncate_normalised(vec![0.6, 0.8], 2), vec![0.6, 0.8]);
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! The checks of request values shared by the routes: each names the field at fault.
 
-use bge_m3_core::{Outputs, ScoreWeights};
-use serde_json::Value;
+use bge_m3_core::ScoreWeights;
 
 use super::schema::{MAX_WEIGHT, MIN_POSITIVE_WEIGHT};
 use crate::{Error, Result};
@@ -56,62 +55,17 @@ pub(crate) fn dimensions(value: Option<usize>, dense_dim: usize) -> Result<Optio
     }
 }
 
-/// `input_type`: which outputs to compute. An object picks them (`dense` and `sparse`
-/// default to true, `colbert` to false); a string (`"query"`, `"passage"`, `"document"`, as
-/// some OpenAI-compatible clients send) changes nothing, as BGE-M3 embeds both sides alike.
-pub(crate) fn parse_outputs(value: Option<Value>) -> Result<Outputs> {
-    let defaults = Outputs::default();
-    let outputs = match value {
-        None | Some(Value::Null) | Some(Value::String(_)) => return Ok(defaults),
-        Some(Value::Object(fields)) => {
-            let flag = |name: &str, default: bool| match fields.get(name) {
-                None | Some(Value::Null) => Ok(default),
-                Some(Value::Bool(flag)) => Ok(*flag),
-                Some(other) => Err(Error::invalid(
-                    format!("input_type.{name}"),
-                    format!("must be true or false, got {other}"),
-                )),
-            };
-            Outputs {
-                dense: flag("dense", defaults.dense)?,
-                sparse: flag("sparse", defaults.sparse)?,
-                colbert: flag("colbert", defaults.colbert)?,
-            }
-        }
-        Some(other) => {
-            return Err(Error::invalid(
-                "input_type",
-                format!(
-                    "must be an object like {{\"dense\": true, \"sparse\": true, \"colbert\": \
-                     false}} or a string, got {other}"
-                ),
-            ))
-        }
-    };
-    if !(outputs.dense || outputs.sparse || outputs.colbert) {
-        return Err(Error::invalid(
-            "input_type",
-            "asks for no output: set at least one of dense, sparse, colbert to true",
-        ));
-    }
-    Ok(outputs)
-}
-
-/// A token length (`max_length`, `max_query_length`, ...): `default` when absent, else within
-/// 1..=`max` (the model's 8192).
+/// A token length (`max_length`, `max_query_length`, ...): `default` when absent, else as
+/// the core checks it (1..=`longest`, the model's 8192).
 pub(crate) fn length(
     param: &str,
     value: Option<usize>,
     default: usize,
-    max: usize,
+    longest: usize,
 ) -> Result<usize> {
     match value {
         None => Ok(default),
-        Some(n) if (1..=max).contains(&n) => Ok(n),
-        Some(n) => Err(Error::invalid(
-            param,
-            format!("must be between 1 and {max}, got {n}"),
-        )),
+        Some(n) => Ok(bge_m3_core::check_length(param, n, longest)?),
     }
 }
 
@@ -146,12 +100,12 @@ pub(crate) fn weights(value: Option<Vec<f32>>, default: ScoreWeights) -> Result<
     }
 }
 
-/// `batch_size`: at least 1, default 12 (the core's default, the original service's).
+/// `batch_size`: as the core checks it (at least 1), default 12 (the core's default, the
+/// original service's).
 pub(crate) fn batch_size(value: Option<usize>) -> Result<usize> {
     match value {
         None => Ok(bge_m3_core::EncodeOptions::default().batch_size),
-        Some(0) => Err(Error::invalid("batch_size", "must be at least 1, got 0")),
-        Some(n) => Ok(n),
+        Some(n) => Ok(bge_m3_core::check_batch_size(n)?.get()),
     }
 }
 

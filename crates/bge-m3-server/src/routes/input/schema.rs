@@ -46,7 +46,7 @@ pub(crate) fn null_schema() -> Schema {
     ObjectBuilder::new().schema_type(Type::Null).into()
 }
 
-/// The schema of `input_type` (see [`parse_outputs`]): an object of flags asking for at least
+/// The schema of `input_type` (see [`InputType`](super::InputType)): an object of flags asking for at least
 /// one output, a string, or null.
 pub(crate) fn input_type_schema() -> Schema {
     let flag = |description: &str| {

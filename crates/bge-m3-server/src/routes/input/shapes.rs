@@ -4,7 +4,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, SeqAccess, Visitor};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use utoipa::openapi::schema::{ArrayBuilder, OneOfBuilder, Schema};
 use utoipa::openapi::RefOr;
 use utoipa::{PartialSchema, ToSchema};
@@ -379,4 +380,76 @@ pub(crate) fn texts(
     check_count(param, texts.len(), limits.max_inputs)?;
     check_text_lengths(param, &texts, lone, limits.max_text_chars)?;
     Ok(texts)
+}
+
+/// `input_type`: which outputs to compute. An object picks them, each flag absent or null
+/// for its default; a string (`"query"`, `"passage"`, `"document"`, as some OpenAI-compatible
+/// clients send) picks none, as BGE-M3 embeds both sides alike. A flag that is not a boolean
+/// is named by its path (`input_type.dense`).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct InputType(Flags);
+
+/// The flags of `input_type`, each absent or null for its default.
+#[derive(Debug, Default, PartialEq, Eq, serde::Deserialize)]
+struct Flags {
+    dense: Option<bool>,
+    sparse: Option<bool>,
+    colbert: Option<bool>,
+}
+
+impl InputType {
+    /// The outputs asked for: `dense` and `sparse` default to true, `colbert` to false; at
+    /// least one must be on.
+    pub fn outputs(self) -> Result<bge_m3_core::Outputs> {
+        let defaults = bge_m3_core::Outputs::default();
+        let Flags {
+            dense,
+            sparse,
+            colbert,
+        } = self.0;
+        let outputs = bge_m3_core::Outputs {
+            dense: dense.unwrap_or(defaults.dense),
+            sparse: sparse.unwrap_or(defaults.sparse),
+            colbert: colbert.unwrap_or(defaults.colbert),
+        };
+        if !(outputs.dense || outputs.sparse || outputs.colbert) {
+            return Err(Error::invalid(
+                "input_type",
+                "asks for no output: set at least one of dense, sparse, colbert to true",
+            ));
+        }
+        Ok(outputs)
+    }
+
+    /// The field as a request has it: absent or null for the defaults.
+    pub fn outputs_of(field: Option<Self>) -> Result<bge_m3_core::Outputs> {
+        field.unwrap_or_default().outputs()
+    }
+}
+
+/// An object of flags or a string label, told apart by what the body holds.
+struct InputTypeVisitor;
+
+impl<'de> Visitor<'de> for InputTypeVisitor {
+    type Value = InputType;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(
+            "an object like {\"dense\": true, \"sparse\": true, \"colbert\": false} or a string",
+        )
+    }
+
+    fn visit_str<E: de::Error>(self, _label: &str) -> std::result::Result<InputType, E> {
+        Ok(InputType::default())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<InputType, A::Error> {
+        Flags::deserialize(MapAccessDeserializer::new(map)).map(InputType)
+    }
+}
+
+impl<'de> Deserialize<'de> for InputType {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        deserializer.deserialize_any(InputTypeVisitor)
+    }
 }

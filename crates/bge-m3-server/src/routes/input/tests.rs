@@ -197,26 +197,46 @@ fn long_texts_are_refused_by_name() {
 
 #[test]
 fn outputs() {
-    use serde_json::json;
-    assert_eq!(parse_outputs(None).unwrap(), Outputs::default());
+    #[derive(Debug, serde::Deserialize)]
+    struct Body {
+        input_type: Option<InputType>,
+    }
+    let outputs = |body: &str| {
+        let body: Body = parse(body.as_bytes())?;
+        InputType::outputs_of(body.input_type)
+    };
+    assert_eq!(outputs("{}").unwrap(), Outputs::default());
     assert_eq!(
-        parse_outputs(Some(json!("query"))).unwrap(),
+        outputs(r#"{"input_type": null}"#).unwrap(),
         Outputs::default()
     );
     assert_eq!(
-        parse_outputs(Some(json!({"colbert": true, "sparse": false}))).unwrap(),
+        outputs(r#"{"input_type": "query"}"#).unwrap(),
+        Outputs::default()
+    );
+    assert_eq!(
+        outputs(r#"{"input_type": {"colbert": true, "sparse": false, "dense": null}}"#).unwrap(),
         Outputs {
             dense: true,
             sparse: false,
             colbert: true
         }
     );
-    assert!(message(parse_outputs(Some(json!({"dense": "yes"})))).contains("input_type.dense"));
-    assert!(message(parse_outputs(Some(
-        json!({"dense": false, "sparse": false})
-    )))
+    let err = outputs(r#"{"input_type": {"dense": "yes"}}"#).unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidRequest { param: Some(p), .. } if p == "input_type.dense"),
+        "{err:?}"
+    );
+    assert!(message(outputs(
+        r#"{"input_type": {"dense": false, "sparse": false}}"#
+    ))
     .contains("no output"));
-    assert!(parse_outputs(Some(json!(1))).is_err());
+    let err = outputs(r#"{"input_type": 1}"#).unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidRequest { param: Some(p), .. } if p == "input_type"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("or a string"), "{err}");
 }
 
 #[test]
