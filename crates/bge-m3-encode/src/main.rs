@@ -5,7 +5,6 @@
 //! bge-m3-encode --model fixtures/models/tiny-pt corpus.jsonl -o vectors.jsonl
 //! ```
 
-mod download_progress;
 mod input;
 mod output;
 #[cfg(feature = "parquet")]
@@ -202,7 +201,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
 
     let options = HubOptions::from_env()
         .with_revision(args.revision.clone())
-        .with_progress(download_progress::TerminalProgress);
+        .with_progress(bge_m3_core::hub::TerminalProgress);
     let report = |e: bge_m3_core::Error| bge_m3_core::Report(&e).to_string();
     let dir = hub::resolve(&args.model, &options).map_err(report)?;
     let load = LoadOptions::default()

@@ -25,7 +25,6 @@
 //! ```
 
 pub mod config;
-mod download_progress;
 mod error;
 pub mod inference;
 pub mod logging;
@@ -145,7 +144,7 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<Stopped> {
     // that /health answers 503 "loading" meanwhile.
     let hub_options = HubOptions::from_env()
         .with_revision(config.revision.clone())
-        .with_progress(download_progress::TerminalProgress);
+        .with_progress(bge_m3_core::hub::TerminalProgress);
     let loaded = {
         let model_path = model_path.clone();
         let state = state.clone();

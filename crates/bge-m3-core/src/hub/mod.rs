@@ -12,7 +12,8 @@
 //! id (`owner/name`) is downloaded, anything else is [`Error::MissingDirectory`].
 //!
 //! A download reports its progress to [`HubOptions::progress`]: by default [`LogProgress`]'s
-//! `tracing` lines, or the caller's [`DownloadProgress`] (a terminal bar, say).
+//! `tracing` lines, or the caller's [`DownloadProgress`]: `TerminalProgress` (cargo feature
+//! `terminal-progress`) draws a bar on a terminal.
 //!
 //! ```no_run
 //! use bge_m3_core::hub::{self, HubOptions};
@@ -28,6 +29,8 @@
 
 mod fetch;
 mod progress;
+#[cfg(feature = "terminal-progress")]
+mod terminal;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -41,6 +44,8 @@ use crate::weights::{
 };
 use crate::{Error, Result};
 pub use progress::{DownloadProgress, FileProgress, LogProgress};
+#[cfg(feature = "terminal-progress")]
+pub use terminal::TerminalProgress;
 
 /// The public Hub.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";

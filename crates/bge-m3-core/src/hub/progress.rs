@@ -1,6 +1,7 @@
 //! Download progress: handed to the caller's [`DownloadProgress`], by default [`LogProgress`]'s
-//! `tracing` lines. Drawing a bar is the application's business (the server and the corpus
-//! encoder draw indicatif's on a terminal), so the library needs no terminal code.
+//! `tracing` lines. A bar is the application's choice: `TerminalProgress` (feature
+//! `terminal-progress`, which the server and the corpus encoder enable) draws indicatif's on a
+//! terminal, so that without it the library has no terminal code.
 
 use std::time::{Duration, Instant};
 

@@ -1,19 +1,21 @@
-//! The model download's progress (`--model` naming a Hub repository): indicatif's bar when
-//! stderr is a terminal, else the core's `tracing` lines ([`LogProgress`]). The same code as
-//! the server's `download_progress.rs`, so that both show a download alike.
+//! [`TerminalProgress`] (cargo feature `terminal-progress`): indicatif's bar per file when
+//! stderr is a terminal, else [`LogProgress`]'s `tracing` lines, since a service's log has no
+//! use for a bar redrawn many times a second. The library draws nothing unless its caller
+//! passes this to [`HubOptions::with_progress`](super::HubOptions::with_progress); the server
+//! and the encoder do.
 
 use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use bge_m3_core::hub::{DownloadProgress, FileProgress, LogProgress};
+use super::{DownloadProgress, FileProgress, LogProgress};
 use indicatif::style::ProgressTracker;
 use indicatif::{HumanBytes, ProgressBar, ProgressState, ProgressStyle};
 
 /// A bar per file on a terminal, log lines elsewhere; decided for each file, as stderr may
 /// change (it does not in practice).
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct TerminalProgress;
+pub struct TerminalProgress;
 
 impl DownloadProgress for TerminalProgress {
     fn file(&self, name: &str) -> Box<dyn FileProgress> {
@@ -26,7 +28,7 @@ impl DownloadProgress for TerminalProgress {
 }
 
 /// One file's bar, drawn as hf-hub 0.5 draws its own (`impl Progress for ProgressBar`), which
-/// this encoder showed before the core left drawing to its callers.
+/// the applications showed before the bar became an opt-in feature.
 struct Bar(ProgressBar);
 
 impl FileProgress for Bar {
