@@ -60,6 +60,7 @@ pub mod hub;
 mod model;
 pub mod queue;
 pub mod score;
+mod sparse_format;
 mod tokenize;
 mod weights;
 
@@ -72,4 +73,5 @@ pub use error::{Error, Report, Result};
 pub use heads::SparseEmbedding;
 pub use model::{BgeM3, EncodeOptions, LoadOptions, Outputs, ScoreOptions};
 pub use score::{PairScores, ScoreWeights};
+pub use sparse_format::{SparseFormat, SparseWeights};
 pub use tokenize::{SpecialTokens, Tokenizer};

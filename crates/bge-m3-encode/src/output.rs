@@ -5,9 +5,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::path::Path;
 
-use bge_m3_core::{BgeM3, Embedding, Outputs};
-use serde::ser::SerializeMap;
-use serde::{Serialize, Serializer};
+use bge_m3_core::{BgeM3, Embedding, Outputs, SparseWeights};
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::input::id_key;
@@ -46,34 +45,13 @@ pub struct Shape {
     pub vocab_size: usize,
 }
 
-/// Sparse weights in one of the [`SparseFormat`]s.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Sparse {
-    /// Key to weight, in FlagEmbedding's order (`token`, `id`).
-    Map(Vec<(String, f32)>),
-    /// Ascending ids and their weights (`indices`).
-    Indices { indices: Vec<u32>, values: Vec<f32> },
-    /// A `sparsevec` literal.
-    Literal(String),
-}
-
-impl Serialize for Sparse {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Sparse::Map(entries) => {
-                let mut map = serializer.serialize_map(Some(entries.len()))?;
-                for (key, weight) in entries {
-                    map.serialize_entry(key, weight)?;
-                }
-                map.end()
-            }
-            Sparse::Indices { indices, values } => {
-                let mut map = serializer.serialize_map(Some(2))?;
-                map.serialize_entry("indices", indices)?;
-                map.serialize_entry("values", values)?;
-                map.end()
-            }
-            Sparse::Literal(literal) => serializer.serialize_str(literal),
+impl From<SparseFormat> for bge_m3_core::SparseFormat {
+    fn from(format: SparseFormat) -> Self {
+        match format {
+            SparseFormat::Token => Self::Token,
+            SparseFormat::Id => Self::Id,
+            SparseFormat::Indices => Self::Indices,
+            SparseFormat::Sparsevec => Self::Sparsevec,
         }
     }
 }
@@ -87,7 +65,7 @@ pub struct Row {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dense: Option<Vec<f32>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sparse: Option<Sparse>,
+    pub sparse: Option<SparseWeights>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub colbert: Option<Vec<Vec<f32>>>,
 }
@@ -102,21 +80,18 @@ impl Row {
     ) -> bge_m3_core::Result<Self> {
         let sparse = match embedding.sparse {
             None => None,
-            Some(sparse) => Some(match shape.sparse {
-                SparseFormat::Token => Sparse::Map(model.sparse_by_token(&sparse)?),
-                SparseFormat::Id => Sparse::Map(
-                    sparse
-                        .weights
-                        .iter()
-                        .map(|(id, weight)| (id.to_string(), *weight))
-                        .collect(),
-                ),
-                SparseFormat::Indices => {
-                    let (indices, values) = sparse.ascending().into_iter().unzip();
-                    Sparse::Indices { indices, values }
-                }
-                SparseFormat::Sparsevec => Sparse::Literal(sparse.to_sparsevec(shape.vocab_size)),
-            }),
+            Some(sparse) => {
+                let by_token = match shape.sparse {
+                    SparseFormat::Token => Some(model.sparse_by_token(&sparse)?),
+                    _ => None,
+                };
+                Some(SparseWeights::new(
+                    sparse,
+                    shape.sparse.into(),
+                    shape.vocab_size,
+                    by_token,
+                ))
+            }
         };
         Ok(Self {
             id,
@@ -244,7 +219,7 @@ mod tests {
             id,
             tokens: 2,
             dense: Some(vec![0.6, 0.8]),
-            sparse: Some(Sparse::Indices {
+            sparse: Some(SparseWeights::Indices {
                 indices: vec![7, 30],
                 values: vec![0.25, 0.5],
             }),

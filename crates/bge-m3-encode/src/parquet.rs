@@ -16,12 +16,13 @@ use arrow_array::builder::{Float32Builder, ListBuilder, MapBuilder, StringBuilde
 use arrow_array::types::{Float32Type, UInt32Type};
 use arrow_array::{Array, ArrayRef, ListArray, RecordBatch, StringArray, StructArray, UInt32Array};
 use arrow_schema::{Field, Schema, SchemaRef};
+use bge_m3_core::SparseWeights;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
-use crate::output::{with_path, Row, Shape, Sink, Sparse, SparseFormat};
+use crate::output::{with_path, Row, Shape, Sink, SparseFormat};
 
 pub struct Parquet {
     writer: ArrowWriter<File>,
@@ -182,13 +183,13 @@ fn sparse_column(rows: &[Row], format: SparseFormat) -> io::Result<ArrayRef> {
     let sparse = rows.iter().map(|row| row.sparse.as_ref());
     Ok(match format {
         SparseFormat::Sparsevec => Arc::new(StringArray::from_iter(sparse.map(|s| match s {
-            Some(Sparse::Literal(literal)) => Some(literal.as_str()),
+            Some(SparseWeights::Literal(literal)) => Some(literal.as_str()),
             _ => None,
         }))),
         SparseFormat::Token | SparseFormat::Id => {
             let mut map = MapBuilder::new(None, StringBuilder::new(), Float32Builder::new());
             for entry in sparse {
-                if let Some(Sparse::Map(weights)) = entry {
+                if let Some(SparseWeights::Map(weights)) = entry {
                     for (key, weight) in weights {
                         map.keys().append_value(key);
                         map.values().append_value(*weight);
@@ -201,7 +202,7 @@ fn sparse_column(rows: &[Row], format: SparseFormat) -> io::Result<ArrayRef> {
         SparseFormat::Indices => {
             let (indices, values): (Vec<_>, Vec<_>) = sparse
                 .map(|s| match s {
-                    Some(Sparse::Indices { indices, values }) => (
+                    Some(SparseWeights::Indices { indices, values }) => (
                         Some(indices.iter().map(|&i| Some(i)).collect::<Vec<_>>()),
                         Some(values.iter().map(|&v| Some(v)).collect::<Vec<_>>()),
                     ),

@@ -2,9 +2,8 @@
 //! and `sparse_format`, shared by `/v1/embeddings` and `/embeddings`.
 
 use base64::Engine;
-use bge_m3_core::{Embedding, SparseEmbedding};
-use serde::ser::SerializeMap;
-use serde::{Deserialize, Serialize, Serializer};
+use bge_m3_core::{Embedding, SparseEmbedding, SparseWeights};
+use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema};
 use utoipa::openapi::RefOr;
 
@@ -35,6 +34,17 @@ pub(crate) enum SparseFormat {
     Sparsevec,
 }
 
+impl From<SparseFormat> for bge_m3_core::SparseFormat {
+    fn from(format: SparseFormat) -> Self {
+        match format {
+            SparseFormat::Token => Self::Token,
+            SparseFormat::Id => Self::Id,
+            SparseFormat::Indices => Self::Indices,
+            SparseFormat::Sparsevec => Self::Sparsevec,
+        }
+    }
+}
+
 /// A vector as JSON numbers or as base64 (`encoding_format`).
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
@@ -53,16 +63,10 @@ impl Vector {
     }
 }
 
-/// Sparse weights in one of the [`SparseFormat`]s.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Sparse {
-    /// A JSON object from key to weight, in FlagEmbedding's order.
-    Map(Vec<(String, f32)>),
-    /// Parallel arrays, ascending by token id.
-    Indices { indices: Vec<u32>, values: Vec<f32> },
-    /// A pgvector `sparsevec` literal.
-    Literal(String),
-}
+/// Sparse weights in one of the [`SparseFormat`]s, as the core writes them, with their schema.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(transparent)]
+pub(crate) struct Sparse(pub SparseWeights);
 
 /// `{"What": 0.08}` or `{"4865": 0.08}`, or `{"indices": [...], "values": [...]}`.
 impl utoipa::PartialSchema for Sparse {
@@ -95,27 +99,6 @@ impl utoipa::PartialSchema for Sparse {
 }
 
 impl utoipa::ToSchema for Sparse {}
-
-impl Serialize for Sparse {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Sparse::Map(entries) => {
-                let mut map = serializer.serialize_map(Some(entries.len()))?;
-                for (key, weight) in entries {
-                    map.serialize_entry(key, weight)?;
-                }
-                map.end()
-            }
-            Sparse::Indices { indices, values } => {
-                let mut map = serializer.serialize_map(Some(2))?;
-                map.serialize_entry("indices", indices)?;
-                map.serialize_entry("values", values)?;
-                map.end()
-            }
-            Sparse::Literal(literal) => serializer.serialize_str(literal),
-        }
-    }
-}
 
 /// The outputs of one input, written the way the request asked.
 #[derive(Debug, Clone, PartialEq)]
@@ -175,21 +158,12 @@ impl Format {
         sparse: SparseEmbedding,
         by_token: Option<Vec<(String, f32)>>,
     ) -> Sparse {
-        match (self.sparse, by_token) {
-            (SparseFormat::Token, Some(by_token)) => Sparse::Map(by_token),
-            (SparseFormat::Indices, _) => {
-                let (indices, values) = sparse.ascending().into_iter().unzip();
-                Sparse::Indices { indices, values }
-            }
-            (SparseFormat::Sparsevec, _) => Sparse::Literal(sparse.to_sparsevec(self.vocab_size)),
-            (SparseFormat::Id | SparseFormat::Token, _) => Sparse::Map(
-                sparse
-                    .weights
-                    .into_iter()
-                    .map(|(id, weight)| (id.to_string(), weight))
-                    .collect(),
-            ),
-        }
+        Sparse(SparseWeights::new(
+            sparse,
+            self.sparse.into(),
+            self.vocab_size,
+            by_token,
+        ))
     }
 }
 
