@@ -7,7 +7,8 @@ use bge_m3_core::{
     BgeM3, DType, DeviceSpec, EncodeOptions, Error, LoadOptions, Outputs, ScoreOptions,
     ScoreWeights,
 };
-use common::{assert_close, model, model_dir};
+use bge_m3_test_support::assert_close;
+use common::{model, model_dir, TOLERANCE};
 
 const TEXTS: [&str; 6] = [
     "",
@@ -33,13 +34,18 @@ fn results_do_not_depend_on_batching() {
             let batched = model.encode(&TEXTS, &all_outputs(batch_size)).unwrap();
             for (i, (a, b)) in batched.iter().zip(&together).enumerate() {
                 let what = format!("{name} batch_size={batch_size} text {i}");
-                assert_close(&what, a.dense.as_ref().unwrap(), b.dense.as_ref().unwrap());
+                assert_close(
+                    a.dense.as_ref().unwrap(),
+                    b.dense.as_ref().unwrap(),
+                    TOLERANCE,
+                    &what,
+                );
                 let (sa, sb) = (a.sparse.as_ref().unwrap(), b.sparse.as_ref().unwrap());
                 common::assert_same_weights(&what, &sa.weights, &sb.weights);
                 let (ca, cb) = (a.colbert.as_ref().unwrap(), b.colbert.as_ref().unwrap());
                 assert_eq!(ca.len(), cb.len(), "{what}");
                 for (ra, rb) in ca.iter().zip(cb) {
-                    assert_close(&what, ra, rb);
+                    assert_close(ra, rb, TOLERANCE, &what);
                 }
             }
         }
@@ -47,9 +53,10 @@ fn results_do_not_depend_on_batching() {
         for (i, text) in TEXTS.iter().enumerate() {
             let alone = model.encode(&[text], &all_outputs(1)).unwrap().remove(0);
             assert_close(
-                &format!("{name} text {i} alone"),
                 alone.dense.as_ref().unwrap(),
                 together[i].dense.as_ref().unwrap(),
+                TOLERANCE,
+                format!("{name} text {i} alone"),
             );
         }
     }

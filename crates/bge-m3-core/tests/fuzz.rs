@@ -18,6 +18,7 @@
 mod common;
 
 use bge_m3_core::{BgeM3, Embedding, EncodeOptions, Error, Outputs};
+use bge_m3_test_support::{check_same_weights, NORM_TOLERANCE, TOLERANCE};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -25,10 +26,6 @@ use proptest::test_runner::Config;
 
 /// Cases per property unless `PROPTEST_CASES` says otherwise.
 const DEFAULT_CASES: u32 = 96;
-/// Slack of the unit-length checks (f32 sums over up to 1024 values).
-const NORM_TOLERANCE: f32 = 1e-4;
-/// A text's outputs alone and in a batch agree within this (API.md, "Numerics").
-const TOLERANCE: f32 = 1e-5;
 
 fn config() -> Config {
     Config {
@@ -173,11 +170,8 @@ fn check_embedding(
 }
 
 fn check_close(what: &str, a: &[f32], b: &[f32]) -> Result<(), TestCaseError> {
-    prop_assert_eq!(a.len(), b.len(), "{}: lengths", what);
-    for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        prop_assert!((x - y).abs() <= TOLERANCE, "{what}[{i}]: {x} vs {y}");
-    }
-    Ok(())
+    bge_m3_test_support::check_close(a, b, TOLERANCE)
+        .map_err(|mismatch| TestCaseError::fail(mismatch.of(what)))
 }
 
 /// The same outputs within [`TOLERANCE`]; a sparse id that only one side has must be within
@@ -185,19 +179,12 @@ fn check_close(what: &str, a: &[f32], b: &[f32]) -> Result<(), TestCaseError> {
 fn check_same(what: &str, a: &Embedding, b: &Embedding) -> Result<(), TestCaseError> {
     prop_assert_eq!(a.tokens, b.tokens);
     check_close(what, a.dense.as_ref().unwrap(), b.dense.as_ref().unwrap())?;
-    let (sa, sb) = (
+    check_same_weights(
         &a.sparse.as_ref().unwrap().weights,
         &b.sparse.as_ref().unwrap().weights,
-    );
-    for (one, other) in [(sa, sb), (sb, sa)] {
-        for (id, weight) in one {
-            let matching = other.iter().find(|(o, _)| o == id).map_or(0.0, |(_, w)| *w);
-            prop_assert!(
-                (weight - matching).abs() <= TOLERANCE,
-                "{what}: sparse id {id}: {weight} vs {matching}"
-            );
-        }
-    }
+        TOLERANCE,
+    )
+    .map_err(|difference| TestCaseError::fail(format!("{what}: sparse {difference}")))?;
     let (ca, cb) = (a.colbert.as_ref().unwrap(), b.colbert.as_ref().unwrap());
     prop_assert_eq!(ca.len(), cb.len());
     for (ra, rb) in ca.iter().zip(cb) {

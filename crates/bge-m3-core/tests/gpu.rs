@@ -18,13 +18,8 @@
 mod common;
 
 use bge_m3_core::{BgeM3, DType, DeviceSpec, EncodeOptions, LoadOptions, Outputs};
+use bge_m3_test_support::cosine;
 use common::{expected, model, model_dir, MODELS};
-
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    dot / (norm(a) * norm(b)).max(f32::MIN_POSITIVE)
-}
 
 struct Bounds {
     cosine: f32,

@@ -3,7 +3,8 @@
 mod common;
 
 use bge_m3_core::{EncodeOptions, Outputs, ScoreOptions, ScoreWeights};
-use common::{assert_close, assert_same_weights, expected, expected_colbert, model, MODELS};
+use bge_m3_test_support::assert_close;
+use common::{assert_same_weights, expected, expected_colbert, model, MODELS, TOLERANCE};
 
 fn check_encode_cases(name: &str) {
     let model = model(name);
@@ -40,9 +41,10 @@ fn check_encode_cases(name: &str) {
                 "{what}: tokens"
             );
             assert_close(
-                &format!("{what}.dense"),
                 embedding.dense.as_ref().unwrap(),
                 &case.dense[i],
+                TOLERANCE,
+                format!("{what}.dense"),
             );
 
             let sparse = embedding.sparse.as_ref().unwrap();
@@ -59,7 +61,7 @@ fn check_encode_cases(name: &str) {
             let actual = embedding.colbert.as_ref().unwrap();
             assert_eq!(actual.len(), rows.len(), "{what}.colbert rows");
             for (r, (a, e)) in actual.iter().zip(&rows).enumerate() {
-                assert_close(&format!("{what}.colbert[{r}]"), a, e);
+                assert_close(a, e, TOLERANCE, format!("{what}.colbert[{r}]"));
             }
         }
     }

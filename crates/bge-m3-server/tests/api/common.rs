@@ -277,7 +277,7 @@ pub fn decode_base64(value: &Value) -> Vec<f32> {
 
 /// Two answers to the same input are the same JSON, their numbers within [`TOLERANCE`]: a
 /// request that shares a forward pass with other requests is padded with them, which moves the
-/// last bits of its floats (API.md's "Numerics" allows 1e-5).
+/// last bits of its floats (docs/API.md's "Numerics" allows 1e-5).
 pub fn assert_same_answer(actual: &Value, expected: &Value, what: &str) {
     match (actual, expected) {
         (Value::Number(a), Value::Number(e)) => {

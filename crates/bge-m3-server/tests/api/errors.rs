@@ -1,4 +1,4 @@
-//! Every error path of API.md: OpenAI's error body, the right status, the field named.
+//! Every error path of docs/API.md: OpenAI's error body, the right status, the field named.
 
 use serde_json::{json, Value};
 

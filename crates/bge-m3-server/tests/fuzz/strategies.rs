@@ -1,4 +1,4 @@
-//! The generators: mostly the fields of API.md with values around their limits, sometimes
+//! The generators: mostly the fields of docs/API.md with values around their limits, sometimes
 //! anything.
 
 use actix_web::http::Method;
@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 
 use crate::{MAX_BODY_BYTES, MAX_INPUTS};
 
-/// The request fields of API.md, which these generators pick most of the time.
+/// The request fields of docs/API.md, which these generators pick most of the time.
 const FIELDS: [&str; 16] = [
     "input",
     "model",
