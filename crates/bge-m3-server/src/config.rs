@@ -7,7 +7,7 @@ use std::time::Duration;
 use bge_m3_core::{DType, DeviceSpec, ScoreWeights};
 use clap::Parser;
 
-use crate::inference::BatcherOptions;
+use crate::inference::InferenceOptions;
 use crate::logging::LogFormat;
 use crate::state::{ApiKey, AppState, Limits};
 
@@ -101,7 +101,7 @@ pub struct Config {
     #[arg(
         long,
         env = "QUEUE_SIZE",
-        default_value_t = BatcherOptions::default().queue_size,
+        default_value_t = InferenceOptions::default().queue_size,
         value_parser = at_least_one
     )]
     pub queue_size: usize,
@@ -114,7 +114,7 @@ pub struct Config {
     #[arg(
         long,
         env = "MAX_BATCH_TOKENS",
-        default_value_t = BatcherOptions::default().max_batch_tokens,
+        default_value_t = InferenceOptions::default().max_batch_tokens,
         value_parser = at_least_one
     )]
     pub max_batch_tokens: usize,
@@ -230,9 +230,9 @@ pub struct Config {
 }
 
 impl Config {
-    /// The batcher's share of the settings.
-    pub fn batcher_options(&self) -> BatcherOptions {
-        BatcherOptions {
+    /// The inference layer's share of the settings.
+    pub fn batcher_options(&self) -> InferenceOptions {
+        InferenceOptions {
             queue_size: self.queue_size,
             max_batch_tokens: self.max_batch_tokens,
             request_timeout: seconds(self.request_timeout),

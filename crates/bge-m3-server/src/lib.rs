@@ -6,7 +6,7 @@
 //! - [`run`] binds and serves; [`serve`] serves on a listener you bound (port 0 in tests).
 //! - [`app`] builds the actix `App` over an [`AppState`], which starts out loading and is
 //!   settled by [`AppState::set_ready`]: the server answers `/health` with 503 meanwhile.
-//! - [`Batcher`] is the model's own thread behind a bounded queue; handlers never run the
+//! - [`Inference`] is the model's own thread behind a bounded queue; handlers never run the
 //!   model on the async runtime.
 //! - [`Error`] is every failure, mapped to OpenAI's error body and an HTTP status in one place.
 //! - [`memory`] is the memory budget of the requests in flight; `connection` the deadlines and
@@ -50,7 +50,7 @@ use crate::middleware::{access_log, auth, connection, cors, request_id};
 
 pub use config::Config;
 pub use error::{Error, Report, Result};
-pub use inference::{Batcher, BatcherOptions, ModelInfo, TextTokenizer};
+pub use inference::{Inference, InferenceOptions, ModelInfo, TextTokenizer};
 pub use state::{ApiKey, AppState, Limits};
 
 /// The application: every route of the contract, the 404 and 405 answers, the body limit, the
@@ -148,7 +148,7 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<Stopped> {
     let loaded = {
         let model_path = model_path.clone();
         let state = state.clone();
-        Batcher::spawn(
+        Inference::spawn(
             move || {
                 let dir = hub::resolve(&model_path, &hub_options)?;
                 let model = BgeM3::load(&dir, &load_options)?;
@@ -208,10 +208,10 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<Stopped> {
         loaded = loaded => loaded,
     };
     match loaded {
-        Ok(Ok(batcher)) => {
-            let info = batcher.info();
+        Ok(Ok(inference)) => {
+            let info = inference.info();
             tracing::info!(device = %info.device, dense_dim = info.dense_dim, "ready");
-            state.set_ready(info, batcher);
+            state.set_ready(info, inference);
             finished(server.await, &state)
         }
         failure => {
@@ -373,31 +373,31 @@ mod tests {
 
     /// A ready state over the gated tiny model (see `testing::gated`).
     fn ready(
-        options: BatcherOptions,
+        options: InferenceOptions,
     ) -> (
         web::Data<AppState>,
-        Batcher,
+        Inference,
         std::sync::Arc<crate::testing::Gate>,
     ) {
         let state = web::Data::new(AppState::new("bge-m3", vec![], Limits::default()));
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/models/tiny-pt");
         state.set_text_tokenizer(TextTokenizer::load(std::path::Path::new(dir)).unwrap());
-        let (batcher, gate) = gated(options);
-        state.set_ready(batcher.info(), batcher.clone());
-        (state, batcher, gate)
+        let (inference, gate) = gated(options);
+        state.set_ready(inference.info(), inference.clone());
+        (state, inference, gate)
     }
 
     #[actix_web::test]
     async fn a_full_queue_answers_429_at_once() {
-        let options = BatcherOptions {
+        let options = InferenceOptions {
             queue_size: 1,
-            ..BatcherOptions::default()
+            ..InferenceOptions::default()
         };
-        let (state, batcher, gate) = ready(options);
+        let (state, inference, gate) = ready(options);
         // One request fills the queue; the closed gate keeps it there.
         let waiting = actix_web::rt::spawn(async move {
             let job = job(Inputs::Texts(vec!["a".into()]), Outputs::default(), 8192);
-            batcher.encode(job).await
+            inference.encode(job).await
         });
         gate.until_arrived(1).await;
 
@@ -425,7 +425,7 @@ mod tests {
 
     #[actix_web::test]
     async fn while_draining_health_and_new_requests_answer_503() {
-        let (state, _batcher, gate) = ready(BatcherOptions::default());
+        let (state, _batcher, gate) = ready(InferenceOptions::default());
         gate.open();
         let app = test::init_service(app(state.clone())).await;
         let health = test::TestRequest::get().uri("/health").to_request();
@@ -457,7 +457,7 @@ mod tests {
 
     #[actix_web::test]
     async fn metrics_move_as_requests_are_served() {
-        let (state, _batcher, gate) = ready(BatcherOptions::default());
+        let (state, _batcher, gate) = ready(InferenceOptions::default());
         gate.open();
         let app = test::init_service(app(state)).await;
         let scrape = || async {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bge_m3_core::queue::{Forward, Observer, PassReport};
 use bge_m3_core::{BgeM3, DeviceSpec, Embedding, EncodeOptions, LoadOptions, Outputs};
 
-use crate::inference::{Batcher, BatcherOptions, EncodeJob, Inputs, QueueMetrics, SparseKeys};
+use crate::inference::{EncodeJob, Inference, InferenceOptions, Inputs, QueueMetrics, SparseKeys};
 
 pub(crate) fn tiny() -> Arc<BgeM3> {
     static MODEL: OnceLock<Arc<BgeM3>> = OnceLock::new();
@@ -64,7 +64,7 @@ impl Gate {
 }
 
 /// The queue's count of waiting texts, kept by the gate; every report also goes to the metrics,
-/// as a batcher's do.
+/// as a inference's do.
 struct Watch(Arc<Gate>);
 
 impl Observer for Watch {
@@ -119,8 +119,8 @@ impl Forward for Gate {
     }
 }
 
-/// A batcher over the gated tiny model, the gate closed.
-pub(crate) fn gated(options: BatcherOptions) -> (Batcher, Arc<Gate>) {
+/// A inference over the gated tiny model, the gate closed.
+pub(crate) fn gated(options: InferenceOptions) -> (Inference, Arc<Gate>) {
     let gate = Arc::new(Gate {
         model: tiny(),
         open: Mutex::new(false),
@@ -129,10 +129,10 @@ pub(crate) fn gated(options: BatcherOptions) -> (Batcher, Arc<Gate>) {
         arrived: Mutex::new(Vec::new()),
         waiting: AtomicUsize::new(0),
     });
-    let batcher =
-        Batcher::start_observed(tiny(), gate.clone(), options, Arc::new(Watch(gate.clone())))
+    let inference =
+        Inference::start_observed(tiny(), gate.clone(), options, Arc::new(Watch(gate.clone())))
             .unwrap();
-    (batcher, gate)
+    (inference, gate)
 }
 
 pub(crate) fn job(inputs: Inputs, outputs: Outputs, max_length: usize) -> EncodeJob {

@@ -1,9 +1,9 @@
-//! The inference layer: the handle handlers call ([`Batcher`]), the model's thread and its
+//! The inference layer: the handle handlers call ([`Inference`]), the model's thread and its
 //! supervision, the job types, and its own [`Error`]. It knows nothing of HTTP: the server's
 //! error type maps [`Error`] to statuses.
 //!
 //! Handlers validate a request into a job ([`EncodeJob`], [`ScoreJob`]) and await
-//! [`Batcher::encode`] or [`Batcher::score`], which
+//! [`Inference::encode`] or [`Inference::score`], which
 //! 1. admits the request or refuses it at once with 429 when `queue_size` requests are already
 //!    admitted and unanswered, never queueing without bound;
 //! 2. grows the request's memory reservation (see [`memory`]) to the bound of its token
@@ -49,7 +49,7 @@ use self::memory::{Cost, Need, Reservation};
 #[cfg(test)]
 pub(crate) use self::observer::QueueMetrics;
 pub use self::text_tokenizer::{TextTokenizer, Token};
-pub use self::thread::{default_tokenizer_threads, BatcherOptions, Loaded};
+pub use self::thread::{default_tokenizer_threads, InferenceOptions, Loaded};
 pub use self::tokenize::TOKENIZE_CHUNK_BYTES;
 use self::tokenize::{ids_of, Tokenized};
 use crate::metrics::metrics;
@@ -57,7 +57,7 @@ use crate::metrics::metrics;
 /// The handle to the model and its thread; cheap to clone. When the last clone is dropped,
 /// the thread answers what it holds and stops.
 #[derive(Clone)]
-pub struct Batcher {
+pub struct Inference {
     inner: Arc<Inner>,
 }
 
@@ -66,10 +66,10 @@ struct Inner {
     queue: Queue,
     admission: Arc<Semaphore>,
     tokenizers: Arc<rayon::ThreadPool>,
-    options: BatcherOptions,
+    options: InferenceOptions,
 }
 
-impl Batcher {
+impl Inference {
     fn cost(&self) -> Cost {
         Cost {
             dense_dim: self.inner.model.dense_dim(),
@@ -83,7 +83,7 @@ impl Batcher {
     }
 
     /// The options it runs with.
-    pub fn options(&self) -> BatcherOptions {
+    pub fn options(&self) -> InferenceOptions {
         self.inner.options
     }
 

@@ -17,11 +17,11 @@ fn close(a: &[f32], b: &[f32]) -> bool {
 
 #[actix_web::test]
 async fn merged_requests_get_the_answers_of_their_texts_alone() {
-    let options = BatcherOptions {
+    let options = InferenceOptions {
         max_batch_tokens: 64,
-        ..BatcherOptions::default()
+        ..InferenceOptions::default()
     };
-    let (batcher, gate) = gated(options);
+    let (inference, gate) = gated(options);
     let model = tiny();
     let corpus = [
         "What is BGE M3?",
@@ -44,17 +44,17 @@ async fn merged_requests_get_the_answers_of_their_texts_alone() {
     // A first request holds the model at the closed gate, so that every other request waits
     // on the queue and they share the following passes.
     let blocker = {
-        let batcher = batcher.clone();
+        let inference = inference.clone();
         let job = job(texts(&["first"]), Outputs::default(), 8192);
-        actix_web::rt::spawn(async move { batcher.encode(job).await })
+        actix_web::rt::spawn(async move { inference.encode(job).await })
     };
     gate.until_arrived(1).await;
     let mut pending = Vec::new();
     for (chosen, outputs, max_length) in &jobs {
-        let batcher = batcher.clone();
+        let inference = inference.clone();
         let job = job(texts(chosen), *outputs, *max_length);
         pending.push(actix_web::rt::spawn(
-            async move { batcher.encode(job).await },
+            async move { inference.encode(job).await },
         ));
     }
     let total: usize = jobs.iter().map(|(chosen, _, _)| chosen.len()).sum();
@@ -105,11 +105,11 @@ async fn merged_requests_get_the_answers_of_their_texts_alone() {
         passes.len() - 1 < jobs.len(),
         "no pass was shared: {passes:?}"
     );
-    assert!(encoded_timings_are_set(&batcher).await);
+    assert!(encoded_timings_are_set(&inference).await);
 }
 
-async fn encoded_timings_are_set(batcher: &Batcher) -> bool {
-    let encoded = batcher
+async fn encoded_timings_are_set(inference: &Inference) -> bool {
+    let encoded = inference
         .encode(job(texts(&["timed"]), Outputs::default(), 8192))
         .await
         .unwrap();
@@ -118,12 +118,12 @@ async fn encoded_timings_are_set(batcher: &Batcher) -> bool {
 
 #[actix_web::test]
 async fn a_full_queue_refuses_at_once() {
-    let options = BatcherOptions {
+    let options = InferenceOptions {
         queue_size: 1,
-        ..BatcherOptions::default()
+        ..InferenceOptions::default()
     };
-    let (batcher, gate) = gated(options);
-    let waiting = batcher.clone();
+    let (inference, gate) = gated(options);
+    let waiting = inference.clone();
     let first = actix_web::rt::spawn(async move {
         waiting
             .encode(job(texts(&["a"]), Outputs::default(), 8192))
@@ -131,7 +131,7 @@ async fn a_full_queue_refuses_at_once() {
     });
     // The first request holds its place while its pass waits at the gate.
     gate.until_arrived(1).await;
-    let second = batcher
+    let second = inference
         .encode(job(texts(&["b"]), Outputs::default(), 8192))
         .await;
     assert!(
@@ -139,7 +139,7 @@ async fn a_full_queue_refuses_at_once() {
         "{second:?}"
     );
     // Tokenizer work (`/tokenize`, `/decode`) takes a place too.
-    let tokenizing = batcher.run_admitted(|| Ok(())).await;
+    let tokenizing = inference.run_admitted(|| Ok(())).await;
     assert!(
         matches!(tokenizing, Err(Error::Overloaded { capacity: 1 })),
         "{tokenizing:?}"
@@ -147,7 +147,7 @@ async fn a_full_queue_refuses_at_once() {
     gate.open();
     assert!(first.await.unwrap().is_ok());
     // The place is given back.
-    let third = batcher
+    let third = inference
         .encode(job(texts(&["c"]), Outputs::default(), 8192))
         .await;
     assert!(third.is_ok(), "{third:?}");
@@ -155,18 +155,18 @@ async fn a_full_queue_refuses_at_once() {
 
 #[actix_web::test]
 async fn a_timed_out_request_answers_503_and_leaves_the_queue() {
-    let options = BatcherOptions {
+    let options = InferenceOptions {
         queue_size: 1,
         request_timeout: Some(Duration::from_millis(100)),
-        ..BatcherOptions::default()
+        ..InferenceOptions::default()
     };
-    let (batcher, gate) = gated(options);
-    let late = batcher
+    let (inference, gate) = gated(options);
+    let late = inference
         .encode(job(texts(&["slow"]), Outputs::default(), 8192))
         .await;
     assert!(matches!(late, Err(Error::Timeout { .. })), "{late:?}");
     let (release, released) = std::sync::mpsc::channel::<()>();
-    let slow_tokenizing = batcher
+    let slow_tokenizing = inference
         .run_admitted(move || {
             let _ = released.recv();
             Ok(())
@@ -178,7 +178,7 @@ async fn a_timed_out_request_answers_503_and_leaves_the_queue() {
     );
     release.send(()).unwrap();
     gate.open();
-    let next = batcher
+    let next = inference
         .encode(job(texts(&["next"]), Outputs::default(), 8192))
         .await;
     assert!(next.is_ok(), "{next:?}");
@@ -186,23 +186,23 @@ async fn a_timed_out_request_answers_503_and_leaves_the_queue() {
 
 #[actix_web::test]
 async fn a_faulty_pass_fails_its_requests_and_the_rest_are_served() {
-    let options = BatcherOptions {
+    let options = InferenceOptions {
         // One text per pass, so that the poisoned text has a pass of its own.
         max_batch_tokens: 1,
-        ..BatcherOptions::default()
+        ..InferenceOptions::default()
     };
-    let (batcher, gate) = gated(options);
+    let (inference, gate) = gated(options);
     let poisoned = {
-        let batcher = batcher.clone();
+        let inference = inference.clone();
         let ids = Inputs::TokenIds(vec![vec![Gate::POISON]]);
         actix_web::rt::spawn(
-            async move { batcher.encode(job(ids, Outputs::default(), 8192)).await },
+            async move { inference.encode(job(ids, Outputs::default(), 8192)).await },
         )
     };
     let healthy = {
-        let batcher = batcher.clone();
+        let inference = inference.clone();
         actix_web::rt::spawn(async move {
-            batcher
+            inference
                 .encode(job(texts(&["fine", "also fine"]), Outputs::default(), 8192))
                 .await
         })
@@ -215,7 +215,7 @@ async fn a_faulty_pass_fails_its_requests_and_the_rest_are_served() {
         "{failed:?}"
     );
     assert_eq!(healthy.await.unwrap().unwrap().embeddings.len(), 2);
-    let after = batcher
+    let after = inference
         .encode(job(texts(&["after"]), Outputs::default(), 8192))
         .await;
     assert!(after.is_ok(), "{after:?}");
@@ -223,7 +223,7 @@ async fn a_faulty_pass_fails_its_requests_and_the_rest_are_served() {
 
 #[actix_web::test]
 async fn scores_are_those_of_each_pair_alone() {
-    let (batcher, gate) = gated(BatcherOptions::default());
+    let (inference, gate) = gated(InferenceOptions::default());
     gate.open();
     let pairs = vec![
         (
@@ -233,7 +233,7 @@ async fn scores_are_those_of_each_pair_alone() {
         ("Definition of BM25".to_string(), "".to_string()),
     ];
     let options = ScoreOptions::default();
-    let scored = batcher
+    let scored = inference
         .score(ScoreJob::pairs(pairs.clone(), options))
         .await
         .unwrap();
@@ -248,7 +248,7 @@ async fn scores_are_those_of_each_pair_alone() {
 
 #[actix_web::test]
 async fn a_rerank_shares_its_pass_with_other_requests_and_scores_each_pair_alone() {
-    let (batcher, gate) = gated(BatcherOptions::default());
+    let (inference, gate) = gated(InferenceOptions::default());
     // Texts of one length, so that the scheduler's "no longer than the seed" rule puts
     // them all in one pass whichever request seeds it (the scores of texts of every kind
     // are tested in tests/api/rerank.rs).
@@ -261,24 +261,24 @@ async fn a_rerank_shares_its_pass_with_other_requests_and_scores_each_pair_alone
     // A first request holds the model at the closed gate, so that the next two wait
     // together for the following pass.
     let blocker = {
-        let batcher = batcher.clone();
+        let inference = inference.clone();
         let job = job(texts(&["first"]), Outputs::default(), 8192);
-        actix_web::rt::spawn(async move { batcher.encode(job).await })
+        actix_web::rt::spawn(async move { inference.encode(job).await })
     };
     gate.until_arrived(1).await;
     let reranking = {
-        let batcher = batcher.clone();
+        let inference = inference.clone();
         let job = ScoreJob::rerank(query.clone(), documents.clone(), options);
-        actix_web::rt::spawn(async move { batcher.score(job).await })
+        actix_web::rt::spawn(async move { inference.score(job).await })
     };
     let encoding = {
-        let batcher = batcher.clone();
+        let inference = inference.clone();
         let job = job(
             texts(&["What is BGE M6?", "What is BGE M7?"]),
             Outputs::default(),
             8192,
         );
-        actix_web::rt::spawn(async move { batcher.encode(job).await })
+        actix_web::rt::spawn(async move { inference.encode(job).await })
     };
     // The blocker's text at the gate; the query, three documents and two texts queued.
     gate.until_queued(1 + 4 + 2).await;

@@ -9,12 +9,12 @@ use bge_m3_core::BgeM3;
 use tokio::sync::{oneshot, Semaphore};
 
 use super::observer::QueueMetrics;
-use super::{Batcher, Error, Inner, Result};
+use super::{Error, Inference, Inner, Result};
 use crate::metrics::metrics;
 
 /// How the model is shared between requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BatcherOptions {
+pub struct InferenceOptions {
     /// Most requests admitted and not yet answered; more are refused with 429. Default: 64.
     pub queue_size: usize,
     /// Most tokens in one forward pass, as the model computes them: the sum of the texts'
@@ -28,7 +28,7 @@ pub struct BatcherOptions {
     pub tokenizer_threads: usize,
 }
 
-impl Default for BatcherOptions {
+impl Default for InferenceOptions {
     fn default() -> Self {
         Self {
             queue_size: 64,
@@ -55,14 +55,14 @@ fn tokenizer_pool(threads: usize) -> Result<Arc<rayon::ThreadPool>> {
         .map_err(|e| Error::Io(std::io::Error::other(e)))
 }
 
-/// Resolves when the model has loaded, with its batcher, or with the loading error.
-pub type Loaded = oneshot::Receiver<bge_m3_core::Result<Batcher>>;
+/// Resolves when the model has loaded, with its inference, or with the loading error.
+pub type Loaded = oneshot::Receiver<bge_m3_core::Result<Inference>>;
 
-impl Batcher {
+impl Inference {
     /// Loads the model with `load` on a thread of its own, which then becomes the model's
-    /// thread. The returned receiver resolves once the model is loaded, with its batcher; if
+    /// thread. The returned receiver resolves once the model is loaded, with its inference; if
     /// `load` panics, its sender is dropped without a value.
-    pub fn spawn<F>(load: F, options: BatcherOptions) -> Result<Loaded>
+    pub fn spawn<F>(load: F, options: InferenceOptions) -> Result<Loaded>
     where
         F: FnOnce() -> bge_m3_core::Result<BgeM3> + Send + 'static,
     {
@@ -84,8 +84,8 @@ impl Batcher {
                     .set(start.elapsed().as_secs_f64());
                 let (queue, worker) =
                     queue::queue(options.max_batch_tokens, Arc::new(QueueMetrics));
-                let batcher = Self::from_parts(model.clone(), queue, tokenizers, options);
-                let _ = loaded_tx.send(Ok(batcher));
+                let inference = Self::from_parts(model.clone(), queue, tokenizers, options);
+                let _ = loaded_tx.send(Ok(inference));
                 worker.run(model.as_ref());
             })
             .map_err(Error::Io)?;
@@ -93,7 +93,7 @@ impl Batcher {
     }
 
     /// Starts the model's thread over a loaded model.
-    pub fn start(model: Arc<BgeM3>, options: BatcherOptions) -> Result<Self> {
+    pub fn start(model: Arc<BgeM3>, options: InferenceOptions) -> Result<Self> {
         Self::start_with(model.clone(), model, options)
     }
 
@@ -102,7 +102,7 @@ impl Batcher {
     pub fn start_with(
         model: Arc<BgeM3>,
         forward: Arc<dyn Forward>,
-        options: BatcherOptions,
+        options: InferenceOptions,
     ) -> Result<Self> {
         Self::start_observed(model, forward, options, Arc::new(QueueMetrics))
     }
@@ -112,7 +112,7 @@ impl Batcher {
     pub(crate) fn start_observed(
         model: Arc<BgeM3>,
         forward: Arc<dyn Forward>,
-        options: BatcherOptions,
+        options: InferenceOptions,
         observer: Arc<dyn Observer>,
     ) -> Result<Self> {
         let tokenizers = tokenizer_pool(options.tokenizer_threads)?;
@@ -124,7 +124,7 @@ impl Batcher {
         model: Arc<BgeM3>,
         queue: Queue,
         tokenizers: Arc<rayon::ThreadPool>,
-        options: BatcherOptions,
+        options: InferenceOptions,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {

@@ -7,14 +7,14 @@ use bge_m3_core::queue::panic_message;
 use tokio::sync::oneshot;
 
 use super::memory::{distinct_tokens, Cost};
-use super::{Batcher, Error, Result};
+use super::{Error, Inference, Result};
 
 /// Texts are tokenized in chunks of about this many bytes (at least one text each): the
 /// tokenizer's state (every token's string, offsets, the untruncated ids) is some 100 bytes per
 /// token, freed after each chunk, so that only the truncated ids of a large request stay.
 pub const TOKENIZE_CHUNK_BYTES: usize = 256 << 10;
 
-impl Batcher {
+impl Inference {
     /// Tokenizes `texts` on the tokenizer pool, one job per chunk of about
     /// [`TOKENIZE_CHUNK_BYTES`] (at least one text): the chunks of concurrent requests take
     /// turns on the pool's threads, the tokenizer's state is freed after each chunk, and a

@@ -102,7 +102,7 @@ async fn embed(
     let ready = state.ready()?;
     let (job, format) = request.validate(state, &ready.info)?;
     let outputs = job.options.outputs;
-    let encoded = ready.batcher.encode_within(job, held).await?;
+    let encoded = ready.inference.encode_within(job, held).await?;
     Ok((encoded, format, outputs))
 }
 

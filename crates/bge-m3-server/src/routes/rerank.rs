@@ -9,7 +9,7 @@
 //!   `{id, results: [{index, relevance_score, document}], ...}`;
 //! - `POST /v2/rerank`: what the `cohere` SDK's `ClientV2.rerank` sends.
 //!
-//! The scores go through the batcher like `/score`'s, so reranking shares forward passes with
+//! The scores go through the inference layer like `/score`'s, so reranking shares forward passes with
 //! every other request.
 
 use std::fmt;
@@ -77,7 +77,7 @@ async fn rank(state: &AppState, query: Query, held: Option<Reservation>) -> Resu
         )?)
         .with_batch_size(defaults.batch_size);
     let scored = ready
-        .batcher
+        .inference
         .score_within(
             ScoreJob::rerank(query.query, query.documents, options),
             held,

@@ -128,7 +128,7 @@ pub(crate) async fn score(
 ) -> Result<HttpResponse> {
     let ready = state.ready()?;
     let job = request.validate(&state, &ready.info)?;
-    let scored = ready.batcher.score_within(job, held).await?;
+    let scored = ready.inference.score_within(job, held).await?;
     let pick = |f: fn(&bge_m3_core::PairScores) -> f32| scored.scores.iter().map(f).collect();
     let response = ScoreResponse {
         dense: pick(|s| s.dense),

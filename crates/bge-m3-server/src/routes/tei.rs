@@ -87,8 +87,8 @@ async fn encode(
     outputs: Outputs,
 ) -> Result<(Encoded, Option<usize>)> {
     let (job, dimensions) = request.job(state, outputs)?;
-    let batcher = &state.ready()?.batcher;
-    Ok((batcher.encode_within(job, held).await?, dimensions))
+    let inference = &state.ready()?.inference;
+    Ok((inference.encode_within(job, held).await?, dimensions))
 }
 
 /// A JSON array of `values`, written one element at a time as the client reads it; `held` goes
@@ -294,9 +294,9 @@ pub(crate) async fn tokenize(
     }
     let texts = input::texts(request.inputs, "inputs", state.limits())?;
     let add_special_tokens = request.add_special_tokens.unwrap_or(true);
-    let batcher = state.ready()?.batcher.clone();
+    let inference = state.ready()?.inference.clone();
     let state = state.into_inner();
-    let tokens = batcher
+    let tokens = inference
         .run_admitted(move || {
             let tokenizer = state.text_tokenizer()?;
             texts
@@ -385,9 +385,9 @@ pub(crate) async fn decode(
     }
     input::check_token_ids("ids", &lists, info.vocab_size)?;
     let skip_special_tokens = request.skip_special_tokens.unwrap_or(true);
-    let batcher = state.ready()?.batcher.clone();
+    let inference = state.ready()?.inference.clone();
     let state = state.into_inner();
-    let texts = batcher
+    let texts = inference
         .run_admitted(move || {
             let tokenizer = state.text_tokenizer()?;
             lists
@@ -464,7 +464,7 @@ struct Info<'a> {
 pub(crate) async fn info(state: web::Data<AppState>) -> Result<HttpResponse> {
     let ready = state.ready()?;
     let info = &ready.info;
-    let options = ready.batcher.options();
+    let options = ready.inference.options();
     Ok(HttpResponse::Ok().json(Info {
         model_id: state.model_id(),
         model_sha: None,

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 pub use self::api_key::ApiKey;
 use crate::inference::memory::MemoryBudget;
-use crate::inference::{Batcher, ModelInfo, TextTokenizer};
+use crate::inference::{Inference, ModelInfo, TextTokenizer};
 use crate::{Error, Result};
 
 mod api_key;
@@ -52,7 +52,7 @@ impl Default for Limits {
 /// The loaded model, as the handlers reach it.
 pub(crate) struct Ready {
     pub info: ModelInfo,
-    pub batcher: Batcher,
+    pub inference: Inference,
 }
 
 /// Where the model stands.
@@ -156,10 +156,10 @@ impl AppState {
         self
     }
 
-    /// The model has loaded: requests go to `batcher` from now on. Only the first call of
+    /// The model has loaded: requests go to `inference` from now on. Only the first call of
     /// this or [`Self::set_failed`] counts.
-    pub fn set_ready(&self, info: ModelInfo, batcher: Batcher) {
-        let _ = self.status.set(Ok(Ready { info, batcher }));
+    pub fn set_ready(&self, info: ModelInfo, inference: Inference) {
+        let _ = self.status.set(Ok(Ready { info, inference }));
     }
 
     /// The tokenizer of `/tokenize` and `/decode`, loaded beside the model. Only the first

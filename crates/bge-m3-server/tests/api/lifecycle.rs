@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix_web::{web, HttpServer};
 use bge_m3_core::{BgeM3, DeviceSpec, LoadOptions};
-use bge_m3_server::{app, AppState, Batcher, BatcherOptions, Error, Limits};
+use bge_m3_server::{app, AppState, Error, Inference, InferenceOptions, Limits};
 use bge_m3_test_support::Launch;
 use serde_json::json;
 
@@ -68,20 +68,20 @@ fn loading_answers_503_then_the_model_serves() {
     assert_eq!(root.body["status"], "loading");
 
     // The model arrives: the same app now serves it.
-    let loaded = Batcher::spawn(
+    let loaded = Inference::spawn(
         || {
             let options = LoadOptions::default()
                 .with_device(DeviceSpec::Cpu)
                 .with_dtype(None);
             BgeM3::load(tiny_pt(), &options)
         },
-        BatcherOptions::default(),
+        InferenceOptions::default(),
     )
     .unwrap();
-    let batcher = loaded.blocking_recv().unwrap().unwrap();
-    let info = batcher.info();
+    let inference = loaded.blocking_recv().unwrap().unwrap();
+    let info = inference.info();
     assert_eq!(info.dense_dim, model().dense_dim());
-    state.set_ready(info, batcher);
+    state.set_ready(info, inference);
     let health = send("GET", "/health", None);
     assert_eq!(health.status, 200);
     assert_eq!(health.body["device"], "cpu");

@@ -1,7 +1,7 @@
 //! Property tests of the HTTP surface: arbitrary JSON biased towards the real fields, arbitrary
 //! bytes under arbitrary content types, and arbitrary paths and methods, sent in-process to
 //! [`bge_m3_server::app`] over the tiny-pt fixture model, loaded and served by a real
-//! [`Batcher`].
+//! [`Inference`].
 //!
 //! Whatever comes in, the answer is a 2xx or a 4xx, never a 5xx and never a panic; it is JSON;
 //! every 4xx is OpenAI's error body with a non-empty message; every 2xx has the documented
@@ -24,7 +24,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::test::{init_service, read_body, try_call_service, TestRequest};
 use actix_web::web;
 use bge_m3_core::{BgeM3, DeviceSpec, LoadOptions, SpecialTokens};
-use bge_m3_server::{AppState, Batcher, BatcherOptions, Limits, ModelInfo, TextTokenizer};
+use bge_m3_server::{AppState, Inference, InferenceOptions, Limits, ModelInfo, TextTokenizer};
 use bge_m3_test_support::tiny_pt;
 use proptest::option::weighted as maybe;
 use proptest::prelude::*;
@@ -51,7 +51,7 @@ struct Served {
     specials: SpecialTokens,
 }
 
-/// A state whose model has loaded, as `serve` leaves it: tiny-pt on the CPU behind a batcher.
+/// A state whose model has loaded, as `serve` leaves it: tiny-pt on the CPU behind a inference.
 async fn ready_state() -> (web::Data<AppState>, Served) {
     let limits = Limits {
         max_inputs: MAX_INPUTS,
@@ -66,18 +66,18 @@ async fn ready_state() -> (web::Data<AppState>, Served) {
     let load = LoadOptions::default()
         .with_device(DeviceSpec::Cpu)
         .with_dtype(None);
-    let options = BatcherOptions {
+    let options = InferenceOptions {
         queue_size: 8,
-        ..BatcherOptions::default()
+        ..InferenceOptions::default()
     };
     let loaded =
-        Batcher::spawn(move || BgeM3::load(tiny_pt(), &load), options).expect("model thread");
-    let batcher = loaded
+        Inference::spawn(move || BgeM3::load(tiny_pt(), &load), options).expect("model thread");
+    let inference = loaded
         .await
         .expect("the model thread panicked")
         .expect("loading tiny-pt");
-    let info = batcher.info();
-    state.set_ready(info.clone(), batcher);
+    let info = inference.info();
+    state.set_ready(info.clone(), inference);
     let tokenizer = bge_m3_core::Tokenizer::from_file(&tiny_pt().join("tokenizer.json"))
         .expect("tokenizer.json");
     let specials = tokenizer.specials();
