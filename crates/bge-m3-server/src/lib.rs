@@ -85,7 +85,9 @@ pub fn app(
         // and their answers watched, inside the log and the metrics, which so see the 503s of
         // an aborted stop.
         .wrap(from_fn(connection::supervise))
-        .wrap(from_fn(auth::require_api_key))
+        .wrap(from_fn(|req, next| {
+            auth::require_api_key(req, next, routes::is_public)
+        }))
         .wrap(Condition::new(
             !cors_origins.is_empty(),
             cors::cors(&cors_origins),
@@ -93,7 +95,7 @@ pub fn app(
         .wrap(from_fn(cors::refusals_as_json))
         .wrap(from_fn(access_log::log_request))
         .wrap(from_fn(|req, next| {
-            middleware::metrics::record_request(req, next, routes::ROUTES)
+            middleware::metrics::record_request(req, next, routes::is_route)
         }))
         .wrap(from_fn(request_id::assign))
 }

@@ -15,12 +15,12 @@ use crate::metrics::metrics;
 /// Middleware: counts every request by route and status, times it, and gives the responses
 /// that ran the model an `x-total-time` header beside the handler's timing headers.
 ///
-/// `routes` is the route table (method, path): a request refused before routing (a 401, a
-/// CORS refusal) is labelled with its path when it is one of these, with `other` if not.
+/// `is_route` tells the route table's paths: a request refused before routing (a 401, a CORS
+/// refusal) is labelled with its path when it is one of these, with `other` if not.
 pub(crate) async fn record_request(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
-    routes: &'static [(&'static str, &'static str)],
+    is_route: fn(&str) -> bool,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let start = Instant::now();
     let path = req.path().to_string();
@@ -28,7 +28,7 @@ pub(crate) async fn record_request(
     // A request whose client hangs up is dropped here, unanswered: count it as 499 (nginx's
     // "client closed request").
     let gone = OnDrop::new(|| {
-        let route = route_label(pattern, &path, routes);
+        let route = route_label(pattern, &path, is_route);
         let metrics = metrics();
         metrics
             .requests
@@ -55,7 +55,7 @@ pub(crate) async fn record_request(
         }
         Err(error) => (None, error.as_response_error().status_code()),
     };
-    let route = route_label(route, &path, routes);
+    let route = route_label(route, &path, is_route);
     let metrics = metrics();
     metrics
         .requests
@@ -69,10 +69,9 @@ pub(crate) async fn record_request(
 }
 
 /// The `route` label: the route's pattern, never a client's arbitrary path.
-fn route_label(pattern: Option<String>, path: &str, routes: &[(&str, &str)]) -> String {
+fn route_label(pattern: Option<String>, path: &str, is_route: fn(&str) -> bool) -> String {
     pattern.unwrap_or_else(|| {
-        let known = routes.iter().any(|(_, p)| *p == path);
-        if known {
+        if is_route(path) {
             path.to_string()
         } else {
             "other".into()

@@ -296,7 +296,8 @@ mod tests {
             "{}",
             doc["openapi"]
         );
-        for (method, path) in ROUTES {
+        for entry in ROUTES {
+            let (method, path) = (entry.method.as_str(), entry.path);
             let operation = &doc["paths"][path][method.to_ascii_lowercase()];
             assert!(
                 operation.is_object(),

@@ -52,7 +52,7 @@ pub(crate) async fn root(state: web::Data<AppState>) -> HttpResponse {
         device,
         routes: ROUTES
             .iter()
-            .map(|(method, path)| format!("{method} {path}"))
+            .map(|entry| format!("{} {}", entry.method, entry.path))
             .collect(),
     })
 }

@@ -18,37 +18,22 @@ mod vectors;
 use actix_web::http::Method;
 use actix_web::{guard, web, HttpRequest, HttpResponse, Resource, Route};
 
-pub(crate) use self::table::ROUTES;
+use self::table::DOCS_ASSETS;
+pub(crate) use self::table::{is_public, is_route, ROUTES};
 use crate::metrics::metrics;
 use crate::Error;
 
-/// Registers the routes of [`ROUTES`].
+/// Registers the routes of [`ROUTES`], and the docs page's assets.
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
-    config
-        .service(resource("/", Method::GET).route(get().to(info::root)))
-        .service(resource("/health", Method::GET).route(get().to(info::health)))
-        .service(resource("/v1/embeddings", Method::POST).route(web::post().to(embeddings::openai)))
-        .service(resource("/embeddings", Method::POST).route(web::post().to(embeddings::native)))
-        .service(resource("/score", Method::POST).route(web::post().to(score::score)))
-        .service(resource("/rerank", Method::POST).route(web::post().to(rerank::tei)))
-        .service(resource("/v1/rerank", Method::POST).route(web::post().to(rerank::cohere_v1)))
-        .service(resource("/v2/rerank", Method::POST).route(web::post().to(rerank::cohere_v2)))
-        .service(resource("/embed", Method::POST).route(web::post().to(tei::embed)))
-        .service(resource("/embed_sparse", Method::POST).route(web::post().to(tei::embed_sparse)))
-        .service(resource("/embed_all", Method::POST).route(web::post().to(tei::embed_all)))
-        .service(resource("/tokenize", Method::POST).route(web::post().to(tei::tokenize)))
-        .service(resource("/decode", Method::POST).route(web::post().to(tei::decode)))
-        .service(resource("/info", Method::GET).route(get().to(tei::info)))
-        .service(resource("/models", Method::GET).route(get().to(models::native_list)))
-        // `{id:.*}`: model ids such as `BAAI/bge-m3` contain a slash.
-        .service(resource("/models/{id:.*}", Method::GET).route(get().to(models::native_get)))
-        .service(resource("/v1/models", Method::GET).route(get().to(models::openai_list)))
-        .service(resource("/v1/models/{id:.*}", Method::GET).route(get().to(models::openai_get)))
-        .service(resource("/metrics", Method::GET).route(get().to(prometheus_text)))
-        .service(resource("/openapi.json", Method::GET).route(get().to(docs::openapi_json)))
-        .service(resource("/docs", Method::GET).route(get().to(docs::page)))
-        // Swagger UI's scripts and styles, which `/docs` loads.
-        .service(resource("/docs/{file:.*}", Method::GET).route(get().to(docs::asset)));
+    for entry in ROUTES {
+        let route = match entry.method {
+            Method::GET => get(),
+            ref method => web::method(method.clone()),
+        };
+        config.service(resource(entry.pattern, entry.method.clone()).route((entry.to)(route)));
+    }
+    let assets = format!("{DOCS_ASSETS}{{file:.*}}");
+    config.service(resource(&assets, Method::GET).route(get().to(docs::asset)));
 }
 
 /// A GET route, which answers HEAD too (with the headers of GET and no body), as load
