@@ -369,10 +369,17 @@ mod tests {
 
     const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
-    /// Options that fail at once if they touch the network: port 9 on loopback is closed.
+    /// A loopback endpoint nothing listens on: a port the OS just gave us and that we closed
+    /// (rather than a port assumed to be closed, such as 9, which a machine may serve).
+    fn closed_endpoint() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    }
+
+    /// Options that fail at once if they touch the network.
     fn no_network(cache_dir: &Path) -> HubOptions {
         HubOptions {
-            endpoint: "http://127.0.0.1:9".into(),
+            endpoint: closed_endpoint(),
             cache_dir: cache_dir.to_path_buf(),
             progress: None,
             ..HubOptions::default()
@@ -545,10 +552,11 @@ mod tests {
     #[test]
     fn an_unreachable_hub_is_named_with_the_way_out() {
         let cache = tempfile::tempdir().unwrap();
-        let error = download("o/n", &no_network(cache.path())).unwrap_err();
+        let options = no_network(cache.path());
+        let error = download("o/n", &options).unwrap_err();
         let message = error.to_string();
         assert!(matches!(error, Error::HubUnreachable { .. }), "{message}");
-        for part in ["http://127.0.0.1:9", "o/n", "HF_HUB_OFFLINE=1"] {
+        for part in [options.endpoint.as_str(), "o/n", "HF_HUB_OFFLINE=1"] {
             assert!(message.contains(part), "{part}: {message}");
         }
     }
