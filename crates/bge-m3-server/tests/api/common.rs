@@ -133,8 +133,8 @@ fn agent() -> &'static ureq::Agent {
         ureq::Agent::new_with_config(
             ureq::Agent::config_builder()
                 .http_status_as_error(false)
-                // The server's own `--request-timeout`: the 16 MiB requests of reliability.rs
-                // take tens of seconds on a busy 2-core machine.
+                // The server's own `--request-timeout`: the 16 MiB requests of
+                // reliability/memory.rs take tens of seconds on a busy 2-core machine.
                 .timeout_global(Some(Duration::from_secs(300)))
                 .build(),
         )
