@@ -5,23 +5,33 @@
 //! bge-m3-encode --model fixtures/models/tiny-pt corpus.jsonl -o vectors.jsonl
 //! ```
 
+mod guard;
+mod ids;
 mod input;
+mod lines;
+mod manifest;
 mod output;
 #[cfg(feature = "parquet")]
 mod parquet;
 mod pipeline;
 mod progress;
+mod resume;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use bge_m3_core::hub::{self, HubOptions};
-use bge_m3_core::{BgeM3, DType, DeviceSpec, LoadOptions, Outputs};
+use bge_m3_core::{BgeM3, DType, DeviceSpec, LoadOptions, Outputs, SparseFormat};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::Parser;
 
+use guard::Written;
+use ids::RepeatedIds;
 use input::{InputFormat, InputOptions};
-use output::{OutputFormat, SparseFormat};
+use manifest::{Manifest, OutputState};
+use output::OutputFormat;
+use pipeline::{Ledger, Start};
 use progress::ProgressMode;
 
 /// Encode a corpus with BGE-M3: JSONL, text lines or a directory of .txt/.md files in; dense,
@@ -69,25 +79,42 @@ pub struct Args {
     pub outputs: Vec<String>,
 
     /// How the sparse weights are written (the server's `sparse_format`).
-    #[arg(long, value_enum, default_value_t = SparseFormat::Indices)]
+    #[arg(long, default_value_t = SparseFormat::Indices, value_parser = sparse_format())]
     pub sparse_format: SparseFormat,
 
     /// Truncate texts to this many tokens, `<s>` and `</s>` included (1..=8192).
     #[arg(long, default_value_t = 8192)]
     pub max_length: usize,
 
-    /// A longer text is a bad record (see --on-error), as the server refuses it.
+    /// A longer text is a bad record (see --on-error), as the server refuses it. A line is
+    /// read no further than such a text can take (4 bytes a character in a text file, 12 in
+    /// JSON plus 1 MiB for the other fields), so an oversized line costs no memory.
     #[arg(long, default_value_t = 1_000_000)]
     pub max_text_chars: usize,
 
     /// What to do with a bad record (invalid JSON, no text field, a text over
-    /// --max-text-chars): `fail` stops after writing the records before it (exit status 1);
-    /// `skip` reports it with its line and goes on.
+    /// --max-text-chars, a repeated id with --unique-ids): `fail` stops after writing the
+    /// records before it (exit status 1); `skip` reports it with its line and goes on.
     #[arg(long, value_enum, default_value_t = OnError::Fail)]
     pub on_error: OnError,
 
-    /// Continue an interrupted run: skip the records whose id is already in --output and
-    /// append the others (the options must be those of the first run).
+    /// Make a record whose id repeats an earlier record's a bad record (see --on-error).
+    /// Without it, such records are written and the summary counts them, naming the first.
+    /// Ids are compared as text (`7` and `"7"` are the same id).
+    #[arg(long)]
+    pub unique_ids: bool,
+
+    /// Most distinct ids kept to find repeated ones (about 16 bytes each: 151 MiB at the
+    /// default). Past it, later ids are not checked: the summary says so, and --unique-ids
+    /// stops the run (raise it and --resume). 0: no check.
+    #[arg(long, default_value_t = ids::DEFAULT_LIMIT)]
+    pub max_tracked_ids: usize,
+
+    /// Continue an interrupted run from where --output stops (its manifest,
+    /// OUTPUT.manifest.json, says where): the input up to there must be the one it was
+    /// encoded from, and the options that shape the output (model, --dtype, --max-length,
+    /// --outputs, --sparse-format, --text-field, --id-field, --input-format) those of the
+    /// first run.
     #[arg(long)]
     pub resume: bool,
 
@@ -131,6 +158,12 @@ pub struct Args {
 pub enum OnError {
     Fail,
     Skip,
+}
+
+/// `--sparse-format`: the core's formats, each listed with its meaning in `--help`.
+fn sparse_format() -> impl TypedValueParser<Value = SparseFormat> {
+    let values = SparseFormat::ALL.map(|f| PossibleValue::new(f.name()).help(f.description()));
+    PossibleValuesParser::new(values).try_map(|name| name.parse::<SparseFormat>())
 }
 
 fn at_least_one(value: &str) -> Result<usize, String> {
@@ -196,8 +229,27 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     if args.resume && args.output.is_none() {
         return Err("--resume needs --output FILE (the file to continue)".into());
     }
-    let corpus =
+    let mut corpus =
         input::Corpus::open(&args.inputs, args.input_options()).map_err(|e| e.to_string())?;
+    // Before anything is opened for writing: no output may be an input.
+    let file = args.output.as_deref().filter(|path| is_file(path));
+    if let Some(path) = file {
+        guard::check(corpus.files(), &written(path, format)?)?;
+    } else if let Some(path) = &args.output {
+        guard::check(
+            corpus.files(),
+            &[Written {
+                path: path.clone(),
+                what: "--output",
+            }],
+        )?;
+        if args.resume || format == OutputFormat::Parquet {
+            return Err(format!(
+                "{}: not a regular file: --resume and Parquet need one",
+                path.display()
+            ));
+        }
+    }
 
     let options = HubOptions::from_env()
         .with_revision(args.revision.clone())
@@ -209,61 +261,298 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         .with_dtype(args.dtype)
         .with_threads(args.threads);
     let model = BgeM3::load(&dir, &load).map_err(report)?;
-    if args.max_length == 0 || args.max_length > model.max_length() {
-        return Err(format!(
-            "--max-length must be within 1..={}",
-            model.max_length()
-        ));
-    }
+    // The core's rule, in the encoder's words.
+    bge_m3_core::check_length("--max-length", args.max_length, model.max_length())
+        .map_err(|_| format!("--max-length must be within 1..={}", model.max_length()))?;
     let shape = output::Shape {
         outputs,
         sparse: args.sparse_format,
         vocab_size: model.vocab_size(),
     };
-    let (sink, done) = open_sink(args, format, shape)?;
-    pipeline::run(args, model, corpus, sink, done, shape)
+    let ids = RepeatedIds::new(args.max_tracked_ids);
+    let start = match file {
+        None => {
+            let sink: Box<dyn output::Sink> = match &args.output {
+                None => Box::new(output::Jsonl::stdout()),
+                Some(path) => Box::new(output::Jsonl::create(path, false).map_err(text)?),
+            };
+            Start {
+                sink,
+                ledger: None,
+                ids,
+                repeats: Vec::new(),
+            }
+        }
+        Some(path) => {
+            let options = shaping_options(args, &dir, &model).map_err(text)?;
+            open_file(args, path, format, shape, options, &mut corpus, ids)?
+        }
+    };
+    pipeline::run(args, model, corpus, start, shape)
 }
 
-type Opened = (Box<dyn output::Sink>, std::collections::HashSet<String>);
+fn text(error: std::io::Error) -> String {
+    error.to_string()
+}
 
-fn open_sink(args: &Args, format: OutputFormat, shape: output::Shape) -> Result<Opened, String> {
-    let text = |e: std::io::Error| e.to_string();
-    let Some(path) = &args.output else {
-        return Ok((Box::new(output::Jsonl::stdout()), Default::default()));
-    };
-    let resume = args.resume && path.exists();
-    match format {
-        OutputFormat::Parquet => parquet_sink(path, shape, resume),
-        _ if resume => {
-            let (sink, done) = output::Jsonl::resume(path).map_err(text)?;
-            Ok((Box::new(sink), done))
+/// Whether `path` is (or will be) a regular file, which gets a manifest: not a device or a
+/// pipe (`/dev/stdout`, `/dev/null`).
+fn is_file(path: &Path) -> bool {
+    std::fs::metadata(path).map_or(true, |m| m.is_file())
+}
+
+/// The paths a run writing `path` may write (or remove), to check against the inputs.
+fn written(path: &Path, format: OutputFormat) -> Result<Vec<Written<'static>>, String> {
+    let manifest_path = manifest::path_for(path);
+    let mut written = vec![
+        Written {
+            path: path.to_path_buf(),
+            what: "--output",
+        },
+        Written {
+            path: manifest::with_suffix(&manifest_path, ".tmp"),
+            what: "the output's temporary manifest",
+        },
+    ];
+    if format == OutputFormat::Parquet {
+        let generation = match Manifest::load(&manifest_path).ok().flatten() {
+            Some(Manifest {
+                output:
+                    manifest::Output {
+                        state: OutputState::Parquet { generation, .. },
+                        ..
+                    },
+                ..
+            }) => generation,
+            _ => 0,
+        };
+        for generation in [generation, generation + 1] {
+            let partial = partial_path(path, generation);
+            written.push(Written {
+                path: groups_path(&partial),
+                what: "the output's row-group log",
+            });
+            written.push(Written {
+                path: partial,
+                what: "the output's partial file",
+            });
         }
-        _ => Ok((
-            Box::new(output::Jsonl::create(path).map_err(text)?),
-            Default::default(),
-        )),
+    }
+    written.push(Written {
+        path: manifest_path,
+        what: "the output's manifest",
+    });
+    Ok(written)
+}
+
+/// What shapes the output, as its manifest records it.
+fn shaping_options(args: &Args, dir: &Path, model: &BgeM3) -> std::io::Result<manifest::Options> {
+    let outputs = args.outputs();
+    let names = [
+        ("dense", outputs.dense),
+        ("sparse", outputs.sparse),
+        ("colbert", outputs.colbert),
+    ];
+    Ok(manifest::Options {
+        model: manifest::Model::identify(dir, &args.model)?,
+        dtype: model.dtype().as_str().to_string(),
+        max_length: args.max_length,
+        outputs: names
+            .iter()
+            .filter(|(_, on)| *on)
+            .map(|(name, _)| name.to_string())
+            .collect(),
+        sparse_format: outputs.sparse.then(|| args.sparse_format.to_string()),
+        text_field: args.text_field.clone(),
+        id_field: args.id_field.clone(),
+        input_format: format!("{:?}", args.input_format).to_lowercase(),
+    })
+}
+
+/// Opens the output file `path`: continues it (`--resume`, once its manifest and the input
+/// are checked) or starts it, its manifest written first.
+fn open_file(
+    args: &Args,
+    path: &Path,
+    format: OutputFormat,
+    shape: output::Shape,
+    options: manifest::Options,
+    corpus: &mut input::Corpus,
+    mut ids: RepeatedIds,
+) -> Result<Start, String> {
+    let manifest_path = manifest::path_for(path);
+    let existing = Manifest::load(&manifest_path)?;
+    let parquet = format == OutputFormat::Parquet;
+    let inputs = args
+        .inputs
+        .iter()
+        .map(|input| manifest::Input {
+            path: input.display().to_string(),
+            bytes: std::fs::metadata(input)
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| m.len()),
+        })
+        .collect();
+    let resume = args.resume && (existing.is_some() || path.exists());
+    if !resume {
+        let state = if parquet {
+            OutputState::Parquet {
+                generation: 0,
+                partial: Some(partial_path(path, 0).display().to_string()),
+                row_groups: 0,
+                bytes: 0,
+            }
+        } else {
+            OutputState::Jsonl { bytes: 0 }
+        };
+        let ledger = Ledger {
+            manifest: Manifest {
+                manifest_version: manifest::VERSION,
+                program: program(),
+                output: manifest::Output {
+                    path: path.display().to_string(),
+                    state,
+                },
+                inputs,
+                options,
+                progress: Default::default(),
+                complete: false,
+            },
+            path: manifest_path,
+        };
+        // The manifest first: a kill before the output is emptied leaves a manifest that
+        // says nothing is written, which a resume then cuts the output to.
+        ledger.store()?;
+        if let Some(old) = existing {
+            remove_partial(&old, 0);
+        }
+        let sink: Box<dyn output::Sink> = if parquet {
+            parquet_create(path, shape)?
+        } else {
+            Box::new(output::Jsonl::create(path, true).map_err(text)?)
+        };
+        return Ok(Start {
+            sink,
+            ledger: Some(ledger),
+            ids,
+            repeats: Vec::new(),
+        });
+    }
+    let Some(mut manifest) = existing else {
+        return Err(format!(
+            "{}: there is no manifest beside it ({}; an older bge-m3-encode wrote none):              cannot resume it; run without --resume to encode it again",
+            path.display(),
+            manifest_path.display()
+        ));
+    };
+    resume::check_options(path, &manifest, &options, parquet)?;
+    if args.progress != ProgressMode::None && manifest.progress.input.records > 0 {
+        eprintln!(
+            "resuming {}: reading the {} input records it was encoded from",
+            path.display(),
+            manifest.progress.input.records
+        );
+    }
+    let repeats = resume::skip_written(corpus, &manifest, &mut ids)?;
+    let last_id = manifest.progress.last.as_ref().map(|last| &last.id);
+    let (sink, replaced): (Box<dyn output::Sink>, Vec<PathBuf>) = match &manifest.output.state {
+        OutputState::Jsonl { bytes } => {
+            let sink = output::Jsonl::resume(path, *bytes, last_id).map_err(text)?;
+            (Box::new(sink), Vec::new())
+        }
+        state => parquet_resume(path, shape, state, manifest.progress.documents, last_id)?,
+    };
+    manifest.program = program();
+    manifest.inputs = inputs;
+    manifest.options = options;
+    manifest.output.state = sink.state().expect("a file's sink has a state");
+    let ledger = Ledger {
+        manifest,
+        path: manifest_path,
+    };
+    ledger.store()?;
+    // The manifest names the new partial file now: the old one can go.
+    for file in replaced {
+        let _ = std::fs::remove_file(file);
+    }
+    Ok(Start {
+        sink,
+        ledger: Some(ledger),
+        ids,
+        repeats,
+    })
+}
+
+fn program() -> String {
+    format!("bge-m3-encode {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Removes the partial files a manifest names, but for generation `keep`'s (which is about to
+/// be written again).
+fn remove_partial(old: &Manifest, keep: u64) {
+    if let OutputState::Parquet {
+        generation,
+        partial: Some(partial),
+        ..
+    } = &old.output.state
+    {
+        if *generation != keep {
+            let partial = PathBuf::from(partial);
+            let _ = std::fs::remove_file(groups_path(&partial));
+            let _ = std::fs::remove_file(partial);
+        }
     }
 }
 
 #[cfg(feature = "parquet")]
-fn parquet_sink(
-    path: &std::path::Path,
+use parquet::{groups_path, partial_path};
+
+#[cfg(feature = "parquet")]
+fn parquet_create(path: &Path, shape: output::Shape) -> Result<Box<dyn output::Sink>, String> {
+    Ok(Box::new(
+        parquet::Parquet::create(path, shape, 0).map_err(text)?,
+    ))
+}
+
+#[cfg(feature = "parquet")]
+fn parquet_resume(
+    path: &Path,
     shape: output::Shape,
-    resume: bool,
-) -> Result<Opened, String> {
-    let text = |e: std::io::Error| e.to_string();
-    if resume {
-        let (sink, done) = parquet::Parquet::resume(path, shape).map_err(text)?;
-        Ok((Box::new(sink), done))
-    } else {
-        Ok((
-            Box::new(parquet::Parquet::create(path, shape).map_err(text)?),
-            Default::default(),
-        ))
-    }
+    state: &OutputState,
+    documents: u64,
+    last_id: Option<&serde_json::Value>,
+) -> Result<(Box<dyn output::Sink>, Vec<PathBuf>), String> {
+    let (sink, replaced) =
+        parquet::Parquet::resume(path, shape, state, documents, last_id).map_err(text)?;
+    Ok((Box::new(sink), replaced))
 }
 
 #[cfg(not(feature = "parquet"))]
-fn parquet_sink(_: &std::path::Path, _: output::Shape, _: bool) -> Result<Opened, String> {
-    Err("this build has no Parquet output: build it with `--features parquet`".into())
+fn partial_path(path: &Path, generation: u64) -> PathBuf {
+    manifest::with_suffix(path, &format!(".partial.{generation}"))
+}
+
+#[cfg(not(feature = "parquet"))]
+fn groups_path(partial: &Path) -> PathBuf {
+    manifest::with_suffix(partial, ".groups")
+}
+
+#[cfg(not(feature = "parquet"))]
+const NO_PARQUET: &str = "this build has no Parquet output: build it with `--features parquet`";
+
+#[cfg(not(feature = "parquet"))]
+fn parquet_create(_: &Path, _: output::Shape) -> Result<Box<dyn output::Sink>, String> {
+    Err(NO_PARQUET.into())
+}
+
+#[cfg(not(feature = "parquet"))]
+fn parquet_resume(
+    _: &Path,
+    _: output::Shape,
+    _: &OutputState,
+    _: u64,
+    _: Option<&serde_json::Value>,
+) -> Result<(Box<dyn output::Sink>, Vec<PathBuf>), String> {
+    Err(NO_PARQUET.into())
 }
