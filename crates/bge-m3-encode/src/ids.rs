@@ -1,8 +1,9 @@
 //! Repeated ids: an id seen before is found by keeping a 64-bit hash of each distinct id, at
 //! most `--max-tracked-ids` of them. The set's table costs 9 bytes a slot (the hash and a
-//! control byte) with between 1.14 and 2.3 slots per id (it doubles when 7/8 full): 151 MiB
-//! at 10 million ids, the default, and 226 MiB while it grows past 7.3 million. Beyond the
-//! limit later ids are not tracked, and the summary says the count is a lower bound.
+//! control byte) with between 1.14 and 2.3 slots per id (it doubles when 7/8 full): measured,
+//! 144 MiB kept and 216 MiB at peak (while it grows past 7.3 million) for 10 million ids, the
+//! default ([`tests::memory_of_ten_million_ids`]). Beyond the limit later ids are not tracked,
+//! and the summary says the count is a lower bound.
 //!
 //! Ids are compared as text ([`id_key`]): `7` and `"7"` are the same id, as they are in the
 //! Parquet output and in a store keyed by strings. The hashes are keyed at random per run, so
@@ -88,6 +89,34 @@ mod tests {
         assert_eq!(ids.see(&Value::from("a")), Seen::New);
         assert_eq!(ids.see(&Value::from("a")), Seen::Repeat);
         assert_eq!(ids.count, 2);
+    }
+
+    /// `cargo test -p bge-m3-encode ids::tests::memory -- --ignored --nocapture`:
+    /// the memory 10 million distinct ids take (docs/BENCHMARKS.md).
+    #[test]
+    #[ignore = "a measurement: 10 million ids, a few seconds"]
+    fn memory_of_ten_million_ids() {
+        let kib = |field: &str| {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+            line.split_whitespace()
+                .nth(1)
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        };
+        let (rss, peak) = (kib("VmRSS:"), kib("VmHWM:"));
+        let mut ids = RepeatedIds::new(DEFAULT_LIMIT);
+        for i in 0..DEFAULT_LIMIT {
+            assert_eq!(ids.see(&Value::from(format!("doc-{i}"))), Seen::New);
+        }
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        println!(
+            "{DEFAULT_LIMIT} ids: RSS +{:.0} MiB, peak RSS +{:.0} MiB",
+            mib(kib("VmRSS:") - rss),
+            mib(kib("VmHWM:") - peak)
+        );
+        assert_eq!(ids.see(&Value::from("doc-0")), Seen::Repeat);
     }
 
     #[test]

@@ -247,7 +247,7 @@ fn read(
                     if window.submit(model, queue, &before, settings, &send) {
                         send(Message::Failed(format!(
                             "--unique-ids: more than {} distinct ids, the most --max-tracked-ids \
-                             tracks: raise it (about 16 bytes an id) and run again with --resume",
+                             tracks: raise it (about 15 bytes an id) and run again with --resume",
                             ids.limit()
                         )));
                     }
