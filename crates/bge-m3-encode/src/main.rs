@@ -230,6 +230,9 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     if args.resume && args.output.is_none() {
         return Err("--resume needs --output FILE (the file to continue)".into());
     }
+    if args.unique_ids && args.max_tracked_ids == 0 {
+        return Err("--unique-ids needs --max-tracked-ids above 0 (the ids it checks)".into());
+    }
     let mut corpus =
         input::Corpus::open(&args.inputs, args.input_options()).map_err(|e| e.to_string())?;
     // Before anything is opened for writing: no output may be an input.

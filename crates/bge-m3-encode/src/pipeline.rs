@@ -132,7 +132,7 @@ pub fn run(
         },
         repeats,
         end: None,
-        untracked: ids.is_full(),
+        untracked: ids.limit() > 0 && ids.is_full(),
     };
     writer.counts.resumed = writer.base.documents;
     let reader = {

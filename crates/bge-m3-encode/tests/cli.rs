@@ -266,8 +266,12 @@ fn a_bad_record_is_fatal_by_default_and_skipped_on_request_naming_its_line() {
 
 #[test]
 fn wrong_usage_is_refused_with_a_message() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (&["--resume"], "--resume needs --output FILE"),
+        (
+            &["--unique-ids", "--max-tracked-ids", "0"],
+            "--unique-ids needs --max-tracked-ids above 0",
+        ),
         (
             &["--output-format", "parquet"],
             "--output-format parquet needs --output FILE",

@@ -290,6 +290,10 @@ fn repeated_ids_are_reported_and_unique_ids_refuses_or_skips_them() {
         "{}",
         bounded.stderr
     );
+    // 0 turns the check off: nothing is said about ids.
+    let unchecked = encode(&[c, "-o", o, "--on-error", "skip", "--max-tracked-ids", "0"]);
+    unchecked.assert_success();
+    assert!(!unchecked.stderr.contains("repeat"), "{}", unchecked.stderr);
     let stopped = encode(&[c, "-o", o, "--unique-ids", "--max-tracked-ids", "5"]);
     assert_eq!(stopped.status.code(), Some(2), "{}", stopped.stderr);
     assert!(
