@@ -1,10 +1,13 @@
 //! Sparse weights written the way a vector store takes them: the formats the server's
 //! `sparse_format` and the encoder's `--sparse-format` offer.
 
+use std::fmt;
+use std::str::FromStr;
+
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
-use crate::SparseEmbedding;
+use crate::{Error, SparseEmbedding};
 
 /// How sparse weights are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -19,6 +22,81 @@ pub enum SparseFormat {
     Indices,
     /// `"{4866:0.08}/250002"`: pgvector's `sparsevec` literal ([`SparseEmbedding::to_sparsevec`]).
     Sparsevec,
+}
+
+impl SparseFormat {
+    /// Every format, in the order a help text lists them.
+    pub const ALL: [SparseFormat; 4] = [
+        SparseFormat::Token,
+        SparseFormat::Id,
+        SparseFormat::Indices,
+        SparseFormat::Sparsevec,
+    ];
+
+    /// The format's name, as the server's `sparse_format` and the encoder's `--sparse-format`
+    /// take it (and [`FromStr`] parses it).
+    ///
+    /// ```
+    /// use bge_m3_core::SparseFormat;
+    /// let names: Vec<&str> = SparseFormat::ALL.iter().map(|f| f.name()).collect();
+    /// assert_eq!(names, ["token", "id", "indices", "sparsevec"]);
+    /// assert_eq!("sparsevec".parse::<SparseFormat>().unwrap(), SparseFormat::Sparsevec);
+    /// assert_eq!(SparseFormat::Indices.to_string(), "indices");
+    /// let err = "dense".parse::<SparseFormat>().unwrap_err().to_string();
+    /// assert_eq!(err, "invalid `sparse_format`: must be one of token, id, indices, sparsevec, got `dense`");
+    /// ```
+    pub const fn name(self) -> &'static str {
+        match self {
+            SparseFormat::Token => "token",
+            SparseFormat::Id => "id",
+            SparseFormat::Indices => "indices",
+            SparseFormat::Sparsevec => "sparsevec",
+        }
+    }
+
+    /// What the format writes, in one line (for a command line's help: the variant's doc).
+    pub const fn description(self) -> &'static str {
+        match self {
+            SparseFormat::Token => {
+                "{\"What\": 0.08}: keyed by token string, FlagEmbedding's convert_id_to_token"
+            }
+            SparseFormat::Id => {
+                "{\"4865\": 0.08}: keyed by token id, FlagEmbedding's lexical_weights"
+            }
+            SparseFormat::Indices => {
+                "{\"indices\": [4865], \"values\": [0.08]}, ascending by id: Qdrant's and \
+                 Milvus's sparse vectors"
+            }
+            SparseFormat::Sparsevec => {
+                "\"{4866:0.08}/250002\": pgvector's sparsevec literal (1-based, ascending)"
+            }
+        }
+    }
+}
+
+impl fmt::Display for SparseFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for SparseFormat {
+    type Err = Error;
+
+    /// One of the [`SparseFormat::name`]s; anything else is an [`Error::InvalidInput`] on
+    /// field `sparse_format` that lists them.
+    fn from_str(name: &str) -> Result<Self, Error> {
+        SparseFormat::ALL
+            .into_iter()
+            .find(|format| format.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = SparseFormat::ALL.iter().map(|f| f.name()).collect();
+                Error::invalid_input(
+                    "sparse_format",
+                    format!("must be one of {}, got `{name}`", names.join(", ")),
+                )
+            })
+    }
 }
 
 /// Sparse weights in one of the [`SparseFormat`]s; serializes to that format's JSON.

@@ -1,12 +1,18 @@
 //! The corpus: JSONL or plain-text streams (files or stdin) and directories of `.txt`/`.md`
-//! files, read one record at a time.
+//! files, read one record at a time. A line is read no further than the longest record a text
+//! of `--max-text-chars` can make ([`line_limit`]), so that an oversized line costs no memory;
+//! every byte read goes into the [`Position`]'s fingerprint, which `--resume` checks.
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::guard::{FileId, InputFiles};
+use crate::lines::{read_line, Fingerprint, Line};
 
 /// How a file or stdin holds its documents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -40,10 +46,50 @@ impl fmt::Display for Location {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
     /// The id field's value (a string or an integer), or the record's position in the
-    /// corpus (0-based, counting every record read, bad ones included) when it has none.
+    /// corpus when it has none.
     pub id: Value,
     pub text: String,
     pub location: Location,
+    /// The record's position in the corpus: 0-based, counting every record read, bad ones
+    /// included (blank lines are not records).
+    pub position: u64,
+}
+
+/// Where the reading stands after a record: how many records were read (the next one's
+/// position) and the fingerprint of the input up to the end of the last of them.
+#[derive(Clone, Default)]
+pub struct Position {
+    pub records: u64,
+    fingerprint: Fingerprint,
+}
+
+impl Position {
+    /// Input bytes up to the end of the last record read.
+    pub fn bytes(&self) -> u64 {
+        self.fingerprint.bytes()
+    }
+
+    /// The position as the manifest records it.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            records: self.records,
+            bytes: self.fingerprint.bytes(),
+            sha256: self.fingerprint.sha256(),
+        }
+    }
+}
+
+/// A [`Position`] written down: where a resumed run continues, and what the input up to there
+/// must hash to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Records read (bad ones included, blank lines not): the position to continue from.
+    pub records: u64,
+    /// Input bytes up to the end of the last of them.
+    pub bytes: u64,
+    /// SHA-256 of those bytes (of a directory's files: each file's path relative to the
+    /// directory, a NUL, then its contents).
+    pub sha256: String,
 }
 
 /// A record that cannot be encoded, and why.
@@ -69,12 +115,23 @@ pub struct InputOptions {
     pub max_text_chars: usize,
 }
 
-/// The key that identifies a record's id across runs (for `--resume`): a string id as it is,
-/// an integer id in decimal.
+/// An id as text: a string id as it is, an integer id in decimal (the Parquet output's `id`
+/// column, and the key under which repeated ids are found: `7` and `"7"` are the same id).
 pub fn id_key(id: &Value) -> String {
     match id {
         Value::String(id) => id.clone(),
         other => other.to_string(),
+    }
+}
+
+/// The most bytes a line of `format` is read to: beyond it, no text within `max_text_chars`
+/// characters fits, so the line is a bad record, skipped unread. A UTF-8 character takes at
+/// most 4 bytes (text lines, plus a `\r\n`); in JSON, at most 12 (`\ud83d\ude00`), and
+/// 1 MiB is left for the record's other fields.
+pub fn line_limit(format: InputFormat, max_text_chars: usize) -> usize {
+    match format {
+        InputFormat::Text => max_text_chars.saturating_mul(4).saturating_add(2),
+        _ => max_text_chars.saturating_mul(12).saturating_add(1 << 20),
     }
 }
 
@@ -96,11 +153,12 @@ pub struct Corpus {
     sources: std::vec::IntoIter<Source>,
     current: Option<Source>,
     options: InputOptions,
-    /// Records read so far (the next generated id).
-    position: u64,
-    /// Bytes read so far, of [`Self::total_bytes`].
-    bytes: u64,
+    /// Every byte read so far.
+    fingerprint: Fingerprint,
+    /// After the last record read.
+    position: Position,
     total_bytes: Option<u64>,
+    files: InputFiles,
     buffer: Vec<u8>,
 }
 
@@ -116,9 +174,11 @@ impl Corpus {
         };
         let mut sources = Vec::new();
         let mut total_bytes = Some(0u64);
+        let mut files = InputFiles::default();
         for path in inputs {
             if path.as_os_str() == "-" {
                 total_bytes = None;
+                files.stdin = FileId::of_stdin();
                 let format = match options.format {
                     InputFormat::Auto => InputFormat::Jsonl,
                     format => format,
@@ -130,19 +190,26 @@ impl Corpus {
                     line: 0,
                 });
             } else if path.is_dir() {
-                let mut files = Vec::new();
-                walk(path, &mut files)?;
-                files.sort();
-                for file in &files {
-                    total_bytes = total_bytes.map(|t| t + file_size(file));
+                let mut found = Vec::new();
+                walk(path, &mut found)?;
+                found.sort();
+                for file in &found {
+                    let metadata = std::fs::metadata(file).map_err(|e| with_path(e, file))?;
+                    total_bytes = total_bytes.map(|t| t + metadata.len());
+                    files.files.push(FileId::new(file, &metadata));
                 }
+                files
+                    .dirs
+                    .push(path.canonicalize().map_err(|e| with_path(e, path))?);
                 sources.push(Source::Directory {
                     root: path.clone(),
-                    files: files.into_iter(),
+                    files: found.into_iter(),
                 });
             } else {
                 let file = File::open(path).map_err(|e| with_path(e, path))?;
-                total_bytes = total_bytes.map(|t| t + file_size(path));
+                let metadata = file.metadata().map_err(|e| with_path(e, path))?;
+                total_bytes = total_bytes.map(|t| t + metadata.len());
+                files.files.push(FileId::new(path, &metadata));
                 let format = match options.format {
                     InputFormat::Auto if is_jsonl(path) => InputFormat::Jsonl,
                     InputFormat::Auto => InputFormat::Text,
@@ -156,20 +223,41 @@ impl Corpus {
                 });
             }
         }
-        Ok(Self {
+        Ok(Self::over(sources, options, total_bytes, files))
+    }
+
+    fn over(
+        sources: Vec<Source>,
+        options: InputOptions,
+        total_bytes: Option<u64>,
+        files: InputFiles,
+    ) -> Self {
+        Self {
             sources: sources.into_iter(),
             current: None,
             options,
-            position: 0,
-            bytes: 0,
+            fingerprint: Fingerprint::default(),
+            position: Position::default(),
             total_bytes,
+            files,
             buffer: Vec::new(),
-        })
+        }
+    }
+
+    /// The files it reads (and the directories it walked), to check that no output is one.
+    pub fn files(&self) -> &InputFiles {
+        &self.files
+    }
+
+    /// Where the reading stands after the last record read.
+    pub fn position(&self) -> &Position {
+        &self.position
     }
 
     /// Bytes read so far.
+    #[cfg(test)]
     pub fn bytes_read(&self) -> u64 {
-        self.bytes
+        self.fingerprint.bytes()
     }
 
     /// The size of every input, when all are files (not stdin).
@@ -180,6 +268,7 @@ impl Corpus {
     /// The next record, a bad record, or `None` at the end of the last input. Reading errors
     /// are errors; a record that cannot be encoded is `Ok(Some(Err(..)))`.
     pub fn next_record(&mut self) -> io::Result<Option<Result<Record, BadRecord>>> {
+        let max_chars = self.options.max_text_chars;
         loop {
             if self.current.is_none() {
                 match self.sources.next() {
@@ -194,53 +283,82 @@ impl Corpus {
                     format,
                     line,
                 } => {
-                    self.buffer.clear();
-                    let n = reader
-                        .read_until(b'\n', &mut self.buffer)
-                        .map_err(|e| io::Error::new(e.kind(), format!("reading {name}: {e}")))?;
-                    if n == 0 {
-                        None
-                    } else {
-                        self.bytes += n as u64;
-                        *line += 1;
-                        let location = Location {
-                            source: name.clone(),
-                            line: Some(*line),
-                        };
-                        let Ok(text) = std::str::from_utf8(&self.buffer) else {
-                            self.position += 1;
-                            return Ok(Some(Err(BadRecord {
-                                location,
-                                message: "the line is not UTF-8 text".into(),
-                            })));
-                        };
-                        let text = text.trim_end_matches(['\n', '\r']);
-                        if text.trim().is_empty() {
-                            continue; // blank lines are not records
+                    let limit = line_limit(*format, max_chars);
+                    let got = read_line(
+                        reader.as_mut(),
+                        limit,
+                        &mut self.buffer,
+                        &mut self.fingerprint,
+                    )
+                    .map_err(|e| io::Error::new(e.kind(), format!("reading {name}: {e}")))?;
+                    match got {
+                        None => None,
+                        Some(got) => {
+                            *line += 1;
+                            let location = Location {
+                                source: name.clone(),
+                                line: Some(*line),
+                            };
+                            Some(match got {
+                                Line::TooLong { bytes } => Err(BadRecord {
+                                    location,
+                                    message: format!(
+                                        "the line has {bytes} bytes, more than a record with a \
+                                         text of --max-text-chars {max_chars} takes ({limit}): \
+                                         skipped unread"
+                                    ),
+                                }),
+                                Line::Whole => match std::str::from_utf8(&self.buffer) {
+                                    Err(_) => Err(BadRecord {
+                                        location,
+                                        message: "the line is not UTF-8 text".into(),
+                                    }),
+                                    Ok(text) => {
+                                        let text = text.trim_end_matches(['\n', '\r']);
+                                        if text.trim().is_empty() {
+                                            continue; // blank lines are not records
+                                        }
+                                        match format {
+                                            InputFormat::Jsonl => {
+                                                parse_json(text, location, &self.options)
+                                            }
+                                            _ => Ok((None, text.to_string(), location)),
+                                        }
+                                    }
+                                },
+                            })
                         }
-                        Some(match format {
-                            InputFormat::Jsonl => parse_json(text, location, &self.options),
-                            _ => Ok((None, text.to_string(), location)),
-                        })
                     }
                 }
                 Source::Directory { root, files } => match files.next() {
                     None => None,
                     Some(path) => {
-                        let bytes = std::fs::read(&path).map_err(|e| with_path(e, &path))?;
-                        self.bytes += bytes.len() as u64;
                         let relative = path.strip_prefix(root.as_path()).unwrap_or(&path);
                         let id = relative.to_string_lossy().into_owned();
+                        // The path is the id: it is part of what the fingerprint covers.
+                        self.fingerprint.mark(id.as_bytes());
+                        self.fingerprint.mark(b"\0");
+                        let limit = max_chars.saturating_mul(4);
+                        let bytes = read_file(&path, limit, &mut self.fingerprint)?;
                         let location = Location {
                             source: path.display().to_string(),
                             line: None,
                         };
-                        Some(match String::from_utf8(bytes) {
-                            Ok(text) => Ok((Some(Value::String(id)), text, location)),
-                            Err(_) => Err(BadRecord {
+                        Some(match bytes {
+                            Err(size) => Err(BadRecord {
                                 location,
-                                message: "the file is not UTF-8 text".into(),
+                                message: format!(
+                                    "the file has {size} bytes, more than a text of \
+                                     --max-text-chars {max_chars} takes ({limit}): skipped unread"
+                                ),
                             }),
+                            Ok(bytes) => match String::from_utf8(bytes) {
+                                Ok(text) => Ok((Some(Value::String(id)), text, location)),
+                                Err(_) => Err(BadRecord {
+                                    location,
+                                    message: "the file is not UTF-8 text".into(),
+                                }),
+                            },
                         })
                     }
                 },
@@ -249,16 +367,18 @@ impl Corpus {
                 self.current = None;
                 continue;
             };
-            let position = self.position;
-            self.position += 1;
+            let position = self.position.records;
+            self.position = Position {
+                records: position + 1,
+                fingerprint: self.fingerprint.clone(),
+            };
             let record = read.and_then(|(id, text, location)| {
                 let chars = text.chars().count();
-                if chars > self.options.max_text_chars {
+                if chars > max_chars {
                     return Err(BadRecord {
                         location,
                         message: format!(
-                            "the text has {chars} characters, over --max-text-chars {}",
-                            self.options.max_text_chars
+                            "the text has {chars} characters, over --max-text-chars {max_chars}"
                         ),
                     });
                 }
@@ -266,11 +386,46 @@ impl Corpus {
                     id: id.unwrap_or_else(|| Value::from(position)),
                     text,
                     location,
+                    position,
                 })
             });
             return Ok(Some(record));
         }
     }
+}
+
+/// The contents of the file at `path` when it has at most `limit` bytes, else `Err` with its
+/// size (read through, not kept); every byte goes into `fingerprint`.
+fn read_file(
+    path: &Path,
+    limit: usize,
+    fingerprint: &mut Fingerprint,
+) -> io::Result<Result<Vec<u8>, u64>> {
+    let file = File::open(path).map_err(|e| with_path(e, path))?;
+    let mut bytes = Vec::new();
+    let mut reader = file.take(limit as u64 + 1);
+    reader
+        .read_to_end(&mut bytes)
+        .map_err(|e| with_path(e, path))?;
+    fingerprint.update(&bytes);
+    if bytes.len() <= limit {
+        return Ok(Ok(bytes));
+    }
+    let mut file = reader.into_inner();
+    let mut size = bytes.len() as u64;
+    drop(bytes);
+    let mut chunk = vec![0u8; 1 << 16];
+    loop {
+        let n = match file.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(with_path(e, path)),
+        };
+        fingerprint.update(&chunk[..n]);
+        size += n as u64;
+    }
+    Ok(Err(size))
 }
 
 fn parse_json(
@@ -328,6 +483,11 @@ fn extension(path: &Path) -> Option<String> {
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
 }
 
+/// Whether a directory's walk reads the file at `path` (a `.txt` or `.md` file).
+pub fn is_document(path: &Path) -> bool {
+    matches!(extension(path).as_deref(), Some("txt" | "md"))
+}
+
 /// The `.txt` and `.md` files under `dir`, at any depth.
 fn walk(dir: &Path, into: &mut Vec<PathBuf>) -> io::Result<()> {
     for entry in std::fs::read_dir(dir).map_err(|e| with_path(e, dir))? {
@@ -336,15 +496,11 @@ fn walk(dir: &Path, into: &mut Vec<PathBuf>) -> io::Result<()> {
         let kind = entry.file_type()?;
         if kind.is_dir() {
             walk(&path, into)?;
-        } else if matches!(extension(&path).as_deref(), Some("txt" | "md")) {
+        } else if is_document(&path) {
             into.push(path);
         }
     }
     Ok(())
-}
-
-fn file_size(path: &Path) -> u64 {
-    std::fs::metadata(path).map_or(0, |m| m.len())
 }
 
 fn with_path(error: io::Error, path: &Path) -> io::Error {

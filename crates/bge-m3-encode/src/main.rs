@@ -5,23 +5,34 @@
 //! bge-m3-encode --model fixtures/models/tiny-pt corpus.jsonl -o vectors.jsonl
 //! ```
 
+mod guard;
+mod ids;
 mod input;
+mod lines;
+mod manifest;
+mod open;
 mod output;
 #[cfg(feature = "parquet")]
 mod parquet;
 mod pipeline;
 mod progress;
+mod resume;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use bge_m3_core::hub::{self, HubOptions};
-use bge_m3_core::{BgeM3, DType, DeviceSpec, LoadOptions, Outputs};
+use bge_m3_core::{BgeM3, DType, DeviceSpec, LoadOptions, Outputs, SparseFormat};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::Parser;
 
+use guard::Written;
+use ids::RepeatedIds;
 use input::{InputFormat, InputOptions};
-use output::{OutputFormat, SparseFormat};
+use open::{is_file, open_file, shaping_options, written};
+use output::OutputFormat;
+use pipeline::Start;
 use progress::ProgressMode;
 
 /// Encode a corpus with BGE-M3: JSONL, text lines or a directory of .txt/.md files in; dense,
@@ -69,25 +80,42 @@ pub struct Args {
     pub outputs: Vec<String>,
 
     /// How the sparse weights are written (the server's `sparse_format`).
-    #[arg(long, value_enum, default_value_t = SparseFormat::Indices)]
+    #[arg(long, default_value_t = SparseFormat::Indices, value_parser = sparse_format())]
     pub sparse_format: SparseFormat,
 
     /// Truncate texts to this many tokens, `<s>` and `</s>` included (1..=8192).
     #[arg(long, default_value_t = 8192)]
     pub max_length: usize,
 
-    /// A longer text is a bad record (see --on-error), as the server refuses it.
+    /// A longer text is a bad record (see --on-error), as the server refuses it. A line is
+    /// read no further than such a text can take (4 bytes a character in a text file, 12 in
+    /// JSON plus 1 MiB for the other fields), so an oversized line costs no memory.
     #[arg(long, default_value_t = 1_000_000)]
     pub max_text_chars: usize,
 
     /// What to do with a bad record (invalid JSON, no text field, a text over
-    /// --max-text-chars): `fail` stops after writing the records before it (exit status 1);
-    /// `skip` reports it with its line and goes on.
+    /// --max-text-chars, a repeated id with --unique-ids): `fail` stops after writing the
+    /// records before it (exit status 1); `skip` reports it with its line and goes on.
     #[arg(long, value_enum, default_value_t = OnError::Fail)]
     pub on_error: OnError,
 
-    /// Continue an interrupted run: skip the records whose id is already in --output and
-    /// append the others (the options must be those of the first run).
+    /// Make a record whose id repeats an earlier record's a bad record (see --on-error).
+    /// Without it, such records are written and the summary counts them, naming the first.
+    /// Ids are compared as text (`7` and `"7"` are the same id).
+    #[arg(long)]
+    pub unique_ids: bool,
+
+    /// Most distinct ids kept to find repeated ones (about 15 bytes each, 22 at peak: 144 MiB
+    /// for the default's 10 million). Past it, later ids are not checked: the summary says
+    /// so, and --unique-ids stops the run (raise it and --resume). 0: no check.
+    #[arg(long, default_value_t = ids::DEFAULT_LIMIT)]
+    pub max_tracked_ids: usize,
+
+    /// Continue an interrupted run from where --output stops (its manifest,
+    /// OUTPUT.manifest.json, says where): the input up to there must be the one it was
+    /// encoded from, and the options that shape the output (model, --dtype, --max-length,
+    /// --outputs, --sparse-format, --text-field, --id-field, --input-format) those of the
+    /// first run.
     #[arg(long)]
     pub resume: bool,
 
@@ -131,6 +159,12 @@ pub struct Args {
 pub enum OnError {
     Fail,
     Skip,
+}
+
+/// `--sparse-format`: the core's formats, each listed with its meaning in `--help`.
+fn sparse_format() -> impl TypedValueParser<Value = SparseFormat> {
+    let values = SparseFormat::ALL.map(|f| PossibleValue::new(f.name()).help(f.description()));
+    PossibleValuesParser::new(values).try_map(|name| name.parse::<SparseFormat>())
 }
 
 fn at_least_one(value: &str) -> Result<usize, String> {
@@ -196,8 +230,30 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     if args.resume && args.output.is_none() {
         return Err("--resume needs --output FILE (the file to continue)".into());
     }
-    let corpus =
+    if args.unique_ids && args.max_tracked_ids == 0 {
+        return Err("--unique-ids needs --max-tracked-ids above 0 (the ids it checks)".into());
+    }
+    let mut corpus =
         input::Corpus::open(&args.inputs, args.input_options()).map_err(|e| e.to_string())?;
+    // Before anything is opened for writing: no output may be an input.
+    let file = args.output.as_deref().filter(|path| is_file(path));
+    if let Some(path) = file {
+        guard::check(corpus.files(), &written(path, format)?)?;
+    } else if let Some(path) = &args.output {
+        guard::check(
+            corpus.files(),
+            &[Written {
+                path: path.clone(),
+                what: "--output",
+            }],
+        )?;
+        if args.resume || format == OutputFormat::Parquet {
+            return Err(format!(
+                "{}: not a regular file: --resume and Parquet need one",
+                path.display()
+            ));
+        }
+    }
 
     let options = HubOptions::from_env()
         .with_revision(args.revision.clone())
@@ -209,61 +265,36 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         .with_dtype(args.dtype)
         .with_threads(args.threads);
     let model = BgeM3::load(&dir, &load).map_err(report)?;
-    if args.max_length == 0 || args.max_length > model.max_length() {
-        return Err(format!(
-            "--max-length must be within 1..={}",
-            model.max_length()
-        ));
-    }
+    // The core's rule, in the encoder's words.
+    bge_m3_core::check_length("--max-length", args.max_length, model.max_length())
+        .map_err(|_| format!("--max-length must be within 1..={}", model.max_length()))?;
     let shape = output::Shape {
         outputs,
         sparse: args.sparse_format,
         vocab_size: model.vocab_size(),
     };
-    let (sink, done) = open_sink(args, format, shape)?;
-    pipeline::run(args, model, corpus, sink, done, shape)
-}
-
-type Opened = (Box<dyn output::Sink>, std::collections::HashSet<String>);
-
-fn open_sink(args: &Args, format: OutputFormat, shape: output::Shape) -> Result<Opened, String> {
-    let text = |e: std::io::Error| e.to_string();
-    let Some(path) = &args.output else {
-        return Ok((Box::new(output::Jsonl::stdout()), Default::default()));
-    };
-    let resume = args.resume && path.exists();
-    match format {
-        OutputFormat::Parquet => parquet_sink(path, shape, resume),
-        _ if resume => {
-            let (sink, done) = output::Jsonl::resume(path).map_err(text)?;
-            Ok((Box::new(sink), done))
+    let ids = RepeatedIds::new(args.max_tracked_ids);
+    let start = match file {
+        None => {
+            let sink: Box<dyn output::Sink> = match &args.output {
+                None => Box::new(output::Jsonl::stdout()),
+                Some(path) => Box::new(output::Jsonl::create(path, false).map_err(text)?),
+            };
+            Start {
+                sink,
+                ledger: None,
+                ids,
+                repeats: Vec::new(),
+            }
         }
-        _ => Ok((
-            Box::new(output::Jsonl::create(path).map_err(text)?),
-            Default::default(),
-        )),
-    }
+        Some(path) => {
+            let options = shaping_options(args, &dir, &model).map_err(text)?;
+            open_file(args, path, format, shape, options, &mut corpus, ids)?
+        }
+    };
+    pipeline::run(args, model, corpus, start, shape)
 }
 
-#[cfg(feature = "parquet")]
-fn parquet_sink(
-    path: &std::path::Path,
-    shape: output::Shape,
-    resume: bool,
-) -> Result<Opened, String> {
-    let text = |e: std::io::Error| e.to_string();
-    if resume {
-        let (sink, done) = parquet::Parquet::resume(path, shape).map_err(text)?;
-        Ok((Box::new(sink), done))
-    } else {
-        Ok((
-            Box::new(parquet::Parquet::create(path, shape).map_err(text)?),
-            Default::default(),
-        ))
-    }
-}
-
-#[cfg(not(feature = "parquet"))]
-fn parquet_sink(_: &std::path::Path, _: output::Shape, _: bool) -> Result<Opened, String> {
-    Err("this build has no Parquet output: build it with `--features parquet`".into())
+fn text(error: std::io::Error) -> String {
+    error.to_string()
 }

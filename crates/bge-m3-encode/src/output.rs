@@ -1,29 +1,14 @@
 //! What is written for each record, and the JSONL writer (one object per line).
 
-use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 
-use bge_m3_core::{BgeM3, Embedding, Outputs, SparseWeights};
+use bge_m3_core::{BgeM3, Embedding, Outputs, SparseFormat, SparseWeights};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::input::id_key;
-
-/// How the sparse weights are written: the server's `sparse_format`s.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SparseFormat {
-    /// `{"What": 0.08}`: keyed by token string, FlagEmbedding's `convert_id_to_token`.
-    Token,
-    /// `{"4865": 0.08}`: keyed by token id, FlagEmbedding's `lexical_weights`.
-    Id,
-    /// `{"indices": [4865], "values": [0.08]}`, ascending by id: Qdrant's and Milvus's sparse
-    /// vectors.
-    Indices,
-    /// `"{4866:0.08}/250002"`: pgvector's `sparsevec` literal (1-based, ascending).
-    Sparsevec,
-}
+use crate::manifest::OutputState;
 
 /// The file format of the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -43,17 +28,6 @@ pub struct Shape {
     pub sparse: SparseFormat,
     /// The dimension of a `sparsevec`.
     pub vocab_size: usize,
-}
-
-impl From<SparseFormat> for bge_m3_core::SparseFormat {
-    fn from(format: SparseFormat) -> Self {
-        match format {
-            SparseFormat::Token => Self::Token,
-            SparseFormat::Id => Self::Id,
-            SparseFormat::Indices => Self::Indices,
-            SparseFormat::Sparsevec => Self::Sparsevec,
-        }
-    }
 }
 
 /// One record's outputs.
@@ -87,7 +61,7 @@ impl Row {
                 };
                 Some(SparseWeights::new(
                     sparse,
-                    shape.sparse.into(),
+                    shape.sparse,
                     shape.vocab_size,
                     by_token,
                 ))
@@ -105,15 +79,22 @@ impl Row {
 
 /// Where rows go, in order.
 pub trait Sink {
-    /// Writes one window's rows and makes them durable enough to resume from.
+    /// Writes one window's rows and makes them durable (synced to the disk), so that the
+    /// manifest may then count them as written.
     fn write(&mut self, rows: &[Row]) -> io::Result<()>;
-    /// Completes the output; returns its size in bytes.
-    fn finish(self: Box<Self>) -> io::Result<u64>;
+    /// What the output holds so far, for the manifest (`None`: not a file, no manifest).
+    fn state(&self) -> Option<OutputState>;
+    /// Completes the output; returns its size in bytes and its final state.
+    fn finish(self: Box<Self>) -> io::Result<(u64, Option<OutputState>)>;
 }
 
 /// JSONL: one object per row (`id`, `tokens`, then the outputs asked for).
 pub struct Jsonl {
     out: BufWriter<Box<dyn Write + Send>>,
+    /// The file written (none for stdout), to sync it.
+    file: Option<File>,
+    /// What error messages call it.
+    name: PathBuf,
     bytes: u64,
 }
 
@@ -122,92 +103,134 @@ impl Jsonl {
     pub fn stdout() -> Self {
         Self {
             out: BufWriter::with_capacity(1 << 20, Box::new(io::stdout())),
+            file: None,
+            name: PathBuf::from("stdout"),
             bytes: 0,
         }
     }
 
-    /// Writes to a new (or emptied) file.
-    pub fn create(path: &Path) -> io::Result<Self> {
+    /// Writes to a new (or emptied) file; `durable`: synced after each window, for a manifest.
+    pub fn create(path: &Path, durable: bool) -> io::Result<Self> {
         let file = File::create(path).map_err(|e| with_path(e, path))?;
-        Ok(Self::over(file, 0))
+        Self::over(file, path, 0, durable)
     }
 
-    /// Continues `path`: returns the ids it already holds, and a writer that appends after its
-    /// last complete line (a line cut short by an interruption is removed).
-    pub fn resume(path: &Path) -> io::Result<(Self, HashSet<String>)> {
+    /// Continues `path`, whose rows end at byte `bytes` (the manifest's): what follows (a
+    /// window written after the manifest's last update, a line cut short by a kill) is cut.
+    /// The last row kept must carry `last_id`.
+    pub fn resume(path: &Path, bytes: u64, last_id: Option<&Value>) -> io::Result<Self> {
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
+            .create(bytes == 0)
+            .truncate(false)
             .open(path)
             .map_err(|e| with_path(e, path))?;
-        let mut done = HashSet::new();
-        let mut complete = 0u64;
-        let mut reader = BufReader::new(&mut file);
-        let mut line = Vec::new();
-        let mut number = 0u64;
-        loop {
-            line.clear();
-            let n = reader.read_until(b'\n', &mut line)?;
-            if n == 0 {
-                break;
-            }
-            number += 1;
-            if line.last() != Some(&b'\n') {
-                break; // cut short: written again below
-            }
-            let id = serde_json::from_slice::<Value>(&line)
-                .ok()
-                .and_then(|row| row.get("id").cloned());
-            match id {
-                Some(id) => {
-                    done.insert(id_key(&id));
-                }
-                None => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "{}:{number}: not a row of this program (no JSON object with an `id`): \
-                             cannot resume it",
-                            path.display()
-                        ),
-                    ))
-                }
-            }
-            complete += n as u64;
+        let length = file.metadata().map_err(|e| with_path(e, path))?.len();
+        if length < bytes {
+            return Err(invalid(format!(
+                "{} has {length} bytes, fewer than the {bytes} its manifest counts as written:                  it changed since; cannot resume it",
+                path.display()
+            )));
         }
-        drop(reader);
-        file.set_len(complete)?;
-        file.seek(SeekFrom::Start(complete))?;
-        Ok((Self::over(file, complete), done))
+        if let Some(want) = last_id {
+            let got = last_row_id(&mut file, bytes).map_err(|e| with_path(e, path))?;
+            if got.as_ref() != Some(want) {
+                let got = got.map_or("no id".to_string(), |id| format!("id {id}"));
+                return Err(invalid(format!(
+                    "{}: the row that ends at byte {bytes} has {got}, its manifest says {want}:                      the output changed since; cannot resume it",
+                    path.display()
+                )));
+            }
+        }
+        file.set_len(bytes).map_err(|e| with_path(e, path))?;
+        file.seek(SeekFrom::Start(bytes))?;
+        Self::over(file, path, bytes, true)
     }
 
-    fn over(file: File, bytes: u64) -> Self {
-        Self {
+    fn over(file: File, path: &Path, bytes: u64, durable: bool) -> io::Result<Self> {
+        let synced = if durable {
+            Some(file.try_clone().map_err(|e| with_path(e, path))?)
+        } else {
+            None
+        };
+        Ok(Self {
             out: BufWriter::with_capacity(1 << 20, Box::new(file)),
+            file: synced,
+            name: path.to_path_buf(),
             bytes,
-        }
+        })
     }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()?;
+        if let Some(file) = &self.file {
+            file.sync_data()?;
+        }
+        Ok(())
+    }
+}
+
+/// The id of the row that ends at byte `end` of `file` (the line before it).
+fn last_row_id(file: &mut File, end: u64) -> io::Result<Option<Value>> {
+    // The line's start: after the last `\n` before its own, found reading backwards.
+    let mut start = 0;
+    let mut chunk = vec![0u8; 1 << 16];
+    let mut at = end.saturating_sub(1);
+    while at > 0 {
+        let from = at.saturating_sub(chunk.len() as u64);
+        let piece = &mut chunk[..(at - from) as usize];
+        file.seek(SeekFrom::Start(from))?;
+        file.read_exact(piece)?;
+        if let Some(i) = piece.iter().rposition(|&b| b == b'\n') {
+            start = from + i as u64 + 1;
+            break;
+        }
+        at = from;
+    }
+    file.seek(SeekFrom::Start(start))?;
+    let mut line = Vec::new();
+    BufReader::new(&mut *file)
+        .take(end - start)
+        .read_until(b'\n', &mut line)?;
+    Ok(serde_json::from_slice::<Value>(&line)
+        .ok()
+        .and_then(|row| row.get("id").cloned()))
 }
 
 impl Sink for Jsonl {
     fn write(&mut self, rows: &[Row]) -> io::Result<()> {
-        for row in rows {
-            let line = serde_json::to_vec(row)?;
-            self.out.write_all(&line)?;
-            self.out.write_all(b"\n")?;
-            self.bytes += line.len() as u64 + 1;
-        }
-        self.out.flush()
+        let name = self.name.clone();
+        let mut write = || -> io::Result<()> {
+            for row in rows {
+                let line = serde_json::to_vec(row)?;
+                self.out.write_all(&line)?;
+                self.out.write_all(b"\n")?;
+                self.bytes += line.len() as u64 + 1;
+            }
+            self.flush()
+        };
+        write().map_err(|e| with_path(e, &name))
     }
 
-    fn finish(mut self: Box<Self>) -> io::Result<u64> {
-        self.out.flush()?;
-        Ok(self.bytes)
+    fn state(&self) -> Option<OutputState> {
+        self.file
+            .as_ref()
+            .map(|_| OutputState::Jsonl { bytes: self.bytes })
+    }
+
+    fn finish(mut self: Box<Self>) -> io::Result<(u64, Option<OutputState>)> {
+        self.flush().map_err(|e| with_path(e, &self.name))?;
+        Ok((self.bytes, self.state()))
     }
 }
 
 pub(crate) fn with_path(error: io::Error, path: &Path) -> io::Error {
     io::Error::new(error.kind(), format!("{}: {error}", path.display()))
+}
+
+pub(crate) fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message)
 }
 
 #[cfg(test)]
@@ -237,26 +260,28 @@ mod tests {
     }
 
     #[test]
-    fn resuming_keeps_complete_lines_and_cuts_a_partial_one() {
+    fn resuming_cuts_what_follows_the_manifests_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.jsonl");
-        let mut sink = Box::new(Jsonl::create(&path).unwrap());
+        let mut sink = Box::new(Jsonl::create(&path, true).unwrap());
         sink.write(&[row(Value::from("a")), row(Value::from(3))])
             .unwrap();
+        let Some(OutputState::Jsonl { bytes }) = sink.state() else {
+            panic!("a file's sink has a state")
+        };
+        // A window written after the manifest's last update, then a line cut by a kill.
+        sink.write(&[row(Value::from("late"))]).unwrap();
         sink.finish().unwrap();
-        let whole = std::fs::read(&path).unwrap();
-        let mut cut = whole.clone();
-        cut.extend_from_slice(br#"{"id":"b","tok"#);
-        std::fs::write(&path, &cut).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        file.write_all(br#"{"id":"b","tok"#).unwrap();
 
-        let (sink, done) = Jsonl::resume(&path).unwrap();
-        assert_eq!(done, HashSet::from(["a".to_string(), "3".to_string()]));
-        let mut sink = Box::new(sink);
+        let mut sink = Box::new(Jsonl::resume(&path, bytes, Some(&Value::from(3))).unwrap());
         sink.write(&[row(Value::from("b"))]).unwrap();
-        assert_eq!(
-            sink.finish().unwrap(),
-            std::fs::metadata(&path).unwrap().len()
-        );
+        let (size, _) = sink.finish().unwrap();
+        assert_eq!(size, std::fs::metadata(&path).unwrap().len());
         let lines: Vec<Value> = std::fs::read_to_string(&path)
             .unwrap()
             .lines()
@@ -267,16 +292,22 @@ mod tests {
     }
 
     #[test]
-    fn resuming_a_file_that_is_not_ours_is_refused_naming_the_line() {
+    fn resuming_an_output_that_changed_since_its_manifest_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.jsonl");
-        std::fs::write(&path, "{\"id\": 1}\nhello\n").unwrap();
-        let error = Jsonl::resume(&path).err().unwrap();
+        std::fs::write(&path, "{\"id\": 1}\n{\"id\": \"1\"}\n").unwrap();
+        let error = Jsonl::resume(&path, 100, None).err().unwrap().to_string();
+        assert!(error.contains("fewer than the 100"), "{error}");
+        // The last row is "1", not 1: another output.
+        let error = Jsonl::resume(&path, 22, Some(&Value::from(1)))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(
-            error
-                .to_string()
-                .contains("out.jsonl:2: not a row of this program"),
+            error.contains("the row that ends at byte 22 has id \"1\", its manifest says 1"),
             "{error}"
         );
+        assert!(Jsonl::resume(&path, 22, Some(&Value::from("1"))).is_ok());
+        assert!(Jsonl::resume(&path, 10, Some(&Value::from(1))).is_ok());
     }
 }

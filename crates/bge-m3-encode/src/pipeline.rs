@@ -9,8 +9,13 @@
 //! the writer awaits, the one in the channel, the one the reader is handing over) and one more
 //! is being read, so memory stays bounded whatever the corpus size, and the model always has
 //! the next window queued while a window is written.
+//!
+//! Each window carries the input [`Position`] after its last record; once the sink has made
+//! the window durable, the writer records that position in the manifest, so that a run
+//! killed at any moment resumes exactly after the last window the manifest counts. The
+//! reader also finds repeated ids ([`RepeatedIds`]) and reports them with the window.
 
-use std::collections::HashSet;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
@@ -21,9 +26,11 @@ use bge_m3_core::queue::{Computed, Queue, QueueError, Request};
 use bge_m3_core::BgeM3;
 use serde_json::Value;
 
-use crate::input::{id_key, BadRecord, Corpus, Record};
+use crate::ids::{RepeatedIds, Seen};
+use crate::input::{BadRecord, Corpus, Position, Record};
+use crate::manifest::{Last, Manifest};
 use crate::output::{Row, Shape, Sink};
-use crate::progress::{Counts, Progress};
+use crate::progress::{Counts, Outcome, Progress, Repeat, Summary, EXAMPLES};
 use crate::{Args, OnError};
 
 /// Texts tokenized together: at most this many, or [`CHUNK_CHARS`] bytes of text.
@@ -33,12 +40,43 @@ const CHUNK_CHARS: usize = 256 << 10;
 /// How often the writer looks for an interruption while it waits for a window.
 const POLL: Duration = Duration::from_millis(20);
 
+/// The manifest kept beside a file output, and where it is.
+pub struct Ledger {
+    pub manifest: Manifest,
+    pub path: PathBuf,
+}
+
+impl Ledger {
+    pub fn store(&self) -> Result<(), String> {
+        self.manifest
+            .store(&self.path)
+            .map_err(|e| format!("writing the manifest {e}"))
+    }
+}
+
+/// What a run starts from.
+pub struct Start {
+    pub sink: Box<dyn Sink>,
+    /// `None` when the output is not a file (stdout).
+    pub ledger: Option<Ledger>,
+    /// The ids seen so far (those of the records already in the output, on resume).
+    pub ids: RepeatedIds,
+    /// Repeated ids found among the records already in the output (on resume).
+    pub repeats: Vec<Repeat>,
+}
+
 /// A window on the model's queue.
 struct Window {
     ids: Vec<Value>,
     answer: oneshot::Receiver<Result<Computed, QueueError>>,
-    /// Input bytes read up to the end of this window.
-    bytes: u64,
+    /// Where the input stands after this window (and the bad records before it).
+    position: Position,
+    last: Last,
+    /// Its records whose id repeats an earlier one, and the first few of them.
+    repeated: u64,
+    repeats: Vec<Repeat>,
+    /// Some of its ids were not tracked: the limit was reached.
+    untracked: bool,
 }
 
 /// What the reader hands the writer, in input order.
@@ -48,21 +86,22 @@ enum Message {
     Bad {
         bad: BadRecord,
         fatal: bool,
+        /// Its id repeats an earlier one (`--unique-ids`).
+        repeat: bool,
     },
-    /// Records skipped because their ids are already in the output.
-    Resumed(u64),
-    /// The input could not be read (or tokenized).
+    /// The end of the input, after its last record.
+    End(Position),
+    /// The input could not be read (or tokenized), or the run cannot go on.
     Failed(String),
 }
 
-/// Encodes `corpus` into `sink`; the exit status is 0, 1 (a bad record with `--on-error
+/// Encodes `corpus` into `start.sink`; the exit status is 0, 1 (a bad record with `--on-error
 /// fail`) or 130 (interrupted).
 pub fn run(
     args: &Args,
     model: BgeM3,
     mut corpus: Corpus,
-    sink: Box<dyn Sink>,
-    done: HashSet<String>,
+    start: Start,
     shape: Shape,
 ) -> Result<ExitCode, String> {
     let model = Arc::new(model);
@@ -72,6 +111,30 @@ pub fn run(
     );
     let mut progress = Progress::new(args.progress, corpus.total_bytes(), args.log_every());
     let (sender, windows) = mpsc::sync_channel(1);
+    let Start {
+        sink,
+        ledger,
+        mut ids,
+        repeats,
+    } = start;
+    let tracked = ids.limit();
+    let examples = repeats.len();
+    let mut writer = Writer {
+        sink: Some(sink),
+        base: ledger
+            .as_ref()
+            .map(|l| l.manifest.progress.clone())
+            .unwrap_or_default(),
+        ledger,
+        counts: Counts {
+            repeated: ids.count,
+            ..Counts::default()
+        },
+        repeats,
+        end: None,
+        untracked: ids.limit() > 0 && ids.is_full(),
+    };
+    writer.counts.resumed = writer.base.documents;
     let reader = {
         let model = model.clone();
         let queue = queue.clone();
@@ -80,40 +143,44 @@ pub fn run(
             window_tokens: args.window_tokens,
             window_texts: args.window_texts,
             fail_fast: args.on_error == OnError::Fail,
+            unique_ids: args.unique_ids,
+            examples,
             shape,
         };
         std::thread::Builder::new()
             .name("bge-m3-reader".into())
-            .spawn(move || read(&mut corpus, &model, &queue, &done, &settings, &sender))
+            .spawn(move || read(&mut corpus, &model, &queue, &mut ids, &settings, &sender))
             .map_err(|e| format!("cannot start the reader thread: {e}"))?
     };
-    let outcome = write(&windows, sink, &model, &shape, &mut progress, &queue);
+    let outcome = writer.run(&windows, &model, &shape, &mut progress, &queue);
     // Dropping the windows not written cancels them; the reader stops at its next send.
     drop(windows);
     queue.prune();
     queue.close();
-    let (counts, output_bytes, status) = outcome?;
-    if status != Status::Interrupted {
+    let (output_bytes, outcome) = outcome?;
+    if !matches!(outcome, Outcome::Interrupted) {
         // Interrupted, the reader may be blocked reading stdin: the process exits without it.
         let _ = reader.join();
     }
-    let name = args
+    let output = args
         .output
         .as_ref()
         .map_or("stdout".to_string(), |p| p.display().to_string());
-    progress.finish(&counts, &name, output_bytes, status == Status::Interrupted);
-    Ok(match status {
-        Status::Done => ExitCode::SUCCESS,
-        Status::BadRecord => ExitCode::from(1),
-        Status::Interrupted => ExitCode::from(130),
-    })
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Status {
-    Done,
-    BadRecord,
-    Interrupted,
+    let status = match outcome {
+        Outcome::Done => ExitCode::SUCCESS,
+        Outcome::Stopped(_) => ExitCode::from(1),
+        Outcome::Interrupted => ExitCode::from(130),
+    };
+    progress.finish(&Summary {
+        counts: writer.counts,
+        output,
+        output_bytes,
+        outcome,
+        repeats: writer.repeats,
+        untracked: writer.untracked,
+        tracked,
+    });
+    Ok(status)
 }
 
 struct Settings {
@@ -121,6 +188,9 @@ struct Settings {
     window_tokens: usize,
     window_texts: usize,
     fail_fast: bool,
+    unique_ids: bool,
+    /// Repeated ids already given as examples (on resume).
+    examples: usize,
     shape: Shape,
 }
 
@@ -130,16 +200,19 @@ fn read(
     corpus: &mut Corpus,
     model: &BgeM3,
     queue: &Queue,
-    done: &HashSet<String>,
+    ids: &mut RepeatedIds,
     settings: &Settings,
     to_writer: &SyncSender<Message>,
 ) {
     let mut window = Pending::default();
+    let mut examples = settings.examples;
     let send = |message| to_writer.send(message).is_ok();
     loop {
         if interrupt::requested() {
             return;
         }
+        // Where the input stands before this record: a fatal bad record is not in the output.
+        let before = corpus.position().clone();
         let record = match corpus.next_record() {
             Err(error) => {
                 send(Message::Failed(error.to_string()));
@@ -147,34 +220,72 @@ fn read(
             }
             Ok(record) => record,
         };
+        let record = match record {
+            Some(Ok(record)) => match ids.see(&record.id) {
+                Seen::Repeat if settings.unique_ids => Some(Err((
+                    BadRecord {
+                        location: record.location.clone(),
+                        message: format!(
+                            "id {} repeats the id of an earlier record (--unique-ids)",
+                            record.id
+                        ),
+                    },
+                    true,
+                ))),
+                Seen::Repeat => {
+                    window.repeated += 1;
+                    if examples < EXAMPLES {
+                        examples += 1;
+                        window.repeats.push(Repeat {
+                            id: record.id.clone(),
+                            location: record.location.clone(),
+                        });
+                    }
+                    Some(Ok(record))
+                }
+                Seen::Untracked if settings.unique_ids && ids.limit() > 0 => {
+                    if window.submit(model, queue, &before, settings, &send) {
+                        send(Message::Failed(format!(
+                            "--unique-ids: more than {} distinct ids, the most --max-tracked-ids \
+                             tracks: raise it (about 15 bytes an id) and run again with --resume",
+                            ids.limit()
+                        )));
+                    }
+                    return;
+                }
+                Seen::Untracked => {
+                    window.untracked = ids.limit() > 0;
+                    Some(Ok(record))
+                }
+                Seen::New => Some(Ok(record)),
+            },
+            Some(Err(bad)) => Some(Err((bad, false))),
+            None => None,
+        };
         let sent = match record {
             None => {
-                window.submit(model, queue, corpus.bytes_read(), settings, &send);
+                if window.submit(model, queue, corpus.position(), settings, &send) {
+                    send(Message::End(corpus.position().clone()));
+                }
                 return;
             }
             // Fatal, the records before it are written first.
-            Some(Err(bad)) if settings.fail_fast => {
-                if window.submit(model, queue, corpus.bytes_read(), settings, &send) {
-                    send(Message::Bad { bad, fatal: true });
+            Some(Err((bad, repeat))) if settings.fail_fast => {
+                if window.submit(model, queue, &before, settings, &send) {
+                    send(Message::Bad {
+                        bad,
+                        fatal: true,
+                        repeat,
+                    });
                 }
                 false
             }
-            Some(Err(bad)) => send(Message::Bad { bad, fatal: false }),
-            Some(Ok(record)) if done.contains(&id_key(&record.id)) => {
-                window.resumed += 1;
-                true
-            }
-            Some(Ok(record)) => {
-                window.chunk_chars += record.text.len();
-                window.chunk.push(record);
-                if window.chunk_is_full(settings) {
-                    window.tokenize(model, settings, &send)
-                        && (!window.is_full(settings)
-                            || window.submit(model, queue, corpus.bytes_read(), settings, &send))
-                } else {
-                    true
-                }
-            }
+            Some(Err((bad, repeat))) => send(Message::Bad {
+                bad,
+                fatal: false,
+                repeat,
+            }),
+            Some(Ok(record)) => window.push(record, model, queue, corpus, settings, &send),
         };
         if !sent {
             return;
@@ -190,11 +301,39 @@ struct Pending {
     tokens: usize,
     chunk: Vec<Record>,
     chunk_chars: usize,
-    /// Records skipped since the last window because the output has them.
-    resumed: u64,
+    last: Option<Last>,
+    repeated: u64,
+    repeats: Vec<Repeat>,
+    /// The limit of tracked ids was reached in this window.
+    untracked: bool,
 }
 
 impl Pending {
+    /// Adds `record`, and hands the window over when it is full; false when that failed or
+    /// the writer has gone.
+    fn push(
+        &mut self,
+        record: Record,
+        model: &BgeM3,
+        queue: &Queue,
+        corpus: &Corpus,
+        settings: &Settings,
+        send: &impl Fn(Message) -> bool,
+    ) -> bool {
+        self.chunk_chars += record.text.len();
+        self.last = Some(Last {
+            record: record.position,
+            id: record.id.clone(),
+        });
+        self.chunk.push(record);
+        if !self.chunk_is_full(settings) {
+            return true;
+        }
+        self.tokenize(model, settings, send)
+            && (!self.is_full(settings)
+                || self.submit(model, queue, corpus.position(), settings, send))
+    }
+
     /// Tokenizes the chunk into the window; false when it failed (and the writer was told).
     fn tokenize(
         &mut self,
@@ -234,25 +373,23 @@ impl Pending {
         self.tokens >= settings.window_tokens || self.ids.len() >= settings.window_texts
     }
 
-    /// Tokenizes what is left, puts the window on the queue and hands it to the writer; false
-    /// when that failed or the writer has gone.
+    /// Tokenizes what is left, puts the window on the queue and hands it to the writer with
+    /// `position` (where the input stands after it); false when that failed or the writer has
+    /// gone.
     fn submit(
         &mut self,
         model: &BgeM3,
         queue: &Queue,
-        bytes: u64,
+        position: &Position,
         settings: &Settings,
         send: &impl Fn(Message) -> bool,
     ) -> bool {
         if !self.tokenize(model, settings, send) {
             return false;
         }
-        if self.resumed > 0 && !send(Message::Resumed(std::mem::take(&mut self.resumed))) {
-            return false;
-        }
-        if self.ids.is_empty() {
-            return true;
-        }
+        let Some(last) = self.last.take() else {
+            return true; // no record since the last window
+        };
         let (reply, answer) = oneshot::channel();
         queue.push(Request {
             sequences: std::mem::take(&mut self.sequences),
@@ -265,96 +402,178 @@ impl Pending {
         send(Message::Window(Window {
             ids: std::mem::take(&mut self.ids),
             answer,
-            bytes,
+            position: position.clone(),
+            last,
+            repeated: std::mem::take(&mut self.repeated),
+            repeats: std::mem::take(&mut self.repeats),
+            untracked: std::mem::take(&mut self.untracked),
         }))
     }
 }
 
-/// The writer: each window's rows in order, until the reader ends, a bad record is fatal, or
-/// an interruption (then what is complete is written, the rest dropped).
-fn write(
-    windows: &Receiver<Message>,
-    mut sink: Box<dyn Sink>,
-    model: &BgeM3,
-    shape: &Shape,
-    progress: &mut Progress,
-    queue: &Queue,
-) -> Result<(Counts, u64, Status), String> {
-    let mut counts = Counts::default();
-    let mut status = Status::Done;
-    let io = |e: std::io::Error| format!("writing the output: {e}");
-    loop {
-        let message = match windows.recv_timeout(POLL) {
-            Ok(message) => message,
-            Err(RecvTimeoutError::Timeout) if interrupt::requested() => {
-                status = Status::Interrupted;
-                break;
-            }
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => {
-                if interrupt::requested() {
-                    status = Status::Interrupted;
-                }
-                break;
-            }
-        };
-        match message {
-            Message::Window(mut window) => {
-                let computed = loop {
-                    match window.answer.try_recv() {
-                        Ok(computed) => break computed,
-                        Err(TryRecvError::Empty) if interrupt::requested() => {
-                            break Err(QueueError::Closed)
-                        }
-                        Err(TryRecvError::Empty) => std::thread::sleep(POLL),
-                        Err(TryRecvError::Closed) => {
-                            return Err("the model's thread dropped a window".into())
-                        }
-                    }
-                };
-                let computed = match computed {
-                    Ok(computed) => computed,
-                    Err(_) if interrupt::requested() => {
-                        drop(window);
-                        queue.prune();
-                        status = Status::Interrupted;
-                        break;
-                    }
-                    Err(error) => return Err(format!("encoding failed: {error}")),
-                };
-                let mut rows = Vec::with_capacity(window.ids.len());
-                for (id, embedding) in window.ids.into_iter().zip(computed.embeddings) {
-                    counts.tokens += embedding.tokens as u64;
-                    let row = Row::new(id, embedding, shape, model)
-                        .map_err(|e| bge_m3_core::Report(&e).to_string())?;
-                    rows.push(row);
-                }
-                sink.write(&rows).map_err(io)?;
-                counts.documents += rows.len() as u64;
-                counts.bytes = window.bytes;
-                progress.update(&counts);
-            }
-            Message::Bad { bad, fatal: true } => {
-                progress.println(&format!(
-                    "bad record: {bad} (skip such records with --on-error skip)"
-                ));
-                status = Status::BadRecord;
-                break;
-            }
-            Message::Bad { bad, fatal: false } => {
-                counts.skipped += 1;
-                progress.println(&format!("skipped a bad record: {bad}"));
-            }
-            Message::Resumed(n) => counts.resumed += n,
-            Message::Failed(error) => return Err(error),
-        }
-    }
-    let bytes = sink.finish().map_err(io)?;
-    Ok((counts, bytes, status))
+/// The main thread's side: each window's rows in order, until the reader ends, a bad record is
+/// fatal, or an interruption (then what is complete is written, the rest dropped).
+struct Writer {
+    /// Until it is finished.
+    sink: Option<Box<dyn Sink>>,
+    ledger: Option<Ledger>,
+    /// The manifest's counts when the run started (those of the records already written).
+    base: crate::manifest::Progress,
+    /// This run's.
+    counts: Counts,
+    repeats: Vec<Repeat>,
+    /// The end of the input, once the reader reached it.
+    end: Option<Position>,
+    /// Ids went untracked (the limit was reached): the repeated count is a lower bound.
+    untracked: bool,
 }
 
-/// Ctrl-C (SIGINT) and SIGTERM: the first asks the run to stop after writing what is complete;
-/// a second exits at once.
+impl Writer {
+    fn run(
+        &mut self,
+        windows: &Receiver<Message>,
+        model: &BgeM3,
+        shape: &Shape,
+        progress: &mut Progress,
+        queue: &Queue,
+    ) -> Result<(u64, Outcome), String> {
+        let outcome = loop {
+            let message = match windows.recv_timeout(POLL) {
+                Ok(message) => message,
+                Err(RecvTimeoutError::Timeout) if interrupt::requested() => {
+                    break Outcome::Interrupted;
+                }
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) if interrupt::requested() => {
+                    break Outcome::Interrupted;
+                }
+                Err(RecvTimeoutError::Disconnected) if self.end.is_some() => break Outcome::Done,
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err("the reader thread stopped before the end of the input".into());
+                }
+            };
+            match message {
+                Message::Window(window) => {
+                    if !self.window(window, model, shape, queue)? {
+                        break Outcome::Interrupted;
+                    }
+                    progress.update(&self.counts);
+                }
+                Message::Bad {
+                    bad,
+                    fatal: true,
+                    repeat,
+                } => {
+                    self.counts.repeated += u64::from(repeat);
+                    let hint = if repeat {
+                        "leave out --unique-ids to keep such records, or skip them with \
+                         --on-error skip"
+                    } else {
+                        "skip such records with --on-error skip"
+                    };
+                    progress.println(&format!("bad record: {bad} ({hint})"));
+                    break Outcome::Stopped(bad.to_string());
+                }
+                Message::Bad {
+                    bad,
+                    fatal: false,
+                    repeat,
+                } => {
+                    self.counts.skipped += 1;
+                    self.counts.repeated += u64::from(repeat);
+                    progress.println(&format!("skipped a bad record: {bad}"));
+                }
+                Message::End(position) => self.end = Some(position),
+                Message::Failed(error) => return Err(error),
+            }
+        };
+        let sink = self.sink.take().expect("finished once");
+        let (bytes, state) = sink.finish().map_err(|e| format!("writing {e}"))?;
+        let done = matches!(outcome, Outcome::Done);
+        let end = self.end.take();
+        if let Some(mut ledger) = self.ledger.take() {
+            if let Some(end) = end.filter(|_| done) {
+                // Every record read, bad ones at the end included.
+                let last = ledger.manifest.progress.last.clone();
+                ledger.manifest.progress = self.progress(&end, last);
+            }
+            // Interrupted or stopped, the manifest stays at the last window written.
+            ledger.manifest.complete = done;
+            if let Some(state) = state {
+                ledger.manifest.output.state = state;
+            }
+            ledger.store()?;
+        }
+        Ok((bytes, outcome))
+    }
+
+    /// Writes `window` once it is encoded; false when interrupted first.
+    fn window(
+        &mut self,
+        mut window: Window,
+        model: &BgeM3,
+        shape: &Shape,
+        queue: &Queue,
+    ) -> Result<bool, String> {
+        let computed = loop {
+            match window.answer.try_recv() {
+                Ok(computed) => break computed,
+                Err(TryRecvError::Empty) if interrupt::requested() => {
+                    break Err(QueueError::Closed)
+                }
+                Err(TryRecvError::Empty) => std::thread::sleep(POLL),
+                Err(TryRecvError::Closed) => {
+                    return Err("the model's thread dropped a window".into())
+                }
+            }
+        };
+        let computed = match computed {
+            Ok(computed) => computed,
+            Err(_) if interrupt::requested() => {
+                drop(window);
+                queue.prune();
+                return Ok(false);
+            }
+            Err(error) => return Err(format!("encoding failed: {error}")),
+        };
+        let mut rows = Vec::with_capacity(window.ids.len());
+        for (id, embedding) in window.ids.into_iter().zip(computed.embeddings) {
+            self.counts.tokens += embedding.tokens as u64;
+            let row = Row::new(id, embedding, shape, model)
+                .map_err(|e| bge_m3_core::Report(&e).to_string())?;
+            rows.push(row);
+        }
+        let sink = self.sink.as_mut().expect("not finished");
+        sink.write(&rows).map_err(|e| format!("writing {e}"))?;
+        self.counts.documents += rows.len() as u64;
+        self.counts.bytes = window.position.bytes();
+        self.counts.repeated += window.repeated;
+        self.repeats.extend(window.repeats);
+        self.untracked |= window.untracked;
+        if let Some(state) = sink.state() {
+            let progress = self.progress(&window.position, Some(window.last));
+            if let Some(ledger) = &mut self.ledger {
+                ledger.manifest.progress = progress;
+                ledger.manifest.output.state = state;
+                ledger.store()?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// The manifest's progress at `position`, the last record written being `last`.
+    fn progress(&self, position: &Position, last: Option<Last>) -> crate::manifest::Progress {
+        crate::manifest::Progress {
+            input: position.checkpoint(),
+            last,
+            documents: self.base.documents + self.counts.documents,
+            tokens: self.base.tokens + self.counts.tokens,
+            skipped: self.base.skipped + self.counts.skipped,
+            repeated_ids: self.counts.repeated,
+        }
+    }
+}
+
 pub mod interrupt {
     use std::sync::atomic::{AtomicBool, Ordering};
 

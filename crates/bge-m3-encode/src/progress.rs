@@ -5,6 +5,12 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use indicatif::{HumanDuration, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::Value;
+
+use crate::input::Location;
+
+/// How many repeated ids the summary names.
+pub const EXAMPLES: usize = 5;
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -32,6 +38,41 @@ pub struct Counts {
     pub resumed: u64,
     /// Input bytes up to the last document written.
     pub bytes: u64,
+    /// Records whose id repeats an earlier record's (those already in the output included).
+    pub repeated: u64,
+}
+
+/// A record whose id repeats an earlier record's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Repeat {
+    pub id: Value,
+    pub location: Location,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every record read.
+    Done,
+    /// Stopped at this bad record (`--on-error fail`).
+    Stopped(String),
+    /// By a signal.
+    Interrupted,
+}
+
+/// What the last line says.
+pub struct Summary {
+    pub counts: Counts,
+    /// The output's name (or `stdout`).
+    pub output: String,
+    pub output_bytes: u64,
+    pub outcome: Outcome,
+    /// The first repeated ids, at most [`EXAMPLES`].
+    pub repeats: Vec<Repeat>,
+    /// Ids went untracked past the limit: the repeated count is a lower bound.
+    pub untracked: bool,
+    /// `--max-tracked-ids`.
+    pub tracked: usize,
 }
 
 pub struct Progress {
@@ -118,20 +159,30 @@ impl Progress {
     }
 
     /// Clears the bar and prints the summary.
-    pub fn finish(&self, counts: &Counts, output: &str, output_bytes: u64, interrupted: bool) {
+    pub fn finish(&self, summary: &Summary) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+        eprintln!("{}", self.summary(summary));
+    }
+
+    fn summary(&self, summary: &Summary) -> String {
+        let Summary { counts, .. } = summary;
         let seconds = self.start.elapsed().as_secs_f64();
-        let mut line = format!(
-            "{}: {} documents, {} tokens in {seconds:.1} s ({} tokens/s, {:.1} documents/s); \
-             {} bytes written to {output}",
-            if interrupted { "interrupted" } else { "done" },
+        let mut line = match &summary.outcome {
+            Outcome::Done => "done: ".to_string(),
+            Outcome::Interrupted => "interrupted: ".to_string(),
+            Outcome::Stopped(bad) => format!("stopped at a bad record: {bad}; "),
+        };
+        line += &format!(
+            "{} documents, {} tokens in {seconds:.1} s ({} tokens/s, {:.1} documents/s); \
+             {} bytes written to {}",
             thousands(counts.documents),
             thousands(counts.tokens),
             thousands(self.tokens_per_second(counts) as u64),
             counts.documents as f64 / seconds.max(1e-9),
-            thousands(output_bytes),
+            thousands(summary.output_bytes),
+            summary.output,
         );
         if counts.skipped > 0 {
             line += &format!("; {} bad records skipped", thousands(counts.skipped));
@@ -139,10 +190,47 @@ impl Progress {
         if counts.resumed > 0 {
             line += &format!("; {} already in the output", thousands(counts.resumed));
         }
-        if interrupted {
-            line += "; run again with --resume to continue";
+        if counts.repeated > 0 || summary.untracked {
+            let at_least = if summary.untracked { "at least " } else { "" };
+            let records = if counts.repeated == 1 {
+                "record repeats"
+            } else {
+                "records repeat"
+            };
+            line += &format!(
+                "; {at_least}{} {records} an earlier record's id",
+                thousands(counts.repeated)
+            );
+            if !summary.repeats.is_empty() {
+                let first: Vec<String> = summary
+                    .repeats
+                    .iter()
+                    .map(|r| format!("{} at {}", r.id, r.location))
+                    .collect();
+                line += &format!(" ({}", first.join(", "));
+                line += if counts.repeated > summary.repeats.len() as u64 {
+                    ", ...)"
+                } else {
+                    ")"
+                };
+            }
+            if summary.untracked {
+                line += &format!(
+                    " (ids past the first {} distinct ones were not checked: \
+                     --max-tracked-ids)",
+                    thousands(summary.tracked as u64)
+                );
+            }
         }
-        eprintln!("{line}");
+        match summary.outcome {
+            Outcome::Done => {}
+            Outcome::Interrupted => line += "; run again with --resume to continue",
+            Outcome::Stopped(_) => {
+                line += "; run again with --resume once the record is fixed, or with \
+                         --on-error skip"
+            }
+        }
+        line
     }
 
     fn tokens_per_second(&self, counts: &Counts) -> f64 {
@@ -166,6 +254,57 @@ fn thousands(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_summary_says_how_the_run_ended_and_names_repeated_ids() {
+        let progress = Progress::new(ProgressMode::None, None, Duration::from_secs(5));
+        let location = |line| Location {
+            source: "c.jsonl".into(),
+            line: Some(line),
+        };
+        let mut summary = Summary {
+            counts: Counts {
+                documents: 3,
+                repeated: 2,
+                ..Counts::default()
+            },
+            output: "out.jsonl".into(),
+            output_bytes: 10,
+            outcome: Outcome::Stopped("c.jsonl:4: invalid JSON".into()),
+            repeats: vec![
+                Repeat {
+                    id: Value::from(7),
+                    location: location(2),
+                },
+                Repeat {
+                    id: Value::from("a"),
+                    location: location(3),
+                },
+            ],
+            untracked: false,
+            tracked: 10,
+        };
+        let line = progress.summary(&summary);
+        assert!(
+            line.starts_with("stopped at a bad record: c.jsonl:4: invalid JSON; 3 documents"),
+            "{line}"
+        );
+        assert!(
+            line.contains(
+                "; 2 records repeat an earlier record's id (7 at c.jsonl:2, \"a\" at c.jsonl:3)"
+            ),
+            "{line}"
+        );
+        summary.outcome = Outcome::Done;
+        summary.untracked = true;
+        let line = progress.summary(&summary);
+        assert!(line.starts_with("done: 3 documents"), "{line}");
+        assert!(
+            line.contains("at least 2 records repeat")
+                && line.contains("past the first 10 distinct ones were not checked"),
+            "{line}"
+        );
+    }
 
     #[test]
     fn thousands_are_grouped() {

@@ -1,88 +1,15 @@
 //! `bge-m3-encode` end to end, as a user runs it, on the tiny fixture model.
 
-use std::collections::HashMap;
-use std::fs::File;
+mod common;
+
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use arrow_array::{Array, ListArray, MapArray, StringArray, StructArray, UInt32Array};
 use bge_m3_core::{BgeM3, EncodeOptions, LoadOptions, Outputs};
-use bge_m3_test_support::{assert_close, eventually, tiny_pt, Finished, Launch, Signal, TOLERANCE};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use bge_m3_test_support::{assert_close, eventually, tiny_pt, Signal, TOLERANCE};
+use common::{encode, encoder, floats, read_parquet, rows, texts, write_jsonl, RUN_TIMEOUT};
 use serde_json::{json, Value};
-
-/// The longest a run of the encoder may take (the slowest, 60 texts, takes seconds).
-const RUN_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// The encoder on tiny-pt.
-fn encoder() -> Launch {
-    Launch::new(env!("CARGO_BIN_EXE_bge-m3-encode"))
-        .arg("--model")
-        .arg(tiny_pt())
-}
-
-/// Texts of mixed lengths, 1 to about 400 tokens, with repeated words (so sparse weights pool).
-fn texts(count: usize) -> Vec<String> {
-    let words = [
-        "vector",
-        "search",
-        "hybrid",
-        "BM25",
-        "lexical",
-        "dense",
-        "the",
-        "of",
-        "Qdrant",
-        "multilingual",
-        "retrieval",
-        "passage",
-        "query",
-        "index",
-        "embedding",
-    ];
-    (0..count)
-        .map(|i| {
-            let len = 1 + (i * 37) % 180;
-            (0..len)
-                .map(|j| words[(i * 7 + j * j) % words.len()])
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect()
-}
-
-fn write_jsonl(path: &Path, texts: &[String]) {
-    let mut file = File::create(path).unwrap();
-    for (i, text) in texts.iter().enumerate() {
-        writeln!(file, "{}", json!({"id": format!("doc-{i}"), "text": text})).unwrap();
-    }
-}
-
-/// Runs the encoder on tiny-pt with `args`, to its end.
-fn encode(args: &[&str]) -> Finished {
-    encoder()
-        .args(["--progress", "none"])
-        .args(args)
-        .run(RUN_TIMEOUT)
-}
-
-fn rows(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
-}
-
-fn floats(value: &Value) -> Vec<f32> {
-    value
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap() as f32)
-        .collect()
-}
 
 fn library(texts: &[String]) -> Vec<bge_m3_core::Embedding> {
     let model = BgeM3::load(tiny_pt(), &LoadOptions::default()).unwrap();
@@ -145,66 +72,6 @@ fn every_output_equals_the_librarys_encode_in_input_order() {
     }
     let summary = &output.stderr;
     assert!(summary.contains("done: 60 documents"), "{summary}");
-}
-
-/// The columns of a Parquet file, read back with arrow-rs.
-fn read_parquet(path: &Path) -> HashMap<String, Vec<Value>> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
-        .unwrap()
-        .build()
-        .unwrap();
-    let mut columns: HashMap<String, Vec<Value>> = HashMap::new();
-    for batch in reader {
-        let batch = batch.unwrap();
-        for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-            let values = columns.entry(field.name().clone()).or_default();
-            for row in 0..column.len() {
-                values.push(to_json(column.as_ref(), row));
-            }
-        }
-    }
-    columns
-}
-
-/// One cell as the JSONL writer would write it.
-fn to_json(column: &dyn Array, row: usize) -> Value {
-    let any = column.as_any();
-    if let Some(strings) = any.downcast_ref::<StringArray>() {
-        return json!(strings.value(row));
-    }
-    if let Some(ints) = any.downcast_ref::<UInt32Array>() {
-        return json!(ints.value(row));
-    }
-    if let Some(floats) = any.downcast_ref::<arrow_array::Float32Array>() {
-        return json!(floats.value(row));
-    }
-    if let Some(list) = any.downcast_ref::<ListArray>() {
-        let items = list.value(row);
-        return Value::Array(
-            (0..items.len())
-                .map(|i| to_json(items.as_ref(), i))
-                .collect(),
-        );
-    }
-    if let Some(map) = any.downcast_ref::<MapArray>() {
-        let entries = map.value(row);
-        let keys = entries.column(0);
-        let values = entries.column(1);
-        let mut object = serde_json::Map::new();
-        for i in 0..entries.len() {
-            let key = to_json(keys.as_ref(), i).as_str().unwrap().to_string();
-            object.insert(key, to_json(values.as_ref(), i));
-        }
-        return Value::Object(object);
-    }
-    if let Some(fields) = any.downcast_ref::<StructArray>() {
-        let mut object = serde_json::Map::new();
-        for (name, column) in fields.column_names().iter().zip(fields.columns()) {
-            object.insert(name.to_string(), to_json(column.as_ref(), row));
-        }
-        return Value::Object(object);
-    }
-    panic!("unexpected column type {:?}", column.data_type());
 }
 
 #[test]
@@ -355,6 +222,14 @@ fn a_bad_record_is_fatal_by_default_and_skipped_on_request_naming_its_line() {
     // What came before it is written.
     let ids: Vec<Value> = rows(&out).iter().map(|r| r["id"].clone()).collect();
     assert_eq!(ids, [json!("a")]);
+    // The summary says why it stopped: not "done".
+    assert!(
+        stderr.contains(&format!(
+            "stopped at a bad record: {}:2: missing field `text`",
+            corpus.display()
+        )) && !stderr.contains("done:"),
+        "{stderr}"
+    );
 
     let skipped = encode(&[
         corpus.to_str().unwrap(),
@@ -391,8 +266,12 @@ fn a_bad_record_is_fatal_by_default_and_skipped_on_request_naming_its_line() {
 
 #[test]
 fn wrong_usage_is_refused_with_a_message() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (&["--resume"], "--resume needs --output FILE"),
+        (
+            &["--unique-ids", "--max-tracked-ids", "0"],
+            "--unique-ids needs --max-tracked-ids above 0",
+        ),
         (
             &["--output-format", "parquet"],
             "--output-format parquet needs --output FILE",
