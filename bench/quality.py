@@ -71,17 +71,22 @@ def log(line: str):
     print(f"[{time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
 
 
+def spread(items: list, n) -> list:
+    """`n` of `items` spread evenly over them (the corpus is in library order, so the first
+    `n` would all come from a few modules), in their order; all of them when `n` is None."""
+    if n is None or n >= len(items):
+        return items
+    return [items[i * len(items) // n] for i in range(n)]
+
+
 def read_corpus(path: Path, docs: int, queries: int) -> list:
-    """The first `queries` queries and the first `docs` documents, queries first."""
+    """`queries` queries and `docs` documents spread over the corpus, queries first."""
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as f:
         records = [json.loads(line) for line in f if line.strip()]
     q = [r for r in records if r["kind"] == "query"]
     d = [r for r in records if r["kind"] == "doc"]
-    if docs is not None:
-        d = d[:docs]
-    if queries is not None:
-        q = q[:queries]
+    d, q = spread(d, docs), spread(q, queries)
     if not q or not d:
         sys.exit(f"quality: {path} gives {len(q)} queries and {len(d)} documents; need both")
     return q + d
@@ -249,8 +254,9 @@ def main():
     p.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS,
                    help="JSONL (.gz) of id, kind (doc/query), text (default: the trained "
                         "fixture's standard-library corpus)")
-    p.add_argument("--docs", type=int, help="only the first N documents (default all)")
-    p.add_argument("--queries", type=int, help="only the first N queries (default all)")
+    p.add_argument("--docs", type=int, help="only N documents, spread evenly over the corpus "
+                                            "(default all)")
+    p.add_argument("--queries", type=int, help="only N queries, spread evenly (default all)")
     p.add_argument("--targets", choices=sorted(TARGETS), default="trained",
                    help="the set of targets (default trained: issue 25's for the trained model)")
     p.add_argument("--target", action="append", default=[], metavar="NAME=VALUE",
