@@ -589,8 +589,6 @@ def onnx_export(args) -> dict:
         log(f"ONNX Runtime: the export in {args.onnx_cache} matches the model "
             f"(made {record['exported_at']} in {record['seconds']['total']:.0f} s)")
         return {**record, "cached": True}
-    if "onnxruntime" not in args.engines and "onnxruntime-int8" not in args.engines:
-        return None
     log(f"ONNX Runtime: exporting {args.model} to {args.onnx_cache} (minutes, a few GB)")
     done = subprocess.run([sys.executable, str(BENCH / "onnxruntime_engine.py"), "--export",
                            str(args.model), str(args.onnx_cache)], timeout=args.timeout,
