@@ -3,7 +3,8 @@
 
     fixtures/.venv/bin/python bench/harness.py [--model DIR] [--out FILE]
         [--scenarios short,passages,document,latency] [--repeat N] [--server-bin PATH]
-        [--engines server,flagembedding,onnxruntime] [--onnx-cache DIR] [--latency-calls N]
+        [--engines server,server-int8,flagembedding,onnxruntime,onnxruntime-int8]
+        [--onnx-cache DIR] [--latency-calls N]
 
 Four scenarios, with texts generated from a seeded word list and measured with the model's
 own tokenizer:
@@ -22,9 +23,10 @@ own tokenizer:
             OR), 5 tries each, checked to run on one thread; measured before each repeat of
             the scenario, the fastest of all counts.
 
-Three engines, each in a process of its own, loaded one after the other, then all kept loaded:
+Five engines, each in a process of its own, loaded one after the other, then all kept loaded
+(the default is all but server-int8; `--engines` picks):
 
-- server:        the release build (DEVICE=cpu) on the model directory; its time from start to
+- server:        the release build (DEVICE=cpu, DTYPE=f32) on the model directory; its time from start to
                  a healthy /health is measured from a warm page cache (every model file is read
                  once first). Each scenario is sent to `/embeddings` (dense + sparse, the
                  defaults), counting tokens from the responses' `usage`; the latency scenario
@@ -37,6 +39,11 @@ Three engines, each in a process of its own, loaded one after the other, then al
                  changes), run by the `onnxruntime` package (CPU, intra-op threads =
                  `--threads`, inter-op 1, ORT_ENABLE_ALL) in batches of 12 texts sorted by
                  length, the dense and sparse heads in numpy, see bench/onnxruntime_engine.py.
+- server-int8:   the same server binary with DTYPE=int8 (issue 25), measured like the server.
+- onnxruntime-int8: ONNX Runtime's own dynamic int8 of the same export (`quantize_dynamic`,
+                 per-channel int8 weights, uint8 activations with one scale per tensor at run
+                 time; made once and cached beside the export, made again when the export
+                 changes), run exactly as the onnxruntime engine.
 
 Each engine is warmed up with one request before any measurement. The runs alternate (server,
 FlagEmbedding, ONNX Runtime, then the reverse order on the next repeat), so that the load of a
@@ -45,6 +52,10 @@ high-water mark (VmHWM) of each engine's own process, reset before each run thro
 /proc/PID/clear_refs. One passage's dense vector from every engine is compared with the
 server's (max |diff| <= 1e-4, cosine >= 0.9999) to show that they compute the same thing; the
 ONNX Runtime engine also checks that a text padded in a batch gets the vector it gets alone.
+The int8 engines' vectors are compared the same way but only reported (their distance from
+f32 is what bench/quality.py measures, on a trained model); ONNX Runtime's int8 in particular
+quantizes each activation tensor with one scale for the whole batch, so padding a text with
+others moves its vector.
 
 FlagEmbedding 1.4.2's `encode()` runs its first batch twice (a batch-size probe before its
 loop), so besides `encode()` itself the table shows FlagEmbedding's throughput without that
@@ -57,7 +68,12 @@ The targets of issue 10, each reported pass or MISS (bench/report.py): the serve
 least 1.35x FlagEmbedding's encode() and 1.0x ONNX Runtime's on short queries, 1.95x and 1.0x
 on passages, 1.9x FlagEmbedding's on the document; the server's median single-query latency at
 most 1.5x the weight-read floor; its peak RSS at most 2.8 GB from start to ready and 3.0 GB over
-a run with the document; ready in under 10 s.
+a run with the document; ready in under 10 s. And issue 25's, for server-int8 (not run until
+that engine is asked for): at least 1.6x the f32 server's tokens/s on short queries and
+passages, and 1.0x ONNX Runtime int8's; a median single-query latency at most 0.6x the f32
+server's; peak RSS at most 1.2 GB from start through every scenario. The int8 pairs (server
+int8 / server, server int8 / ONNX Runtime int8, ONNX Runtime int8 / ONNX Runtime) are printed
+as ratios of tokens/s and of median latency.
 
 The full model is made by `fixtures/.venv/bin/python fixtures/generate.py --full-size DIR`.
 Standard library only, plus torch, tokenizers and FlagEmbedding from the fixtures virtualenv,
@@ -91,7 +107,10 @@ DEFAULT_MODEL = Path("/tmp/bge-m3-full")
 MAX_LENGTH = 8192
 GB = report.GB
 
-ENGINES = ("server", "flagembedding", "onnxruntime")
+ENGINES = ("server", "server-int8", "flagembedding", "onnxruntime", "onnxruntime-int8")
+# server-int8 needs the int8 engine of issue 25; until it exists a server given DTYPE=int8
+# refuses to start, so it is run only when asked for.
+DEFAULT_ENGINES = ("server", "flagembedding", "onnxruntime", "onnxruntime-int8")
 # scenario -> concurrent clients of the server (the other engines take the texts in one call)
 SCENARIOS = {"short": 16, "passages": 4, "document": 1, "latency": 1}
 LATENCY_CALLS = 20
@@ -349,10 +368,11 @@ def server_binary(args) -> Path:
 class Server:
     """The server under test, on a free port; `close` always stops it."""
 
-    name = label = "server"
-
-    def __init__(self, args, binary: Path):
+    def __init__(self, args, binary: Path, dtype: str = "f32"):
         self.args = args
+        self.name = "server" if dtype == "f32" else f"server-{dtype}"
+        self.label = report.LABELS[self.name]
+        self.exact = dtype == "f32"
         self.port = free_port()
         env = dict(
             os.environ,
@@ -360,13 +380,14 @@ class Server:
             HOST="127.0.0.1",
             PORT=str(self.port),
             DEVICE="cpu",
+            DTYPE=dtype,
             # The server's default request timeout (300 s) can be shorter than an 8192-token
             # pass on a small, busy machine; the harness bounds every call itself.
             REQUEST_TIMEOUT=str(int(args.timeout)),
             RUST_LOG=os.environ.get("RUST_LOG", "warn"),
         )
         self.log_file = tempfile.NamedTemporaryFile("w+", prefix="bge-m3-server-", suffix=".log")
-        self.info = {"binary": str(binary), "args": args.server_arg}
+        self.info = {"binary": str(binary), "args": args.server_arg, "dtype": dtype}
         self.started = time.perf_counter()
         self.proc = subprocess.Popen([str(binary), *args.server_arg], env=env,
                                      stdout=self.log_file, stderr=subprocess.STDOUT)
@@ -376,7 +397,9 @@ class Server:
         """Polls /health until 200: the time to ready, from the process's start."""
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited with status {self.proc.returncode}")
+                self.log_file.seek(0)
+                raise RuntimeError(f"{self.label} exited with status {self.proc.returncode}; "
+                                   f"log tail:\n{self.log_file.read()[-3000:]}")
             try:
                 if health(self.port) == 200:
                     break
@@ -387,7 +410,7 @@ class Server:
             time.sleep(0.05)
         self.info["time_to_ready_s"] = time.perf_counter() - self.started
         self.info["load_peak_rss_bytes"] = read_status(self.pid)["VmHWM"]
-        log(f"server: healthy after {self.info['time_to_ready_s']:.2f} s, "
+        log(f"{self.label}: healthy after {self.info['time_to_ready_s']:.2f} s, "
             f"RSS peak {self.info['load_peak_rss_bytes'] / GB:.2f} GB")
 
     def warm_up(self, text: str) -> dict:
@@ -449,7 +472,7 @@ class Server:
         stop(self.proc)
         if self.proc.returncode not in (0, -signal.SIGTERM):
             self.log_file.seek(0)
-            log(f"server exited with {self.proc.returncode}; log tail:\n"
+            log(f"{self.label} exited with {self.proc.returncode}; log tail:\n"
                 f"{self.log_file.read()[-3000:]}")
         self.log_file.close()
 
@@ -463,6 +486,7 @@ class Worker:
     answering one JSON line per command (the worker's stdout; its stderr is the log)."""
 
     name = label = script = ""
+    exact = True  # f32: its vectors must match the server's (else only reported)
 
     def __init__(self, args, spec: dict):
         self.args = args
@@ -542,11 +566,15 @@ class FlagEmbedding(Worker):
 
 
 class OnnxRuntime(Worker):
-    name, label, script = "onnxruntime", "ONNX Runtime", "onnxruntime_engine.py"
+    script = "onnxruntime_engine.py"
 
-    def __init__(self, args, texts: Texts, scenarios: list):
+    def __init__(self, args, texts: Texts, scenarios: list, int8: bool = False):
+        self.name = "onnxruntime-int8" if int8 else "onnxruntime"
+        self.label = report.LABELS[self.name]
+        self.exact = not int8
         super().__init__(args, {
             "cache": str(args.onnx_cache), "tokenizer": str(args.model / "tokenizer.json"),
+            "onnx_file": "model-int8.onnx" if int8 else "model.onnx",
             "threads": args.threads, "check_text": texts.scenarios["passages"][0],
             # A query, padded in one batch with the passage, against the query alone.
             "pad_text": texts.scenarios["latency"][0],
@@ -575,6 +603,28 @@ def onnx_export(args) -> dict:
     return {**record, "cached": False}
 
 
+def onnx_quantize(args) -> dict:
+    """ONNX Runtime's int8 model of the cached export, made first (a process of its own) when
+    it is missing or was made from another export."""
+    record = onnxruntime_engine.cached_quantized(args.model, args.onnx_cache)
+    if record is not None:
+        log(f"ONNX Runtime int8: the model in {args.onnx_cache} matches the export "
+            f"(made {record['quantized_at']} in {record['seconds']:.0f} s)")
+        return {**record, "cached": True}
+    log(f"ONNX Runtime int8: quantize_dynamic of the export in {args.onnx_cache}")
+    done = subprocess.run([sys.executable, str(BENCH / "onnxruntime_engine.py"), "--quantize",
+                           str(args.model), str(args.onnx_cache)], timeout=args.timeout,
+                          capture_output=True, text=True)
+    record = onnxruntime_engine.cached_quantized(args.model, args.onnx_cache)
+    if done.returncode != 0 or record is None:
+        sys.exit(f"harness: the int8 quantization failed (status {done.returncode}):\n"
+                 f"{done.stderr[-3000:]}")
+    log(f"ONNX Runtime int8: quantized in {record['seconds']:.0f} s, "
+        f"{sum(record['bytes'].values()) / GB:.2f} GB, {record['ops']['MatMulInteger']} "
+        f"MatMulInteger nodes, peak RSS {record['peak_rss_bytes'] / GB:.2f} GB")
+    return {**record, "cached": False}
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -599,9 +649,10 @@ def parse_args():
     p.add_argument("--server-bin", help="server binary (default: cargo build --release)")
     p.add_argument("--server-arg", action="append", default=[],
                    help="extra server flag, repeatable (--server-arg=--max-batch-tokens=8192)")
-    p.add_argument("--engines", default=",".join(ENGINES),
-                   help=f"comma-separated subset of {','.join(ENGINES)} (default all; the "
-                        f"ONNX export takes minutes and a few GB the first time)")
+    p.add_argument("--engines", default=",".join(DEFAULT_ENGINES),
+                   help=f"comma-separated subset of {','.join(ENGINES)} (default "
+                        f"{','.join(DEFAULT_ENGINES)}; the ONNX export takes minutes and a few "
+                        f"GB the first time)")
     p.add_argument("--onnx-cache", type=Path,
                    help="directory of the ONNX export (default: DIR-onnx beside --model)")
     p.add_argument("--scenarios", default="short,passages,document,latency",
@@ -644,20 +695,25 @@ def main():
         sys.exit(f"harness: no model at {args.model}. Create the full-size random model with\n"
                  f"    fixtures/.venv/bin/python fixtures/generate.py --full-size {args.model}\n"
                  f"(see fixtures/README.md), or pass --model DIR.")
-    binary = server_binary(args) if "server" in args.engines else None
+    servers = [e for e in args.engines if e.startswith("server")]
+    binary = server_binary(args) if servers else None
     started = datetime.datetime.now().astimezone()
     texts = Texts(args.model, args.seed, args.doc_tokens)
     texts_info = texts.describe()
     for name, info in texts_info.items():
         log(f"texts: {name}: {info['count']} of {info['min_tokens']}-{info['max_tokens']} tokens")
-    export = onnx_export(args) if "onnxruntime" in args.engines else None
+    onnx_engines = [e for e in args.engines if e.startswith("onnxruntime")]
+    export = onnx_export(args) if onnx_engines else None
+    quantized = onnx_quantize(args) if "onnxruntime-int8" in args.engines else None
     warm_page_cache([args.model] + ([args.onnx_cache] if export else []))
     layer_bytes = encoder_layer_bytes(args.model) if "latency" in args.scenarios else 0
     load = {"start": loadavg()}
 
     makers = {"server": lambda: Server(args, binary),
+              "server-int8": lambda: Server(args, binary, "int8"),
               "flagembedding": lambda: FlagEmbedding(args, texts, args.scenarios),
-              "onnxruntime": lambda: OnnxRuntime(args, texts, args.scenarios)}
+              "onnxruntime": lambda: OnnxRuntime(args, texts, args.scenarios),
+              "onnxruntime-int8": lambda: OnnxRuntime(args, texts, args.scenarios, int8=True)}
     engines, floors = [], []
     results = {key: {name: [] for name in args.scenarios} for key in args.engines}
     try:
@@ -709,18 +765,25 @@ def main():
             [engine.info["load_peak_rss_bytes"], engine.info["warmup_peak_rss_bytes"]]
             + [r["peak_rss_bytes"] for r in runs])
         infos[engine.name] = engine.info
-    if export:
-        infos["onnxruntime"]["onnx_export"] = export
-    reference = engines[0].name  # the server, when it runs
-    checks = {key: {"reference": reference, **report.parity(vectors[reference], v)}
+    for key in onnx_engines:
+        infos[key]["onnx_export"] = export
+    if quantized:
+        infos["onnxruntime-int8"]["onnx_quantize"] = quantized
+    # The reference is the first exact (f32) engine: the server, when it runs.
+    reference = next((e for e in engines if e.exact), engines[0]).name
+    exact = {e.name: e.exact for e in engines}
+    checks = {key: {"reference": reference, **report.parity(vectors[reference], v),
+                    "enforced": exact[key] and exact[reference]}
               for key, v in vectors.items() if key != reference}
     rows = report.throughput_rows(throughput, infos, texts_info, SCENARIOS)
+    pairs = report.pair_ratios(rows, latency)
     verdicts = report.targets(rows, latency, infos, args.scenarios)
 
     if rows:
         report.print_throughput(rows)
     if latency:
         report.print_latency(latency)
+    report.print_pairs(pairs)
     report.print_targets(verdicts)
     report.print_engines(infos, checks)
     print(f"load average (1 min): {load['start'][0]:.2f} at the start, {load['end'][0]:.2f} at "
@@ -738,12 +801,13 @@ def main():
             "loadavg": load,
             "summary": rows,
             "latency": latency,
+            "pairs": pairs,
             "targets": verdicts,
             "parity": checks,
             **infos,
         }, indent=1))
         log(f"results written to {args.out}")
-    failed = [key for key, check in checks.items() if not check["pass"]]
+    failed = [key for key, check in checks.items() if check["enforced"] and not check["pass"]]
     if failed:
         sys.exit(f"harness: {', '.join(failed)} disagree with {reference} on the dense vector")
     if latency and latency["floor"]["single_threaded"] is False:

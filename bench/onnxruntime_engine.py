@@ -2,6 +2,7 @@
 the `onnxruntime` package, and BGE-M3's dense and sparse heads computed in numpy.
 
     fixtures/.venv/bin/python bench/onnxruntime_engine.py --export MODEL_DIR CACHE_DIR
+    fixtures/.venv/bin/python bench/onnxruntime_engine.py --quantize MODEL_DIR CACHE_DIR
     fixtures/.venv/bin/python bench/onnxruntime_engine.py --worker SPEC.json
 
 `--export` loads transformers' `XLMRobertaModel` (fp32, no pooling layer) from the model
@@ -13,13 +14,24 @@ nor transformers, as a deployment of an exported model would not. `export.json`,
 records what the export was made from (the weights file's name, size and mtime, and those of
 `sparse_linear.pt`): the harness exports again only when one of them changed.
 
+`--quantize` makes ONNX Runtime's own dynamic int8 model of that export, beside it in the
+same cache: `onnxruntime.quantization.quantize_dynamic` with `per_channel=True` and
+`weight_type=QInt8` (int8 weights, one scale per output channel; activations quantized to
+uint8 at run time, one scale per tensor), everything else at its defaults (the op types
+MatMul, Gather, Attention, ... of its `IntegerOpsRegistry`, `reduce_range` False, MatMul
+with a constant B only), written as `model-int8.onnx` with its weights in
+`model-int8.onnx.data`. `quantize.json`, written last, records which export it was made from
+(that export's `export.json` key and time), the settings, the time taken, the peak RSS and how
+many nodes of each quantized op type the graph has; the harness quantizes again when the
+export changed.
+
 `--worker` is the engine's process, driven by the harness with one JSON line per command on
 stdin (the protocol of the FlagEmbedding worker). It tokenizes with the model's
 `tokenizer.json` (truncation at 8192 tokens), sorts the texts by length (longest first, as
 FlagEmbedding's `encode()` does), runs them in batches of 12 padded within each batch, through
 one `InferenceSession` (CPU execution provider, `intra_op_num_threads` = the harness's
 `--threads`, `inter_op_num_threads` = 1, ORT_ENABLE_ALL), and computes what the server's
-`/embeddings` returns: dense = the `<s>` row of the last hidden state, L2-normalised; sparse =
+`/embeddings` returns (with `model.onnx`, or `model-int8.onnx` for the int8 engine): dense = the `<s>` row of the last hidden state, L2-normalised; sparse =
 relu(sparse_linear(h)) per token, max-pooled by token id, without `<s>`, `</s>`, `<pad>` and
 `<unk>`, only weights > 0.
 """
@@ -36,6 +48,10 @@ from measure import Measure, read_status
 MAX_LENGTH = 8192
 BATCH_SIZE = 12
 EXPORT_FILES = ("model.onnx", "model.onnx.data", "sparse_linear.npz", "export.json")
+QUANTIZED_FILES = ("model-int8.onnx", "model-int8.onnx.data", "quantize.json")
+# What `--quantize` passes to quantize_dynamic besides the file names (all else: defaults).
+QUANTIZE_SETTINGS = {"per_channel": True, "weight_type": "QInt8",
+                     "use_external_data_format": True}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -82,7 +98,8 @@ def export(model_dir: Path, cache_dir: Path):
 
     key = export_key(model_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    for name in EXPORT_FILES:  # a stale export goes first: the disk may not hold two
+    # A stale export (and its int8 model) goes first: the disk may not hold two.
+    for name in EXPORT_FILES + QUANTIZED_FILES:
         (cache_dir / name).unlink(missing_ok=True)
     partial = cache_dir / f".partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
@@ -131,6 +148,83 @@ def export(model_dir: Path, cache_dir: Path):
     shutil.rmtree(partial, ignore_errors=True)
 
 
+def cached_quantized(model_dir: Path, cache_dir: Path):
+    """The cache's quantize.json when it was made from the cache's current, valid export."""
+    export_record = cached_export(model_dir, cache_dir)
+    if export_record is None:
+        return None
+    try:
+        record = json.loads((cache_dir / "quantize.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if record.get("export") != quantize_source(export_record):
+        return None
+    if record.get("settings") != QUANTIZE_SETTINGS:
+        return None
+    if not all((cache_dir / name).is_file() for name in QUANTIZED_FILES):
+        return None
+    return record
+
+
+def quantize_source(export_record: dict) -> dict:
+    return {"key": export_record["key"], "exported_at": export_record["exported_at"]}
+
+
+def quantize(model_dir: Path, cache_dir: Path):
+    """ONNX Runtime's dynamic int8 of the cached export (see the module's doc)."""
+    start = time.perf_counter()
+    import onnx
+    import onnxruntime
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    export_record = cached_export(model_dir, cache_dir)
+    if export_record is None:
+        sys.exit(f"no valid export of {model_dir} in {cache_dir}: run --export first")
+    for name in QUANTIZED_FILES:
+        (cache_dir / name).unlink(missing_ok=True)
+    partial = cache_dir / f".partial-int8-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    settings = dict(QUANTIZE_SETTINGS)
+    quantize_dynamic(cache_dir / "model.onnx", partial / "model-int8.onnx",
+                     per_channel=settings["per_channel"],
+                     weight_type=getattr(QuantType, settings["weight_type"]),
+                     use_external_data_format=settings["use_external_data_format"])
+    # quantize_dynamic names the external data file itself; one file, renamed to ours.
+    data = [p for p in partial.iterdir() if p.name != "model-int8.onnx"]
+    graph = onnx.load(str(partial / "model-int8.onnx"), load_external_data=False)
+    locations = {entry.value for t in graph.graph.initializer for entry in t.external_data
+                 if entry.key == "location"}
+    if len(data) != 1 or locations != {data[0].name}:
+        sys.exit(f"quantize: expected one external data file, got {data} and {locations}")
+    if data[0].name != "model-int8.onnx.data":
+        for t in graph.graph.initializer:
+            for entry in t.external_data:
+                if entry.key == "location":
+                    entry.value = "model-int8.onnx.data"
+        os.replace(data[0], partial / "model-int8.onnx.data")
+        onnx.save(graph, str(partial / "model-int8.onnx"))
+    ops = {}
+    for node in graph.graph.node:
+        ops[node.op_type] = ops.get(node.op_type, 0) + 1
+    record = {
+        "export": quantize_source(export_record),
+        "settings": settings,
+        "quantized_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": {"onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__},
+        "seconds": time.perf_counter() - start,
+        "bytes": {name: (partial / name).stat().st_size for name in QUANTIZED_FILES[:2]},
+        "peak_rss_bytes": read_status(os.getpid())["VmHWM"],
+        "ops": dict(sorted(ops.items())),
+    }
+    if not ops.get("MatMulInteger"):
+        sys.exit(f"quantize: no MatMul was quantized (ops {record['ops']})")
+    for name in QUANTIZED_FILES[:2]:
+        os.replace(partial / name, cache_dir / name)
+    (cache_dir / "quantize.json").write_text(json.dumps(record, indent=1))
+    shutil.rmtree(partial, ignore_errors=True)
+
+
 # ---------------------------------------------------------------------------------------------
 # The engine (the worker process)
 
@@ -150,7 +244,7 @@ class Engine:
         options.intra_op_num_threads = spec["threads"]
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(cache / "model.onnx"), options,
+        self.session = ort.InferenceSession(str(cache / spec["onnx_file"]), options,
                                             providers=["CPUExecutionProvider"])
         head = np.load(cache / "sparse_linear.npz")
         self.sparse_weight = head["weight"].reshape(-1)  # Linear(hidden, 1)
@@ -283,6 +377,8 @@ def pass_counts(passes: list) -> dict:
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--export":
         export(Path(sys.argv[2]), Path(sys.argv[3]))
+    elif len(sys.argv) == 4 and sys.argv[1] == "--quantize":
+        quantize(Path(sys.argv[2]), Path(sys.argv[3]))
     elif len(sys.argv) == 3 and sys.argv[1] == "--worker":
         worker(sys.argv[2])
     else:
