@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 
 use crate::batch::HiddenStates;
 use crate::checks::{check_batch_size, check_length, check_token_ids};
@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::device::{default_dtype, DeviceSpec};
 use crate::embedding::{score_pairs, Embedding};
 use crate::encoder::XlmRobertaEncoder;
-use crate::heads::{dense_vectors, ColbertHead, SparseEmbedding, SparseHead};
+use crate::heads::{dense_vectors, per_sequence, ColbertHead, SparseEmbedding, SparseHead};
 use crate::score::{PairScores, ScoreWeights};
 use crate::tokenize::Tokenizer;
 use crate::weights::{encoder_var_builder, ModelFiles};
@@ -367,7 +367,8 @@ impl BgeM3 {
     }
 
     /// Encodes texts. The result has one [`Embedding`] per text, in order, and does not
-    /// depend on `batch_size` or on the other texts (within float rounding).
+    /// depend on `batch_size` or on the other texts: the same bits on the f32 CPU path, the
+    /// same within float rounding elsewhere (see [`Self::forward`]).
     pub fn encode<S: AsRef<str> + Sync>(
         &self,
         texts: &[S],
@@ -426,8 +427,11 @@ impl BgeM3 {
     }
 
     /// One forward pass over `sequences` (each `<s> … </s>`, at most [`Self::max_length`]
-    /// ids, every id in the vocabulary), on the model's compute pool. Each text's result is
-    /// the same (within float rounding) whatever the other texts of the pass.
+    /// ids, every id in the vocabulary), on the model's compute pool. Each text's result does
+    /// not depend on the other texts of the pass: on the f32 CPU path it is the same bits
+    /// alone or in any pass (its encoder and heads compute each text's rows alike wherever it
+    /// lies); on the candle path (GPUs, f16/bf16), which pads a pass to its longest text, the
+    /// same within float rounding.
     pub fn forward(&self, sequences: &[&[u32]], outputs: Outputs) -> Result<Vec<Embedding>> {
         self.pool.install(|| self.forward_here(sequences, outputs))
     }
@@ -460,57 +464,37 @@ impl BgeM3 {
         } else {
             None
         };
+        let lens: Vec<usize> = sequences.iter().map(|s| s.len()).collect();
         let sparse = if outputs.sparse {
-            Some(self.sparse.token_weights(&hidden.rows)?)
+            Some(per_sequence(&hidden, &lens, 0, |rows| {
+                self.sparse.token_weights(rows)
+            })?)
         } else {
             None
         };
+        // One vector per token after `<s>` up to the sequence's end.
         let colbert = if outputs.colbert {
-            Some(self.colbert_rows(&hidden, sequences)?)
+            Some(per_sequence(&hidden, &lens, 1, |rows| {
+                Ok(self.colbert.forward(rows)?.to_vec2::<f32>()?)
+            })?)
         } else {
             None
         };
 
         let specials = self.tokenizer.specials();
         let mut dense = dense.map(Vec::into_iter);
+        let mut sparse = sparse.map(Vec::into_iter);
         let mut colbert = colbert.map(Vec::into_iter);
         Ok(sequences
             .iter()
-            .zip(&hidden.starts)
-            .map(|(seq, &start)| Embedding {
+            .map(|seq| Embedding {
                 dense: dense.as_mut().and_then(Iterator::next),
-                sparse: sparse.as_ref().map(|weights| {
-                    let row = &weights[start..start + seq.len()];
-                    SparseEmbedding::from_token_weights(seq, row, specials)
+                sparse: sparse.as_mut().and_then(Iterator::next).map(|weights| {
+                    SparseEmbedding::from_token_weights(seq, &weights, specials)
                 }),
                 colbert: colbert.as_mut().and_then(Iterator::next),
                 tokens: seq.len() - 2,
             })
-            .collect())
-    }
-
-    /// ColBERT vectors of every sequence: its rows after `<s>` up to its end, taken out of the
-    /// batch and projected in one matrix product.
-    fn colbert_rows(
-        &self,
-        hidden: &HiddenStates,
-        sequences: &[&[u32]],
-    ) -> Result<Vec<Vec<Vec<f32>>>> {
-        let rows: Vec<u32> = sequences
-            .iter()
-            .zip(&hidden.starts)
-            .flat_map(|(seq, &start)| (start + 1..start + seq.len()).map(|r| r as u32))
-            .collect();
-        let count = rows.len();
-        let index = Tensor::from_vec(rows, count, hidden.rows.device())?;
-        let vectors = self
-            .colbert
-            .forward(&hidden.rows.index_select(&index, 0)?)?
-            .to_vec2::<f32>()?;
-        let mut vectors = vectors.into_iter();
-        Ok(sequences
-            .iter()
-            .map(|seq| vectors.by_ref().take(seq.len() - 1).collect())
             .collect())
     }
 
