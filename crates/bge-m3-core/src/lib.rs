@@ -17,7 +17,8 @@
 //!   into the standard cache and returns the directory to load; `hub::resolve` takes a
 //!   directory or a repository id.
 //! - [`Tokenizer`] and [`SpecialTokens`]: the model's own `tokenizer.json`, reachable as
-//!   [`BgeM3::tokenizer`]; [`check_token_ids`] checks pre-tokenized input.
+//!   [`BgeM3::tokenizer`], with each token's span in its text ([`TextToken`]) and the decoding
+//!   of id sequences; [`check_token_ids`] checks pre-tokenized input.
 //! - [`DeviceSpec`], [`parse_dtype`], [`device_name`]: where and in which precision the model
 //!   runs; [`Config`]: its `config.json`.
 //! - [`Error`] (one enum, its variants naming what failed), [`Result`], and [`Report`] to show
@@ -74,4 +75,4 @@ pub use heads::SparseEmbedding;
 pub use model::{BgeM3, EncodeOptions, LoadOptions, Outputs, ScoreOptions};
 pub use score::{PairScores, ScoreWeights};
 pub use sparse_format::{SparseFormat, SparseWeights};
-pub use tokenize::{SpecialTokens, Tokenizer};
+pub use tokenize::{SpecialTokens, TextToken, Tokenizer};
