@@ -9,7 +9,7 @@ use crate::batch::HiddenStates;
 use crate::checks::{check_batch_size, check_length, check_token_ids};
 use crate::config::Config;
 use crate::device::{default_dtype, DeviceSpec};
-use crate::embedding::{score_pairs, Embedding};
+use crate::embedding::{score_pairs, Embedding, TextShape};
 use crate::encoder::XlmRobertaEncoder;
 use crate::heads::{dense_vectors, per_sequence, ColbertHead, SparseEmbedding, SparseHead};
 use crate::score::{PairScores, ScoreWeights};
@@ -338,6 +338,75 @@ impl BgeM3 {
     /// Number of token ids the model accepts.
     pub fn vocab_size(&self) -> usize {
         self.config.vocab_size
+    }
+
+    /// The shape of a `<s> … </s>` sequence (from [`Self::tokenize`] or [`Self::wrap_ids`]),
+    /// what the memory of its outputs depends on ([`Self::output_bytes`]).
+    ///
+    /// ```
+    /// # let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/models/tiny-pt");
+    /// # let model = bge_m3_core::BgeM3::load(dir, &Default::default())?;
+    /// let sequence = model.wrap_ids(&[[7, 8, 7]], 8192)?.remove(0);
+    /// let shape = model.text_shape(&sequence);
+    /// assert_eq!((shape.ids, shape.lexical), (5, 2)); // `<s> a b a </s>`
+    /// # Ok::<(), bge_m3_core::Error>(())
+    /// ```
+    pub fn text_shape(&self, sequence: &[u32]) -> TextShape {
+        let specials = self.tokenizer.specials();
+        let mut weighted: Vec<u32> = sequence
+            .iter()
+            .copied()
+            .filter(|&id| !specials.is_unused_for_sparse(id))
+            .collect();
+        weighted.sort_unstable();
+        weighted.dedup();
+        TextShape {
+            ids: sequence.len(),
+            lexical: weighted.len(),
+        }
+    }
+
+    /// The bytes that the `outputs` of one text of `shape` hold in memory once computed (its
+    /// [`Embedding`]: the dense vector, one entry per sparse weight, one ColBERT vector per token
+    /// after `<s>`), with the token strings of its sparse weights when `sparse_tokens` (what
+    /// [`Self::sparse_by_token`] makes of them): what a server reserves for a text before it
+    /// computes it. An estimate of the allocator's share, exact in the values; it grows with
+    /// `shape`, so [`TextShape::at_most`] bounds a text before it is tokenized.
+    ///
+    /// ```
+    /// use bge_m3_core::{Outputs, TextShape};
+    /// # let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/models/tiny-pt");
+    /// # let model = bge_m3_core::BgeM3::load(dir, &Default::default())?;
+    /// let dense = Outputs { dense: true, sparse: false, colbert: false };
+    /// let colbert = Outputs { dense: false, sparse: false, colbert: true };
+    /// let short = TextShape::at_most(10);
+    /// // The dense vector does not grow with the text; ColBERT vectors do.
+    /// assert_eq!(model.output_bytes(short, dense, false), model.output_bytes(TextShape::at_most(20), dense, false));
+    /// assert!(model.output_bytes(short, colbert, false) < model.output_bytes(TextShape::at_most(20), colbert, false));
+    /// # Ok::<(), bge_m3_core::Error>(())
+    /// ```
+    pub fn output_bytes(&self, shape: TextShape, outputs: Outputs, sparse_tokens: bool) -> u64 {
+        /// A vector's own bytes: the `Vec` and its allocation's overhead.
+        const VECTOR: u64 = 48;
+        /// One sparse weight as [`SparseEmbedding`] holds it: `(id, weight)`.
+        const SPARSE_ENTRY: u64 = std::mem::size_of::<(u32, f32)>() as u64;
+        /// One weight keyed by token string: `(String, f32)` and the string's allocation.
+        const SPARSE_TOKEN: u64 = 48;
+        const F32: u64 = std::mem::size_of::<f32>() as u64;
+        let mut bytes = 0;
+        if outputs.dense {
+            bytes += VECTOR + F32 * self.dense_dim() as u64;
+        }
+        if outputs.sparse {
+            let per = SPARSE_ENTRY + if sparse_tokens { SPARSE_TOKEN } else { 0 };
+            bytes += VECTOR + per * shape.lexical as u64;
+        }
+        if outputs.colbert {
+            // One row per token after `<s>`, `</s>` included (see `forward_here`).
+            let rows = shape.ids.saturating_sub(1) as u64;
+            bytes += VECTOR + rows * (VECTOR + F32 * self.colbert_dim() as u64);
+        }
+        bytes
     }
 
     /// Tokenizes texts into `<s> … </s>` sequences of at most `max_length` ids.

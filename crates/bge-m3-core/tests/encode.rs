@@ -270,3 +270,47 @@ fn half_precision_holds_at_8192_tokens() {
         }
     }
 }
+
+/// What a server budgets for a text before computing it (issue 24: the cost model lives with
+/// the heads): each output's values and vectors, sparse weights by distinct weighted id, one
+/// ColBERT row per token after `<s>`.
+#[test]
+fn output_bytes_count_each_output_of_a_texts_shape() {
+    use bge_m3_core::TextShape;
+    let model = model("tiny-pt");
+    let (dense_dim, colbert_dim) = (model.dense_dim() as u64, model.colbert_dim() as u64);
+    // `<s> a b a <unk> </s>`: 6 ids, 2 distinct ids that can be weighted, 5 ColBERT rows.
+    let unk = model.tokenizer().specials().unk;
+    let sequence = model.wrap_ids(&[[7, 8, 7, unk]], 8192).unwrap().remove(0);
+    let shape = model.text_shape(&sequence);
+    assert_eq!(shape, TextShape { ids: 6, lexical: 2 });
+    let only = |dense, sparse, colbert| Outputs {
+        dense,
+        sparse,
+        colbert,
+    };
+    const VECTOR: u64 = 48;
+    let bytes = |outputs, tokens| model.output_bytes(shape, outputs, tokens);
+    assert_eq!(bytes(only(false, false, false), true), 0);
+    assert_eq!(bytes(only(true, false, false), false), VECTOR + 4 * dense_dim);
+    assert_eq!(bytes(only(false, true, false), false), VECTOR + 2 * 8);
+    assert_eq!(bytes(only(false, true, false), true), VECTOR + 2 * (8 + 48));
+    assert_eq!(
+        bytes(only(false, false, true), false),
+        VECTOR + 5 * (VECTOR + 4 * colbert_dim)
+    );
+    assert_eq!(
+        bytes(Outputs::ALL, false),
+        bytes(only(true, false, false), false)
+            + bytes(only(false, true, false), false)
+            + bytes(only(false, false, true), false)
+    );
+    // A bound before tokenization holds what the text turns out to be.
+    assert!(
+        model.output_bytes(TextShape::at_most(6), Outputs::ALL, true)
+            >= bytes(Outputs::ALL, true)
+    );
+    assert!(
+        model.output_bytes(TextShape::SMALLEST, Outputs::ALL, true) <= bytes(Outputs::ALL, true)
+    );
+}
