@@ -558,9 +558,10 @@ impl BgeM3 {
             .iter()
             .map(|seq| Embedding {
                 dense: dense.as_mut().and_then(Iterator::next),
-                sparse: sparse.as_mut().and_then(Iterator::next).map(|weights| {
-                    SparseEmbedding::from_token_weights(seq, &weights, specials)
-                }),
+                sparse: sparse
+                    .as_mut()
+                    .and_then(Iterator::next)
+                    .map(|weights| SparseEmbedding::from_token_weights(seq, &weights, specials)),
                 colbert: colbert.as_mut().and_then(Iterator::next),
                 tokens: seq.len() - 2,
             })

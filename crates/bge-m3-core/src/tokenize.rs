@@ -283,7 +283,10 @@ mod tests {
         }
         let without = tokenizer.text_tokens(text, false).unwrap();
         assert_eq!(without[..], tokens[1..tokens.len() - 1]);
-        assert_eq!(tokenizer.token_string(tokenizer.specials().eos).unwrap(), "</s>");
+        assert_eq!(
+            tokenizer.token_string(tokenizer.specials().eos).unwrap(),
+            "</s>"
+        );
         assert_eq!(tokenizer.token_string(u32::MAX), None);
     }
 
@@ -299,7 +302,10 @@ mod tests {
             .collect();
         assert_eq!(tokenizer.decode(&ids, true).unwrap(), text);
         // As Hugging Face's `tokenizers` decodes them.
-        assert_eq!(tokenizer.decode(&ids, false).unwrap(), format!("<s> {text}</s>"));
+        assert_eq!(
+            tokenizer.decode(&ids, false).unwrap(),
+            format!("<s> {text}</s>")
+        );
     }
 
     #[test]

@@ -70,7 +70,12 @@ fn bits(embedding: &bge_m3_core::Embedding) -> Vec<u32> {
             .iter()
             .flat_map(|&(id, weight)| [id, weight.to_bits()])
     });
-    let colbert = embedding.colbert.iter().flatten().flatten().map(|v| v.to_bits());
+    let colbert = embedding
+        .colbert
+        .iter()
+        .flatten()
+        .flatten()
+        .map(|v| v.to_bits());
     dense.chain(sparse).chain(colbert).collect()
 }
 
@@ -92,7 +97,13 @@ fn a_texts_outputs_are_the_same_bits_alone_and_in_any_pass() {
         ];
         // Many rows in one pass: ten copies, then the text among every other text.
         passes.push(vec![text; 10]);
-        passes.push(others.iter().copied().chain(others.iter().copied()).collect());
+        passes.push(
+            others
+                .iter()
+                .copied()
+                .chain(others.iter().copied())
+                .collect(),
+        );
         for pass in &passes {
             let computed = model.forward(pass, Outputs::ALL).unwrap();
             for (position, embedding) in computed.iter().enumerate() {
@@ -292,7 +303,10 @@ fn output_bytes_count_each_output_of_a_texts_shape() {
     const VECTOR: u64 = 48;
     let bytes = |outputs, tokens| model.output_bytes(shape, outputs, tokens);
     assert_eq!(bytes(only(false, false, false), true), 0);
-    assert_eq!(bytes(only(true, false, false), false), VECTOR + 4 * dense_dim);
+    assert_eq!(
+        bytes(only(true, false, false), false),
+        VECTOR + 4 * dense_dim
+    );
     assert_eq!(bytes(only(false, true, false), false), VECTOR + 2 * 8);
     assert_eq!(bytes(only(false, true, false), true), VECTOR + 2 * (8 + 48));
     assert_eq!(
@@ -307,8 +321,7 @@ fn output_bytes_count_each_output_of_a_texts_shape() {
     );
     // A bound before tokenization holds what the text turns out to be.
     assert!(
-        model.output_bytes(TextShape::at_most(6), Outputs::ALL, true)
-            >= bytes(Outputs::ALL, true)
+        model.output_bytes(TextShape::at_most(6), Outputs::ALL, true) >= bytes(Outputs::ALL, true)
     );
     assert!(
         model.output_bytes(TextShape::SMALLEST, Outputs::ALL, true) <= bytes(Outputs::ALL, true)

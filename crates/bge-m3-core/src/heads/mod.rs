@@ -31,12 +31,20 @@ pub(crate) fn per_sequence<T: Send>(
     head: impl Fn(&Tensor) -> Result<T> + Sync,
 ) -> Result<Vec<T>> {
     let rows = |(&start, &len): (&usize, &usize)| {
-        head(&hidden.rows.narrow(0, start + skip, len.saturating_sub(skip))?)
+        head(
+            &hidden
+                .rows
+                .narrow(0, start + skip, len.saturating_sub(skip))?,
+        )
     };
     let sequences = hidden.starts.iter().zip(lens);
     if hidden.rows.device().is_cpu() {
         // Many small products: in parallel on the model's pool (the caller's).
-        sequences.collect::<Vec<_>>().into_par_iter().map(rows).collect()
+        sequences
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(rows)
+            .collect()
     } else {
         // One stream of kernels on a GPU: launched in order from this thread.
         sequences.map(rows).collect()
