@@ -80,16 +80,17 @@ impl Inference {
                     .map(|t| Cost::text_tokens_bound(t, add_special_tokens))
                     .sum()
             };
-            let base = Cost::ANSWER_BUFFER + Cost::texts(&texts);
-            let mut known = base;
+            // What is known (the texts, the tokens found), and the bound of the rest.
+            let mut known = Cost::ANSWER_BUFFER + Cost::texts(&texts);
+            let mut pending = bound(&texts);
             if let Some(held) = held.as_mut() {
-                held.resize(base + bound(&texts), Need::Tokens)?;
+                held.resize(known + pending, Need::Tokens)?;
             }
             let start = Instant::now();
             let texts = Arc::new(texts);
             let mut tokens = Vec::with_capacity(texts.len());
             for range in chunks(texts.iter().map(String::len), TOKENIZE_CHUNK_BYTES) {
-                let rest = range.end;
+                pending -= bound(&texts[range.clone()]);
                 let chunk = {
                     let model = self.inner.model.clone();
                     let texts = texts.clone();
@@ -102,7 +103,7 @@ impl Inference {
                     .sum::<u64>();
                 tokens.extend(chunk);
                 if let Some(held) = held.as_mut() {
-                    held.resize(known + bound(&texts[rest..]), Need::Tokens)?;
+                    held.resize(known + pending, Need::Tokens)?;
                 }
             }
             let tokenization = start.elapsed();
