@@ -149,8 +149,13 @@ impl Tokenizer {
     /// let text = "What is BGE M3?";
     /// let tokens = model.tokenizer().text_tokens(text, true)?;
     /// assert!(tokens[0].is_special() && tokens.last().unwrap().is_special());
-    /// let (start, stop) = tokens[1].span.unwrap();
-    /// assert_eq!(&text[start as usize..stop as usize], "What");
+    /// // The other tokens' spans cover the text, in order.
+    /// let spans: String = tokens
+    ///     .iter()
+    ///     .filter_map(|t| t.span)
+    ///     .map(|(start, stop)| &text[start as usize..stop as usize])
+    ///     .collect();
+    /// assert_eq!(spans, text);
     /// # Ok::<(), bge_m3_core::Error>(())
     /// ```
     pub fn text_tokens(&self, text: &str, add_special_tokens: bool) -> Result<Vec<TextToken>> {
