@@ -18,6 +18,39 @@ pub struct Embedding {
     pub tokens: usize,
 }
 
+/// What the memory held by one text's outputs depends on, for [`crate::BgeM3::output_bytes`]:
+/// the length of its sequence and the ids that can get a sparse weight. Measured on a
+/// tokenized text by [`crate::BgeM3::text_shape`], or bounded before tokenization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextShape {
+    /// Ids of its `<s> … </s>` sequence (at least 2).
+    pub ids: usize,
+    /// Its distinct ids that can get a sparse weight: the most sparse weights it can have.
+    pub lexical: usize,
+}
+
+impl TextShape {
+    /// The smallest a text can be: `<s></s>`, without any weight. What a text whose tokens
+    /// are not known yet holds at least.
+    pub const SMALLEST: TextShape = TextShape { ids: 2, lexical: 0 };
+
+    /// The largest a text of `ids` ids (`<s>` and `</s>` included) can be: every id between
+    /// the markers distinct and weighted.
+    ///
+    /// ```
+    /// use bge_m3_core::TextShape;
+    /// assert_eq!(TextShape::at_most(10), TextShape { ids: 10, lexical: 8 });
+    /// assert_eq!(TextShape::at_most(0), TextShape::SMALLEST);
+    /// ```
+    pub fn at_most(ids: usize) -> Self {
+        let ids = ids.max(2);
+        Self {
+            ids,
+            lexical: ids - 2,
+        }
+    }
+}
+
 impl Embedding {
     /// The five scores of this embedding (the query) against `passage`, from the pure
     /// functions of [`crate::score`]. Both need all three outputs ([`crate::Outputs::ALL`]).

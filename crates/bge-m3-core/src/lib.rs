@@ -17,7 +17,10 @@
 //!   into the standard cache and returns the directory to load; `hub::resolve` takes a
 //!   directory or a repository id.
 //! - [`Tokenizer`] and [`SpecialTokens`]: the model's own `tokenizer.json`, reachable as
-//!   [`BgeM3::tokenizer`]; [`check_token_ids`] checks pre-tokenized input.
+//!   [`BgeM3::tokenizer`], with each token's span in its text ([`TextToken`]) and the decoding
+//!   of id sequences; [`check_token_ids`] checks pre-tokenized input.
+//! - [`BgeM3::output_bytes`]: the memory a text's outputs hold, from its [`TextShape`], for
+//!   callers that budget memory before computing.
 //! - [`DeviceSpec`], [`parse_dtype`], [`device_name`]: where and in which precision the model
 //!   runs; [`Config`]: its `config.json`.
 //! - [`Error`] (one enum, its variants naming what failed), [`Result`], and [`Report`] to show
@@ -68,10 +71,10 @@ pub use candle_core::{DType, Device};
 pub use checks::{check_batch_size, check_length, check_token_ids};
 pub use config::{Config, HiddenAct};
 pub use device::{device_name, parse_dtype, DeviceSpec};
-pub use embedding::{score_pairs, truncate_dense, Embedding};
+pub use embedding::{score_pairs, truncate_dense, Embedding, TextShape};
 pub use error::{Error, Report, Result};
 pub use heads::SparseEmbedding;
 pub use model::{BgeM3, EncodeOptions, LoadOptions, Outputs, ScoreOptions};
 pub use score::{PairScores, ScoreWeights};
 pub use sparse_format::{SparseFormat, SparseWeights};
-pub use tokenize::{SpecialTokens, Tokenizer};
+pub use tokenize::{SpecialTokens, TextToken, Tokenizer};

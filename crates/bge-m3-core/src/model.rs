@@ -3,15 +3,15 @@
 use std::path::Path;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 
 use crate::batch::HiddenStates;
 use crate::checks::{check_batch_size, check_length, check_token_ids};
 use crate::config::Config;
 use crate::device::{default_dtype, DeviceSpec};
-use crate::embedding::{score_pairs, Embedding};
+use crate::embedding::{score_pairs, Embedding, TextShape};
 use crate::encoder::XlmRobertaEncoder;
-use crate::heads::{dense_vectors, ColbertHead, SparseEmbedding, SparseHead};
+use crate::heads::{dense_vectors, per_sequence, ColbertHead, SparseEmbedding, SparseHead};
 use crate::score::{PairScores, ScoreWeights};
 use crate::tokenize::Tokenizer;
 use crate::weights::{encoder_var_builder, ModelFiles};
@@ -340,6 +340,75 @@ impl BgeM3 {
         self.config.vocab_size
     }
 
+    /// The shape of a `<s> … </s>` sequence (from [`Self::tokenize`] or [`Self::wrap_ids`]),
+    /// what the memory of its outputs depends on ([`Self::output_bytes`]).
+    ///
+    /// ```
+    /// # let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/models/tiny-pt");
+    /// # let model = bge_m3_core::BgeM3::load(dir, &Default::default())?;
+    /// let sequence = model.wrap_ids(&[[7, 8, 7]], 8192)?.remove(0);
+    /// let shape = model.text_shape(&sequence);
+    /// assert_eq!((shape.ids, shape.lexical), (5, 2)); // `<s> a b a </s>`
+    /// # Ok::<(), bge_m3_core::Error>(())
+    /// ```
+    pub fn text_shape(&self, sequence: &[u32]) -> TextShape {
+        let specials = self.tokenizer.specials();
+        let mut weighted: Vec<u32> = sequence
+            .iter()
+            .copied()
+            .filter(|&id| !specials.is_unused_for_sparse(id))
+            .collect();
+        weighted.sort_unstable();
+        weighted.dedup();
+        TextShape {
+            ids: sequence.len(),
+            lexical: weighted.len(),
+        }
+    }
+
+    /// The bytes that the `outputs` of one text of `shape` hold in memory once computed (its
+    /// [`Embedding`]: the dense vector, one entry per sparse weight, one ColBERT vector per token
+    /// after `<s>`), with the token strings of its sparse weights when `sparse_tokens` (what
+    /// [`Self::sparse_by_token`] makes of them): what a server reserves for a text before it
+    /// computes it. An estimate of the allocator's share, exact in the values; it grows with
+    /// `shape`, so [`TextShape::at_most`] bounds a text before it is tokenized.
+    ///
+    /// ```
+    /// use bge_m3_core::{Outputs, TextShape};
+    /// # let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/models/tiny-pt");
+    /// # let model = bge_m3_core::BgeM3::load(dir, &Default::default())?;
+    /// let dense = Outputs { dense: true, sparse: false, colbert: false };
+    /// let colbert = Outputs { dense: false, sparse: false, colbert: true };
+    /// let short = TextShape::at_most(10);
+    /// // The dense vector does not grow with the text; ColBERT vectors do.
+    /// assert_eq!(model.output_bytes(short, dense, false), model.output_bytes(TextShape::at_most(20), dense, false));
+    /// assert!(model.output_bytes(short, colbert, false) < model.output_bytes(TextShape::at_most(20), colbert, false));
+    /// # Ok::<(), bge_m3_core::Error>(())
+    /// ```
+    pub fn output_bytes(&self, shape: TextShape, outputs: Outputs, sparse_tokens: bool) -> u64 {
+        /// A vector's own bytes: the `Vec` and its allocation's overhead.
+        const VECTOR: u64 = 48;
+        /// One sparse weight as [`SparseEmbedding`] holds it: `(id, weight)`.
+        const SPARSE_ENTRY: u64 = std::mem::size_of::<(u32, f32)>() as u64;
+        /// One weight keyed by token string: `(String, f32)` and the string's allocation.
+        const SPARSE_TOKEN: u64 = 48;
+        const F32: u64 = std::mem::size_of::<f32>() as u64;
+        let mut bytes = 0;
+        if outputs.dense {
+            bytes += VECTOR + F32 * self.dense_dim() as u64;
+        }
+        if outputs.sparse {
+            let per = SPARSE_ENTRY + if sparse_tokens { SPARSE_TOKEN } else { 0 };
+            bytes += VECTOR + per * shape.lexical as u64;
+        }
+        if outputs.colbert {
+            // One row per token after `<s>`, `</s>` included (see `forward_here`).
+            let rows = shape.ids.saturating_sub(1) as u64;
+            bytes += VECTOR + rows * (VECTOR + F32 * self.colbert_dim() as u64);
+        }
+        bytes
+    }
+
     /// Tokenizes texts into `<s> … </s>` sequences of at most `max_length` ids.
     pub fn tokenize<S: AsRef<str> + Sync>(
         &self,
@@ -367,7 +436,8 @@ impl BgeM3 {
     }
 
     /// Encodes texts. The result has one [`Embedding`] per text, in order, and does not
-    /// depend on `batch_size` or on the other texts (within float rounding).
+    /// depend on `batch_size` or on the other texts: the same bits on the f32 CPU path, the
+    /// same within float rounding elsewhere (see [`Self::forward`]).
     pub fn encode<S: AsRef<str> + Sync>(
         &self,
         texts: &[S],
@@ -426,8 +496,11 @@ impl BgeM3 {
     }
 
     /// One forward pass over `sequences` (each `<s> … </s>`, at most [`Self::max_length`]
-    /// ids, every id in the vocabulary), on the model's compute pool. Each text's result is
-    /// the same (within float rounding) whatever the other texts of the pass.
+    /// ids, every id in the vocabulary), on the model's compute pool. Each text's result does
+    /// not depend on the other texts of the pass: on the f32 CPU path it is the same bits
+    /// alone or in any pass (its encoder and heads compute each text's rows alike wherever it
+    /// lies); on the candle path (GPUs, f16/bf16), which pads a pass to its longest text, the
+    /// same within float rounding.
     pub fn forward(&self, sequences: &[&[u32]], outputs: Outputs) -> Result<Vec<Embedding>> {
         self.pool.install(|| self.forward_here(sequences, outputs))
     }
@@ -460,57 +533,38 @@ impl BgeM3 {
         } else {
             None
         };
+        let lens: Vec<usize> = sequences.iter().map(|s| s.len()).collect();
         let sparse = if outputs.sparse {
-            Some(self.sparse.token_weights(&hidden.rows)?)
+            Some(per_sequence(&hidden, &lens, 0, |rows| {
+                self.sparse.token_weights(rows)
+            })?)
         } else {
             None
         };
+        // One vector per token after `<s>` up to the sequence's end.
         let colbert = if outputs.colbert {
-            Some(self.colbert_rows(&hidden, sequences)?)
+            Some(per_sequence(&hidden, &lens, 1, |rows| {
+                Ok(self.colbert.forward(rows)?.to_vec2::<f32>()?)
+            })?)
         } else {
             None
         };
 
         let specials = self.tokenizer.specials();
         let mut dense = dense.map(Vec::into_iter);
+        let mut sparse = sparse.map(Vec::into_iter);
         let mut colbert = colbert.map(Vec::into_iter);
         Ok(sequences
             .iter()
-            .zip(&hidden.starts)
-            .map(|(seq, &start)| Embedding {
+            .map(|seq| Embedding {
                 dense: dense.as_mut().and_then(Iterator::next),
-                sparse: sparse.as_ref().map(|weights| {
-                    let row = &weights[start..start + seq.len()];
-                    SparseEmbedding::from_token_weights(seq, row, specials)
-                }),
+                sparse: sparse
+                    .as_mut()
+                    .and_then(Iterator::next)
+                    .map(|weights| SparseEmbedding::from_token_weights(seq, &weights, specials)),
                 colbert: colbert.as_mut().and_then(Iterator::next),
                 tokens: seq.len() - 2,
             })
-            .collect())
-    }
-
-    /// ColBERT vectors of every sequence: its rows after `<s>` up to its end, taken out of the
-    /// batch and projected in one matrix product.
-    fn colbert_rows(
-        &self,
-        hidden: &HiddenStates,
-        sequences: &[&[u32]],
-    ) -> Result<Vec<Vec<Vec<f32>>>> {
-        let rows: Vec<u32> = sequences
-            .iter()
-            .zip(&hidden.starts)
-            .flat_map(|(seq, &start)| (start + 1..start + seq.len()).map(|r| r as u32))
-            .collect();
-        let count = rows.len();
-        let index = Tensor::from_vec(rows, count, hidden.rows.device())?;
-        let vectors = self
-            .colbert
-            .forward(&hidden.rows.index_select(&index, 0)?)?
-            .to_vec2::<f32>()?;
-        let mut vectors = vectors.into_iter();
-        Ok(sequences
-            .iter()
-            .map(|seq| vectors.by_ref().take(seq.len() - 1).collect())
             .collect())
     }
 

@@ -28,6 +28,26 @@ pub struct SpecialTokens {
     pub unk: u32,
 }
 
+/// One token of a text as [`Tokenizer::text_tokens`] finds it: its id and the bytes of the
+/// text it stands for. 16 bytes, so that the tokens of a large text cost little more than its
+/// ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextToken {
+    /// Its id in the vocabulary.
+    pub id: u32,
+    /// Byte offsets `start..stop` of its part of the text; `None` for a special token the
+    /// tokenizer added (`<s>` and `</s>` around the text). A special token the text spells out
+    /// (`<mask>`) has its span.
+    pub span: Option<(u32, u32)>,
+}
+
+impl TextToken {
+    /// Whether it is a special token (it has no span).
+    pub fn is_special(&self) -> bool {
+        self.span.is_none()
+    }
+}
+
 impl SpecialTokens {
     /// Whether FlagEmbedding drops this id from the sparse (lexical) weights.
     pub fn is_unused_for_sparse(&self, id: u32) -> bool {
@@ -116,6 +136,80 @@ impl Tokenizer {
         ids
     }
 
+    /// The tokens of one whole text, not truncated, each with its byte span, between `<s>` and
+    /// `</s>` when `add_special_tokens`: what text-embeddings-inference's `/tokenize` shows.
+    ///
+    /// The tokenizer's own state for the text (every token's string, offsets, masks: some 100
+    /// bytes a token) is freed before this returns; the result is 16 bytes a token. A text of
+    /// 4 GiB or more is refused on field `text`, as its offsets would not fit in `u32`.
+    ///
+    /// ```
+    /// # let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/models/tiny-pt");
+    /// # let model = bge_m3_core::BgeM3::load(dir, &Default::default())?;
+    /// let text = "What is BGE M3?";
+    /// let tokens = model.tokenizer().text_tokens(text, true)?;
+    /// assert!(tokens[0].is_special() && tokens.last().unwrap().is_special());
+    /// // The other tokens' spans cover the text, in order.
+    /// let spans: String = tokens
+    ///     .iter()
+    ///     .filter_map(|t| t.span)
+    ///     .map(|(start, stop)| &text[start as usize..stop as usize])
+    ///     .collect();
+    /// assert_eq!(spans, text);
+    /// # Ok::<(), bge_m3_core::Error>(())
+    /// ```
+    pub fn text_tokens(&self, text: &str, add_special_tokens: bool) -> Result<Vec<TextToken>> {
+        if u32::try_from(text.len()).is_err() {
+            return Err(Error::invalid_input(
+                "text",
+                format!(
+                    "a text of {} bytes is too long to tokenize with offsets (at most 4 GiB)",
+                    text.len()
+                ),
+            ));
+        }
+        let encoding = self
+            .inner
+            .encode(text, add_special_tokens)
+            .map_err(Error::tokenizer)?;
+        let tokens = encoding
+            .get_ids()
+            .iter()
+            .zip(encoding.get_offsets())
+            .zip(encoding.get_special_tokens_mask())
+            .map(|((&id, &(start, stop)), &special)| TextToken {
+                id,
+                // Offsets are within the text, whose length fits in `u32` (checked above).
+                span: (special == 0).then_some((start as u32, stop as u32)),
+            })
+            .collect();
+        Ok(tokens)
+    }
+
+    /// The string the vocabulary holds for `id` (`▁What`, `<s>`); `None` outside it.
+    pub fn token_string(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    /// The text of an id sequence, as the tokenizer's decoder writes it (without
+    /// `clean_up_tokenization_spaces`); `skip_special_tokens` leaves out `<s>`, `</s>`, `<pad>`,
+    /// `<unk>` and `<mask>`. Ids outside the vocabulary are left out too: check them first
+    /// ([`crate::check_token_ids`]).
+    ///
+    /// ```
+    /// # let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/models/tiny-pt");
+    /// # let model = bge_m3_core::BgeM3::load(dir, &Default::default())?;
+    /// let ids = model.tokenize(&["What is BGE M3?"], 8192)?.remove(0);
+    /// assert_eq!(model.tokenizer().decode(&ids, true)?, "What is BGE M3?");
+    /// assert!(model.tokenizer().decode(&ids, false)?.starts_with("<s>"));
+    /// # Ok::<(), bge_m3_core::Error>(())
+    /// ```
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        self.inner
+            .decode(ids, skip_special_tokens)
+            .map_err(Error::tokenizer)
+    }
+
     /// The string FlagEmbedding's `convert_id_to_token` gives for one id: the id decoded on
     /// its own, so the SentencePiece word marker disappears (`▁What` becomes `What`).
     pub fn decode_one(&self, id: u32) -> Result<String> {
@@ -164,7 +258,60 @@ fn clean_up_tokenization(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::clean_up_tokenization;
+    use super::*;
+
+    fn tiny() -> Tokenizer {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/models/tiny-pt");
+        Tokenizer::from_file(&Path::new(dir).join("tokenizer.json")).unwrap()
+    }
+
+    #[test]
+    fn text_tokens_carry_their_spans_and_the_ids_of_encode() {
+        let tokenizer = tiny();
+        let text = "What is BGE M3? <mask> Le chat est assis.";
+        let tokens = tokenizer.text_tokens(text, true).unwrap();
+        let ids: Vec<u32> = tokens.iter().map(|t| t.id).collect();
+        assert_eq!(ids, tokenizer.encode_batch(&[text], 8192).unwrap()[0]);
+        assert_eq!(tokens[0].id, tokenizer.specials().cls);
+        assert!(tokens[0].is_special() && tokens.last().unwrap().is_special());
+        let mask = tokens
+            .iter()
+            .find(|t| tokenizer.token_string(t.id).as_deref() == Some("<mask>"))
+            .expect("`<mask>` is one token");
+        let (start, stop) = mask.span.expect("spelled out in the text");
+        assert_eq!(&text[start as usize..stop as usize], " <mask>");
+        let mut end = 0;
+        for token in tokens.iter().filter(|t| !t.is_special()) {
+            let (start, stop) = token.span.unwrap();
+            assert!(start >= end && stop > start && stop as usize <= text.len());
+            end = stop;
+        }
+        let without = tokenizer.text_tokens(text, false).unwrap();
+        assert_eq!(without[..], tokens[1..tokens.len() - 1]);
+        assert_eq!(
+            tokenizer.token_string(tokenizer.specials().eos).unwrap(),
+            "</s>"
+        );
+        assert_eq!(tokenizer.token_string(u32::MAX), None);
+    }
+
+    #[test]
+    fn decoding_gives_the_text_back() {
+        let tokenizer = tiny();
+        let text = "What is BGE M3?";
+        let ids: Vec<u32> = tokenizer
+            .text_tokens(text, true)
+            .unwrap()
+            .iter()
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(tokenizer.decode(&ids, true).unwrap(), text);
+        // As Hugging Face's `tokenizers` decodes them.
+        assert_eq!(
+            tokenizer.decode(&ids, false).unwrap(),
+            format!("<s> {text}</s>")
+        );
+    }
 
     #[test]
     fn clean_up_matches_transformers() {

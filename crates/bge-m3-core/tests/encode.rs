@@ -62,6 +62,63 @@ fn results_do_not_depend_on_batching() {
     }
 }
 
+/// The bits of every output of an embedding, to compare two for identity.
+fn bits(embedding: &bge_m3_core::Embedding) -> Vec<u32> {
+    let dense = embedding.dense.iter().flatten().map(|v| v.to_bits());
+    let sparse = embedding.sparse.iter().flat_map(|s| {
+        s.weights
+            .iter()
+            .flat_map(|&(id, weight)| [id, weight.to_bits()])
+    });
+    let colbert = embedding
+        .colbert
+        .iter()
+        .flatten()
+        .flatten()
+        .map(|v| v.to_bits());
+    dense.chain(sparse).chain(colbert).collect()
+}
+
+/// Issue 29, item 9: identical rerank documents scored about 7e-8 apart and swapped places,
+/// because the sparse and ColBERT heads ran one matrix product over every row of a pass, whose
+/// blocking depends on the number of rows. On the f32 CPU path a text's outputs are now the
+/// same bits alone and in any pass, wherever it lies and whatever the other texts.
+#[test]
+fn a_texts_outputs_are_the_same_bits_alone_and_in_any_pass() {
+    for name in common::MODELS {
+        let model = model(name);
+        let sequences = model.tokenize(&TEXTS, 8192).unwrap();
+        let text = &sequences[2];
+        let alone = model.forward(&[text], Outputs::ALL).unwrap().remove(0);
+        let others: Vec<&[u32]> = sequences.iter().map(Vec::as_slice).collect();
+        let mut passes: Vec<Vec<&[u32]>> = vec![
+            vec![&others[1], text],
+            vec![text, &others[5], &others[3], text],
+        ];
+        // Many rows in one pass: ten copies, then the text among every other text.
+        passes.push(vec![text; 10]);
+        passes.push(
+            others
+                .iter()
+                .copied()
+                .chain(others.iter().copied())
+                .collect(),
+        );
+        for pass in &passes {
+            let computed = model.forward(pass, Outputs::ALL).unwrap();
+            for (position, embedding) in computed.iter().enumerate() {
+                if pass[position] == text.as_slice() {
+                    assert!(
+                        bits(embedding) == bits(&alone),
+                        "{name}: text at {position} of a pass of {}",
+                        pass.len()
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn only_the_requested_outputs_are_computed() {
     let model = model("tiny-pt");
@@ -223,4 +280,50 @@ fn half_precision_holds_at_8192_tokens() {
             assert!(c > 0.99, "{dtype:?}: colbert row {r} cosine {c}");
         }
     }
+}
+
+/// What a server budgets for a text before computing it (issue 24: the cost model lives with
+/// the heads): each output's values and vectors, sparse weights by distinct weighted id, one
+/// ColBERT row per token after `<s>`.
+#[test]
+fn output_bytes_count_each_output_of_a_texts_shape() {
+    use bge_m3_core::TextShape;
+    let model = model("tiny-pt");
+    let (dense_dim, colbert_dim) = (model.dense_dim() as u64, model.colbert_dim() as u64);
+    // `<s> a b a <unk> </s>`: 6 ids, 2 distinct ids that can be weighted, 5 ColBERT rows.
+    let unk = model.tokenizer().specials().unk;
+    let sequence = model.wrap_ids(&[[7, 8, 7, unk]], 8192).unwrap().remove(0);
+    let shape = model.text_shape(&sequence);
+    assert_eq!(shape, TextShape { ids: 6, lexical: 2 });
+    let only = |dense, sparse, colbert| Outputs {
+        dense,
+        sparse,
+        colbert,
+    };
+    const VECTOR: u64 = 48;
+    let bytes = |outputs, tokens| model.output_bytes(shape, outputs, tokens);
+    assert_eq!(bytes(only(false, false, false), true), 0);
+    assert_eq!(
+        bytes(only(true, false, false), false),
+        VECTOR + 4 * dense_dim
+    );
+    assert_eq!(bytes(only(false, true, false), false), VECTOR + 2 * 8);
+    assert_eq!(bytes(only(false, true, false), true), VECTOR + 2 * (8 + 48));
+    assert_eq!(
+        bytes(only(false, false, true), false),
+        VECTOR + 5 * (VECTOR + 4 * colbert_dim)
+    );
+    assert_eq!(
+        bytes(Outputs::ALL, false),
+        bytes(only(true, false, false), false)
+            + bytes(only(false, true, false), false)
+            + bytes(only(false, false, true), false)
+    );
+    // A bound before tokenization holds what the text turns out to be.
+    assert!(
+        model.output_bytes(TextShape::at_most(6), Outputs::ALL, true) >= bytes(Outputs::ALL, true)
+    );
+    assert!(
+        model.output_bytes(TextShape::SMALLEST, Outputs::ALL, true) <= bytes(Outputs::ALL, true)
+    );
 }

@@ -130,8 +130,8 @@ pub struct Config {
     pub shutdown_timeout: u64,
 
     /// Memory, in MiB, that the requests in flight may hold in all: their bodies while read,
-    /// their token ids and their embeddings until their answer is written (estimated before
-    /// they are held). A request that does not fit now is refused at once with 429
+    /// their token ids and their embeddings (`/tokenize`: its tokens; `/decode`: its texts)
+    /// until their answer is written (estimated before they are held). A request that does not fit now is refused at once with 429
     /// `memory_full`; one that could never fit, with 413 `answer_too_large`.
     #[arg(
         long,
@@ -166,8 +166,8 @@ pub struct Config {
     #[arg(long, env = "MAX_CONNECTIONS", value_parser = at_least_one)]
     pub max_connections: Option<usize>,
 
-    /// Threads that tokenize (and decode sparse weights), apart from the model's. Default:
-    /// half the CPUs, at least 1.
+    /// Threads that tokenize (every route's texts, `/tokenize` and `/decode` included) and key
+    /// sparse weights by token, apart from the model's. Default: half the CPUs, at least 1.
     #[arg(long, env = "TOKENIZER_THREADS", value_parser = at_least_one)]
     pub tokenizer_threads: Option<usize>,
 

@@ -50,7 +50,7 @@ use crate::middleware::{access_log, auth, connection, cors, request_id};
 
 pub use config::Config;
 pub use error::{Error, Report, Result};
-pub use inference::{Inference, InferenceOptions, ModelInfo, TextTokenizer};
+pub use inference::{Inference, InferenceOptions, ModelInfo};
 pub use state::{ApiKey, AppState, Limits};
 
 /// The application: every route of the contract, the 404 and 405 answers, the body limit, the
@@ -149,13 +149,10 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<Stopped> {
         .with_progress(bge_m3_core::hub::TerminalProgress);
     let loaded = {
         let model_path = model_path.clone();
-        let state = state.clone();
         Inference::spawn(
             move || {
                 let dir = hub::resolve(&model_path, &hub_options)?;
-                let model = BgeM3::load(&dir, &load_options)?;
-                state.set_text_tokenizer(TextTokenizer::load(&dir)?);
-                Ok(model)
+                BgeM3::load(&dir, &load_options)
             },
             config.batcher_options(),
         )?
@@ -382,8 +379,6 @@ mod tests {
         std::sync::Arc<crate::testing::Gate>,
     ) {
         let state = web::Data::new(AppState::new("bge-m3", vec![], Limits::default()));
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/models/tiny-pt");
-        state.set_text_tokenizer(TextTokenizer::load(std::path::Path::new(dir)).unwrap());
         let (inference, gate) = gated(options);
         state.set_ready(inference.info(), inference.clone());
         (state, inference, gate)

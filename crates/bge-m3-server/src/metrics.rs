@@ -45,6 +45,9 @@ pub struct Metrics {
     pub queued_requests: IntGauge,
     /// `waiting_texts`: texts waiting for a forward pass.
     pub waiting_texts: IntGauge,
+    /// `tokenizer_tasks`: tasks on the tokenizer pool, waiting or running (a chunk of texts to
+    /// tokenize or of ids to decode, the token strings of sparse weights).
+    pub tokenizer_tasks: IntGauge,
     /// `model_load_seconds`: how long loading the model took.
     pub model_load_seconds: prometheus::Gauge,
     /// `open_connections`: client connections open now.
@@ -180,6 +183,10 @@ impl Metrics {
                 "Requests admitted to the model and not yet answered",
             ),
             waiting_texts: gauge("waiting_texts", "Texts waiting for a forward pass"),
+            tokenizer_tasks: gauge(
+                "tokenizer_tasks",
+                "Tasks on the tokenizer pool, waiting or running: chunks of texts to tokenize or of ids to decode",
+            ),
             open_connections: gauge("open_connections", "Client connections open now"),
             connections: counter("connections_total", "Client connections accepted"),
             write_timeouts: counter(

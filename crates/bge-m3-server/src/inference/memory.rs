@@ -208,22 +208,18 @@ fn units(bytes: u64) -> u64 {
     bytes.div_ceil(UNIT)
 }
 
-/// Estimates of what a request holds, in bytes, from its shape.
-pub(crate) struct Cost {
-    pub dense_dim: usize,
-    pub colbert_dim: usize,
-}
+/// Estimates of what a request holds, in bytes, from its shape, beside what the model says its
+/// outputs hold ([`bge_m3_core::BgeM3::output_bytes`]).
+pub(crate) struct Cost;
 
 impl Cost {
     /// One token id, and the overhead of one sequence of them.
     pub const ID: u64 = 4;
     pub const SEQUENCE: u64 = 64;
-    /// One sparse weight as the model returns it (id and weight).
-    pub const SPARSE_ENTRY: u64 = 8;
-    /// The token string of one sparse weight, and its place in the list.
-    pub const SPARSE_TOKEN: u64 = 48;
-    /// The overhead of one vector (a `Vec` and its allocation).
+    /// The overhead of one vector or string (a `Vec` and its allocation).
     pub const VECTOR: u64 = 48;
+    /// One token of a `/tokenize` answer until it is written.
+    pub const TOKEN: u64 = std::mem::size_of::<bge_m3_core::TextToken>() as u64;
     /// The serialization buffer of one streamed answer.
     pub const ANSWER_BUFFER: u64 = 256 << 10;
 
@@ -237,54 +233,37 @@ impl Cost {
             + Self::SEQUENCE * texts.len() as u64
     }
 
-    /// What an embeddings request holds once tokenized: its `sequences` (`<s> … </s>`, with
-    /// `distinct` tokens each) until their pass, then the outputs it asked for until its answer
-    /// is written.
-    pub fn encode(
-        &self,
-        sequences: &[Vec<u32>],
-        distinct: &[usize],
-        dense: bool,
-        sparse: bool,
-        sparse_tokens: bool,
-        colbert: bool,
-    ) -> u64 {
-        let mut bytes = Self::ANSWER_BUFFER;
-        for (sequence, &distinct) in sequences.iter().zip(distinct) {
-            let len = sequence.len() as u64;
-            bytes += Self::SEQUENCE + Self::ID * len;
-            if dense {
-                bytes += Self::VECTOR + 4 * self.dense_dim as u64;
-            }
-            if sparse {
-                let per = Self::SPARSE_ENTRY + if sparse_tokens { Self::SPARSE_TOKEN } else { 0 };
-                bytes += Self::VECTOR + per * distinct as u64;
-            }
-            if colbert {
-                // One row per token after `<s>`.
-                bytes += Self::VECTOR
-                    + len.saturating_sub(1) * (Self::VECTOR + 4 * self.colbert_dim as u64);
-            }
-        }
-        bytes
+    /// A tokenized sequence of `len` ids, held until its forward pass.
+    pub fn sequence(len: usize) -> u64 {
+        Self::SEQUENCE + Self::ID * len as u64
     }
-}
 
-/// The distinct content tokens of each sequence (`<s>` and `</s>` left out): the most sparse
-/// weights it can have.
-pub(crate) fn distinct_tokens(sequences: &[Vec<u32>]) -> Vec<usize> {
-    let mut scratch = Vec::new();
-    sequences
-        .iter()
-        .map(|sequence| {
-            let content = &sequence[1.min(sequence.len())..sequence.len().saturating_sub(1)];
-            scratch.clear();
-            scratch.extend_from_slice(content);
-            scratch.sort_unstable();
-            scratch.dedup();
-            scratch.len()
-        })
-        .collect()
+    /// Texts held until their answer is written (`/tokenize` quotes them).
+    pub fn texts(texts: &[String]) -> u64 {
+        texts.iter().map(|t| Self::VECTOR + t.len() as u64).sum()
+    }
+
+    /// One text's `tokens` in a `/tokenize` answer.
+    pub fn text_tokens(tokens: usize) -> u64 {
+        Self::VECTOR + Self::TOKEN * tokens as u64
+    }
+
+    /// The most tokens `/tokenize` finds in `text`: one per byte (plus the SentencePiece word
+    /// marker, and `<s>` and `</s>` when added). Characters that Unicode normalisation expands
+    /// (the ligature ﷺ) can exceed it: the reservation is corrected as each chunk is done.
+    pub fn text_tokens_bound(text: &str, add_special_tokens: bool) -> u64 {
+        Self::text_tokens(text.len() + 1 + if add_special_tokens { 2 } else { 0 })
+    }
+
+    /// One text decoded by `/decode`, held until its answer is written.
+    pub fn decoded(text: &str) -> u64 {
+        Self::VECTOR + text.len() as u64
+    }
+
+    /// A list of ids waiting to be decoded.
+    pub fn ids(ids: &[u32]) -> u64 {
+        Self::VECTOR + Self::ID * ids.len() as u64
+    }
 }
 
 /// Asks the allocator to give its free memory back to the system, on a thread of its own, once
@@ -354,32 +333,7 @@ mod tests {
     }
 
     #[test]
-    fn costs_count_ids_and_outputs() {
-        let cost = Cost {
-            dense_dim: 4,
-            colbert_dim: 2,
-        };
-        // `<s> a b a </s>`: 5 ids, 2 distinct content tokens, 4 ColBERT rows.
-        let sequences = vec![vec![0, 7, 8, 7, 2]];
-        let distinct = distinct_tokens(&sequences);
-        assert_eq!(distinct, [2]);
-        let base = Cost::ANSWER_BUFFER + Cost::SEQUENCE + 5 * Cost::ID;
-        assert_eq!(
-            cost.encode(&sequences, &distinct, false, false, false, false),
-            base
-        );
-        assert_eq!(
-            cost.encode(&sequences, &distinct, true, false, false, false),
-            base + Cost::VECTOR + 16
-        );
-        assert_eq!(
-            cost.encode(&sequences, &distinct, false, true, true, false),
-            base + Cost::VECTOR + 2 * (Cost::SPARSE_ENTRY + Cost::SPARSE_TOKEN)
-        );
-        assert_eq!(
-            cost.encode(&sequences, &distinct, false, false, false, true),
-            base + Cost::VECTOR + 4 * (Cost::VECTOR + 8)
-        );
+    fn costs_count_ids_and_tokens() {
         // The bound before tokenization: at most one token per byte, and `max_length`.
         assert_eq!(
             Cost::ids_bound(&["abc"], 8192),
@@ -389,5 +343,17 @@ mod tests {
             Cost::ids_bound(&["abcdefgh"], 4),
             4 * Cost::ID + Cost::SEQUENCE
         );
+        assert_eq!(Cost::sequence(5), Cost::SEQUENCE + 5 * Cost::ID);
+        // `/tokenize`: 16 bytes a token; `abc` is at most `<s> ▁ a b c </s>`.
+        assert_eq!(Cost::TOKEN, 16);
+        assert_eq!(
+            Cost::text_tokens_bound("abc", true),
+            Cost::VECTOR + 6 * Cost::TOKEN
+        );
+        assert_eq!(
+            Cost::text_tokens_bound("abc", false),
+            Cost::VECTOR + 4 * Cost::TOKEN
+        );
+        assert_eq!(Cost::texts(&["ab".into(), "".into()]), 2 * Cost::VECTOR + 2);
     }
 }

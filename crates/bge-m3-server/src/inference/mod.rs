@@ -11,25 +11,34 @@
 //! 3. tokenizes its texts on the tokenizer pool, threads of their own (`--tokenizer-threads`),
 //!    so that tokenization never runs on the async runtime nor on the model's threads, one job
 //!    per chunk of [`TOKENIZE_CHUNK_BYTES`], so that a large request holds its truncated ids and
-//!    one chunk's tokenizer state, never all of it, and concurrent requests take turns;
-//! 4. sets the reservation to its token ids and the embeddings its answer will hold;
+//!    one chunk's tokenizer state, never all of it, and concurrent requests take turns; after
+//!    each chunk the reservation grows to the answer's size as far as it is known (the texts
+//!    tokenized, the smallest the others can be), so that an answer that can never fit is a
+//!    413 after the chunk that shows it, not after the whole request;
+//! 4. sets the reservation to its token ids and the embeddings its answer will hold (as
+//!    [`BgeM3::output_bytes`] counts them);
 //! 5. hands the sequences to the model's thread ([`bge_m3_core::queue`]), which merges the texts of
 //!    every waiting request into forward passes under a token budget;
 //! 6. turns the embeddings into the answer (sparse weights keyed by token string on the
 //!    tokenizer pool, scores on the blocking pool).
 //!
+//! `/tokenize` and `/decode` ([`Inference::text_tokens`], [`Inference::decode`]) take steps 1
+//! to 3 the same way, without the model: admitted, reserved (their texts and tokens, or their
+//! decoded texts), and worked in chunks on the tokenizer pool.
+//!
 //! The whole is bounded by the request timeout (503). A request whose future is dropped (its
 //! client hung up, or it timed out) is cancelled: no chunk of it is tokenized after the one at
-//! hand, and its texts leave the model's queue at once.
+//! hand (`bge_m3_tokenizer_tasks` counts the chunks waiting or running), and its texts leave
+//! the model's queue at once.
 
 mod error;
 mod info;
 mod jobs;
 pub(crate) mod memory;
 mod observer;
-mod text_tokenizer;
 mod thread;
 mod tokenize;
+mod tokens;
 
 #[cfg(test)]
 mod tests;
@@ -48,10 +57,10 @@ pub use self::jobs::{EncodeJob, Encoded, Inputs, ScoreJob, Scored, SparseKeys, T
 use self::memory::{Cost, Need, Reservation};
 #[cfg(test)]
 pub(crate) use self::observer::QueueMetrics;
-pub use self::text_tokenizer::{TextTokenizer, Token};
 pub use self::thread::{default_tokenizer_threads, InferenceOptions, Loaded};
 pub use self::tokenize::TOKENIZE_CHUNK_BYTES;
-use self::tokenize::{ids_of, Tokenized};
+use self::tokenize::{ids_of, AnswerSize, Measure, Tokenized};
+pub use self::tokens::{DecodeJob, Decoded, TextTokens, TokenizeJob, DECODE_CHUNK_IDS};
 use crate::metrics::metrics;
 
 /// The handle to the model and its thread; cheap to clone. When the last clone is dropped,
@@ -70,11 +79,10 @@ struct Inner {
 }
 
 impl Inference {
-    fn cost(&self) -> Cost {
-        Cost {
-            dense_dim: self.inner.model.dense_dim(),
-            colbert_dim: self.inner.model.colbert_dim(),
-        }
+    /// The model, for what handlers read of it while they write an answer (the vocabulary's
+    /// strings).
+    pub fn model(&self) -> &Arc<BgeM3> {
+        &self.inner.model
     }
 
     /// Facts about the model for the handlers.
@@ -205,8 +213,9 @@ impl Inference {
 
     /// What every job does before its answer is written: grows the reservation `held` to the
     /// bound of the token ids of `parts` (inputs and the length they are truncated to),
-    /// tokenizes them in order, sets the reservation to their ids and the embeddings `answer`
-    /// will hold, and runs them through the model's thread.
+    /// tokenizes them in order, growing it as soon as the answer is known to need more (see
+    /// [`AnswerSize`]), sets it to their ids and the embeddings `answer` will hold, and runs
+    /// them through the model's thread.
     async fn embed(
         &self,
         parts: Vec<(Inputs, usize)>,
@@ -228,71 +237,41 @@ impl Inference {
                 .sum::<u64>();
             held.resize(held.bytes() + bound, Need::Tokens)?;
         }
-        // Distinct tokens size the sparse weights in the estimate.
-        let count_distinct = outputs.sparse && held.is_some();
+        let texts = parts.iter().map(|(inputs, _)| inputs.len()).sum();
+        let measure = Measure {
+            outputs,
+            sparse_tokens,
+        };
+        let mut size = AnswerSize::new(held, &self.inner.model, measure, texts);
         let start = Instant::now();
         let mut tokenized = Tokenized::default();
         for (inputs, max_length) in parts {
             match inputs {
                 Inputs::Texts(texts) => {
-                    self.tokenize(texts, max_length, count_distinct, &mut tokenized)
+                    self.tokenize(texts, max_length, &mut tokenized, &mut size)
                         .await?
                 }
                 Inputs::TokenIds(ids) => {
                     let model = self.inner.model.clone();
+                    let measure = size.measure();
+                    let count = ids.len();
                     let chunk = self
                         .on_tokenizers(move || {
-                            Tokenized::of(model.wrap_ids(&ids, max_length)?, count_distinct)
+                            Tokenized::of(model.wrap_ids(&ids, max_length)?, &model, measure)
                         })
                         .await??;
+                    size.tokenized(count, chunk.bytes)?;
                     tokenized.extend(chunk);
                 }
             }
         }
-        let Tokenized {
-            sequences,
-            distinct,
-        } = tokenized;
         let tokenization = start.elapsed();
-        if let Some(held) = held.as_mut() {
-            let bytes = self.cost().encode(
-                &sequences,
-                &distinct,
-                outputs.dense,
-                outputs.sparse,
-                sparse_tokens,
-                outputs.colbert,
-            );
-            held.resize(bytes, Need::Answer)?;
-        }
-        drop(distinct);
-        let computed = self.compute(sequences, outputs, batch_size).await?;
+        size.settle()?;
+        let computed = self
+            .compute(tokenized.sequences, outputs, batch_size)
+            .await?;
         let timings = timings(tokenization, &computed);
         Ok((computed, timings))
-    }
-
-    /// Runs tokenizer work that needs no forward pass (`/tokenize`, `/decode`) on the tokenizer
-    /// pool as an admitted request: it takes a place in the queue (429 when it is full) and is
-    /// bounded by the request timeout, like every request that runs the model.
-    pub async fn run_admitted<T, E>(
-        &self,
-        work: impl FnOnce() -> std::result::Result<T, E> + Send + 'static,
-    ) -> std::result::Result<T, E>
-    where
-        T: Send + 'static,
-        E: From<Error> + Send + 'static,
-    {
-        let _admitted = self.admit()?;
-        match self.inner.options.request_timeout {
-            None => self.on_tokenizers(work).await?,
-            Some(limit) => match tokio::time::timeout(limit, self.on_tokenizers(work)).await {
-                Ok(done) => done?,
-                Err(_) => Err(Error::Timeout {
-                    seconds: limit.as_secs(),
-                }
-                .into()),
-            },
-        }
     }
 
     /// Takes a place among the admitted requests, or refuses at once with 429.

@@ -4,11 +4,26 @@ use std::time::Duration;
 
 use bge_m3_core::{Outputs, ScoreOptions};
 
+use super::memory::{MemoryBudget, Need, Refused};
 use super::*;
 use crate::testing::{gated, job, tiny, Gate};
 
 fn texts(texts: &[&str]) -> Inputs {
     Inputs::Texts(texts.iter().map(|t| t.to_string()).collect())
+}
+
+fn tokenize_job(texts: &[&str]) -> TokenizeJob {
+    TokenizeJob {
+        texts: texts.iter().map(|t| t.to_string()).collect(),
+        add_special_tokens: true,
+    }
+}
+
+fn decode_job(ids: Vec<Vec<u32>>) -> DecodeJob {
+    DecodeJob {
+        ids,
+        skip_special_tokens: true,
+    }
 }
 
 fn close(a: &[f32], b: &[f32]) -> bool {
@@ -139,10 +154,15 @@ async fn a_full_queue_refuses_at_once() {
         "{second:?}"
     );
     // Tokenizer work (`/tokenize`, `/decode`) takes a place too.
-    let tokenizing = inference.run_admitted(|| Ok(())).await;
+    let tokenizing = inference.text_tokens(tokenize_job(&["a"]), None).await;
     assert!(
         matches!(tokenizing, Err(Error::Overloaded { capacity: 1 })),
         "{tokenizing:?}"
+    );
+    let decoding = inference.decode(decode_job(vec![vec![7]]), None).await;
+    assert!(
+        matches!(decoding, Err(Error::Overloaded { capacity: 1 })),
+        "{decoding:?}"
     );
     gate.open();
     assert!(first.await.unwrap().is_ok());
@@ -165,18 +185,20 @@ async fn a_timed_out_request_answers_503_and_leaves_the_queue() {
         .encode(job(texts(&["slow"]), Outputs::default(), 8192))
         .await;
     assert!(matches!(late, Err(Error::Timeout { .. })), "{late:?}");
-    let (release, released) = std::sync::mpsc::channel::<()>();
-    let slow_tokenizing = inference
-        .run_admitted(move || {
-            let _ = released.recv();
-            Ok(())
-        })
-        .await;
+    // Tokenizer work too: eight texts of a million characters, a chunk each, take far more
+    // than 100 ms.
+    let long = "a ".repeat(500_000);
+    let long_job = TokenizeJob {
+        texts: vec![long; 8],
+        add_special_tokens: true,
+    };
+    let slow_tokenizing = inference.text_tokens(long_job, None).await;
     assert!(
         matches!(slow_tokenizing, Err(Error::Timeout { .. })),
         "{slow_tokenizing:?}"
     );
-    release.send(()).unwrap();
+    // The chunk at hand when it timed out finishes on the pool; nothing of it after.
+    inference.on_tokenizers(|| ()).await.unwrap();
     gate.open();
     let next = inference
         .encode(job(texts(&["next"]), Outputs::default(), 8192))
@@ -310,4 +332,132 @@ async fn a_rerank_shares_its_pass_with_other_requests_and_scores_each_pair_alone
         query_tokens + document_tokens,
         "the query counted once"
     );
+}
+
+/// Issue 29, item 2: `/tokenize` held its tokens outside the budget (1.7 GB for 15 MiB).
+/// Now its reservation holds its texts and tokens until its answer is written, and a request
+/// that cannot fit is refused.
+#[actix_web::test]
+async fn tokenize_reserves_its_texts_and_tokens_and_is_refused_past_the_budget() {
+    let (inference, _gate) = gated(InferenceOptions::default());
+    let budget = MemoryBudget::new(1 << 20);
+    let texts = ["What is BGE M3?", "", "Le chat est assis sur le tapis."];
+    let held = budget.empty();
+    let tokens = inference
+        .text_tokens(tokenize_job(&texts), Some(held))
+        .await
+        .unwrap();
+    let tokenizer = tiny();
+    for (text, got) in texts.iter().zip(&tokens.tokens) {
+        assert_eq!(*got, tokenizer.tokenizer().text_tokens(text, true).unwrap());
+    }
+    let expected = memory::Cost::ANSWER_BUFFER
+        + memory::Cost::texts(&tokens.texts)
+        + tokens
+            .tokens
+            .iter()
+            .map(|t| memory::Cost::text_tokens(t.len()))
+            .sum::<u64>();
+    // Rounded up to the budget's unit of 1 KiB.
+    let held = tokens.held.as_ref().unwrap().bytes();
+    assert!(
+        held >= expected && held < expected + 1024,
+        "{held} for {expected}"
+    );
+    assert_eq!(budget.in_use(), held);
+    drop(tokens);
+    assert_eq!(budget.in_use(), 0);
+
+    // At most one token per byte: 100 KiB of text may need 1.6 MB, more than the whole budget.
+    let long = "a".repeat(100 << 10);
+    let refused = inference
+        .text_tokens(tokenize_job(&[&long]), Some(budget.empty()))
+        .await;
+    assert!(
+        matches!(refused, Err(Error::Memory(Refused::TooLarge { .. }))),
+        "{refused:?}"
+    );
+    // 40 KiB of text fits alone, not beside a request that holds half the budget.
+    let half = budget.reserve(512 << 10, Need::Body).unwrap();
+    let long = "a".repeat(40 << 10);
+    let refused = inference
+        .text_tokens(tokenize_job(&[&long]), Some(budget.empty()))
+        .await;
+    assert!(
+        matches!(refused, Err(Error::Memory(Refused::Full { .. }))),
+        "{refused:?}"
+    );
+    drop(half);
+    let tokens = inference
+        .text_tokens(tokenize_job(&[&long]), Some(budget.empty()))
+        .await
+        .unwrap();
+    assert_eq!(budget.in_use(), tokens.held.as_ref().unwrap().bytes());
+}
+
+#[actix_web::test]
+async fn decode_reserves_its_texts_and_gives_them_back() {
+    let (inference, _gate) = gated(InferenceOptions::default());
+    let budget = MemoryBudget::new(1 << 20);
+    let model = tiny();
+    let texts = ["What is BGE M3?", "Le chat est assis sur le tapis."];
+    let ids: Vec<Vec<u32>> = model.tokenize(&texts, 8192).unwrap();
+    let decoded = inference
+        .decode(decode_job(ids), Some(budget.empty()))
+        .await
+        .unwrap();
+    assert_eq!(decoded.texts, texts);
+    let expected =
+        memory::Cost::ANSWER_BUFFER + texts.iter().map(|t| memory::Cost::decoded(t)).sum::<u64>();
+    let held = decoded.held.as_ref().unwrap().bytes();
+    assert!(
+        held >= expected && held < expected + 1024,
+        "{held} for {expected}"
+    );
+    drop(decoded);
+    assert_eq!(budget.in_use(), 0);
+}
+
+/// Issue 29, item 12: a request whose answer could never fit was refused only once every text
+/// was tokenized. Now the reservation follows the answer as its texts are tokenized, and the
+/// 413 comes after the chunk that shows it: here the first of ten.
+#[actix_web::test]
+async fn an_answer_that_can_never_fit_is_refused_after_the_chunk_that_shows_it() {
+    let options = InferenceOptions {
+        tokenizer_threads: 1,
+        ..InferenceOptions::default()
+    };
+    let (inference, _gate) = gated(options);
+    let model = tiny();
+    let colbert = Outputs {
+        dense: false,
+        sparse: false,
+        colbert: true,
+    };
+    // Ten chunks of 32 texts of 8 KiB; the ColBERT vectors of one chunk are more than the
+    // budget of 16 MiB, the ids of all of them less.
+    let text = "a ".repeat(4 << 10);
+    let sequence = model.tokenize(&[&text], 8192).unwrap().remove(0);
+    let one = memory::Cost::sequence(sequence.len())
+        + model.output_bytes(model.text_shape(&sequence), colbert, false);
+    assert!(32 * one > 16 << 20, "{one}");
+    let job = EncodeJob {
+        inputs: Inputs::Texts(vec![text; 10 * 32]),
+        options: EncodeOptions::default()
+            .with_outputs(colbert)
+            .with_max_length(8192),
+        sparse_keys: SparseKeys::Ids,
+    };
+    let budget = MemoryBudget::new(16 << 20);
+    let refused = inference.encode_within(job, Some(budget.empty())).await;
+    let Err(Error::Memory(Refused::TooLarge { needed, .. })) = refused else {
+        panic!("{refused:?}");
+    };
+    // What the first chunk showed: its 32 texts, not those of a second chunk.
+    assert!(needed >= 32 * one, "{needed}");
+    assert!(
+        needed < 64 * one,
+        "refused after more than one chunk: {needed}"
+    );
+    assert_eq!(budget.in_use(), 0);
 }

@@ -9,7 +9,9 @@
 //!   `shutting_down` to those still running when `--shutdown-timeout` is up (see
 //!   [`AppState::abort_in_flight`]), closes connections after each answer while the server
 //!   drains, and enforces the write deadline: a client that takes nothing of its answer for
-//!   `--write-timeout` seconds has its connection cut, and the answer's memory goes back.
+//!   `--write-timeout` seconds has its connection cut, and the answer's memory goes back. A
+//!   large answer goes to the HTTP layer in pieces of [`PIECE`] bytes, whatever its making, so
+//!   that a client that keeps reading keeps its connection.
 //!
 //! A client that closes its side of the connection (FIN) is noticed by the HTTP layer itself
 //! (`h1_allow_half_closed(false)`, see [`crate::serve`]): the request's future is dropped, which
@@ -38,6 +40,11 @@ use crate::Error;
 /// Answers at most this long are written to the socket's buffer at once: no write deadline is
 /// needed for them.
 const SMALL_ANSWER: u64 = 256 << 10;
+
+/// A larger answer is handed to the HTTP layer at most this many bytes at a time, so that each
+/// piece the client takes counts as progress, however the answer was made (streamed, or in one
+/// piece: the rerank routes, `/score`).
+const PIECE: usize = 64 << 10;
 
 /// After a 408 for a body that stalled, the connection is cut if it is still open this much
 /// later (the HTTP layer closes it itself unless the body is chunked, which it would drain).
@@ -209,6 +216,8 @@ pub(crate) async fn supervise(
 /// client stops taking it (see [`supervise`]).
 pub(crate) struct Watched {
     body: BoxBody,
+    /// What is left of a piece of the body longer than [`PIECE`].
+    rest: Bytes,
     in_flight: Option<InFlight>,
     progress: Option<Rc<Progress>>,
     deadline: Option<actix_web::rt::task::JoinHandle<()>>,
@@ -245,6 +254,7 @@ impl Watched {
         };
         Self {
             body,
+            rest: Bytes::new(),
             in_flight,
             progress,
             deadline,
@@ -304,16 +314,28 @@ impl MessageBody for Watched {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Bytes, Self::Error>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.body).poll_next(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(_))) => {
+        // The HTTP layer asks for more once it has written what it had: with pieces of at most
+        // `PIECE` bytes, each time the client takes some of a large answer.
+        let polled = if this.rest.is_empty() {
+            Pin::new(&mut this.body).poll_next(cx)
+        } else {
+            Poll::Ready(Some(Ok(std::mem::take(&mut this.rest))))
+        };
+        match polled {
+            Poll::Ready(Some(Ok(mut piece))) => {
+                if piece.len() > PIECE && this.progress.is_some() {
+                    this.rest = piece.split_off(PIECE);
+                }
                 if let Some(progress) = &this.progress {
                     progress.last.set(Instant::now());
                 }
+                Poll::Ready(Some(Ok(piece)))
             }
-            Poll::Ready(_) => this.finish(),
-            Poll::Pending => {}
+            Poll::Ready(other) => {
+                this.finish();
+                Poll::Ready(other)
+            }
+            Poll::Pending => Poll::Pending,
         }
-        polled
     }
 }

@@ -16,7 +16,7 @@ use utoipa::openapi::{ContentBuilder, ResponseBuilder};
 use utoipa::{IntoResponses, Modify, OpenApi};
 
 use super::responses::KeyErrors;
-use super::{embeddings, info, input, models, rerank, score, tei};
+use super::{embeddings, info, input, models, rerank, score, tei, tokens};
 use crate::error::ErrorBody;
 use crate::inference::ModelInfo;
 use crate::state::{AppState, Status};
@@ -39,8 +39,8 @@ const API_KEY: &str = "api_key";
         tei::embed,
         tei::embed_sparse,
         tei::embed_all,
-        tei::tokenize,
-        tei::decode,
+        tokens::tokenize,
+        tokens::decode,
         tei::info,
         models::native_list,
         models::native_get,

@@ -134,8 +134,21 @@ pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
+        // serde_json reports a value of the wrong JSON type for a field of named values (a
+        // number for `sparse_format`) as a syntax error: the body is JSON, the value is wrong.
+        let wrong_type = inner.is_syntax()
+            && path != "."
+            && is_json(body)
+            && inner.to_string().starts_with("expected value");
+        if (inner.is_syntax() || inner.is_eof()) && !wrong_type {
             Error::MalformedJson(inner.to_string())
+        } else if wrong_type {
+            let field = path.split('[').next().unwrap_or(&path);
+            Error::InvalidRequest {
+                message: format!("invalid `{path}`: expected one of its names, as a string"),
+                param: Some(field.to_string()),
+                code: "invalid_value",
+            }
         } else if path == "." {
             Error::InvalidRequest {
                 param: None,
@@ -156,6 +169,11 @@ pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
         .end()
         .map_err(|e| Error::MalformedJson(e.to_string()))?;
     Ok(value)
+}
+
+/// Whether `body` is well-formed JSON (checked without holding its values).
+fn is_json(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
 }
 
 /// serde_json's message in the caller's terms: without its " at line 1 column 42" suffix,
@@ -191,6 +209,14 @@ mod tests {
     #[allow(dead_code)]
     struct Flags {
         dense: Option<bool>,
+        kind: Option<Kind>,
+    }
+
+    /// A field of named values, deserialized as serde derives it.
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    enum Kind {
+        One,
     }
 
     #[test]
@@ -215,6 +241,22 @@ mod tests {
             matches!(&err, Error::InvalidRequest { param: Some(p), .. } if p == "flags.dense"),
             "{err:?}"
         );
+        // A number for a named value: not a syntax error (issue 29, item 8).
+        for body in [
+            &br#"{"flags": {"kind": 5}}"#[..],
+            br#"{"flags": {"kind": [1]}}"#,
+        ] {
+            let err = parse::<Request>(body).unwrap_err();
+            assert!(
+                matches!(&err, Error::InvalidRequest { param: Some(p), code: "invalid_value", .. } if p == "flags.kind"),
+                "{err:?}"
+            );
+        }
+        // Broken JSON at the same place still is one.
+        assert!(matches!(
+            parse::<Request>(br#"{"flags": {"kind": x}}"#),
+            Err(Error::MalformedJson(_))
+        ));
     }
 
     #[test]

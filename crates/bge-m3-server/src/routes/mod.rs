@@ -13,6 +13,7 @@ mod responses;
 mod score;
 mod table;
 mod tei;
+mod tokens;
 mod vectors;
 
 use actix_web::http::Method;

@@ -1,5 +1,7 @@
 //! What every answer of the model carries: its `usage`, and headers saying where its time went.
 
+use std::time::Duration;
+
 use actix_web::http::header::HeaderName;
 use actix_web::HttpResponse;
 use serde::Serialize;
@@ -46,5 +48,21 @@ pub(crate) fn answered(
     headers.insert(HeaderName::from_static("x-compute-tokens"), tokens.into());
     response.extensions_mut().insert(Tokens(tokens));
     response.extensions_mut().insert(timings);
+    response
+}
+
+/// The 200 `response` of `/tokenize` or `/decode`, work of the tokenizer alone: the request log
+/// learns its `tokens` (tokens found, or texts decoded), the client the time it took
+/// (`x-tokenization-time` in milliseconds).
+pub(crate) fn tokenized(
+    mut response: HttpResponse,
+    tokens: usize,
+    tokenization: Duration,
+) -> HttpResponse {
+    response.headers_mut().insert(
+        HeaderName::from_static("x-tokenization-time"),
+        milliseconds(tokenization.as_secs_f64()),
+    );
+    response.extensions_mut().insert(Tokens(tokens));
     response
 }

@@ -6,7 +6,7 @@
 use actix_web::http::Method;
 use actix_web::Route;
 
-use super::{docs, embeddings, info, models, rerank, score, tei};
+use super::{docs, embeddings, info, models, rerank, score, tei, tokens};
 
 /// One route of the table.
 pub(crate) struct Entry {
@@ -59,8 +59,8 @@ pub(crate) static ROUTES: &[Entry] = &[
     route!(POST "/embed" => tei::embed),
     route!(POST "/embed_sparse" => tei::embed_sparse),
     route!(POST "/embed_all" => tei::embed_all),
-    route!(POST "/tokenize" => tei::tokenize),
-    route!(POST "/decode" => tei::decode),
+    route!(POST "/tokenize" => tokens::tokenize),
+    route!(POST "/decode" => tokens::decode),
     route!(GET "/info" => tei::info),
     route!(GET "/models" => models::native_list),
     route!(GET "/models/{id}" as "/models/{id:.*}" => models::native_get),

@@ -1,23 +1,22 @@
 //! text-embeddings-inference's routes, computed by BGE-M3's own heads, so that clients written
 //! for it work by changing the URL: `POST /embed` (dense), `/embed_sparse` (lexical weights),
-//! `/embed_all` (ColBERT vectors), `/tokenize`, `/decode`, and `GET /info`. Requests and
+//! `/embed_all` (ColBERT vectors), and `GET /info` (`/tokenize` and `/decode` are in
+//! [`super::tokens`]). Requests and
 //! responses have its shapes; errors keep this server's one error body. Every difference is in
 //! docs/API.md ("text-embeddings-inference routes").
 
 use actix_web::{web, HttpResponse};
 use bge_m3_core::{EncodeOptions, Outputs};
 use serde::{Deserialize, Serialize};
-use utoipa::openapi::schema::{ArrayBuilder, OneOfBuilder, Schema};
-use utoipa::openapi::RefOr;
-use utoipa::{PartialSchema, ToSchema};
+use utoipa::ToSchema;
 
 use super::answer::{self, array};
-use super::input::{self, InputField, Integer, Texts};
+use super::input::{self, InputField, Integer};
 use super::reply::answered;
 use super::responses::{EncodeErrors, ModelErrors};
 use crate::inference::memory::Reservation;
 use crate::inference::Timings;
-use crate::inference::{EncodeJob, Encoded, Inputs, SparseKeys};
+use crate::inference::{EncodeJob, Encoded, SparseKeys};
 use crate::routes::extract::Json;
 use crate::state::AppState;
 use crate::{Error, Result};
@@ -240,163 +239,6 @@ pub(crate) async fn embed_all(
         .map(|e| e.colbert.ok_or_else(|| missing("colbert")))
         .collect::<Result<Vec<Vec<Vec<f32>>>>>()?;
     Ok(respond_array(rows, encoded.held, tokens, encoded.timings))
-}
-
-/// The body of `/tokenize`.
-#[derive(Debug, Deserialize, ToSchema)]
-pub(crate) struct TokenizeRequest {
-    /// A text or an array of texts.
-    #[schema(value_type = Texts, required = true)]
-    inputs: Option<Texts>,
-    /// Add `<s>` and `</s>`; default true.
-    add_special_tokens: Option<bool>,
-    /// Must be absent or null: BGE-M3 has no prompts.
-    #[schema(schema_with = input::null_schema)]
-    prompt_name: Option<String>,
-}
-
-/// One token, text-embeddings-inference's `SimpleToken`.
-#[derive(Serialize, ToSchema)]
-struct SimpleToken {
-    id: u32,
-    /// The token's part of the text (a special token's own string).
-    text: String,
-    special: bool,
-    /// Byte offset of its start in the text; null for a special token.
-    start: Option<usize>,
-    /// Byte offset of its end; null for a special token.
-    stop: Option<usize>,
-}
-
-/// `POST /tokenize`.
-#[utoipa::path(
-    post,
-    path = "/tokenize",
-    tag = "text-embeddings-inference",
-    summary = "The model's tokens of texts (text-embeddings-inference's shape)",
-    description = "Each text's tokens with their byte spans; whole texts, not truncated.",
-    request_body = TokenizeRequest,
-    responses(
-        (status = 200, description = "One list of tokens per text", body = Vec<Vec<SimpleToken>>),
-        EncodeErrors,
-    ),
-    security((), ("api_key" = [])),
-)]
-pub(crate) async fn tokenize(
-    state: web::Data<AppState>,
-    Json(request, _held): Json<TokenizeRequest>,
-) -> Result<HttpResponse> {
-    if let Some(name) = request.prompt_name {
-        return Err(Error::invalid(
-            "prompt_name",
-            format!("BGE-M3 has no prompts, got {name:?}"),
-        ));
-    }
-    let texts = input::texts(request.inputs, "inputs", state.limits())?;
-    let add_special_tokens = request.add_special_tokens.unwrap_or(true);
-    let inference = state.ready()?.inference.clone();
-    let state = state.into_inner();
-    let tokens = inference
-        .run_admitted(move || {
-            let tokenizer = state.text_tokenizer()?;
-            texts
-                .iter()
-                .map(|text| {
-                    Ok(tokenizer
-                        .tokenize(text, add_special_tokens)?
-                        .into_iter()
-                        .map(|t| SimpleToken {
-                            id: t.id,
-                            text: t.text,
-                            special: t.special,
-                            start: t.span.map(|(start, _)| start),
-                            stop: t.span.map(|(_, stop)| stop),
-                        })
-                        .collect::<Vec<_>>())
-                })
-                .collect::<Result<Vec<_>>>()
-        })
-        .await?;
-    Ok(HttpResponse::Ok().json(tokens))
-}
-
-/// `ids` of `/decode`: one list of token ids, or a non-empty array of them.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Ids(Vec<Vec<u32>>);
-
-impl PartialSchema for Ids {
-    fn schema() -> RefOr<Schema> {
-        let ids = || ArrayBuilder::new().items(u32::schema()).min_items(Some(1));
-        OneOfBuilder::new()
-            .item(ids())
-            .item(ArrayBuilder::new().items(ids()).min_items(Some(1)))
-            .description(Some("Token ids, or an array of lists of token ids"))
-            .into()
-    }
-}
-
-impl ToSchema for Ids {}
-
-impl<'de> Deserialize<'de> for Ids {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        // `input`'s parser already reads one list or a list of lists of ids, naming the element
-        // at fault; `/decode` takes no texts.
-        match InputField::deserialize(d)?.into_inputs() {
-            Inputs::TokenIds(lists) => Ok(Ids(lists)),
-            Inputs::Texts(_) => Err(serde::de::Error::custom(
-                "expected token ids or an array of lists of token ids, got text",
-            )),
-        }
-    }
-}
-
-/// The body of `/decode`.
-#[derive(Debug, Deserialize, ToSchema)]
-pub(crate) struct DecodeRequest {
-    /// Token ids of the model's vocabulary, or an array of lists of them.
-    #[schema(value_type = Ids, required = true)]
-    ids: Option<Ids>,
-    /// Leave out `<s>`, `</s>`, `<pad>`, `<unk>` and `<mask>`; default true.
-    skip_special_tokens: Option<bool>,
-}
-
-/// `POST /decode`.
-#[utoipa::path(
-    post,
-    path = "/decode",
-    tag = "text-embeddings-inference",
-    summary = "The text of token ids (text-embeddings-inference's shape)",
-    request_body = DecodeRequest,
-    responses(
-        (status = 200, description = "One text per list of ids", body = Vec<String>),
-        EncodeErrors,
-    ),
-    security((), ("api_key" = [])),
-)]
-pub(crate) async fn decode(
-    state: web::Data<AppState>,
-    Json(request, _held): Json<DecodeRequest>,
-) -> Result<HttpResponse> {
-    let Ids(lists) = request.ids.ok_or_else(|| Error::missing("ids"))?;
-    let info = &state.ready()?.info;
-    input::check_count("ids", lists.len(), state.limits().max_inputs)?;
-    if lists.iter().any(Vec::is_empty) {
-        return Err(Error::invalid("ids", "a list of ids must not be empty"));
-    }
-    input::check_token_ids("ids", &lists, info.vocab_size)?;
-    let skip_special_tokens = request.skip_special_tokens.unwrap_or(true);
-    let inference = state.ready()?.inference.clone();
-    let state = state.into_inner();
-    let texts = inference
-        .run_admitted(move || {
-            let tokenizer = state.text_tokenizer()?;
-            lists
-                .iter()
-                .map(|ids| Ok(tokenizer.decode(ids, skip_special_tokens)?))
-                .collect::<Result<Vec<String>>>()
-        })
-        .await?;
-    Ok(HttpResponse::Ok().json(texts))
 }
 
 /// `/info`'s `model_type`: an embedding model with CLS pooling.

@@ -1,14 +1,17 @@
 //! How the outputs of one input are written in a response: `dimensions`, `encoding_format`
 //! and `sparse_format`, shared by `/v1/embeddings` and `/embeddings`.
 
+use std::fmt;
+
 use base64::Engine;
 use bge_m3_core::{Embedding, SparseEmbedding, SparseWeights};
+use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema};
 use utoipa::openapi::RefOr;
 
 /// `encoding_format`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum EncodingFormat {
     /// JSON numbers.
@@ -19,7 +22,7 @@ pub(crate) enum EncodingFormat {
 }
 
 /// `sparse_format`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum SparseFormat {
     /// `{"What": 0.08}`: keyed by token string, like `convert_id_to_token`.
@@ -32,6 +35,52 @@ pub(crate) enum SparseFormat {
     /// `"{4866:0.08}/250002"`: pgvector's `sparsevec` text literal, 1-based indices (id + 1)
     /// ascending, with the vocabulary size as its dimension.
     Sparsevec,
+}
+
+impl<'de> Deserialize<'de> for EncodingFormat {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        named(deserializer, &["float", "base64"], |name| match name {
+            "float" => Some(Self::Float),
+            "base64" => Some(Self::Base64),
+            _ => None,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for SparseFormat {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let names = &["token", "id", "indices", "sparsevec"];
+        named(deserializer, names, |name| match name {
+            "token" => Some(Self::Token),
+            "id" => Some(Self::Id),
+            "indices" => Some(Self::Indices),
+            "sparsevec" => Some(Self::Sparsevec),
+            _ => None,
+        })
+    }
+}
+
+/// A value given by one of its `names`, as a string. serde's derived enums would read any
+/// other JSON type through serde_json's `deserialize_enum`, which reports a number as a syntax
+/// error (400 `invalid_json`, no field); a string is asked for here, so that the error is
+/// the field's ("invalid type: integer `5`, expected one of ...").
+fn named<'de, D: Deserializer<'de>, T>(
+    deserializer: D,
+    names: &'static [&'static str],
+    of: impl Fn(&str) -> Option<T>,
+) -> Result<T, D::Error> {
+    struct Names<F>(&'static [&'static str], F);
+    impl<T, F: Fn(&str) -> Option<T>> Visitor<'_> for Names<F> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            let names: Vec<String> = self.0.iter().map(|n| format!("`{n}`")).collect();
+            write!(f, "one of {}", names.join(", "))
+        }
+        fn visit_str<E: de::Error>(self, name: &str) -> Result<T, E> {
+            (self.1)(name).ok_or_else(|| E::unknown_variant(name, self.0))
+        }
+    }
+    deserializer.deserialize_str(Names(names, of))
 }
 
 impl From<SparseFormat> for bge_m3_core::SparseFormat {

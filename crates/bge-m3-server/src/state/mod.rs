@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 pub use self::api_key::ApiKey;
 use crate::inference::memory::MemoryBudget;
-use crate::inference::{Inference, ModelInfo, TextTokenizer};
+use crate::inference::{Inference, ModelInfo};
 use crate::{Error, Result};
 
 mod api_key;
@@ -76,7 +76,6 @@ pub struct AppState {
     accept_any_model: bool,
     allow_token_ids: bool,
     rerank_weights: ScoreWeights,
-    text_tokenizer: OnceLock<TextTokenizer>,
     status: OnceLock<std::result::Result<Ready, String>>,
     draining: AtomicBool,
     budget: MemoryBudget,
@@ -115,7 +114,6 @@ impl AppState {
             accept_any_model: false,
             allow_token_ids: false,
             rerank_weights: ScoreWeights::default(),
-            text_tokenizer: OnceLock::new(),
             status: OnceLock::new(),
             draining: AtomicBool::new(false),
             budget: MemoryBudget::new(limits.memory_budget_bytes),
@@ -160,18 +158,6 @@ impl AppState {
     /// this or [`Self::set_failed`] counts.
     pub fn set_ready(&self, info: ModelInfo, inference: Inference) {
         let _ = self.status.set(Ok(Ready { info, inference }));
-    }
-
-    /// The tokenizer of `/tokenize` and `/decode`, loaded beside the model. Only the first
-    /// call counts.
-    pub fn set_text_tokenizer(&self, tokenizer: TextTokenizer) {
-        let _ = self.text_tokenizer.set(tokenizer);
-    }
-
-    /// The tokenizer of `/tokenize` and `/decode`, or the 503 of a model not (yet) ready.
-    pub(crate) fn text_tokenizer(&self) -> Result<&TextTokenizer> {
-        self.ready()?;
-        self.text_tokenizer.get().ok_or(Error::ModelLoading)
     }
 
     /// The model could not be loaded; `/health` says so until the process exits.

@@ -121,6 +121,30 @@ fn unknown_enum_values() {
     assert_error(&reply, 400, "invalid_value", Some("sparse_format"));
 }
 
+/// Issue 29, item 8: a value of the wrong JSON type for a field of named values was a 400
+/// `invalid_json` without a field, as if the body were not JSON.
+#[test]
+fn named_values_of_the_wrong_type_name_their_field() {
+    for path in EMBEDDINGS {
+        for (field, value) in [
+            ("sparse_format", json!(5)),
+            ("sparse_format", json!(true)),
+            ("encoding_format", json!(["float"])),
+            ("encoding_format", json!(1.5)),
+        ] {
+            let mut body = json!({"input": "a"});
+            body[field] = value.clone();
+            let reply = post(path, body);
+            assert_error(&reply, 400, "invalid_value", Some(field));
+            let message = reply.body["error"]["message"].as_str().unwrap();
+            assert!(
+                message.contains(field) && message.contains("expected one of"),
+                "{field}: {value}: {message}"
+            );
+        }
+    }
+}
+
 #[test]
 fn missing_fields() {
     for path in EMBEDDINGS {

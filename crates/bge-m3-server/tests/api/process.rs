@@ -198,3 +198,120 @@ pub fn closed_within(stream: &mut TcpStream, within: Duration) -> (bool, Vec<u8>
         }
     }
 }
+
+/// The head of an HTTP response read from a raw connection.
+pub struct Head {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Head {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A response read from a raw connection, its body handed to the caller as it comes.
+pub struct RawResponse<'a> {
+    stream: &'a mut TcpStream,
+    /// Bytes read past the head (or the chunk being decoded) and not yet handed over.
+    buffered: Vec<u8>,
+}
+
+impl<'a> RawResponse<'a> {
+    /// Reads the response head (bounded by the stream's read timeout).
+    pub fn head(stream: &'a mut TcpStream) -> std::io::Result<(Head, Self)> {
+        let mut buffered = Vec::new();
+        let mut chunk = [0u8; 8192];
+        let end = loop {
+            if let Some(end) = buffered.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end;
+            }
+            let n = stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            buffered.extend_from_slice(&chunk[..n]);
+        };
+        let text = String::from_utf8_lossy(&buffered[..end]).into_owned();
+        let mut lines = text.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|line| line.split(' ').nth(1))
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0);
+        let headers = lines
+            .filter_map(|line| line.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        buffered.drain(..end + 4);
+        Ok((Head { status, headers }, Self { stream, buffered }))
+    }
+
+    /// Reads the body to its end (by `Content-Length`, or chunked), handing each part of it
+    /// to `take` as it arrives; the bytes read.
+    pub fn body(mut self, head: &Head, mut take: impl FnMut(&[u8])) -> std::io::Result<u64> {
+        let mut read = 0u64;
+        if let Some(length) = head.header("content-length") {
+            let length: u64 = length.parse().expect("a Content-Length");
+            while read < length {
+                if self.buffered.is_empty() {
+                    self.fill()?;
+                }
+                read += self.buffered.len() as u64;
+                take(&self.buffered);
+                self.buffered.clear();
+            }
+            return Ok(read);
+        }
+        assert_eq!(head.header("transfer-encoding"), Some("chunked"));
+        loop {
+            let line = self.line()?;
+            let size = usize::from_str_radix(line.split(';').next().unwrap().trim(), 16)
+                .expect("a chunk size");
+            if size == 0 {
+                self.line()?;
+                return Ok(read);
+            }
+            let mut left = size;
+            while left > 0 {
+                if self.buffered.is_empty() {
+                    self.fill()?;
+                }
+                let n = left.min(self.buffered.len());
+                take(&self.buffered[..n]);
+                self.buffered.drain(..n);
+                left -= n;
+                read += n as u64;
+            }
+            self.line()?;
+        }
+    }
+
+    /// Reads what the connection has next into the buffer.
+    fn fill(&mut self) -> std::io::Result<()> {
+        let mut chunk = [0u8; 64 << 10];
+        let n = self.stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        self.buffered.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+
+    /// One CRLF-terminated line of the chunked encoding.
+    fn line(&mut self) -> std::io::Result<String> {
+        loop {
+            if let Some(end) = self.buffered.windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8_lossy(&self.buffered[..end]).into_owned();
+                self.buffered.drain(..end + 2);
+                return Ok(line);
+            }
+            self.fill()?;
+        }
+    }
+}

@@ -24,7 +24,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::test::{init_service, read_body, try_call_service, TestRequest};
 use actix_web::web;
 use bge_m3_core::{BgeM3, DeviceSpec, LoadOptions, SpecialTokens};
-use bge_m3_server::{AppState, Inference, InferenceOptions, Limits, ModelInfo, TextTokenizer};
+use bge_m3_server::{AppState, Inference, InferenceOptions, Limits, ModelInfo};
 use bge_m3_test_support::tiny_pt;
 use proptest::option::weighted as maybe;
 use proptest::prelude::*;
@@ -62,7 +62,6 @@ async fn ready_state() -> (web::Data<AppState>, Served) {
     let state = web::Data::new(
         AppState::new("bge-m3", vec!["BAAI/bge-m3".into()], limits).with_allow_token_ids(true),
     );
-    state.set_text_tokenizer(TextTokenizer::load(&tiny_pt()).expect("tokenizer.json"));
     let load = LoadOptions::default()
         .with_device(DeviceSpec::Cpu)
         .with_dtype(None);

@@ -191,3 +191,102 @@ fn a_timed_out_request_stops_being_tokenized() {
         "{used:?} of CPU in the 2 s after the 503"
     );
 }
+
+// Issue 29, item 6: answers sent in one piece.
+
+/// A `/v1/rerank` answer of about 12 MB, made in one piece (with `Content-Length`): twelve
+/// documents of a million spaces, which the tokenizer reads in a blink (`<s></s>` each) and the
+/// answer repeats.
+fn big_rerank() -> Vec<u8> {
+    json_bytes(&json!({"query": "a", "documents": vec![" ".repeat(999_999); 12]}))
+}
+
+/// Defect: the write deadline counted progress only on streamed answers, so a client reading a
+/// 17 MB `/v1/rerank` answer at 300 KB/s was reset after 34 s. Now every large answer goes out
+/// in pieces, each a sign of progress: a client that keeps reading is never cut, one that stops
+/// is.
+#[test]
+fn a_slow_reader_of_a_large_one_piece_answer_keeps_its_connection() {
+    use std::io::Read;
+
+    let _turn = heavy();
+    let server = Server::start(&[("WRITE_TIMEOUT", "2")]);
+    let body = big_rerank();
+    let mut reader = server.connect();
+    // A small receive window, so that the kernel's buffers hold little of the answer.
+    set_receive_buffer(&reader, 64 << 10);
+    reader
+        .write_all(server.post_head("/v1/rerank", body.len()).as_bytes())
+        .unwrap();
+    reader.write_all(&body).unwrap();
+    reader
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let (head, response) = crate::process::RawResponse::head(&mut reader).unwrap();
+    assert_eq!(head.status, 200);
+    let length: u64 = head.header("content-length").unwrap().parse().unwrap();
+    assert!(length > 12_000_000, "{length}");
+    // About 1 MB/s: 16 KiB every 15 ms, far longer in all than the deadline of 2 s.
+    let start = Instant::now();
+    let mut answer = Vec::new();
+    let read = response.body(&head, |part| {
+        answer.extend_from_slice(part);
+        std::thread::sleep(Duration::from_millis(15) * (part.len() as u32).div_ceil(16 << 10));
+    });
+    let took = start.elapsed();
+    let read = read.unwrap_or_else(|e| {
+        panic!(
+            "cut after {:.1} s, {} of {length} bytes read: {e}",
+            took.as_secs_f64(),
+            answer.len()
+        )
+    });
+    assert_eq!(read, length);
+    let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(answer["results"].as_array().unwrap().len(), 12);
+    assert!(
+        took > Duration::from_secs(4),
+        "read in {took:?}: too fast to tell"
+    );
+    assert_eq!(server.metric("bge_m3_write_timeouts_total"), 0.0);
+
+    // A client that stops reading the same answer is cut.
+    let mut stopper = server.connect();
+    set_receive_buffer(&stopper, 64 << 10);
+    stopper
+        .write_all(server.post_head("/v1/rerank", body.len()).as_bytes())
+        .unwrap();
+    stopper.write_all(&body).unwrap();
+    let mut first = vec![0u8; 64 << 10];
+    stopper
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    assert!(stopper.read(&mut first).unwrap() > 0);
+    let cut = eventually(Duration::from_secs(60), || {
+        server.metric("bge_m3_write_timeouts_total") >= 1.0
+    });
+    eprintln!(
+        "a {:.0} MB one-piece answer read at ~1 MB/s in {:.1} s under --write-timeout 2: whole; \
+         one not read: cut after {:.1} s",
+        length as f64 / 1e6,
+        took.as_secs_f64(),
+        cut.map_or(f64::NAN, |d| d.as_secs_f64())
+    );
+    assert!(cut.is_some(), "a client that stopped reading was never cut");
+}
+
+/// Sets `SO_RCVBUF` (the kernel doubles it), which also stops its automatic growth.
+fn set_receive_buffer(stream: &std::net::TcpStream, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an open socket, and an `int` of the size given.
+    let set = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(set, 0, "setsockopt(SO_RCVBUF)");
+}

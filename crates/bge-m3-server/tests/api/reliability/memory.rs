@@ -256,3 +256,50 @@ fn four_clients_that_do_not_read_100_mb_answers_cost_at_most_600_mb_and_are_cut_
     assert!(peak <= 600.0, "+{peak:.0} MiB for four unread answers");
     assert!(start.elapsed() < Duration::from_secs(240));
 }
+
+/// Issue 29, item 12: `413 answer_too_large` on `/embed_all` and the rerank routes came only
+/// once the whole request was tokenized (24-33 s of work). Now it comes after the chunk that
+/// shows the answer cannot fit: here a tenth of the texts' tokenization, where the same texts
+/// take the whole of it when their answer fits.
+#[test]
+fn an_answer_that_can_never_fit_is_refused_before_its_texts_are_all_tokenized() {
+    let _turn = heavy();
+    let server = Server::start(&[
+        ("MEMORY_BUDGET_MIB", "64"),
+        ("MAX_INPUTS", "2048"),
+        ("TOKENIZER_THREADS", "1"),
+    ]);
+    // 1000 texts of 8000 characters: ColBERT vectors of some 1 GB at 8192 tokens.
+    let texts = random_texts(1000, 8000, 12);
+    let cpu_of = |path: &str, body: serde_json::Value| {
+        let before = server.cpu();
+        let reply = try_send(&server.base, "POST", path, JSON, Some(json_bytes(&body))).unwrap();
+        (reply, server.cpu() - before)
+    };
+    // Tokenized to the end: the same texts, with an answer that fits (dense, 8 tokens each).
+    let (fits, all_cpu) = cpu_of(
+        "/embeddings",
+        json!({"input": texts, "max_length": 8, "input_type": {"dense": true, "sparse": false}}),
+    );
+    assert_eq!(fits.status, 200, "{:?}", fits.body);
+    let (refused, early) = cpu_of("/embed_all", json!({"inputs": texts}));
+    assert_error(&refused, 413, "answer_too_large", None);
+    let documents = json!({"query": "a", "documents": texts});
+    let (reranked, rerank_cpu) = cpu_of("/v1/rerank", documents);
+    assert_error(&reranked, 413, "answer_too_large", None);
+    eprintln!(
+        "1000 texts of 8000 characters: tokenized to the end in {:.2} s of CPU; /embed_all 413 \
+         after {:.2} s, /v1/rerank 413 after {:.2} s",
+        all_cpu.as_secs_f64(),
+        early.as_secs_f64(),
+        rerank_cpu.as_secs_f64()
+    );
+    assert!(
+        early * 3 < all_cpu,
+        "{early:?} of CPU for the 413, {all_cpu:?} for all"
+    );
+    assert!(
+        rerank_cpu * 3 < all_cpu,
+        "{rerank_cpu:?} of CPU for the 413"
+    );
+}

@@ -52,3 +52,4 @@ mod http;
 mod isolation;
 mod memory;
 mod stopping;
+mod tokenize;
