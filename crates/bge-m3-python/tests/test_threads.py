@@ -3,6 +3,7 @@ same time (their texts share the model's passes, each gets its own results); Ctr
 long call. The tests wait for events (the progress callback of a chunk), not for time."""
 
 import _thread
+import queue
 import threading
 
 import numpy as np
@@ -83,21 +84,28 @@ def test_many_threads_at_once_each_get_their_own_results(models):
 
 
 def test_ctrl_c_stops_a_long_encode_and_the_model_goes_on(small_passes):
-    """The interrupt is raised (as Ctrl-C raises it) once the first chunk is done, with 100
-    long texts left, one per pass: the call ends with KeyboardInterrupt before them, and the
-    queue drops them."""
+    """A helper thread raises the interrupt (as Ctrl-C raises it) once the first chunk is done,
+    with 200 long texts left, one per pass (seconds of work): the call ends with
+    KeyboardInterrupt before them, and the queue drops them. The progress callback is
+    `SimpleQueue.put`, C code that runs no Python bytecode, so that only the engine's own look
+    for signals can stop the call before its end."""
     model = small_passes
-    done = []
+    chunks = queue.SimpleQueue()
+    texts = ["a"] * 4 + [LONG_TEXT] * 200
 
-    def progress(n):
-        done.append(n)
-        if len(done) == 1:
-            _thread.interrupt_main()
+    def interrupt_after_the_first_chunk():
+        chunks.get()
+        _thread.interrupt_main()
 
-    texts = ["a"] * 4 + [LONG_TEXT] * 100
+    helper = threading.Thread(target=interrupt_after_the_first_chunk)
+    helper.start()
     with pytest.raises(KeyboardInterrupt):
-        model._model.encode(texts, batch_size=4, max_length=LENGTH, return_dense=True,
-                            return_sparse=False, return_colbert_vecs=False, progress=progress)
-    assert sum(done) < len(texts), "the call ran to its end before the interrupt stopped it"
+        model._model.encode(texts, batch_size=4, max_length=8192, return_dense=True,
+                            return_sparse=False, return_colbert_vecs=False, progress=chunks.put)
+    helper.join()
+    answered = 4
+    while not chunks.empty():
+        answered += chunks.get()
+    assert answered < len(texts), "the call ran to its end before the interrupt stopped it"
     out = model.encode(SHORT_TEXTS, max_length=LENGTH)["dense_vecs"]
     assert out.shape == (len(SHORT_TEXTS), 32)
