@@ -50,22 +50,17 @@ impl Model {
         py: Python<'_>,
         model_name_or_path: &Bound<'_, PyAny>,
         threads: Option<&Bound<'_, PyAny>>,
-        dtype: Option<&str>,
-        devices: Option<&str>,
+        dtype: Option<&Bound<'_, PyAny>>,
+        devices: Option<&Bound<'_, PyAny>>,
         max_batch_tokens: Option<&Bound<'_, PyAny>>,
-        cache_dir: Option<PathBuf>,
+        cache_dir: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let source: PathBuf = model_name_or_path.extract().map_err(|_| {
-            PyTypeError::new_err(format!(
-                "`model_name_or_path` must be a str or a path, got {}",
-                type_name(model_name_or_path)
-            ))
-        })?;
+        let source = path("model_name_or_path", model_name_or_path)?;
         let mut options = LoadOptions::default().with_threads(optional_count("threads", threads)?);
-        if let Some(dtype) = dtype {
-            options = options.with_dtype(parse_dtype(dtype).map_err(to_py)?);
+        if let Some(dtype) = optional_text("dtype", dtype)? {
+            options = options.with_dtype(parse_dtype(&dtype).map_err(to_py)?);
         }
-        if let Some(devices) = devices {
+        if let Some(devices) = optional_text("devices", devices)? {
             options = options.with_device(devices.parse::<DeviceSpec>().map_err(to_py)?);
         }
         let max_batch_tokens =
@@ -76,8 +71,8 @@ impl Model {
             ));
         }
         let mut hub_options = HubOptions::from_env().with_progress(TerminalProgress);
-        if let Some(cache_dir) = cache_dir {
-            hub_options = hub_options.with_cache_dir(cache_dir);
+        if let Some(cache_dir) = cache_dir.filter(|dir| !dir.is_none()) {
+            hub_options = hub_options.with_cache_dir(path("cache_dir", cache_dir)?);
         }
         py.detach(|| {
             guard(|| {
@@ -318,6 +313,28 @@ impl Model {
             progress,
         }
     }
+}
+
+/// A str or an `os.PathLike`, or a `TypeError` naming `argument`.
+fn path(argument: &str, value: &Bound<'_, PyAny>) -> PyResult<PathBuf> {
+    value.extract().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "`{argument}` must be a str or a path, got {}",
+            type_name(value)
+        ))
+    })
+}
+
+/// An optional str, or a `TypeError` naming `argument`.
+fn optional_text(argument: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<String>> {
+    value
+        .filter(|v| !v.is_none())
+        .map(|v| {
+            v.extract().map_err(|_| {
+                PyTypeError::new_err(format!("`{argument}` must be a str, got {}", type_name(v)))
+            })
+        })
+        .transpose()
 }
 
 /// A list or tuple of str, each copied out so that the GIL can be released.

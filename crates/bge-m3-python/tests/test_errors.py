@@ -91,6 +91,8 @@ def test_scoring_helpers_name_the_bad_argument(model):
     (dict(colbert_dim=64), ValueError, "invalid `colbert_dim`: the model's ColBERT vectors have 32 values"),
     (dict(threads=0), ValueError, "invalid `threads`: must be at least 1"),
     (dict(threads="two"), TypeError, "`threads` must be an int, got str"),
+    (dict(dtype=32), TypeError, "`dtype` must be a str, got int"),
+    (dict(cache_dir=3), TypeError, "`cache_dir` must be a str or a path, got int"),
     (dict(dtype="int4"), ValueError, "invalid `dtype`: \"int4\" is not one of f32, f16, bf16"),
     (dict(devices="tpu"), ValueError, "invalid `devices`: \"tpu\" is not one of auto, cpu, cuda, cuda:N"),
     (dict(devices=["cpu", "cpu"]), ValueError, "invalid `devices`: this engine runs one model on one device"),
