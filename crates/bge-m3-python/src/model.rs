@@ -9,7 +9,7 @@ use bge_m3_core::hub::{self, HubOptions, TerminalProgress};
 use bge_m3_core::queue::Queue;
 use bge_m3_core::{
     check_batch_size, check_length, device_name, parse_dtype, score_pairs, BgeM3, DeviceSpec,
-    Error, LoadOptions, Outputs, ScoreWeights,
+    Error, LoadOptions, Outputs, PairScores, ScoreWeights,
 };
 use pyo3::exceptions::{PyFileNotFoundError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -162,6 +162,7 @@ impl Model {
         sentence_pairs, *, batch_size, max_query_length, max_passage_length,
         weights_for_different_modes, progress=None
     ))]
+    #[allow(clippy::too_many_arguments)] // Python's keywords, one per FlagEmbedding argument
     fn compute_score<'py>(
         &self,
         py: Python<'py>,
@@ -208,18 +209,16 @@ impl Model {
                 passages.extend(embeddings.by_ref().take(chunk.len()));
             }
             let scores = score_pairs(&queries, &passages, weights).map_err(to_py)?;
+            // FlagEmbedding's keys, in its order.
             let out = PyDict::new(py);
-            let columns: [(&str, fn(&bge_m3_core::PairScores) -> f32); 5] = [
-                ("colbert", |s| s.colbert),
-                ("sparse", |s| s.sparse),
-                ("dense", |s| s.dense),
-                ("sparse+dense", |s| s.sparse_dense),
-                ("colbert+sparse+dense", |s| s.colbert_sparse_dense),
-            ];
-            for (key, column) in columns {
-                let values: Vec<f64> = scores.iter().map(|s| f64::from(column(s))).collect();
-                out.set_item(key, PyList::new(py, values)?)?;
-            }
+            let column = |score: fn(&PairScores) -> f32| {
+                PyList::new(py, scores.iter().map(|s| f64::from(score(s))))
+            };
+            out.set_item("colbert", column(|s| s.colbert)?)?;
+            out.set_item("sparse", column(|s| s.sparse)?)?;
+            out.set_item("dense", column(|s| s.dense)?)?;
+            out.set_item("sparse+dense", column(|s| s.sparse_dense)?)?;
+            out.set_item("colbert+sparse+dense", column(|s| s.colbert_sparse_dense)?)?;
             Ok(out)
         })
     }

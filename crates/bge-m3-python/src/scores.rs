@@ -94,14 +94,14 @@ fn dicts<'py>(argument: &str, list: &Bound<'py, PyList>) -> PyResult<Vec<Bound<'
         .collect()
 }
 
+/// `(id, weight)` pairs, as [`sparse_score`] takes them.
+type Weights = Vec<(u32, f32)>;
+
 /// Both dicts as `(id, weight)` lists for [`sparse_score`]: each key of `first` is numbered by
 /// its place in `first`, and a key of `second` takes the number of the same key in `first`
 /// (Python's own equality decides), or a number of its own. So any keys compare as the dicts
 /// compare them: token-id strings, tokens, ints.
-fn as_ids(
-    first: &Bound<'_, PyDict>,
-    second: &Bound<'_, PyDict>,
-) -> PyResult<(Vec<(u32, f32)>, Vec<(u32, f32)>)> {
+fn as_ids(first: &Bound<'_, PyDict>, second: &Bound<'_, PyDict>) -> PyResult<(Weights, Weights)> {
     let py = first.py();
     let numbers = PyDict::new(py);
     let mut one = Vec::with_capacity(first.len());
