@@ -1,22 +1,31 @@
 #!/usr/bin/env python3
-"""Corpus throughput: `bge-m3-encode` against FlagEmbedding's `BGEM3FlagModel.encode()`, side by
-side on the same machine and texts.
+"""Corpus throughput: `bge-m3-encode` and the `bge_m3` Python package against FlagEmbedding's
+`BGEM3FlagModel.encode()`, side by side on the same machine and texts.
 
     fixtures/.venv/bin/python bench/corpus.py [--model DIR] [--docs N] [--seed N]
-        [--threads N] [--encode-bin PATH] [--max-batch-tokens N] [--tolerance X]
-        [--json FILE] [--keep DIR]
+        [--threads N] [--encode-bin PATH] [--bge-m3-python PATH] [--max-batch-tokens N]
+        [--tolerance X] [--json FILE] [--keep DIR]
 
 The corpus: `--docs` passages (default 3000) from the seeded word list of bench/harness.py,
 their lengths spread log-uniformly over 20-1000 tokens (`--shortest`, `--longest`) of the model's
 own tokenizer, one in a hundred (`--long-every`) longer (1000-4000 tokens), written as JSONL (`{"id": ..., "text": ...}`) to a temporary
 directory.
 
-The engines, one after the other, each a process of its own, from a warm page cache:
+The engines, each a process of its own, from a warm page cache, in the order bge-m3-encode,
+bge_m3, FlagEmbedding, bge-m3-encode, bge_m3 (the two fast engines run twice, around the slow
+one, and the faster of each one's two runs is reported, so that a change of the machine's load
+during FlagEmbedding's long run weighs on both alike):
 
 - bge-m3-encode: `bge-m3-encode --model DIR CORPUS.jsonl -o OUT.jsonl --outputs dense,sparse
   --sparse-format id --progress none --threads N`, timed from the process's start to its exit
   (load, encode, write). Its load is estimated by a run on a one-document corpus first, so that
   "encode" is the full run's wall time less that run's.
+- bge_m3 (the Python package, crates/bge-m3-python): `BGEM3FlagModel(DIR, threads=N)`, then
+  the same `encode()` call as FlagEmbedding's below, timed by itself ("encode") and as the
+  process's wall time ("end to end"), in bench/bge_m3_engine.py run by `--bge-m3-python`, an
+  interpreter with the package installed (default target/bench-venv/bin/python; make it with
+  `python3 -m venv target/bench-venv && target/bench-venv/bin/pip install ./crates/bge-m3-python`,
+  a release build).
 - FlagEmbedding: `BGEM3FlagModel(DIR, use_fp16=False, devices='cpu')` (torch threads = N), then
   `encode(texts, batch_size=12, max_length=8192, return_dense=True, return_sparse=True)` on
   all the texts in one call, timed by itself ("encode") and as the process's wall time ("end to
@@ -25,9 +34,10 @@ The engines, one after the other, each a process of its own, from a warm page ca
 
 Peak RSS is each process's own maximum resident set (wait4's ru_maxrss). Tokens are the `tokens`
 of bge-m3-encode's output (no `<s>` and `</s>`), checked doc by doc against FlagEmbedding's
-tokenizer. The outputs must agree: every dense component, and every sparse weight by token id
-(a token missing on one side weighs 0), within `--tolerance` (default 1e-4), and every doc's
-token count, or the script exits with status 1 after printing the table (and writing the JSON).
+tokenizer. The outputs must agree, bge-m3-encode's and bge_m3's each with FlagEmbedding's:
+every dense component, and every sparse weight by token id (a token missing on one side weighs
+0), within `--tolerance` (default 1e-4), and every doc's token count, or the script exits with
+status 1 after printing the table (and writing the JSON).
 
 For a quick run, `--model fixtures/models/tiny-pt --docs 50`. The full-size random model
 (the default, /tmp/bge-m3-full) is made by `fixtures/.venv/bin/python fixtures/generate.py
@@ -53,6 +63,7 @@ from measure import machine, read_status
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = Path("/tmp/bge-m3-full")
 DEFAULT_BIN = REPO / "target" / "release" / "bge-m3-encode"
+DEFAULT_PYTHON = REPO / "target" / "bench-venv" / "bin" / "python"
 MAX_LENGTH = 8192
 BATCH_SIZE = 12
 SHORTEST, LONGEST = 20, 1000  # the spread of most passages, in tokens
@@ -60,6 +71,7 @@ LONG_EVERY, LONG_RANGE = 100, (1000, 4000)  # one passage in LONG_EVERY is this 
 GB = 1e9
 FE = "FlagEmbedding"
 ENC = "bge-m3-encode"
+PY = "bge_m3 (Python)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,6 +284,38 @@ def run_flagembedding(args, corpus_path: Path, out: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+# bge_m3, the Python package (bench/bge_m3_engine.py in the interpreter that has it)
+
+
+def python_interpreter(path) -> Path:
+    python = Path(path) if path else DEFAULT_PYTHON
+    if not python.is_file():
+        sys.exit(f"corpus: no interpreter at {python} for the bge_m3 engine: make it with\n"
+                 f"    python3 -m venv target/bench-venv && "
+                 f"target/bench-venv/bin/pip install ./crates/bge-m3-python\n"
+                 f"or pass --bge-m3-python PATH")
+    return python
+
+
+def run_python(args, python: Path, corpus_path: Path, out: Path) -> dict:
+    import numpy as np
+
+    out.mkdir()
+    spec = out / "spec.json"
+    spec.write_text(json.dumps({"model": str(args.model), "threads": args.threads,
+                                "corpus": str(corpus_path), "out": str(out),
+                                "batch_size": BATCH_SIZE, "max_length": MAX_LENGTH}))
+    log_path = out / "worker.log"
+    engine = Path(__file__).resolve().parent / "bge_m3_engine.py"
+    run = run_measured([str(python), str(engine), str(spec)], log_path)
+    check_exit(f"the {PY} worker", run, log_path)
+    meta = json.loads((out / "meta.json").read_text())
+    with open(out / "sparse.jsonl") as f:
+        sparse = [json.loads(line) for line in f]
+    return {**run, **meta, "dense": np.load(out / "dense.npy"), "sparse": sparse}
+
+
+# ---------------------------------------------------------------------------------------------
 # Agreement and the report
 
 
@@ -334,19 +378,24 @@ def print_table(engines: dict, ratios: dict, check: dict):
               f"{fmt(e['end_to_end']['tokens_per_s'], '.1f')} | "
               f"{fmt(e['encode']['seconds'], '.2f')} | {fmt(e['encode']['docs_per_s'], '.2f')} | "
               f"{fmt(e['encode']['tokens_per_s'], '.1f')} | {e['peak_rss_bytes'] / GB:.2f} |")
-    print(f"| ratio {ENC} / {FE} | | | | {fmt(ratios['end_to_end'], '.2f')}x | | | "
-          f"{fmt(ratios['encode'], '.2f')}x | |")
+    for name, key in ((ENC, "encode_vs_fe"), (PY, "python_vs_fe"), (PY, "python_vs_encode")):
+        other = ENC if key == "python_vs_encode" else FE
+        print(f"| ratio {name} / {other} | | | | {fmt(ratios[key]['end_to_end'], '.2f')}x | | | "
+              f"{fmt(ratios[key]['encode'], '.2f')}x | |")
     print()
     print(f"{ENC} encode s: the corpus run's wall time less a one-document run's "
           f"({engines[ENC]['load_run_seconds']:.2f} s, its load), writing the output included. "
-          f"{FE} encode s: the encode() call alone, its batch-size probe pass "
-          f"({engines[FE]['probe_seconds']:.2f} s) included. End to end: each process's wall "
-          f"time, start to exit.")
-    verdict = "agree" if check["pass"] else "DISAGREE"
-    print(f"outputs {verdict} (tolerance {check['tolerance']:g}): dense max |diff| "
-          f"{check.get('dense_max_abs_diff', float('nan')):.3g}, sparse max |diff| "
-          f"{check.get('sparse_max_abs_diff', float('nan')):.3g}, "
-          f"{check.get('docs_token_count_differs', 'n/a')} docs with another token count")
+          f"{PY} and {FE} encode s: the encode() call alone ({FE}: its batch-size probe pass, "
+          f"{engines[FE]['probe_seconds']:.2f} s, included). End to end: each process's wall "
+          f"time, start to exit. {ENC} and {PY}: the faster of two runs, before and after {FE} "
+          f"(encode s {engines[ENC]['runs_encode_seconds']} and "
+          f"{engines[PY]['runs_encode_seconds']}).")
+    for name, result in check.items():
+        verdict = "agree" if result["pass"] else "DISAGREE"
+        print(f"{name}: outputs {verdict} (tolerance {result['tolerance']:g}): dense max |diff| "
+              f"{result.get('dense_max_abs_diff', float('nan')):.3g}, sparse max |diff| "
+              f"{result.get('sparse_max_abs_diff', float('nan')):.3g}, "
+              f"{result.get('docs_token_count_differs', 'n/a')} docs with another token count")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,6 +419,8 @@ def parse_args():
                    help="threads of both engines (default: the cores)")
     p.add_argument("--encode-bin", help=f"the {ENC} binary (default {DEFAULT_BIN}, built with "
                                         f"cargo when missing)")
+    p.add_argument("--bge-m3-python", help=f"an interpreter with the bge_m3 package installed "
+                                           f"(default {DEFAULT_PYTHON})")
     p.add_argument("--max-batch-tokens", type=int, help=f"passed on to {ENC} when given")
     p.add_argument("--tolerance", type=float, default=1e-4,
                    help="largest |difference| allowed in dense and sparse (default 1e-4)")
@@ -390,6 +441,7 @@ def main():
                  f"or pass --model DIR (fixtures/models/tiny-pt for a quick run).")
     args.model = args.model.resolve()
     binary = encode_binary(args.encode_bin)
+    args.python = python_interpreter(args.bge_m3_python)
     started = datetime.datetime.now().astimezone()
     corpus = Corpus(args.model, args.seed, (args.shortest, args.longest), args.long_every)
     docs = corpus.docs(args.docs)
@@ -408,7 +460,7 @@ def main():
     finally:
         if tmp:
             tmp.cleanup()
-    if not result["agreement"]["pass"]:
+    if not all(check["pass"] for check in result["agreement"].values()):
         sys.exit(1)
 
 
@@ -418,29 +470,64 @@ def bench(args, binary: Path, docs: list, info: dict, work: Path, started) -> di
     shortest = min(docs, key=lambda d: len(d["text"]))
     write_jsonl(probe_path, [shortest])
     warm_page_cache([args.model])
+    loads = {}
 
     log(f"{ENC}: a one-document run (its load)")
     probe = run_encode(args, binary, probe_path, work / "one-out.jsonl")
     log(f"{ENC}: {probe['seconds']:.2f} s, peak RSS {probe['peak_rss_bytes'] / GB:.2f} GB")
-    log(f"{ENC}: the corpus, {args.threads} threads")
-    enc_run = run_encode(args, binary, corpus_path, work / "encode-out.jsonl")
-    log(f"{ENC}: {enc_run['seconds']:.2f} s, peak RSS {enc_run['peak_rss_bytes'] / GB:.2f} GB; "
-        f"its summary: {enc_run['summary_line']}")
-    ours = read_encode_output(work / "encode-out.jsonl", [d["id"] for d in docs])
+    enc_runs, py_runs = [], []
 
+    def encode_run(n):
+        loads[f"{ENC} {n}"] = os.getloadavg()
+        log(f"{ENC} (run {n}): the corpus, {args.threads} threads")
+        run = run_encode(args, binary, corpus_path, work / f"encode-out-{n}.jsonl")
+        run["encode_seconds"] = run["seconds"] - probe["seconds"]
+        log(f"{ENC}: {run['seconds']:.2f} s, peak RSS {run['peak_rss_bytes'] / GB:.2f} GB; "
+            f"its summary: {run['summary_line']}")
+        enc_runs.append(run)
+
+    def python_run(n):
+        loads[f"{PY} {n}"] = os.getloadavg()
+        log(f"{PY} (run {n}): load and encode(), {args.threads} threads")
+        run = run_python(args, args.python, corpus_path, work / f"bge_m3-{n}")
+        log(f"{PY}: {run['seconds']:.2f} s in all, load {run['load_seconds']:.2f} s, encode() "
+            f"{run['encode_seconds']:.2f} s, peak RSS {run['peak_rss_bytes'] / GB:.2f} GB")
+        py_runs.append(run)
+
+    encode_run(1)
+    python_run(1)
+    loads[FE] = os.getloadavg()
     log(f"{FE}: load and encode(), {args.threads} torch threads")
     theirs = run_flagembedding(args, corpus_path, work / "flagembedding")
     log(f"{FE}: {theirs['seconds']:.2f} s in all, load {theirs['load_seconds']:.2f} s, encode() "
         f"{theirs['encode_seconds']:.2f} s, peak RSS {theirs['peak_rss_bytes'] / GB:.2f} GB")
+    encode_run(2)
+    python_run(2)
+    loads["end"] = os.getloadavg()
 
-    check = agreement(ours, theirs, args.tolerance)
+    enc_run = min(enc_runs, key=lambda r: r["encode_seconds"])
+    py_run = min(py_runs, key=lambda r: r["encode_seconds"])
+    ours = read_encode_output(work / f"encode-out-{enc_runs.index(enc_run) + 1}.jsonl",
+                              [d["id"] for d in docs])
+    python = {"dense": py_run["dense"], "sparse": py_run["sparse"], "tokens": ours["tokens"]}
+    check = {f"{ENC} vs {FE}": agreement(ours, theirs, args.tolerance),
+             f"{PY} vs {FE}": agreement(python, theirs, args.tolerance)}
     n, tokens = len(docs), sum(ours["tokens"])
     engines = {
-        ENC: engine_record(n, tokens, enc_run["seconds"], enc_run["seconds"] - probe["seconds"],
+        ENC: engine_record(n, tokens, enc_run["seconds"], enc_run["encode_seconds"],
                            enc_run["peak_rss_bytes"], cpu_seconds=enc_run["cpu_seconds"],
                            load_run_seconds=probe["seconds"],
                            load_run_peak_rss_bytes=probe["peak_rss_bytes"],
+                           runs_encode_seconds=[round(r["encode_seconds"], 2) for r in enc_runs],
                            summary_line=enc_run["summary_line"], command=enc_run["command"]),
+        PY: engine_record(n, tokens, py_run["seconds"], py_run["encode_seconds"],
+                          py_run["peak_rss_bytes"], cpu_seconds=py_run["cpu_seconds"],
+                          load_seconds=py_run["load_seconds"],
+                          encode_cpu_seconds=py_run["encode_cpu_seconds"],
+                          runs_encode_seconds=[round(r["encode_seconds"], 2) for r in py_runs],
+                          threads=py_run["threads"], versions=py_run["versions"],
+                          torch_importable=py_run["torch_importable"],
+                          interpreter=str(args.python)),
         FE: engine_record(n, tokens, theirs["seconds"], theirs["encode_seconds"],
                           theirs["peak_rss_bytes"], cpu_seconds=theirs["cpu_seconds"],
                           load_seconds=theirs["load_seconds"],
@@ -450,15 +537,20 @@ def bench(args, binary: Path, docs: list, info: dict, work: Path, started) -> di
                           probe_seconds=theirs["probe_seconds"], threads=theirs["threads"],
                           versions=theirs["versions"]),
     }
-    ratios = {key: ratio(engines[ENC][key]["tokens_per_s"], engines[FE][key]["tokens_per_s"])
-              for key in ("end_to_end", "encode")}
+
+    def ratios_of(a, b):
+        return {key: ratio(engines[a][key]["tokens_per_s"], engines[b][key]["tokens_per_s"])
+                for key in ("end_to_end", "encode")}
+
+    ratios = {"encode_vs_fe": ratios_of(ENC, FE), "python_vs_fe": ratios_of(PY, FE),
+              "python_vs_encode": ratios_of(PY, ENC)}
     print_table(engines, ratios, check)
 
     result = {
         "date": started.isoformat(timespec="seconds"),
         "git_commit": git(REPO, "rev-parse", "--short", "HEAD"),
         "git_dirty": bool(git(REPO, "status", "--porcelain")),
-        "machine": {**machine(), "loadavg": os.getloadavg()},
+        "machine": {**machine(), "loadavg": os.getloadavg(), "loadavg_before": loads},
         "settings": {"model": str(args.model), "docs": args.docs, "seed": args.seed,
                      "threads": args.threads, "max_batch_tokens": args.max_batch_tokens,
                      "encode_bin": str(binary), "batch_size": BATCH_SIZE,
