@@ -244,7 +244,9 @@ fn every_shard_once(parts: &[Part], problems: &mut Vec<String>) {
         let shown = missing.len().min(10);
         let more = if missing.len() > shown { ", ..." } else { "" };
         problems.push(format!(
-            "{} of the {count} shards missing: {}{more} (no output given holds them)",
+            "{} of the {count} shards missing: {}{more} (no output given holds them; a Parquet \
+             output has its name only once finished: give the manifests, OUT.manifest.json, to \
+             see the shards still running or stopped)",
             missing.len(),
             missing[..shown].join(", "),
         ));

@@ -212,6 +212,9 @@ fn n_shard_processes_write_every_record_once_with_the_values_of_one_run() {
             );
         }
         assert_verified(&shards, want.len());
+        // The manifests name the same outputs.
+        let manifests: Vec<PathBuf> = shards.iter().map(|s| manifest_path(s)).collect();
+        assert_verified(&manifests, want.len());
         let (code, stdout, stderr) = verify(std::slice::from_ref(&plain));
         assert_eq!(code, Some(0), "{stdout}{stderr}");
         assert!(
