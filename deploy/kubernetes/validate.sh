@@ -14,7 +14,8 @@
 #
 # Makes its own virtualenv (target/k8s-validate-venv, 144 MB, 15-25 s the first time). Measured
 # on the 2-core development machine under other load: 10-20 s for the 11 renders and validations
-# (before the Job was added; with it, the 12 took 72 s under a load average of 14).
+# before the Job was added; with it, the 12 took 14 s under a load average of 8-9, 72-82 s
+# under 14 (2026-12-07).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 

@@ -6,9 +6,18 @@
 # For each run it prints the wall time of the whole run (the model's load included: each
 # process loads its own copy) and the encoding time each process reports in its summary (from
 # the end of its load to its exit); "tokens/s" is the tokens of the whole corpus over the wall
-# time, "encode tokens/s" over the slowest process's encoding time. It also checks that the two
-# shards wrote the one process's documents and tokens between them, and prints the load
+# time, "encode tokens/s" over the slowest process's encoding time; "cpu_s" the CPU time (user
+# + system, /usr/bin/time) of the run's processes, and "tokens/cpu_s" the tokens over it: what
+# the work costs whatever else runs. "balance" is the larger shard's share of the tokens over
+# 1/2: two shards can at best run 2 / balance times as fast as one process. It also checks that
+# the two shards wrote the one process's documents and tokens between them, and prints the load
 # average before each run: on a shared machine, a ratio is only worth what the load allows.
+#
+# Each process runs in a session of its own (setsid), as the shards of separate machines or pods
+# would: Linux's autogroup scheduling (/proc/sys/kernel/sched_autogroup_enabled) otherwise gives
+# the processes of one session one share of a busy machine between them, so that two shards
+# could not get more CPU than one process. SESSIONS=shared runs them all in this script's
+# session instead.
 #
 # Usage: crates/bge-m3-encode/bench/shards.sh MODEL_DIR BINARY [RUNS] [DOCS]
 # e.g.   crates/bge-m3-encode/bench/shards.sh /tmp/bge-m3-full target/release/bge-m3-encode 3 64
@@ -44,23 +53,36 @@ parse() {
 now() { date +%s.%N; }
 load() { cut -d' ' -f1 /proc/loadavg; }
 
-printf '%-4s %-6s %6s %8s %8s %10s %16s\n' run procs load wall_s tokens tokens/s "encode tokens/s"
+# /usr/bin/time's user + system seconds of a run, from its -o file.
+cpu() { awk '{ print $1 + $2 }' "$1"; }
+if [ "${SESSIONS:-own}" = shared ]; then
+    timed() { /usr/bin/time -f '%U %S' -o "$1" "${@:2}"; }
+else
+    timed() { setsid --wait /usr/bin/time -f '%U %S' -o "$1" "${@:2}"; }
+fi
+
+row() {
+    printf '%-4s %-6s %6s %8.1f %8s %10.1f %16.1f %7.1f %13.1f %8s\n' "$@"
+}
+printf '%-4s %-6s %6s %8s %8s %10s %16s %7s %13s %8s\n' run procs load wall_s tokens tokens/s \
+    "encode tokens/s" cpu_s tokens/cpu_s balance
 for run in $(seq 1 "$runs"); do
     # One process, the whole corpus.
     before=$(load)
     start=$(now)
-    "$bin" "${common[@]}" --shard 0/1 -o "$work/one.jsonl" 2>"$work/one.log"
+    timed "$work/one.time" "$bin" "${common[@]}" --shard 0/1 -o "$work/one.jsonl" 2>"$work/one.log"
     wall=$(echo "$(now) - $start" | bc -l)
     read -r d1 t1 s1 < <(parse "$work/one.log")
-    printf '%-4s %-6s %6s %8.1f %8s %10.1f %16.1f\n' "$run" 1 "$before" "$wall" "$t1" \
-        "$(echo "$t1 / $wall" | bc -l)" "$(echo "$t1 / $s1" | bc -l)"
+    c1=$(cpu "$work/one.time")
+    row "$run" 1 "$before" "$wall" "$t1" "$(echo "$t1 / $wall" | bc -l)" \
+        "$(echo "$t1 / $s1" | bc -l)" "$c1" "$(echo "$t1 / $c1" | bc -l)" -
 
     # Two processes, a shard each, at once.
     before=$(load)
     start=$(now)
-    "$bin" "${common[@]}" --shard 0/2 -o "$work/two-0.jsonl" 2>"$work/two-0.log" &
+    timed "$work/two-0.time" "$bin" "${common[@]}" --shard 0/2 -o "$work/two-0.jsonl" 2>"$work/two-0.log" &
     first=$!
-    "$bin" "${common[@]}" --shard 1/2 -o "$work/two-1.jsonl" 2>"$work/two-1.log" &
+    timed "$work/two-1.time" "$bin" "${common[@]}" --shard 1/2 -o "$work/two-1.jsonl" 2>"$work/two-1.log" &
     second=$!
     wait "$first"
     wait "$second"
@@ -72,8 +94,11 @@ for run in $(seq 1 "$runs"); do
         exit 1
     fi
     slowest=$(printf '%s\n%s\n' "$sa" "$sb" | sort -g | tail -1)
-    printf '%-4s %-6s %6s %8.1f %8s %10.1f %16.1f\n' "$run" 2 "$before" "$wall" "$t1" \
-        "$(echo "$t1 / $wall" | bc -l)" "$(echo "$t1 / $slowest" | bc -l)"
+    c2=$(echo "$(cpu "$work/two-0.time") + $(cpu "$work/two-1.time")" | bc -l)
+    larger=$(printf '%s\n%s\n' "$ta" "$tb" | sort -g | tail -1)
+    row "$run" 2 "$before" "$wall" "$t1" "$(echo "$t1 / $wall" | bc -l)" \
+        "$(echo "$t1 / $slowest" | bc -l)" "$c2" "$(echo "$t1 / $c2" | bc -l)" \
+        "$(printf '%.3f' "$(echo "2 * $larger / $t1" | bc -l)")"
 done
 "$bin" verify "$work/two-0.jsonl" "$work/two-1.jsonl" | tail -1
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -4,6 +4,9 @@
 //! ```text
 //! bge-m3-encode --model fixtures/models/tiny-pt corpus.jsonl -o vectors.jsonl
 //! ```
+//!
+//! A corpus split over N runs: `--shard I/N` in each ([`shard`]), then `bge-m3-encode verify
+//! OUT...` on their outputs ([`verify`]).
 
 mod guard;
 mod ids;
