@@ -28,10 +28,14 @@ COPY benches benches
 # Without the release profile's line tables (and so cargo strips the debug info): 25 MB
 # instead of 140 MB; panics still name their functions, not their lines.
 ENV CARGO_PROFILE_RELEASE_DEBUG=false
+# The corpus encoder ships beside the server, for the Kubernetes Indexed Job
+# (deploy/kubernetes/encode-job) and `docker run --entrypoint bge-m3-encode`. Two cargo
+# calls, so that the encoder's features of bge-m3-core do not change the server's build.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p bge-m3-server \
-    && cp target/release/bge-m3-server /usr/local/bin/bge-m3-server
+    && cargo build --release --locked -p bge-m3-encode \
+    && cp target/release/bge-m3-server target/release/bge-m3-encode /usr/local/bin/
 
 FROM ${RUNTIME_IMAGE}
 # A fixed numeric user, so that Kubernetes' runAsNonRoot can verify it and volumes can be
@@ -40,7 +44,7 @@ RUN useradd --system --uid 10001 --user-group --home-dir /data --no-create-home 
         --shell /usr/sbin/nologin bge-m3 \
     && mkdir -p /data \
     && chown 10001:10001 /data
-COPY --from=builder /usr/local/bin/bge-m3-server /usr/local/bin/bge-m3-server
+COPY --from=builder /usr/local/bin/bge-m3-server /usr/local/bin/bge-m3-encode /usr/local/bin/
 COPY deploy/docker/healthcheck.sh /usr/local/bin/bge-m3-healthcheck
 # MODEL_PATH keeps the server's default, BAAI/bge-m3 from the Hub into $HF_HOME/hub on the
 # first start; mount a model directory and set MODEL_PATH=/model to serve it instead.

@@ -4,14 +4,18 @@
 # against the Kubernetes JSON schemas of kubernetes-validate (a PyPI package that ships them;
 # --strict: unknown fields are errors) for the oldest and newest Kubernetes versions below, and
 # runs check.py (what the schemas cannot see: settings the server reads, the drain within the
-# grace period, the image's uid, probes, selectors, volumes).
+# grace period, the image's uid, probes, selectors, volumes). The encoder's Indexed Job
+# (encode-job) is rendered and validated the same way, check.py checking it against the encoder
+# (its flags, the shard count, the output's name, the model revision the server serves).
 #
 # The Prometheus Operator kinds (ServiceMonitor, PrometheusRule) are CRDs with no schema in the
 # package: they are rendered and parsed, not validated against a schema. Any other kind without
 # a schema fails.
 #
 # Makes its own virtualenv (target/k8s-validate-venv, 144 MB, 15-25 s the first time). Measured
-# on the 2-core development machine under other load: 10-20 s for the 11 renders and validations.
+# on the 2-core development machine under other load: 10-20 s for the 11 renders and validations
+# before the Job was added; with it, the 12 took 14 s under a load average of 8-9, 72-82 s
+# under 14 (2026-12-07).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -62,6 +66,9 @@ up=$(realpath --relative-to="$dir" .)
     for component in "$here"/components/*/; do printf '  - %s\n' "$up/${component%/}"; done
 } >"$dir/kustomization.yaml"
 targets[cpu+all]=$dir
+# The encoder's Indexed Job (bge-m3-encode --shard), on its own: check.py checks it against the
+# encoder rather than the server.
+targets[encode-job]=$here/encode-job
 
 # The validator must refuse what is wrong, or its passes say nothing: a Deployment with a
 # misspelt field and a string count.
@@ -81,6 +88,33 @@ if "$VENV/bin/kubernetes-validate" --strict --quiet "$work/wrong.yaml" >/dev/nul
     echo "kubernetes-validate accepted a wrong Deployment: its passes mean nothing" >&2
     exit 1
 fi
+
+# The Job's backoffLimitPerIndex (Kubernetes 1.28 and later) must be a field the validated
+# versions know, not one --strict lets through: 1.27's schema refuses it, theirs accept it.
+cat >"$work/per-index.yaml" <<'EOF'
+apiVersion: batch/v1
+kind: Job
+metadata: {name: per-index}
+spec:
+  completionMode: Indexed
+  completions: 2
+  backoffLimitPerIndex: 1
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: c, image: i}]
+EOF
+if "$VENV/bin/kubernetes-validate" --strict --quiet -k 1.27.0 "$work/per-index.yaml" >"$work/per-index.log" 2>&1 \
+    || ! grep -q "'backoffLimitPerIndex' was unexpected" "$work/per-index.log"; then
+    echo "Kubernetes 1.27's schema did not refuse backoffLimitPerIndex: its checks mean nothing" >&2
+    exit 1
+fi
+for version in $KUBERNETES_VERSIONS; do
+    if ! "$VENV/bin/kubernetes-validate" --strict --quiet -k "$version" "$work/per-index.yaml" >/dev/null 2>&1; then
+        echo "Kubernetes $version does not know backoffLimitPerIndex: validate the Job with 1.28 or later" >&2
+        exit 1
+    fi
+done
 
 passed=0
 failed=0

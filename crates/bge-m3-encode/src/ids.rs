@@ -37,8 +37,6 @@ pub struct RepeatedIds {
     seen: HashSet<u64>,
     keys: RandomState,
     limit: usize,
-    /// Records whose id repeats an earlier record's.
-    pub count: u64,
 }
 
 impl RepeatedIds {
@@ -48,7 +46,6 @@ impl RepeatedIds {
             seen: HashSet::new(),
             keys: RandomState::new(),
             limit,
-            count: 0,
         }
     }
 
@@ -66,7 +63,6 @@ impl RepeatedIds {
     pub fn see(&mut self, id: &Value) -> Seen {
         let hash = self.keys.hash_one(id_key(id));
         if self.seen.contains(&hash) {
-            self.count += 1;
             Seen::Repeat
         } else if self.is_full() {
             Seen::Untracked
@@ -88,7 +84,6 @@ mod tests {
         assert_eq!(ids.see(&Value::from("7")), Seen::Repeat);
         assert_eq!(ids.see(&Value::from("a")), Seen::New);
         assert_eq!(ids.see(&Value::from("a")), Seen::Repeat);
-        assert_eq!(ids.count, 2);
     }
 
     /// `cargo test -p bge-m3-encode ids::tests::memory -- --ignored --nocapture`:

@@ -4,6 +4,9 @@
 //! ```text
 //! bge-m3-encode --model fixtures/models/tiny-pt corpus.jsonl -o vectors.jsonl
 //! ```
+//!
+//! A corpus split over N runs: `--shard I/N` in each ([`shard`]), then `bge-m3-encode verify
+//! OUT...` on their outputs ([`verify`]).
 
 mod guard;
 mod ids;
@@ -17,6 +20,8 @@ mod parquet;
 mod pipeline;
 mod progress;
 mod resume;
+mod shard;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,12 +39,16 @@ use open::{is_file, open_file, shaping_options, written};
 use output::OutputFormat;
 use pipeline::Start;
 use progress::ProgressMode;
+use shard::Shard;
 
 /// Encode a corpus with BGE-M3: JSONL, text lines or a directory of .txt/.md files in; dense,
 /// sparse and ColBERT vectors out, one record per input in input order, as JSONL or Parquet.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(version, disable_help_subcommand = true)]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Model directory (config.json, tokenizer.json, pytorch_model.bin or model.safetensors,
     /// colbert_linear.pt, sparse_linear.pt), or a Hugging Face repository id, downloaded into
     /// the Hugging Face cache on first use (HF_HOME, HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE).
@@ -152,6 +161,24 @@ pub struct Args {
     /// Threads of the model's forward passes. Default: one per CPU.
     #[arg(long, value_parser = at_least_one)]
     pub threads: Option<usize>,
+
+    /// Encode only shard I of N (0 <= I < N): the records whose position in the corpus
+    /// (0-based, bad records counted, blank lines not) is I modulo N. Every shard reads the
+    /// whole input; run the N shards into N outputs, then check them with `bge-m3-encode
+    /// verify`. The shard is recorded in the manifest, and --resume continues only the same
+    /// shard.
+    #[arg(long, value_name = "I/N", allow_hyphen_values = true)]
+    pub shard: Option<Shard>,
+}
+
+/// What `bge-m3-encode` does besides encoding.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Check that a set of outputs (the N shards of one corpus, or one whole output) is
+    /// complete and consistent before loading it: reads their manifests and the ends of the
+    /// files; prints a summary; exit status 0 if so, 1 naming every problem if not. The
+    /// encoding options are not used. (An input file named `verify` is written `./verify`.)
+    Verify(verify::VerifyArgs),
 }
 
 /// `--on-error`.
@@ -201,6 +228,9 @@ impl Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Verify(verify)) = &args.command {
+        return verify::run(verify);
+    }
     pipeline::interrupt::install();
     match run(&args) {
         Ok(status) => status,
@@ -284,6 +314,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
                 sink,
                 ledger: None,
                 ids,
+                repeated: 0,
                 repeats: Vec::new(),
             }
         }

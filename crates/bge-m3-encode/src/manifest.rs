@@ -14,9 +14,13 @@ use serde_json::Value;
 
 use crate::input::Checkpoint;
 use crate::lines::hex;
+use crate::shard::Shard;
 
-/// The manifest's format; a manifest of another version is not resumed.
-pub const VERSION: u32 = 1;
+/// The manifest's format, written by this program. Version 2 added `shard`: a program that
+/// knows only version 1 must not resume a shard's output as a whole run's.
+pub const VERSION: u32 = 2;
+/// The versions it reads: a version 1 manifest is one without a shard.
+const READS: [u64; 2] = [1, 2];
 
 /// Everything recorded beside an output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,8 +33,11 @@ pub struct Manifest {
     /// by `progress.input`'s fingerprint, not by these names).
     pub inputs: Vec<Input>,
     pub options: Options,
+    /// The shard the output holds (`--shard`); none: every record.
+    #[serde(default)]
+    pub shard: Option<Shard>,
     pub progress: Progress,
-    /// Every record of the input is in the output.
+    /// Every record of the input (of the shard) is in the output.
     pub complete: bool,
 }
 
@@ -187,51 +194,73 @@ fn hash_file(path: &Path, size: u64) -> io::Result<(String, &'static str)> {
     Ok((hex(&hasher.finalize()), "sampled"))
 }
 
+/// What two descriptions of an output are called in a message about their difference:
+/// `now` and `then` for a resume ("32 now, 64 when the output was written"), two files' names
+/// for `verify`.
+#[derive(Debug, Clone, Copy)]
+pub struct Sides<'a> {
+    pub this: &'a str,
+    pub that: &'a str,
+}
+
+impl Sides<'static> {
+    /// A resume: the options given now against the manifest's.
+    pub const RESUME: Sides<'static> = Sides {
+        this: "now",
+        that: "when the output was written",
+    };
+}
+
 impl Options {
-    /// The first option that differs from `then` (the manifest's), as `--flag` and what
-    /// differs; `None` when all agree.
-    pub fn first_difference(&self, then: &Options) -> Option<(&'static str, String)> {
-        let was = |now: &dyn std::fmt::Debug, then: &dyn std::fmt::Debug| {
-            format!("{now:?} now, {then:?} when the output was written")
+    /// The first option that differs from `that`, as `--flag` and what differs (`sides` names
+    /// the two); `None` when all agree.
+    pub fn first_difference(
+        &self,
+        that: &Options,
+        sides: Sides<'_>,
+    ) -> Option<(&'static str, String)> {
+        let Sides { this: a, that: b } = sides;
+        let was = |this: &dyn std::fmt::Debug, that: &dyn std::fmt::Debug| {
+            format!("{this:?} {a}, {that:?} {b}")
         };
-        if self.model.files != then.model.files {
-            return Some(("--model", model_difference(&self.model, &then.model)));
+        if self.model.files != that.model.files {
+            return Some(("--model", model_difference(&self.model, &that.model, sides)));
         }
         let checks: [(&'static str, bool, String); 7] = [
             (
                 "--dtype",
-                self.dtype == then.dtype,
-                was(&self.dtype, &then.dtype),
+                self.dtype == that.dtype,
+                was(&self.dtype, &that.dtype),
             ),
             (
                 "--max-length",
-                self.max_length == then.max_length,
-                was(&self.max_length, &then.max_length),
+                self.max_length == that.max_length,
+                was(&self.max_length, &that.max_length),
             ),
             (
                 "--outputs",
-                self.outputs == then.outputs,
-                was(&self.outputs.join(","), &then.outputs.join(",")),
+                self.outputs == that.outputs,
+                was(&self.outputs.join(","), &that.outputs.join(",")),
             ),
             (
                 "--sparse-format",
-                self.sparse_format == then.sparse_format,
-                was(&self.sparse_format, &then.sparse_format),
+                self.sparse_format == that.sparse_format,
+                was(&self.sparse_format, &that.sparse_format),
             ),
             (
                 "--text-field",
-                self.text_field == then.text_field,
-                was(&self.text_field, &then.text_field),
+                self.text_field == that.text_field,
+                was(&self.text_field, &that.text_field),
             ),
             (
                 "--id-field",
-                self.id_field == then.id_field,
-                was(&self.id_field, &then.id_field),
+                self.id_field == that.id_field,
+                was(&self.id_field, &that.id_field),
             ),
             (
                 "--input-format",
-                self.input_format == then.input_format,
-                was(&self.input_format, &then.input_format),
+                self.input_format == that.input_format,
+                was(&self.input_format, &that.input_format),
             ),
         ];
         checks
@@ -241,29 +270,26 @@ impl Options {
     }
 }
 
-fn model_difference(now: &Model, then: &Model) -> String {
-    for file in &then.files {
-        match now.files.iter().find(|f| f.name == file.name) {
-            None => return format!("it has no {} now", file.name),
+fn model_difference(this: &Model, that: &Model, sides: Sides<'_>) -> String {
+    let Sides { this: a, that: b } = sides;
+    for file in &that.files {
+        match this.files.iter().find(|f| f.name == file.name) {
+            None => return format!("it has no {} {a}", file.name),
             Some(f) if f != file => {
                 return format!(
-                    "its {} differs ({} bytes now, {} when the output was written, other \
-                     contents)",
+                    "its {} differs ({} bytes {a}, {} {b}, other contents)",
                     file.name, f.bytes, file.bytes
                 )
             }
             Some(_) => {}
         }
     }
-    match now
+    match this
         .files
         .iter()
-        .find(|f| !then.files.iter().any(|t| t.name == f.name))
+        .find(|f| !that.files.iter().any(|t| t.name == f.name))
     {
-        Some(file) => format!(
-            "it has a {} now, not there when the output was written",
-            file.name
-        ),
+        Some(file) => format!("it has a {} {a}, not there {b}", file.name),
         None => "its files differ".into(),
     }
 }
@@ -291,9 +317,9 @@ impl Manifest {
         let version = serde_json::from_slice::<Value>(&text)
             .ok()
             .and_then(|v| v.get("manifest_version").and_then(Value::as_u64));
-        if version != Some(u64::from(VERSION)) {
+        if !version.is_some_and(|v| READS.contains(&v)) {
             return Err(format!(
-                "{}: not a manifest of this program (manifest_version {VERSION} expected)",
+                "{}: not a manifest of this program (manifest_version 1 or {VERSION} expected)",
                 path.display()
             ));
         }
@@ -360,14 +386,11 @@ mod tests {
     #[test]
     fn each_option_that_differs_is_named() {
         let then = options();
-        assert_eq!(options().first_difference(&then), None);
+        let differs = |now: &Options| now.first_difference(&then, Sides::RESUME);
+        assert_eq!(differs(&options()), None);
         let mut moved = options();
         moved.model.path = "elsewhere".into();
-        assert_eq!(
-            moved.first_difference(&then),
-            None,
-            "the path is not compared"
-        );
+        assert_eq!(differs(&moved), None, "the path is not compared");
         type Change = fn(&mut Options);
         let cases: [(&str, Change); 8] = [
             ("--model", |o| o.model.files[0].sha256 = "cd".into()),
@@ -382,9 +405,25 @@ mod tests {
         for (flag, change) in cases {
             let mut now = options();
             change(&mut now);
-            let (named, what) = now.first_difference(&then).unwrap();
+            let (named, what) = differs(&now).unwrap();
             assert_eq!(named, flag, "{what}");
         }
+        let mut now = options();
+        now.max_length = 512;
+        let sides = Sides {
+            this: "in b.jsonl",
+            that: "in a.jsonl",
+        };
+        assert_eq!(
+            now.first_difference(&then, sides),
+            Some(("--max-length", "512 in b.jsonl, 8192 in a.jsonl".into()))
+        );
+        now.max_length = 8192;
+        now.model.files[0].bytes = 11;
+        assert_eq!(
+            now.first_difference(&then, sides).unwrap().1,
+            "its config.json differs (11 bytes in b.jsonl, 10 in a.jsonl, other contents)"
+        );
     }
 
     #[test]
@@ -409,6 +448,7 @@ mod tests {
                 bytes: Some(99),
             }],
             options: options(),
+            shard: Some(Shard::new(2, 3).unwrap()),
             progress: Progress::default(),
             complete: false,
         };
@@ -423,6 +463,22 @@ mod tests {
         assert!(!with_suffix(&path, ".tmp").exists());
         let json: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(json["output"]["format"], "parquet");
+        assert_eq!(json["shard"]["index"], 2);
+
+        // Version 1, written before shards: the same manifest without one.
+        let mut old = json.clone();
+        old["manifest_version"] = Value::from(1);
+        old.as_object_mut().unwrap().remove("shard");
+        std::fs::write(&path, serde_json::to_vec(&old).unwrap()).unwrap();
+        let read = Manifest::load(&path).unwrap().unwrap();
+        assert_eq!((read.manifest_version, read.shard), (1, None));
+        old["manifest_version"] = Value::from(3);
+        std::fs::write(&path, serde_json::to_vec(&old).unwrap()).unwrap();
+        let error = Manifest::load(&path).unwrap_err();
+        assert!(
+            error.contains("manifest_version 1 or 2 expected"),
+            "{error}"
+        );
 
         std::fs::write(&path, "{\"hello\": 1}").unwrap();
         let error = Manifest::load(&path).unwrap_err();

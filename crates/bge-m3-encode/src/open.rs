@@ -141,6 +141,7 @@ pub fn open_file(
                 },
                 inputs,
                 options,
+                shard: args.shard,
                 progress: Default::default(),
                 complete: false,
             },
@@ -161,6 +162,7 @@ pub fn open_file(
             sink,
             ledger: Some(ledger),
             ids,
+            repeated: 0,
             repeats: Vec::new(),
         });
     }
@@ -171,7 +173,7 @@ pub fn open_file(
             manifest_path.display()
         ));
     };
-    resume::check_options(path, &manifest, &options, parquet)?;
+    resume::check_options(path, &manifest, &options, parquet, args.shard)?;
     if args.progress != ProgressMode::None && manifest.progress.input.records > 0 {
         eprintln!(
             "resuming {}: reading the {} input records it was encoded from",
@@ -179,7 +181,7 @@ pub fn open_file(
             manifest.progress.input.records
         );
     }
-    let repeats = resume::skip_written(corpus, &manifest, &mut ids)?;
+    let written = resume::skip_written(corpus, &manifest, &mut ids)?;
     let last_id = manifest.progress.last.as_ref().map(|last| &last.id);
     let (sink, replaced): (Box<dyn output::Sink>, Vec<PathBuf>) = match &manifest.output.state {
         OutputState::Jsonl { bytes } => {
@@ -188,6 +190,7 @@ pub fn open_file(
         }
         state => parquet_resume(path, shape, state, manifest.progress.documents, last_id)?,
     };
+    manifest.manifest_version = manifest::VERSION;
     manifest.program = program();
     manifest.inputs = inputs;
     manifest.options = options;
@@ -205,7 +208,8 @@ pub fn open_file(
         sink,
         ledger: Some(ledger),
         ids,
-        repeats,
+        repeated: written.repeated,
+        repeats: written.repeats,
     })
 }
 

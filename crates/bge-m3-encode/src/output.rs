@@ -172,7 +172,7 @@ impl Jsonl {
 }
 
 /// The id of the row that ends at byte `end` of `file` (the line before it).
-fn last_row_id(file: &mut File, end: u64) -> io::Result<Option<Value>> {
+pub(crate) fn last_row_id(file: &mut File, end: u64) -> io::Result<Option<Value>> {
     // The line's start: after the last `\n` before its own, found reading backwards.
     let mut start = 0;
     let mut chunk = vec![0u8; 1 << 16];

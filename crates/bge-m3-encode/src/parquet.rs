@@ -245,6 +245,53 @@ impl Parquet {
     }
 }
 
+/// What a complete Parquet output holds, read from its footer and its last row group's ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contents {
+    pub rows: u64,
+    pub row_groups: u64,
+    /// The last row's id (none without rows).
+    pub last_id: Option<String>,
+}
+
+/// Reads `path`'s footer and the `id` column of its last row group: cheap whatever the file's
+/// size (`verify`).
+pub fn contents(path: &Path) -> io::Result<Contents> {
+    let file = File::open(path).map_err(|e| with_path(e, path))?;
+    let unreadable = |e: parquet::errors::ParquetError| {
+        invalid(format!(
+            "{}: cannot read it as Parquet: {e}",
+            path.display()
+        ))
+    };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(unreadable)?;
+    let metadata = builder.metadata().clone();
+    let row_groups = metadata.num_row_groups();
+    let rows: i64 = metadata.row_groups().iter().map(|g| g.num_rows()).sum();
+    let mut last_id = None;
+    if let Some(last) = row_groups.checked_sub(1) {
+        let ids =
+            parquet::arrow::ProjectionMask::roots(metadata.file_metadata().schema_descr(), [0]);
+        let batches = builder
+            .with_projection(ids)
+            .with_row_groups(vec![last])
+            .build()
+            .map_err(unreadable)?;
+        for batch in batches {
+            let batch = batch.map_err(|e| with_path(to_io(e), path))?;
+            let ids = batch.column(0).as_any().downcast_ref::<StringArray>();
+            if let Some(ids) = ids.filter(|ids| !ids.is_empty()) {
+                last_id = Some(ids.value(ids.len() - 1).to_string());
+            }
+        }
+    }
+    Ok(Contents {
+        rows: rows as u64,
+        row_groups: row_groups as u64,
+        last_id,
+    })
+}
+
 /// The footer of a Parquet file holding `groups`, as bytes (the log's entries).
 fn footer(groups: Vec<RowGroupMetaData>) -> io::Result<Vec<u8>> {
     let schema = groups[0].schema_descr_ptr();

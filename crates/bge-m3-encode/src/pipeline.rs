@@ -14,6 +14,11 @@
 //! the window durable, the writer records that position in the manifest, so that a run
 //! killed at any moment resumes exactly after the last window the manifest counts. The
 //! reader also finds repeated ids ([`RepeatedIds`]) and reports them with the window.
+//!
+//! With `--shard I/N` the reader reads every record, tracks every id (so that repeated ids and
+//! `--unique-ids` judge a record as a single run would), and passes on only the shard's own
+//! records and bad records ([`Shard::owns`]); the positions, and so the manifest and
+//! `--resume`, stay those of the whole input.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +36,7 @@ use crate::input::{BadRecord, Corpus, Position, Record};
 use crate::manifest::{Last, Manifest};
 use crate::output::{Row, Shape, Sink};
 use crate::progress::{Counts, Outcome, Progress, Repeat, Summary, EXAMPLES};
+use crate::shard::Shard;
 use crate::{Args, OnError};
 
 /// Texts tokenized together: at most this many, or [`CHUNK_CHARS`] bytes of text.
@@ -61,7 +67,9 @@ pub struct Start {
     pub ledger: Option<Ledger>,
     /// The ids seen so far (those of the records already in the output, on resume).
     pub ids: RepeatedIds,
-    /// Repeated ids found among the records already in the output (on resume).
+    /// How many of the records already in the output repeat an earlier id (on resume).
+    pub repeated: u64,
+    /// The first of them.
     pub repeats: Vec<Repeat>,
 }
 
@@ -115,6 +123,7 @@ pub fn run(
         sink,
         ledger,
         mut ids,
+        repeated,
         repeats,
     } = start;
     let tracked = ids.limit();
@@ -127,7 +136,7 @@ pub fn run(
             .unwrap_or_default(),
         ledger,
         counts: Counts {
-            repeated: ids.count,
+            repeated,
             ..Counts::default()
         },
         repeats,
@@ -146,6 +155,7 @@ pub fn run(
             unique_ids: args.unique_ids,
             examples,
             shape,
+            shard: args.shard.unwrap_or(Shard::WHOLE),
         };
         std::thread::Builder::new()
             .name("bge-m3-reader".into())
@@ -162,10 +172,13 @@ pub fn run(
         // Interrupted, the reader may be blocked reading stdin: the process exits without it.
         let _ = reader.join();
     }
-    let output = args
+    let mut output = args
         .output
         .as_ref()
         .map_or("stdout".to_string(), |p| p.display().to_string());
+    if let Some(shard) = args.shard {
+        output += &format!(" (shard {shard})");
+    }
     let status = match outcome {
         Outcome::Done => ExitCode::SUCCESS,
         Outcome::Stopped(_) => ExitCode::from(1),
@@ -192,10 +205,12 @@ struct Settings {
     /// Repeated ids already given as examples (on resume).
     examples: usize,
     shape: Shape,
+    /// The records to encode: the others are read, their ids tracked, and dropped.
+    shard: Shard,
 }
 
 /// The reader thread: windows onto the queue and to the writer, until the corpus ends, a bad
-/// record stops it, the writer has gone or an interruption.
+/// record of the shard stops it, the writer has gone or an interruption.
 fn read(
     corpus: &mut Corpus,
     model: &BgeM3,
@@ -220,7 +235,21 @@ fn read(
             }
             Ok(record) => record,
         };
+        // Another shard's record: its id is tracked, as a single run would, and nothing more.
+        let ours = settings.shard.owns(before.records);
         let record = match record {
+            Some(Ok(record)) if !ours => {
+                if ids.see(&record.id) == Seen::Untracked && settings.unique_ids && ids.limit() > 0
+                {
+                    // A single run stops here: so does every shard.
+                    if window.submit(model, queue, &before, settings, &send) {
+                        send(Message::Failed(untracked(ids.limit())));
+                    }
+                    return;
+                }
+                continue;
+            }
+            Some(Err(_)) if !ours => continue,
             Some(Ok(record)) => match ids.see(&record.id) {
                 Seen::Repeat if settings.unique_ids => Some(Err((
                     BadRecord {
@@ -245,11 +274,7 @@ fn read(
                 }
                 Seen::Untracked if settings.unique_ids && ids.limit() > 0 => {
                     if window.submit(model, queue, &before, settings, &send) {
-                        send(Message::Failed(format!(
-                            "--unique-ids: more than {} distinct ids, the most --max-tracked-ids \
-                             tracks: raise it (about 15 bytes an id) and run again with --resume",
-                            ids.limit()
-                        )));
+                        send(Message::Failed(untracked(ids.limit())));
                     }
                     return;
                 }
@@ -291,6 +316,14 @@ fn read(
             return;
         }
     }
+}
+
+/// Why `--unique-ids` stops at an id past `--max-tracked-ids`.
+fn untracked(limit: usize) -> String {
+    format!(
+        "--unique-ids: more than {limit} distinct ids, the most --max-tracked-ids tracks: raise \
+         it (about 15 bytes an id) and run again with --resume"
+    )
 }
 
 /// The window being read: tokenized texts, and the chunk of records not yet tokenized.

@@ -9,134 +9,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bge_m3_test_support::{assert_close, eventually, model_dir, tiny_pt, Launch, TOLERANCE};
-use common::{encode, encoder, floats, read_parquet, rows, texts, RUN_TIMEOUT};
+use bge_m3_test_support::{eventually, model_dir, tiny_pt, Launch};
+use common::{
+    assert_same_records, documents, encode, encoder, kill_when_written, manifest, manifest_path,
+    output_rows, repeated_ids_corpus, rows, texts, write_lines, RUN_TIMEOUT, SMALL_WINDOWS,
+};
 use serde_json::{json, Value};
-
-/// A corpus where ids repeat every way they can: each `d0`..`d11` twice, `7` and `"7"`, a
-/// record without an id whose position (27) is also another record's explicit id; with a blank
-/// line and a bad record, which take no row (and, the bad one, a position). 38 good records.
-fn repeated_ids_corpus() -> Vec<String> {
-    let texts = texts(40);
-    let record = |id: Option<Value>, i: usize| match id {
-        Some(id) => json!({"id": id, "text": texts[i]}).to_string(),
-        None => json!({"text": texts[i]}).to_string(),
-    };
-    let mut lines = Vec::new();
-    for i in 0..24 {
-        lines.push(record(Some(json!(format!("d{}", i % 12))), i));
-    }
-    lines.push(record(Some(json!(7)), 24));
-    lines.push(record(Some(json!("7")), 25));
-    lines.push(String::new());
-    lines.push("{oops".into());
-    lines.push(record(None, 26));
-    lines.push(record(Some(json!(27)), 27));
-    for i in 0..10 {
-        lines.push(record(Some(json!(format!("d{}", 12 + i))), 28 + i));
-    }
-    lines
-}
-
-fn write_lines(path: &Path, lines: &[String]) {
-    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    std::fs::write(path, text).unwrap();
-}
-
-/// The manifest beside `out`.
-fn manifest(out: &Path) -> Option<Value> {
-    let text = std::fs::read(manifest_path(out)).ok()?;
-    serde_json::from_slice(&text).ok()
-}
-
-fn manifest_path(out: &Path) -> PathBuf {
-    PathBuf::from(format!("{}.manifest.json", out.display()))
-}
-
-fn documents(out: &Path) -> u64 {
-    manifest(out).map_or(0, |m| m["progress"]["documents"].as_u64().unwrap())
-}
-
-/// The output's rows as JSON objects, whatever its format (a Parquet id is a string).
-fn output_rows(out: &Path) -> Vec<Value> {
-    if out.extension().is_some_and(|e| e == "parquet") {
-        let columns = read_parquet(out);
-        (0..columns["id"].len())
-            .map(|i| {
-                json!({
-                    "id": columns["id"][i],
-                    "tokens": columns["tokens"][i],
-                    "dense": columns["dense"][i],
-                    "sparse": columns["sparse"][i],
-                })
-            })
-            .collect()
-    } else {
-        rows(out)
-    }
-}
-
-/// Record by record: the same ids in the same order, the same token counts and sparse ids,
-/// the values within the tolerance.
-fn assert_same_records(got: &[Value], want: &[Value], what: &str) {
-    let ids = |rows: &[Value]| rows.iter().map(|r| r["id"].clone()).collect::<Vec<_>>();
-    assert_eq!(ids(got), ids(want), "{what}: ids");
-    for (i, (got, want)) in got.iter().zip(want).enumerate() {
-        assert_eq!(got["tokens"], want["tokens"], "{what}: row {i} tokens");
-        assert_close(
-            &floats(&got["dense"]),
-            &floats(&want["dense"]),
-            TOLERANCE,
-            format!("{what}: row {i} dense"),
-        );
-        assert_eq!(
-            got["sparse"]["indices"], want["sparse"]["indices"],
-            "{what}: row {i} sparse ids"
-        );
-        assert_close(
-            &floats(&got["sparse"]["values"]),
-            &floats(&want["sparse"]["values"]),
-            TOLERANCE,
-            format!("{what}: row {i} sparse"),
-        );
-    }
-}
-
-/// Options of every run of the kill test: small windows, the bad record skipped.
-const SMALL_WINDOWS: [&str; 4] = ["--on-error", "skip", "--window-texts", "4"];
-
-/// Runs the encoder on stdin fed with `lines` (stdin then stays open, so the run waits for
-/// more), waits until its manifest counts `documents`, and kills it (SIGKILL).
-fn kill_when_written(out: &Path, lines: &[String], resume: bool, documents: u64) {
-    let mut child = encoder()
-        .args(SMALL_WINDOWS)
-        .args(["--progress", "none"])
-        .args(resume.then_some("--resume"))
-        .arg("-o")
-        .arg(out)
-        .arg("-")
-        .stdin_piped()
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin();
-    for line in lines {
-        writeln!(stdin, "{line}").unwrap();
-    }
-    stdin.flush().unwrap();
-    let written = eventually(Duration::from_secs(120), || {
-        self::documents(out) >= documents
-    });
-    assert!(
-        written.is_some(),
-        "not {documents} documents in the manifest after 120 s:\n{}",
-        child.log_text()
-    );
-    child.kill();
-    drop(stdin);
-    let manifest = manifest(out).unwrap();
-    assert_eq!(manifest["complete"], false);
-    assert_eq!(manifest["progress"]["documents"], documents, "{manifest}");
-}
 
 /// What a kill in the middle of a write leaves: a window written after the manifest's last
 /// update, a row cut short, a temporary manifest never renamed.
@@ -181,11 +59,11 @@ fn kill_9_at_several_moments_then_resume_gives_the_records_of_a_clean_run_whatev
 
         let out = dir.path().join(format!("out.{extension}"));
         // Two windows written, the third waiting for more input: it is lost, nothing else.
-        kill_when_written(&out, &lines[..10], false, 8);
+        kill_when_written(&out, &lines[..10], &[], 8);
         leave_torn_writes(&out);
         // A resume killed in turn, past the second d0..d11, the blank line and the bad record
         // (22 records after the resume point: 5 windows written, 2 records pending).
-        kill_when_written(&out, &lines[..32], true, 28);
+        kill_when_written(&out, &lines[..32], &["--resume"], 28);
         leave_torn_writes(&out);
         // Killed while it encodes, at whatever point the run is when the next window counts.
         let mut child = encoder()
