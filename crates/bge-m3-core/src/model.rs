@@ -3,12 +3,12 @@
 use std::path::Path;
 use std::time::Instant;
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 
 use crate::batch::HiddenStates;
 use crate::checks::{check_batch_size, check_length, check_token_ids};
 use crate::config::Config;
-use crate::device::{default_dtype, DeviceSpec};
+use crate::device::{default_dtype, DType, DeviceSpec};
 use crate::embedding::{score_pairs, Embedding, TextShape};
 use crate::encoder::XlmRobertaEncoder;
 use crate::heads::{dense_vectors, per_sequence, ColbertHead, SparseEmbedding, SparseHead};
@@ -36,8 +36,9 @@ use crate::{Error, Result};
 pub struct LoadOptions {
     /// Where to run. Default: [`DeviceSpec::Auto`].
     pub device: DeviceSpec,
-    /// Precision of the encoder. Default (`None`): f32 on the CPU, f16 on a GPU. The heads
-    /// and the normalisation always run in f32.
+    /// Precision of the encoder. Default (`None`): f32 on the CPU, f16 on a GPU.
+    /// [`DType::Int8`] runs on the CPU only. The heads and the normalisation always run in
+    /// f32.
     pub dtype: Option<DType>,
     /// Threads of the model's own compute pool, which runs every forward pass (and the packing
     /// of the weights at load). Default (`None`): one per CPU the process may use. The pool is
@@ -232,6 +233,37 @@ pub struct BgeM3 {
     colbert: ColbertHead,
 }
 
+fn int8_on_a_gpu() -> Error {
+    Error::invalid_input(
+        "dtype",
+        "int8 runs on the CPU only; on a GPU choose f16 (the default), bf16 or f32",
+    )
+}
+
+/// Checks that the model can run in int8 on `device`, and tokenizes the calibration texts
+/// ([`crate::cpu`]'s int8 layers) with its tokenizer.
+fn int8_calibration(
+    device: &Device,
+    config: &Config,
+    tokenizer: &Tokenizer,
+) -> Result<Vec<Vec<u32>>> {
+    if !device.is_cpu() {
+        return Err(int8_on_a_gpu());
+    }
+    if config.hidden_act != crate::config::HiddenAct::Gelu {
+        return Err(Error::invalid_input(
+            "dtype",
+            format!(
+                "int8 needs a model with the erf GELU (hidden_act \"gelu\"); this one has {:?}: \
+                 choose f32",
+                config.hidden_act
+            ),
+        ));
+    }
+    // Short enough for any model's positions; the texts are a few dozen tokens each.
+    tokenizer.encode_batch(crate::cpu::CALIBRATION_TEXTS, config.max_tokens().min(128))
+}
+
 impl BgeM3 {
     /// Loads a model directory laid out like the BAAI/bge-m3 Hugging Face repository.
     ///
@@ -266,13 +298,23 @@ impl BgeM3 {
                 let message = format!("cannot start {threads} compute threads: {e}");
                 Error::device(message, Some(Box::new(e)))
             })?;
+        if let (Some(DType::Int8), DeviceSpec::Cuda(_)) = (options.dtype, options.device) {
+            return Err(int8_on_a_gpu());
+        }
         let device = options.device.open()?;
         let dtype = options.dtype.unwrap_or_else(|| default_dtype(&device));
+        let calibration = match dtype {
+            DType::Int8 => int8_calibration(&device, &config, &tokenizer)?,
+            _ => Vec::new(),
+        };
         let weights_path = files.encoder.path();
         let encoder = pool
             .install(|| {
-                encoder_var_builder(&files.encoder, dtype, &device)
-                    .and_then(|vb| XlmRobertaEncoder::load(vb, &config))
+                let (vb, file) = encoder_var_builder(&files.encoder, dtype.candle(), &device)?;
+                match dtype {
+                    DType::Int8 => XlmRobertaEncoder::load_int8(vb, &file, &config, &calibration),
+                    _ => XlmRobertaEncoder::load(vb, &config),
+                }
             })
             .map_err(|e| match e {
                 Error::Candle(e) => Error::invalid_file(weights_path, e),
@@ -284,7 +326,7 @@ impl BgeM3 {
             dir = %dir.display(),
             weights = %weights_path.display(),
             device = %crate::device::device_name(&device),
-            ?dtype,
+            dtype = dtype.name(),
             threads,
             seconds = start.elapsed().as_secs_f32(),
             "model loaded"
@@ -524,7 +566,7 @@ impl BgeM3 {
         }
         let hidden = self.encoder.forward(sequences)?;
         let hidden = HiddenStates {
-            rows: hidden.rows.to_dtype(DType::F32)?,
+            rows: hidden.rows.to_dtype(candle_core::DType::F32)?,
             starts: hidden.starts,
         };
 
