@@ -29,6 +29,10 @@ mod kernels;
 #[cfg(test)]
 mod tests;
 
+/// Measurements, ignored by default (see the module).
+#[cfg(test)]
+mod speed;
+
 pub(crate) use kernels::Kernel;
 
 /// Output channels of one packed panel.
@@ -222,15 +226,30 @@ pub(crate) struct QuantizedRows {
     /// Inputs per row, a multiple of [`GROUP`] (the padding holds each row's zero point).
     stride: usize,
     values: Vec<u8>,
+    /// The same values widened to 16 bits, for the kernels that read them so
+    /// ([`Kernel::wide_rows`]); empty otherwise.
+    wide: Vec<u16>,
     scales: Vec<f32>,
     zeros: Vec<i32>,
 }
 
 impl QuantizedRows {
     /// Quantizes the row-major `(rows, inner)` activations `x`, each input `k` multiplied by
-    /// `input_scales[k]` first if given, replacing what was held.
+    /// `input_scales[k]` first if given, replacing what was held, for this CPU's kernel.
     pub(crate) fn quantize(
         &mut self,
+        x: &[f32],
+        rows: usize,
+        inner: usize,
+        input_scales: Option<&[f32]>,
+    ) {
+        self.quantize_for(Kernel::detect(), x, rows, inner, input_scales);
+    }
+
+    /// [`Self::quantize`] for `kernel`.
+    pub(crate) fn quantize_for(
+        &mut self,
+        kernel: Kernel,
         x: &[f32],
         rows: usize,
         inner: usize,
@@ -244,28 +263,42 @@ impl QuantizedRows {
         self.rows = rows;
         self.stride = stride;
         self.values.resize(rows * stride, 0);
+        self.wide
+            .resize(if kernel.wide_rows() { rows * stride } else { 0 }, 0);
         self.scales.resize(rows, 0.0);
         self.zeros.resize(rows, 0);
         if rows == 0 || inner == 0 {
             return;
         }
         let per_task = rows_per_task(rows, inner);
-        let kernel = Kernel::detect();
-        self.values
+        let quantize = |values: &mut [u8], scales: &mut [f32], zeros: &mut [i32], x: &[f32]| {
+            for (((values, scale), zero), x) in values
+                .chunks_exact_mut(stride)
+                .zip(scales)
+                .zip(zeros)
+                .zip(x.chunks_exact(inner))
+            {
+                (*scale, *zero) = kernel.quantize_row(x, input_scales, values);
+            }
+        };
+        let tasks = self
+            .values
             .par_chunks_mut(stride * per_task)
             .zip(self.scales.par_chunks_mut(per_task))
             .zip(self.zeros.par_chunks_mut(per_task))
-            .zip(x.par_chunks(inner * per_task))
-            .for_each(|(((values, scales), zeros), x)| {
-                for (((values, scale), zero), x) in values
-                    .chunks_exact_mut(stride)
-                    .zip(scales)
-                    .zip(zeros)
-                    .zip(x.chunks_exact(inner))
-                {
-                    (*scale, *zero) = kernel.quantize_row(x, input_scales, values);
-                }
-            });
+            .zip(x.par_chunks(inner * per_task));
+        if kernel.wide_rows() {
+            tasks
+                .zip(self.wide.par_chunks_mut(stride * per_task))
+                .for_each(|((((values, scales), zeros), x), wide)| {
+                    quantize(values, scales, zeros, x);
+                    for (wide, &value) in wide.iter_mut().zip(values.iter()) {
+                        *wide = u16::from(value);
+                    }
+                });
+        } else {
+            tasks.for_each(|(((values, scales), zeros), x)| quantize(values, scales, zeros, x));
+        }
     }
 
     /// Rows already quantized: `values` row-major `(rows, stride)`, with their scales and zero
@@ -279,6 +312,7 @@ impl QuantizedRows {
         Self {
             rows,
             stride,
+            wide: values.iter().map(|&v| u16::from(v)).collect(),
             values,
             scales,
             zeros,
@@ -311,6 +345,11 @@ pub(crate) fn matmul_with(kernel: Kernel, x: &QuantizedRows, w: &QuantizedMatrix
         w.inner
     );
     assert_eq!(out.len(), rows * n, "out is not ({rows}, {n})");
+    assert!(
+        !kernel.wide_rows() || x.wide.len() == x.values.len(),
+        "rows quantized for another kernel than {}",
+        kernel.name()
+    );
     if rows == 0 || n == 0 {
         return;
     }
@@ -364,6 +403,7 @@ unsafe fn columns(
                     let r = tile_rows.min(ic + mc - r0);
                     let tile = kernels::Tile {
                         a: &x.values[r0 * stride + k0..],
+                        a_wide: x.wide.get(r0 * stride + k0..).unwrap_or_default(),
                         lda: stride,
                         rows: r,
                         b,

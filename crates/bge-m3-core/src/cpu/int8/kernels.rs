@@ -17,6 +17,9 @@ use super::{Line, GROUP, NR};
 pub(crate) struct Tile<'a> {
     /// Row `i`'s inputs start at `a[i * lda]`: `4 · b.len()` of them.
     pub(crate) a: &'a [u8],
+    /// The same, widened to 16 bits, for the kernels that read them so ([`Kernel::wide_rows`]);
+    /// empty for the others.
+    pub(crate) a_wide: &'a [u16],
     pub(crate) lda: usize,
     /// 1 ..= [`Kernel::rows`].
     pub(crate) rows: usize,
@@ -182,6 +185,15 @@ impl Kernel {
         }
     }
 
+    /// Whether the kernel reads the activations widened to 16 bits (`Tile::a_wide`).
+    pub(crate) fn wide_rows(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2(_) => true,
+            _ => false,
+        }
+    }
+
     /// Most rows of one tile.
     pub(crate) fn rows(self) -> usize {
         match self {
@@ -190,7 +202,7 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             Kernel::AvxVnni(_) => 6,
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2(_) => 2,
+            Kernel::Avx2(_) => 6,
             Kernel::Portable => 4,
         }
     }
@@ -202,7 +214,7 @@ impl Kernel {
     /// reads and writes, which nothing else accesses meanwhile; when `tile.first` is false they
     /// hold the partial sums this kernel wrote for the previous blocks.
     pub(crate) unsafe fn run(self, tile: &Tile) {
-        check(tile, self.rows());
+        check(tile, self.rows(), self.wide_rows());
         macro_rules! by_rows {
             ($kernel:ident, $token:expr, $($r:literal)*) => {
                 match tile.rows {
@@ -219,7 +231,7 @@ impl Kernel {
                 #[cfg(target_arch = "x86_64")]
                 Kernel::AvxVnni(token) => by_rows!(avx_vnni, token, 1 2 3 4 5 6),
                 #[cfg(target_arch = "x86_64")]
-                Kernel::Avx2(token) => by_rows!(avx2, token, 1 2),
+                Kernel::Avx2(token) => by_rows!(avx2, token, 1 2 3 4 5 6),
                 Kernel::Portable => by_rows!(portable, (), 1 2 3 4),
             }
         }
@@ -227,12 +239,17 @@ impl Kernel {
 }
 
 /// Panics unless the tile's slices hold what the kernels read.
-fn check(tile: &Tile, max_rows: usize) {
+fn check(tile: &Tile, max_rows: usize, wide: bool) {
     assert!((1..=max_rows).contains(&tile.rows), "{} rows", tile.rows);
     assert!((1..=NR).contains(&tile.cols), "{} columns", tile.cols);
     let inputs = tile.b.len() * GROUP;
+    let held = if wide {
+        tile.a_wide.len()
+    } else {
+        tile.a.len()
+    };
     assert!(
-        tile.a.len() >= (tile.rows - 1) * tile.lda + inputs && tile.lda >= inputs,
+        held >= (tile.rows - 1) * tile.lda + inputs && tile.lda >= inputs,
         "the activations are shorter than the tile"
     );
     if let Some(d) = &tile.dequantize {
@@ -394,9 +411,11 @@ unsafe fn avx_vnni<const R: usize>(_: AvxVnni, tile: &Tile) {
     unsafe { finish(&mut sums, tile) };
 }
 
-/// AVX2: each line's four 16-byte quarters (four channels' four inputs) widened to 16 bits;
-/// each row's four inputs widened and repeated; `vpmaddwd` gives two partial sums per channel,
-/// added pairwise at the end.
+/// AVX2: the panel in two halves of eight channels; each half-line's two 16-byte quarters
+/// (four channels' four inputs) widened to 16 bits, each row's four inputs read widened and
+/// repeated, and `vpmaddwd` giving two partial sums per channel, added pairwise at the end.
+/// (`vpmaddubsw` would take the bytes as they are, but its 16-bit pair sums saturate at
+/// `2 · 255 · 127`.)
 ///
 /// # Safety
 /// As [`Kernel::run`].
@@ -404,48 +423,40 @@ unsafe fn avx_vnni<const R: usize>(_: AvxVnni, tile: &Tile) {
 #[target_feature(enable = "avx2")]
 unsafe fn avx2<const R: usize>(_: Avx2, tile: &Tile) {
     use std::arch::x86_64::*;
-    // acc[i][q]: channels 4q..4q+4 of row i, two partial sums each.
-    let mut acc = [[_mm256_setzero_si256(); 4]; R];
-    let a = tile.a.as_ptr();
-    for (g, line) in tile.b.iter().enumerate() {
-        let p = line.0.as_ptr().cast::<__m128i>();
-        // SAFETY: a line is 64 bytes, 64-byte aligned: four aligned 16-byte quarters.
-        let w = unsafe {
-            [
-                _mm256_cvtepi8_epi16(_mm_load_si128(p)),
-                _mm256_cvtepi8_epi16(_mm_load_si128(p.add(1))),
-                _mm256_cvtepi8_epi16(_mm_load_si128(p.add(2))),
-                _mm256_cvtepi8_epi16(_mm_load_si128(p.add(3))),
-            ]
-        };
-        for (i, acc) in acc.iter_mut().enumerate() {
-            // SAFETY: `check` proved the four inputs of row `i` at group `g` inside `a`.
-            let x = unsafe {
-                a.add(i * tile.lda + g * GROUP)
-                    .cast::<i32>()
-                    .read_unaligned()
+    let a = tile.a_wide.as_ptr();
+    let mut sums = [[0i32; NR]; R];
+    for half in 0..2 {
+        // acc[i][q]: channels 8 · half + 4q .. + 4 of row i, two partial sums each.
+        let mut acc = [[_mm256_setzero_si256(); 2]; R];
+        for (g, line) in tile.b.iter().enumerate() {
+            let p = line.0[32 * half..].as_ptr().cast::<__m128i>();
+            // SAFETY: a line is 64 bytes, 64-byte aligned: its quarters are aligned.
+            let w = unsafe {
+                [
+                    _mm256_cvtepi8_epi16(_mm_load_si128(p)),
+                    _mm256_cvtepi8_epi16(_mm_load_si128(p.add(1))),
+                ]
             };
-            let x = _mm256_cvtepu8_epi16(_mm_set1_epi32(x));
-            for (acc, w) in acc.iter_mut().zip(&w) {
-                *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(x, *w));
+            for (i, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: `check` proved the four inputs of row `i` at group `g` inside
+                // `a_wide`: eight bytes.
+                let x = unsafe {
+                    a.add(i * tile.lda + g * GROUP)
+                        .cast::<i64>()
+                        .read_unaligned()
+                };
+                let x = _mm256_set1_epi64x(x);
+                acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(x, w[0]));
+                acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(x, w[1]));
             }
         }
-    }
-    let mut sums = [[0i32; NR]; R];
-    for (sums, acc) in sums.iter_mut().zip(&acc) {
-        // Within each 128-bit half, `hadd` sums adjacent lanes: channel pairs (0 1 | 2 3) of
-        // the first operand, then of the second.
-        let h01 = _mm256_hadd_epi32(acc[0], acc[1]); // [c0 c1 c4 c5 | c2 c3 c6 c7]
-        let h23 = _mm256_hadd_epi32(acc[2], acc[3]); // [c8 c9 c12 c13 | c10 c11 c14 c15]
-        let low = _mm256_permute2x128_si256::<0x20>(h01, h23); // [c0 c1 c4 c5 | c8 c9 c12 c13]
-        let high = _mm256_permute2x128_si256::<0x31>(h01, h23); // [c2 c3 c6 c7 | c10 c11 c14 c15]
-        let even = _mm256_unpacklo_epi64(low, high); // [c0 c1 c2 c3 | c8 c9 c10 c11]
-        let odd = _mm256_unpackhi_epi64(low, high); // [c4 c5 c6 c7 | c12 c13 c14 c15]
-        let p = sums.as_mut_ptr().cast::<__m256i>();
-        // SAFETY: `sums` is sixteen i32: two 32-byte halves.
-        unsafe {
-            _mm256_storeu_si256(p, _mm256_permute2x128_si256::<0x20>(even, odd));
-            _mm256_storeu_si256(p.add(1), _mm256_permute2x128_si256::<0x31>(even, odd));
+        for (sums, acc) in sums.iter_mut().zip(&acc) {
+            // Within each 128-bit half, `hadd` sums adjacent lanes: [c0 c1 c4 c5 | c2 c3 c6 c7];
+            // the 64-bit lanes then go back in order.
+            let pairs = _mm256_hadd_epi32(acc[0], acc[1]);
+            let ordered = _mm256_permute4x64_epi64::<0b11_01_10_00>(pairs);
+            // SAFETY: `sums[8 · half..]` holds eight i32.
+            unsafe { _mm256_storeu_si256(sums[8 * half..].as_mut_ptr().cast(), ordered) };
         }
     }
     // SAFETY: the caller's promise.

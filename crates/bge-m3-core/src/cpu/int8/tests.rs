@@ -311,3 +311,30 @@ fn every_kernel_quantizes_a_row_to_the_same_bytes() {
         }
     }
 }
+
+#[test]
+fn every_kernel_gives_the_same_bits_from_f32_rows() {
+    let mut rng = Rng::new(19);
+    let (rows, out, inner) = (13, 37, 531);
+    let scales: Vec<f32> = (0..inner).map(|k| 0.5 + (k % 3) as f32).collect();
+    let w = QuantizedMatrix::quantize_stacked(&[rng.normal_vec(out * inner)], inner, Some(&scales));
+    let x = rng.normal_vec(rows * inner);
+    let mut results = Vec::new();
+    for kernel in Kernel::available() {
+        let mut q = QuantizedRows::default();
+        q.quantize_for(kernel, &x, rows, inner, w.input_scales());
+        let mut got = vec![0f32; rows * out];
+        matmul_with(kernel, &q, &w, &mut got);
+        results.push((
+            kernel.name(),
+            got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        ));
+    }
+    for (name, bits) in &results[1..] {
+        assert!(
+            *bits == results[0].1,
+            "{name} differs from {}",
+            results[0].0
+        );
+    }
+}
