@@ -260,8 +260,10 @@ fn int8_calibration(
             ),
         ));
     }
-    // Short enough for any model's positions; the texts are a few dozen tokens each.
-    tokenizer.encode_batch(crate::cpu::CALIBRATION_TEXTS, config.max_tokens().min(128))
+    tokenizer.encode_batch(
+        crate::cpu::CALIBRATION_TEXTS,
+        config.max_tokens().min(crate::cpu::CALIBRATION_LENGTH),
+    )
 }
 
 impl BgeM3 {

@@ -46,6 +46,11 @@ pub(crate) const TEXTS: &[&str] = &[
     "The price rose from $12.50 to $14.75 (an 18% increase) between 2019 and 2023.",
 ];
 
+/// Each text is cut to this many tokens (markers included): what a channel's range is shows in
+/// every token, and the calibration's f32 forward pass is the most of what int8 adds to the
+/// load (a full-size model: about 1 GFLOP a token).
+pub(crate) const LENGTH: usize = 16;
+
 /// The exponent α of the smoothing: the share of each channel's range moved into the weights.
 pub(crate) const ALPHA: f32 = 0.5;
 

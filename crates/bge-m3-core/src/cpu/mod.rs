@@ -45,7 +45,7 @@ use int8::{QuantizedMatrix, QuantizedRows};
 use kernels::Norm;
 use matmul::PackedMatrix;
 
-pub(crate) use calibration::TEXTS as CALIBRATION_TEXTS;
+pub(crate) use calibration::{LENGTH as CALIBRATION_LENGTH, TEXTS as CALIBRATION_TEXTS};
 
 /// A `Linear` layer: its weight, packed for the products of the encoder's precision, and its
 /// bias.
@@ -241,16 +241,9 @@ impl Words {
         file.read_rows(name, (vocab, hidden), 4096, |first, rows| {
             for (i, row) in rows.chunks_exact(hidden.max(1)).enumerate() {
                 let id = first + i;
-                let max = row.iter().fold(0f32, |m, &v| m.max(v.abs()));
-                let scale = if max > 0.0 && max.is_finite() {
-                    max / 127.0
-                } else {
-                    1.0
-                };
+                let (scale, quantized) = int8::quantize_symmetric(row);
                 scales[id] = scale;
-                for (q, &v) in values[id * hidden..][..hidden].iter_mut().zip(row) {
-                    *q = (v / scale).round_ties_even().clamp(-127.0, 127.0) as i8;
-                }
+                values[id * hidden..][..hidden].copy_from_slice(&quantized);
             }
         })?;
         Ok(Words::Int8 { values, scales })

@@ -338,3 +338,32 @@ fn every_kernel_gives_the_same_bits_from_f32_rows() {
         );
     }
 }
+
+#[test]
+fn symmetric_quantization_rounds_ties_to_even() {
+    // A row whose largest magnitude is 127: the scale is 1, so every value is its own quotient,
+    // ties included (±0.5, 1.5, 2.5, 126.5 go to even), and out-of-range ones cannot occur.
+    let row = [127.0, -127.0, 0.5, -0.5, 1.5, 2.5, -2.5, 126.5, 3.4999, -0.0, 0.0];
+    let (scale, values) = quantize_symmetric(&row);
+    assert_eq!(scale, 1.0);
+    assert_eq!(values, [127, -127, 0, 0, 2, 2, -2, 126, 3, 0, 0]);
+
+    // Against the library's rounding on random rows of many magnitudes.
+    let mut rng = Rng::new(9);
+    for magnitude in [1e-30f32, 1e-3, 1.0, 3.0e5, 1e30] {
+        let row: Vec<f32> = rng.normal_vec(1000).iter().map(|v| v * magnitude).collect();
+        let (scale, values) = quantize_symmetric(&row);
+        let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert_eq!(scale, max / 127.0);
+        for (&w, &q) in row.iter().zip(&values) {
+            let expected = (w / scale).round_ties_even().clamp(-127.0, 127.0) as i8;
+            assert_eq!(q, expected, "{w} at scale {scale}");
+        }
+    }
+
+    // Zeros, NaN and infinities: the scale 1, NaN as 0, infinities at the ends.
+    assert_eq!(quantize_symmetric(&[0.0, 0.0]), (1.0, vec![0, 0]));
+    let (scale, values) = quantize_symmetric(&[f32::NAN, 2.0, f32::INFINITY, f32::NEG_INFINITY]);
+    assert_eq!(scale, 1.0);
+    assert_eq!(values, [0, 2, 127, -127]);
+}
