@@ -116,7 +116,7 @@ pub enum DType {
 
 impl DType {
     /// The name [`parse_dtype`] takes: `f32`, `f16`, `bf16` or `int8`.
-    pub fn name(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             DType::F32 => "f32",
             DType::F16 => "f16",
@@ -137,7 +137,7 @@ impl DType {
 
 impl fmt::Display for DType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.write_str(self.as_str())
     }
 }
 
@@ -198,8 +198,8 @@ mod tests {
         assert_eq!(parse_dtype(" INT8").unwrap(), DType::Int8);
         assert_eq!("i8".parse::<DType>().unwrap(), DType::Int8);
         for dtype in [DType::F32, DType::F16, DType::BF16, DType::Int8] {
-            assert_eq!(parse_dtype(dtype.name()).unwrap(), dtype);
-            assert_eq!(dtype.to_string(), dtype.name());
+            assert_eq!(parse_dtype(dtype.as_str()).unwrap(), dtype);
+            assert_eq!(dtype.to_string(), dtype.as_str());
         }
         assert!(parse_dtype("int4")
             .unwrap_err()

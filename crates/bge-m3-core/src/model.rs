@@ -48,6 +48,19 @@ pub struct LoadOptions {
 }
 
 impl LoadOptions {
+    /// Checks what can be checked without the model: [`BgeM3::load`] does it first, and a
+    /// caller that downloads the model calls it before the download, so that a wrong setting is
+    /// refused before gigabytes are fetched.
+    pub fn check(&self) -> Result<()> {
+        if self.threads == Some(0) {
+            return Err(Error::invalid_input("threads", "must be at least 1"));
+        }
+        if let (Some(DType::Int8), DeviceSpec::Cuda(_)) = (self.dtype, self.device) {
+            return Err(int8_on_a_gpu());
+        }
+        Ok(())
+    }
+
     /// Sets [`LoadOptions::device`].
     #[must_use]
     pub fn with_device(mut self, device: DeviceSpec) -> Self {
@@ -272,6 +285,7 @@ impl BgeM3 {
     /// A missing or malformed file is an error naming the file and the directory.
     pub fn load(dir: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
         let start = Instant::now();
+        options.check()?;
         let dir = dir.as_ref();
         let files = ModelFiles::locate(dir)?;
         let config = Config::from_file(&files.config)?;
@@ -288,7 +302,6 @@ impl BgeM3 {
             });
         }
         let threads = match options.threads {
-            Some(0) => return Err(Error::invalid_input("threads", "must be at least 1")),
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
@@ -300,9 +313,6 @@ impl BgeM3 {
                 let message = format!("cannot start {threads} compute threads: {e}");
                 Error::device(message, Some(Box::new(e)))
             })?;
-        if let (Some(DType::Int8), DeviceSpec::Cuda(_)) = (options.dtype, options.device) {
-            return Err(int8_on_a_gpu());
-        }
         let device = options.device.open()?;
         let dtype = options.dtype.unwrap_or_else(|| default_dtype(&device));
         let calibration = match dtype {
@@ -328,7 +338,7 @@ impl BgeM3 {
             dir = %dir.display(),
             weights = %weights_path.display(),
             device = %crate::device::device_name(&device),
-            dtype = dtype.name(),
+            dtype = dtype.as_str(),
             threads,
             seconds = start.elapsed().as_secs_f32(),
             "model loaded"

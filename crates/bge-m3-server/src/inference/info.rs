@@ -46,6 +46,6 @@ fn dtype_name(dtype: bge_m3_core::DType) -> &'static str {
         bge_m3_core::DType::F32 => "float32",
         bge_m3_core::DType::F16 => "float16",
         bge_m3_core::DType::BF16 => "bfloat16",
-        other => other.name(),
+        other => other.as_str(),
     }
 }

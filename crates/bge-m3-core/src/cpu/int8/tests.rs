@@ -343,7 +343,9 @@ fn every_kernel_gives_the_same_bits_from_f32_rows() {
 fn symmetric_quantization_rounds_ties_to_even() {
     // A row whose largest magnitude is 127: the scale is 1, so every value is its own quotient,
     // ties included (±0.5, 1.5, 2.5, 126.5 go to even), and out-of-range ones cannot occur.
-    let row = [127.0, -127.0, 0.5, -0.5, 1.5, 2.5, -2.5, 126.5, 3.4999, -0.0, 0.0];
+    let row = [
+        127.0, -127.0, 0.5, -0.5, 1.5, 2.5, -2.5, 126.5, 3.4999, -0.0, 0.0,
+    ];
     let (scale, values) = quantize_symmetric(&row);
     assert_eq!(scale, 1.0);
     assert_eq!(values, [127, -127, 0, 0, 2, 2, -2, 126, 3, 0, 0]);
