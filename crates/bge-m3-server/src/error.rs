@@ -303,11 +303,16 @@ impl From<bge_m3_core::Error> for Error {
     }
 }
 
-/// `{"error": {...}}`, OpenAI's error body, on every route.
+/// `{"error": {...}, "detail": "..."}`, OpenAI's error body, on every route, with the message
+/// also in `detail` as Jina's API and FastAPI services answer, since their clients read it
+/// alone (the Jina rerank wrappers of LangChain, LlamaIndex and Haystack raise
+/// `KeyError: 'detail'` without it).
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(as = Error)]
 pub(crate) struct ErrorBody<'a> {
     error: ErrorDetail<'a>,
+    /// `error.message` again, where Jina's and FastAPI's clients read it.
+    detail: &'a str,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -390,13 +395,15 @@ impl ResponseError for Error {
             response.force_close();
         }
         let (kind, code) = self.kind();
+        let message = self.to_string();
         response.json(ErrorBody {
             error: ErrorDetail {
-                message: self.to_string(),
+                message: message.clone(),
                 kind,
                 param: self.param(),
                 code,
             },
+            detail: &message,
         })
     }
 }
