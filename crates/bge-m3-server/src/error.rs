@@ -93,7 +93,8 @@ pub enum Error {
     MethodNotAllowed {
         method: Method,
         path: String,
-        allowed: Method,
+        /// The methods the path answers, as the `Allow` header lists them (`GET, HEAD, POST`).
+        allowed: String,
     },
 
     /// 413: the body is larger than the configured limit.
@@ -366,12 +367,7 @@ impl ResponseError for Error {
         let mut response = HttpResponse::build(status);
         match self {
             Error::MethodNotAllowed { allowed, .. } => {
-                let allow = if allowed == Method::GET {
-                    "GET, HEAD"
-                } else {
-                    allowed.as_str()
-                };
-                response.insert_header((header::ALLOW, allow));
+                response.insert_header((header::ALLOW, allowed.as_str()));
             }
             // RFC 6750: the scheme to use, and `invalid_token` when a wrong one was sent.
             Error::Unauthorized(failure) => {

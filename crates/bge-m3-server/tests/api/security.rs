@@ -66,6 +66,7 @@ fn protected_routes() -> Vec<(&'static str, &'static str, Option<Value>, u16)> {
         ("GET", "/v1/models", None, 200),
         ("GET", "/v1/models/bge-m3", None, 200),
         ("GET", "/metrics", None, 200),
+        ("POST", "/", Some(json!({"inputs": "a"})), 200),
         (
             "POST",
             "/v1/rerank",
