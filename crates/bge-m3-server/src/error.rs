@@ -93,7 +93,8 @@ pub enum Error {
     MethodNotAllowed {
         method: Method,
         path: String,
-        allowed: Method,
+        /// The methods the path answers, as the `Allow` header lists them (`GET, HEAD, POST`).
+        allowed: String,
     },
 
     /// 413: the body is larger than the configured limit.
@@ -303,11 +304,16 @@ impl From<bge_m3_core::Error> for Error {
     }
 }
 
-/// `{"error": {...}}`, OpenAI's error body, on every route.
+/// `{"error": {...}, "detail": "..."}`, OpenAI's error body, on every route, with the message
+/// also in `detail` as Jina's API and FastAPI services answer, since their clients read it
+/// alone (the Jina rerank wrappers of LangChain, LlamaIndex and Haystack raise
+/// `KeyError: 'detail'` without it).
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(as = Error)]
 pub(crate) struct ErrorBody<'a> {
     error: ErrorDetail<'a>,
+    /// `error.message` again, where Jina's and FastAPI's clients read it.
+    detail: &'a str,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -361,12 +367,7 @@ impl ResponseError for Error {
         let mut response = HttpResponse::build(status);
         match self {
             Error::MethodNotAllowed { allowed, .. } => {
-                let allow = if allowed == Method::GET {
-                    "GET, HEAD"
-                } else {
-                    allowed.as_str()
-                };
-                response.insert_header((header::ALLOW, allow));
+                response.insert_header((header::ALLOW, allowed.as_str()));
             }
             // RFC 6750: the scheme to use, and `invalid_token` when a wrong one was sent.
             Error::Unauthorized(failure) => {
@@ -390,13 +391,15 @@ impl ResponseError for Error {
             response.force_close();
         }
         let (kind, code) = self.kind();
+        let message = self.to_string();
         response.json(ErrorBody {
             error: ErrorDetail {
-                message: self.to_string(),
+                message: message.clone(),
                 kind,
                 param: self.param(),
                 code,
             },
+            detail: &message,
         })
     }
 }

@@ -37,6 +37,7 @@ const API_KEY: &str = "api_key";
         rerank::cohere_v1,
         rerank::cohere_v2,
         tei::embed,
+        tei::embed_at_root,
         tei::embed_sparse,
         tei::embed_all,
         tokens::tokenize,

@@ -57,6 +57,7 @@ pub(crate) static ROUTES: &[Entry] = &[
     route!(POST "/v1/rerank" => rerank::cohere_v1),
     route!(POST "/v2/rerank" => rerank::cohere_v2),
     route!(POST "/embed" => tei::embed),
+    route!(POST "/" => tei::embed_at_root),
     route!(POST "/embed_sparse" => tei::embed_sparse),
     route!(POST "/embed_all" => tei::embed_all),
     route!(POST "/tokenize" => tokens::tokenize),
