@@ -14,6 +14,9 @@ pair (each two-actor run against the one-actor run before it).
 
 Usage: python crates/bge-m3-python/bench/ray_scaling.py MODEL_DIR [RUNS] [DOCS]
 e.g.   target/python-venv/bin/python crates/bge-m3-python/bench/ray_scaling.py /tmp/bge-m3-full 3 48
+
+`--colbert-cost` (MODEL_DIR [RUNS] [DOCS]) measures instead what the example's Encoder pays for
+its token counts: the CPU time of `encode` with and without the ColBERT vectors, alternately.
 (a release build of the package: pip install ./crates/bge-m3-python; `ray[data]` installed)
 """
 
@@ -106,7 +109,35 @@ def run(model: str, path: Path, out: Path, actors: int, number: int) -> dict:
             "tokens_per_cpu_s": tokens / cpu}
 
 
+def colbert_cost(model: str, docs: int, runs: int) -> None:
+    """What asking for the ColBERT vectors (for the token counts) costs the Encoder: the CPU
+    time of `encode` with dense and sparse, against dense, sparse and ColBERT, alternately, in
+    this process, one thread."""
+    from bge_m3 import BGEM3FlagModel
+
+    with tempfile.TemporaryDirectory() as work:
+        path = Path(work) / "corpus.jsonl"
+        corpus(path, docs)
+        texts = [json.loads(line)["text"] for line in path.read_text().splitlines()]
+    m = BGEM3FlagModel(model, threads=1, show_progress_bar=False)
+    cpu = {False: [], True: []}
+    for i in range(2 * runs):
+        colbert = bool(i % 2)
+        start = time.process_time()
+        m.encode(texts, batch_size=8, max_length=8192, return_dense=True, return_sparse=True,
+                 return_colbert_vecs=colbert)
+        cpu[colbert].append(time.process_time() - start)
+        print(f"run {i}: colbert {colbert}: {cpu[colbert][-1]:.2f} CPU s", flush=True)
+    ratios = [b / a for a, b in zip(cpu[False], cpu[True])]
+    print(f"with colbert / without: median {statistics.median(ratios):.3f} "
+          f"({min(ratios):.3f}-{max(ratios):.3f})")
+
+
 def main() -> None:
+    if "--colbert-cost" in sys.argv:
+        args = [a for a in sys.argv[1:] if a != "--colbert-cost"]
+        return colbert_cost(args[0], int(args[2]) if len(args) > 2 else 48,
+                            int(args[1]) if len(args) > 1 else 3)
     model = sys.argv[1]
     runs = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     docs = int(sys.argv[3]) if len(sys.argv) > 3 else 48

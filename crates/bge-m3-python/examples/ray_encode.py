@@ -301,8 +301,6 @@ def resources(specs: List[str]) -> Optional[Dict[str, float]]:
 
 
 def encode(args) -> int:
-    import ray
-
     outputs = args.outputs.split(",")
     unknown = sorted(set(outputs) - {"dense", "sparse", "colbert"})
     if unknown or not outputs:
@@ -310,11 +308,28 @@ def encode(args) -> int:
     if os.path.exists(args.output) and os.listdir(args.output):
         sys.exit(f"-o {args.output}: not empty; give a new directory (a rerun writes new files "
                  "beside the old ones, and their records would count twice)")
+    actor_resources = resources(args.actor_resource)
     started = time.monotonic()
-    ranges = plan(args.inputs, args.records_per_range, args.max_text_chars)
+    try:
+        ranges = plan(args.inputs, args.records_per_range, args.max_text_chars)
+    except OSError as e:
+        sys.exit(f"{e.filename}: {e.strerror}")
     records = sum(r["records"] for r in ranges)
     print(f"{records} records in {len(ranges)} ranges ({time.monotonic() - started:.1f} s)",
           file=sys.stderr)
+    os.makedirs(args.output, exist_ok=True)
+    if ranges:  # else no record to encode: Ray is not needed
+        run_pipeline(ranges, outputs, actor_resources, args)
+    seconds = time.monotonic() - started
+    summary = check(args.inputs, args.output, args)
+    print(f"{summary['documents']} documents, {summary['tokens']} tokens, {seconds:.1f} s, "
+          f"{summary['tokens'] / seconds:.0f} tokens/s", file=sys.stderr)
+    return 0 if summary["ok"] else 1
+
+
+def run_pipeline(ranges: List[dict], outputs: List[str], actor_resources, args) -> None:
+    import ray
+
     ray.init(address=args.address, log_to_driver=True)
     ds = ray.data.from_items(ranges, override_num_blocks=max(len(ranges), 1))
     ds = ds.map_batches(read_range, batch_size=1, batch_format="numpy", fn_kwargs={
@@ -326,13 +341,8 @@ def encode(args) -> int:
                                "outputs": outputs, "max_length": args.max_length,
                                "max_batch_tokens": args.max_batch_tokens},
         concurrency=args.actors, num_cpus=args.cpus_per_actor,
-        resources=resources(args.actor_resource))
+        resources=actor_resources)
     ds.write_parquet(args.output)
-    seconds = time.monotonic() - started
-    summary = check(args.inputs, args.output, args)
-    print(f"{summary['documents']} documents, {summary['tokens']} tokens, {seconds:.1f} s, "
-          f"{summary['tokens'] / seconds:.0f} tokens/s", file=sys.stderr)
-    return 0 if summary["ok"] else 1
 
 
 def check(inputs: List[str], output: str, args) -> dict:
@@ -342,8 +352,13 @@ def check(inputs: List[str], output: str, args) -> dict:
     problem."""
     import pyarrow.dataset
 
-    table = pyarrow.dataset.dataset(output, format="parquet").to_table(
-        columns=["position", "id", "tokens"])
+    columns = ["position", "id", "tokens"]
+    files = sorted(os.path.join(output, f) for f in os.listdir(output) if f.endswith(".parquet"))
+    if files:
+        table = pyarrow.dataset.dataset(files, format="parquet").to_table(columns=columns)
+    else:  # an empty corpus: Ray writes no file
+        table = pa.table({"position": pa.array([], pa.uint64()), "id": pa.array([], pa.string()),
+                          "tokens": pa.array([], pa.uint32())})
     positions = table.column("position").to_numpy()
     order = np.argsort(positions, kind="stable")
     positions = positions[order]
@@ -443,7 +458,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         if getattr(args, name, 1) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if checking:
-        return 0 if check(args.inputs, args.output, args)["ok"] else 1
+        if not os.path.isdir(args.output):
+            parser.error(f"{args.output}: not a directory")
+        try:
+            return 0 if check(args.inputs, args.output, args)["ok"] else 1
+        except OSError as e:
+            sys.exit(f"{e.filename}: {e.strerror}")
     return encode(args)
 
 

@@ -134,10 +134,6 @@ def test_records_positions_ids_and_bad_records_are_bge_m3_encodes(tmp_path):
             ray_encode.read_range({k: np.array([r[k]]) for k in r}, "text", "id", MAX_TEXT_CHARS, "fail")
 
 
-def rows_by_id(table) -> dict:
-    return {row["id"]: row for row in table.to_pylist()}
-
-
 def wait_for(what: str, condition, process, log: Path, timeout=RUN_TIMEOUT):
     """Polls `condition` until it holds (an event, not a time); fails after `timeout` seconds,
     or as soon as `process` has exited (showing its output, `log`)."""
@@ -265,3 +261,36 @@ def test_the_check_finds_a_repeated_and_a_missing_record(tmp_path):
     done = subprocess.run(check, capture_output=True, text=True, timeout=RUN_TIMEOUT)
     assert done.returncode == 1
     assert f"{path}:" in done.stderr and ": record 20 is missing" in done.stderr
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["missing.jsonl", "-o", "out"], "missing.jsonl: No such file or directory"),
+    (["corpus.jsonl", "-o", "full"], "-o full: not empty; give a new directory"),
+    (["corpus.jsonl", "-o", "out", "--outputs", "dense,lexical"], "invalid --outputs: lexical"),
+    (["corpus.jsonl", "-o", "out", "--actors", "0"], "--actors must be at least 1"),
+    (["corpus.jsonl", "-o", "out", "--actor-resource", "encoder"],
+     "invalid --actor-resource 'encoder': NAME=AMOUNT"),
+    (["check", "corpus.jsonl", "missing"], "missing: not a directory"),
+])
+def test_wrong_usage_is_refused_naming_the_argument(tmp_path, arguments, message):
+    """Each refused before Ray starts, with a message naming what is wrong, status 2 (argparse)
+    or 1; nothing written."""
+    corpus(tmp_path / "corpus.jsonl", 3, bad=False)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "old.parquet").write_bytes(b"")
+    done = subprocess.run([sys.executable, str(EXAMPLE), *arguments], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert done.returncode in (1, 2), done.stderr
+    assert message in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_corpus_writes_nothing_and_checks_complete(tmp_path):
+    """Blank lines only: no record, no Ray, an empty output directory that checks complete."""
+    (tmp_path / "corpus.jsonl").write_text("\n  \n")
+    done = subprocess.run([sys.executable, str(EXAMPLE), "corpus.jsonl", "-o", "out"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    assert "0 documents, 0 tokens, 0 bad records skipped, 0 repeated ids; 0 input records; " \
+           "complete" in done.stderr
+    assert os.listdir(tmp_path / "out") == []
