@@ -85,18 +85,13 @@ def corpus(path: Path, docs: int) -> None:
 def run(model: str, path: Path, out: Path, actors: int, number: int) -> dict:
     name = f"stats-{number}"
     stats = Stats.options(name=name).remote()
-    ranges = ray_encode.plan([str(path)], 8, ray_encode.MAX_TEXT_CHARS)
+    _, args = ray_encode.arguments([str(path), "-o", str(out), "--model", model, "--actors",
+                                    str(actors), "--cpus-per-actor", "1", "--batch-size", "4"])
+    # Batches of 4 texts, so that the second actor gets its share of 48 passages.
+    ranges = ray_encode.plan([str(path)], 4, ray_encode.MAX_TEXT_CHARS)
     started = time.monotonic()
-    ds = ray.data.from_items(ranges, override_num_blocks=len(ranges))
-    ds = ds.map_batches(ray_encode.read_range, batch_size=1, batch_format="numpy", fn_kwargs={
-        "text_field": "text", "id_field": "id", "max_text_chars": ray_encode.MAX_TEXT_CHARS,
-        "on_error": "fail"})
-    ds = ds.map_batches(TimedEncoder, batch_size=8, batch_format="pyarrow",
-                        fn_constructor_kwargs={"stats_name": name, "model": model, "threads": 1,
-                                               "outputs": ["dense", "sparse"],
-                                               "max_length": ray_encode.MAX_LENGTH,
-                                               "max_batch_tokens": 16384},
-                        concurrency=actors, num_cpus=1)
+    ds = ray_encode.pipeline(ranges, ["dense", "sparse"], None, args, encoder=TimedEncoder,
+                             encoder_kwargs={"stats_name": name})
     ds.write_parquet(str(out))
     wall = time.monotonic() - started
     by_pid = ray.get(stats.get.remote())

@@ -331,18 +331,30 @@ def run_pipeline(ranges: List[dict], outputs: List[str], actor_resources, args) 
     import ray
 
     ray.init(address=args.address, log_to_driver=True)
+    pipeline(ranges, outputs, actor_resources, args).write_parquet(args.output)
+
+
+def pipeline(ranges: List[dict], outputs: List[str], actor_resources, args, encoder=None,
+             encoder_kwargs=None):
+    """The dataset of the encoded rows of `ranges` (`encoder`: a subclass of `Encoder`, and
+    its further constructor arguments, for the bench)."""
+    import ray
+
     ds = ray.data.from_items(ranges, override_num_blocks=max(len(ranges), 1))
     ds = ds.map_batches(read_range, batch_size=1, batch_format="numpy", fn_kwargs={
         "text_field": args.text_field, "id_field": args.id_field,
         "max_text_chars": args.max_text_chars, "on_error": args.on_error})
-    ds = ds.map_batches(
-        Encoder, batch_size=args.batch_size, batch_format="pyarrow",
+    return ds.map_batches(
+        encoder or Encoder, batch_size=args.batch_size, batch_format="pyarrow",
         fn_constructor_kwargs={"model": args.model, "threads": args.cpus_per_actor,
                                "outputs": outputs, "max_length": args.max_length,
-                               "max_batch_tokens": args.max_batch_tokens},
-        concurrency=args.actors, num_cpus=args.cpus_per_actor,
-        resources=actor_resources)
-    ds.write_parquet(args.output)
+                               "max_batch_tokens": args.max_batch_tokens,
+                               **(encoder_kwargs or {})},
+        # One batch queued on each actor besides the one it encodes: enough to hide the
+        # hand-over, and not so many that the first actor ready takes every batch of a small
+        # corpus while the others still load their model.
+        compute=ray.data.ActorPoolStrategy(size=args.actors, max_tasks_in_flight_per_actor=2),
+        num_cpus=args.cpus_per_actor, resources=actor_resources)
 
 
 def check(inputs: List[str], output: str, args) -> dict:
@@ -411,7 +423,19 @@ def check(inputs: List[str], output: str, args) -> dict:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    checking, args = arguments(sys.argv[1:] if argv is None else argv)
+    if checking:
+        if not os.path.isdir(args.output):
+            sys.exit(f"{args.output}: not a directory")
+        try:
+            return 0 if check(args.inputs, args.output, args)["ok"] else 1
+        except OSError as e:
+            sys.exit(f"{e.filename}: {e.strerror}")
+    return encode(args)
+
+
+def arguments(argv: List[str]):
+    """`(checking, args)`: the command line of `check` or of an encoding run."""
     checking = bool(argv) and argv[0] == "check"
     parser = argparse.ArgumentParser(
         prog="ray_encode.py" + (" check" if checking else ""),
@@ -457,14 +481,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                  "max_batch_tokens", "max_text_chars"):
         if getattr(args, name, 1) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if checking:
-        if not os.path.isdir(args.output):
-            parser.error(f"{args.output}: not a directory")
-        try:
-            return 0 if check(args.inputs, args.output, args)["ok"] else 1
-        except OSError as e:
-            sys.exit(f"{e.filename}: {e.strerror}")
-    return encode(args)
+    return checking, args
 
 
 if __name__ == "__main__":
