@@ -1,8 +1,12 @@
 """Issue 27's Ray figure: tokens/s of examples/ray_encode.py's pipeline with one encoder actor
 against two, each with one thread (`--cpus-per-actor 1`), on the corpus of
 crates/bge-m3-encode/bench/shards.sh (same seed and words), alternately (one, two, one, two,
-...), in one local Ray cluster started once (3 logical CPUs: one per actor, one for the read
-and write tasks), so that a change in the machine's load falls on both alike.
+...), in one Ray cluster started once, so that a change in the machine's load falls on both
+alike. The cluster: three raylets on this machine (`ray start`), each in a session of its own
+as separate machines would be (a head with one CPU for the read and write tasks, two worker
+nodes with one CPU and an `encoder` resource each, one actor each); `SESSIONS=shared`: one
+local Ray of 3 CPUs in this script's session instead, where Linux's autogroup scheduling gives
+all its processes one share of a busy machine.
 
 For each run it prints: the wall time of the whole pipeline (the actors' model loads and the
 Parquet writes included) and the tokens/s over it; "encode tokens/s" over the span from the
@@ -24,14 +28,18 @@ import importlib.util
 import json
 import os
 import random
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import ray
-import ray.cloudpickle
+# Ray on the loopback address only (it otherwise picks the machine's own address).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+import ray  # noqa: E402
+import ray.cloudpickle  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "ray_encode.py"
 spec = importlib.util.spec_from_file_location("ray_encode", EXAMPLE)
@@ -82,7 +90,53 @@ def corpus(path: Path, docs: int) -> None:
             f.write(json.dumps({"id": f"doc-{i}", "text": text}) + "\n")
 
 
-def run(model: str, path: Path, out: Path, actors: int, number: int) -> dict:
+def own_sessions() -> tuple:
+    """A cluster of three raylets on this machine started by `ray start`, each in a session of
+    its own (as on separate machines: Linux's autogroup scheduling otherwise gives the
+    processes of one session one share of a busy machine between them): a head with one CPU
+    for the read and write tasks, and two worker nodes with one CPU and one `encoder` each.
+    Returns its address and the session ids, to stop it with `stop`."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1",
+              "--object-store-memory", str(200 << 20), "--disable-usage-stats"]
+    commands = [[ray_cli, "start", "--head", "--port", str(port), "--include-dashboard",
+                 "false", *common]]
+    commands += [[ray_cli, "start", "--address", f"127.0.0.1:{port}", "--resources",
+                  '{"encoder": 1}', *common]] * 2
+    sessions = []
+    for command in commands:
+        # `ray start` refuses a second node with the variable at 0: its --node-ip-address
+        # keeps it on the loopback address instead.
+        # Token authentication, on by default for `ray start`, is off: the three nodes and
+        # the driver are this script's, on the loopback address.
+        env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1", "RAY_AUTH_MODE": "disabled"}
+        start = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
+                                 env=env)
+        sessions.append(start.pid)
+        if start.wait() != 0:
+            stop(sessions)
+            sys.exit(f"{' '.join(command)}: status {start.returncode}")
+    return f"127.0.0.1:{port}", sessions
+
+
+def stop(sessions: list) -> None:
+    """Ends every process of `sessions` (those `own_sessions` started)."""
+    for sid in sessions:
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    if os.getsid(int(entry)) == sid:
+                        os.kill(int(entry), signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+
+def run(model: str, path: Path, out: Path, actors: int, number: int, placed: bool) -> dict:
     name = f"stats-{number}"
     stats = Stats.options(name=name).remote()
     _, args = ray_encode.arguments([str(path), "-o", str(out), "--model", model, "--actors",
@@ -90,7 +144,8 @@ def run(model: str, path: Path, out: Path, actors: int, number: int) -> dict:
     # Batches of 4 texts, so that the second actor gets its share of 48 passages.
     ranges = ray_encode.plan([str(path)], 4, ray_encode.MAX_TEXT_CHARS)
     started = time.monotonic()
-    ds = ray_encode.pipeline(ranges, ["dense", "sparse"], None, args, encoder=TimedEncoder,
+    resources = {"encoder": 1} if placed else None
+    ds = ray_encode.pipeline(ranges, ["dense", "sparse"], resources, args, encoder=TimedEncoder,
                              encoder_kwargs={"stats_name": name})
     ds.write_parquet(str(out))
     wall = time.monotonic() - started
@@ -136,7 +191,13 @@ def main() -> None:
     model = sys.argv[1]
     runs = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     docs = int(sys.argv[3]) if len(sys.argv) > 3 else 48
-    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
+    own = os.environ.get("SESSIONS", "own") == "own"
+    if own:
+        os.environ["RAY_AUTH_MODE"] = "disabled"
+        address, sessions = own_sessions()
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     results = []
     with tempfile.TemporaryDirectory() as work:
@@ -145,13 +206,16 @@ def main() -> None:
         for i in range(2 * runs):
             actors = 1 + i % 2
             load = os.getloadavg()[0]
-            r = run(model, path, Path(work) / f"out-{i}", actors, i)
+            r = run(model, path, Path(work) / f"out-{i}", actors, i, own)
             r["load"] = load
             results.append(r)
             print(f"run {i}: {actors} actor(s) ({r['processes']} encoded), load {load:.1f}: "
                   f"{r['tokens']} tokens in {r['wall']:.1f} s, {r['tokens_per_s']:.1f} tokens/s, "
                   f"encode {r['encode_tokens_per_s']:.1f} tokens/s, cpu {r['cpu']:.1f} s, "
                   f"{r['tokens_per_cpu_s']:.0f} tokens/cpu_s", flush=True)
+    ray.shutdown()
+    if own:
+        stop(sessions)
     pairs = list(zip(results[0::2], results[1::2]))
     for key in ("tokens_per_s", "encode_tokens_per_s"):
         ratios = [two[key] / one[key] for one, two in pairs]

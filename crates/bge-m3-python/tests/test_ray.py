@@ -20,6 +20,9 @@ import pytest
 
 from conftest import ROOT, TOLERANCE, assert_close, model_dir
 
+# Every Ray process of these tests listens and connects on the loopback address only (Ray
+# otherwise picks the machine's own address, as a cluster of several machines needs).
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 pytest.importorskip("ray")
 import pyarrow.dataset  # noqa: E402  (ray[data] brings pyarrow)
 import pyarrow.parquet as pq  # noqa: E402
