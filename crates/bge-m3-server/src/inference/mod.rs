@@ -3,7 +3,10 @@
 //! error type maps [`Error`] to statuses.
 //!
 //! Handlers validate a request into a job ([`EncodeJob`], [`ScoreJob`]) and await
-//! [`Inference::encode`] or [`Inference::score`], which
+//! [`Inference::encode`] or [`Inference::score`]. Their `batch_size` is the one option checked
+//! here rather than by the handler: it is checked once for every route (a rerank's comes from
+//! the defaults), by the core's [`check_batch_size`], before the job is admitted. Each of them
+//! then
 //! 1. admits the request or refuses it at once with 429 when `queue_size` requests are already
 //!    admitted and unanswered, never queueing without bound;
 //! 2. grows the request's memory reservation (see [`memory`]) to the bound of its token
@@ -44,11 +47,12 @@ mod tokens;
 mod tests;
 
 use std::future::Future;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bge_m3_core::queue::{panic_message, Computed, Queue, QueueError, Request};
-use bge_m3_core::{BgeM3, EncodeOptions, Outputs};
+use bge_m3_core::{check_batch_size, BgeM3, EncodeOptions, Outputs};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 pub use self::error::{Error, Result};
@@ -109,12 +113,12 @@ impl Inference {
         job: EncodeJob,
         mut held: Option<Reservation>,
     ) -> Result<Encoded> {
+        let batch_size = check_batch_size(job.options.batch_size)?;
         let _admitted = self.admit()?;
         self.within_timeout(async move {
             let EncodeOptions {
                 outputs,
                 max_length,
-                batch_size,
                 ..
             } = job.options;
             let sparse_tokens = outputs.sparse && job.sparse_keys == SparseKeys::Tokens;
@@ -175,6 +179,7 @@ impl Inference {
         job: ScoreJob,
         mut held: Option<Reservation>,
     ) -> Result<Scored> {
+        let batch_size = check_batch_size(job.options.batch_size)?;
         let _admitted = self.admit()?;
         self.within_timeout(async move {
             let ScoreJob {
@@ -187,7 +192,7 @@ impl Inference {
             let answer = Answer {
                 outputs: Outputs::ALL,
                 sparse_tokens: false,
-                batch_size: options.batch_size,
+                batch_size,
             };
             let parts = vec![
                 (Inputs::Texts(queries), options.max_query_length),
@@ -304,7 +309,7 @@ impl Inference {
         &self,
         sequences: Vec<Vec<u32>>,
         outputs: Outputs,
-        batch_size: usize,
+        batch_size: NonZeroUsize,
     ) -> Result<Computed> {
         let texts = sequences.len();
         let tokens: usize = sequences.iter().map(|s| s.len() - 2).sum();
@@ -312,7 +317,7 @@ impl Inference {
         self.inner.queue.push(Request {
             sequences,
             outputs,
-            batch_size: bge_m3_core::check_batch_size(batch_size)?,
+            batch_size,
             reply,
         });
         let mut pending = Pending {
@@ -340,7 +345,7 @@ struct Answer {
     outputs: Outputs,
     /// Sparse weights keyed by token string as well as by id.
     sparse_tokens: bool,
-    batch_size: usize,
+    batch_size: NonZeroUsize,
 }
 
 /// A request on the model's queue: when it is dropped unanswered (its client went, or it timed

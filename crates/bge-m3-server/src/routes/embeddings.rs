@@ -70,7 +70,7 @@ impl EmbeddingsRequest {
             info.max_length,
             info.max_length,
         )?;
-        let batch_size = input::batch_size(Integer::get(self.batch_size))?;
+        let batch_size = input::batch_size(Integer::get(self.batch_size));
         let dimensions = input::dimensions(Integer::get(self.dimensions), info.dense_dim)?;
         let format = Format {
             encoding: self.encoding_format.unwrap_or_default(),
