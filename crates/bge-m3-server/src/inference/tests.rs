@@ -273,7 +273,7 @@ async fn a_faulty_pass_fails_its_requests_and_the_rest_are_served() {
     gate.open();
     let failed = poisoned.await.unwrap();
     assert!(
-        matches!(&failed, Err(Error::Queue(QueueError::PassFailed(m))) if m.contains("poisoned pass")),
+        matches!(&failed, Err(Error::Queue(QueueError::PassFailed(m))) if m.to_string().contains("poisoned pass")),
         "{failed:?}"
     );
     assert_eq!(healthy.await.unwrap().unwrap().embeddings.len(), 2);
