@@ -232,7 +232,7 @@ pub struct Config {
 
 impl Config {
     /// The inference layer's share of the settings.
-    pub fn batcher_options(&self) -> InferenceOptions {
+    pub fn inference_options(&self) -> InferenceOptions {
         InferenceOptions {
             queue_size: self.queue_size,
             max_batch_tokens: self.max_batch_tokens,

@@ -154,7 +154,7 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<Stopped> {
                 let dir = hub::resolve(&model_path, &hub_options)?;
                 BgeM3::load(&dir, &load_options)
             },
-            config.batcher_options(),
+            config.inference_options(),
         )?
     };
 
@@ -483,7 +483,7 @@ mod tests {
 
     #[actix_web::test]
     async fn while_draining_health_and_new_requests_answer_503() {
-        let (state, _batcher, gate) = ready(InferenceOptions::default());
+        let (state, _inference, gate) = ready(InferenceOptions::default());
         gate.open();
         let app = test::init_service(app(state.clone())).await;
         let health = test::TestRequest::get().uri("/health").to_request();
@@ -515,7 +515,7 @@ mod tests {
 
     #[actix_web::test]
     async fn metrics_move_as_requests_are_served() {
-        let (state, _batcher, gate) = ready(InferenceOptions::default());
+        let (state, _inference, gate) = ready(InferenceOptions::default());
         gate.open();
         let app = test::init_service(app(state)).await;
         let scrape = || async {

@@ -122,13 +122,13 @@ impl Inference {
                 ..
             } = job.options;
             let sparse_tokens = outputs.sparse && job.sparse_keys == SparseKeys::Tokens;
-            let answer = Answer {
+            let asked = Asked {
                 outputs,
                 sparse_tokens,
                 batch_size,
             };
             let (computed, timings) = self
-                .embed(vec![(job.inputs, max_length)], answer, &mut held)
+                .embed(vec![(job.inputs, max_length)], asked, &mut held)
                 .await?;
             let embeddings = computed.embeddings;
             if !sparse_tokens {
@@ -189,7 +189,7 @@ impl Inference {
             } = job;
             let query_count = queries.len();
             // Every output of every text, until the pairs are scored.
-            let answer = Answer {
+            let asked = Asked {
                 outputs: Outputs::ALL,
                 sparse_tokens: false,
                 batch_size,
@@ -198,7 +198,7 @@ impl Inference {
                 (Inputs::Texts(queries), options.max_query_length),
                 (Inputs::Texts(passages), options.max_passage_length),
             ];
-            let (computed, timings) = self.embed(parts, answer, &mut held).await?;
+            let (computed, timings) = self.embed(parts, asked, &mut held).await?;
             let mut queries = computed.embeddings;
             let tokens = queries.iter().map(|e| e.tokens).sum();
             let scores = blocking(move || {
@@ -219,19 +219,19 @@ impl Inference {
     /// What every job does before its answer is written: grows the reservation `held` to the
     /// bound of the token ids of `parts` (inputs and the length they are truncated to),
     /// tokenizes them in order, growing it as soon as the answer is known to need more (see
-    /// [`AnswerSize`]), sets it to their ids and the embeddings `answer` will hold, and runs
+    /// [`AnswerSize`]), sets it to their ids and the embeddings `asked` will give, and runs
     /// them through the model's thread.
     async fn embed(
         &self,
         parts: Vec<(Inputs, usize)>,
-        answer: Answer,
+        asked: Asked,
         held: &mut Option<Reservation>,
     ) -> Result<(Computed, Timings)> {
-        let Answer {
+        let Asked {
             outputs,
             sparse_tokens,
             batch_size,
-        } = answer;
+        } = asked;
         if let Some(held) = held.as_mut() {
             let bound = parts
                 .iter()
@@ -340,8 +340,9 @@ impl Inference {
     }
 }
 
-/// What a job's answer holds, for the memory estimate and the forward passes.
-struct Answer {
+/// What a job asks of the model (its outputs, their keys, its texts per pass), for the memory
+/// estimate and the forward passes.
+struct Asked {
     outputs: Outputs,
     /// Sparse weights keyed by token string as well as by id.
     sparse_tokens: bool,
