@@ -21,15 +21,17 @@ use actix_web::{guard, web, HttpRequest, HttpResponse, Resource, Route};
 
 use self::table::DOCS_ASSETS;
 pub(crate) use self::table::{is_public, is_route, ROUTES};
-use crate::metrics::metrics;
 use crate::Error;
 
-/// Registers the routes of [`ROUTES`], and the docs page's assets.
+/// Registers the routes of [`ROUTES`], the docs page's assets, and what `GET /` and
+/// `GET /openapi.json` answer from the table (its list and its document).
 ///
 /// The rows of one path (`GET /` and `POST /`) become one resource with a route per method:
 /// actix answers a request from the first resource whose path matches, so a second resource of
 /// the same path would never be reached (its method would be a 405 from the first).
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
+    config.app_data(web::Data::new(table::listing()));
+    config.app_data(web::Data::new(docs::Document(table::openapi())));
     for (i, first) in ROUTES.iter().enumerate() {
         if ROUTES[..i].iter().any(|row| row.pattern == first.pattern) {
             continue;
@@ -86,11 +88,4 @@ pub(crate) async fn not_found(req: HttpRequest) -> Result<HttpResponse, Error> {
         method: req.method().clone(),
         path: req.path().to_string(),
     })
-}
-
-/// `GET /metrics`.
-async fn prometheus_text() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(metrics().render())
 }
