@@ -77,16 +77,55 @@ pub struct Request {
 }
 
 /// Why the queue gave no embeddings for a [`Request`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum QueueError {
     /// The queue was closed ([`Queue::close`]) before the request was pushed.
-    #[error("the model's queue is closed")]
     Closed,
     /// A forward pass that held texts of the request failed or panicked; the queue goes on
-    /// with the other requests.
-    #[error("the forward pass failed: {0}")]
-    PassFailed(String),
+    /// with the other requests. Every request of the pass holds the same failure, which is
+    /// the error's source (a [`PassFailure`]).
+    PassFailed(Arc<PassFailure>),
+}
+
+impl std::fmt::Display for QueueError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            QueueError::Closed => "the model's queue is closed",
+            QueueError::PassFailed(_) => "the forward pass failed",
+        })
+    }
+}
+
+/// By hand, so that the source is the [`PassFailure`] itself rather than its `Arc`, for a
+/// caller that downcasts it.
+impl std::error::Error for QueueError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            QueueError::Closed => None,
+            QueueError::PassFailed(failure) => Some(failure.as_ref()),
+        }
+    }
+}
+
+/// Why a forward pass failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PassFailure {
+    /// The model returned an error: the core's, as it is.
+    #[error(transparent)]
+    Model(crate::Error),
+    /// The pass panicked; the payload's text.
+    #[error("panic: {0}")]
+    Panic(String),
+    /// The pass returned another number of embeddings than it was given texts.
+    #[error("the pass returned {results} results for {texts} texts")]
+    Miscounted {
+        /// Embeddings returned.
+        results: usize,
+        /// Texts in the pass.
+        texts: usize,
+    },
 }
 
 /// What the queue reports as it runs, for metrics. Every method has an empty default.
@@ -113,7 +152,7 @@ pub struct PassReport<'a> {
     /// Wall-clock time of the pass.
     pub elapsed: Duration,
     /// Why it failed, when it did.
-    pub failure: Option<&'a str>,
+    pub failure: Option<&'a PassFailure>,
 }
 
 /// The worker's answer to a [`Request`].
@@ -424,7 +463,7 @@ impl State {
     fn settle(
         &mut self,
         pass: Pass,
-        outcome: std::result::Result<Vec<Embedding>, String>,
+        outcome: std::result::Result<Vec<Embedding>, PassFailure>,
         elapsed: Duration,
     ) {
         let mut involved: Vec<u64> = pass.members.iter().map(|&(id, _)| id).collect();
@@ -467,9 +506,10 @@ impl State {
                     }
                 }
             }
-            Err(cause) => {
+            Err(failure) => {
+                let failure = Arc::new(failure);
                 for job in self.jobs.extract_if(.., |job| involved.contains(&job.id)) {
-                    let _ = job.reply.send(Err(QueueError::PassFailed(cause.clone())));
+                    let _ = job.reply.send(Err(QueueError::PassFailed(failure.clone())));
                 }
             }
         }
@@ -524,26 +564,25 @@ fn work(shared: &Shared, forward: &dyn Forward) {
         let elapsed = start.elapsed();
         let outcome = match outcome {
             Ok(Ok(embeddings)) if embeddings.len() == sequences.len() => Ok(embeddings),
-            Ok(Ok(embeddings)) => Err(format!(
-                "the pass returned {} results for {} texts",
-                embeddings.len(),
-                sequences.len()
-            )),
-            Ok(Err(error)) => Err(crate::Report(&error).to_string()),
-            Err(panic) => Err(format!("panic: {}", panic_message(panic.as_ref()))),
+            Ok(Ok(embeddings)) => Err(PassFailure::Miscounted {
+                results: embeddings.len(),
+                texts: sequences.len(),
+            }),
+            Ok(Err(error)) => Err(PassFailure::Model(error)),
+            Err(panic) => Err(PassFailure::Panic(panic_message(panic.as_ref()))),
         };
 
         shared.observer.pass(&PassReport {
             texts: sequences.len(),
             padded_tokens: pass.padded_tokens,
             elapsed,
-            failure: outcome.as_ref().err().map(String::as_str),
+            failure: outcome.as_ref().err(),
         });
-        if let Err(cause) = &outcome {
+        if let Err(failure) = &outcome {
             tracing::error!(
                 texts = sequences.len(),
                 padded_tokens = pass.padded_tokens,
-                %cause,
+                cause = %crate::Report(failure),
                 "a forward pass failed; failing the requests it held"
             );
         }

@@ -116,15 +116,28 @@ impl Default for ScoreWeights {
 }
 
 impl ScoreWeights {
-    /// Checks that the weights are finite, non-negative and have a positive sum that is finite
-    /// too (the fusions divide by it: an infinite sum would make them NaN or 0).
+    /// The largest weight: the f32 sum of three of them is still finite (the fusions divide by
+    /// it, and an infinite sum would make them NaN or 0).
+    pub const MAX: f32 = 1e38;
+
+    /// The smallest weight that counts towards a positive sum: a smaller one may round to 0 as
+    /// an f32 (JSON's `1e-50` is `0.0`), so at least one weight must be this large.
+    pub const MIN_POSITIVE: f32 = 1e-37;
+
+    /// Checks the one rule of the weights, wherever they come from (a request, a setting, a
+    /// Python argument): each is a finite number from 0 to [`ScoreWeights::MAX`], and at least
+    /// one is [`ScoreWeights::MIN_POSITIVE`] or more, so that their sum is positive and finite.
+    /// Both bounds can be written in JSON Schema, so a document can state the rule exactly.
     ///
     /// ```
     /// use bge_m3_core::score::ScoreWeights;
     /// assert!(ScoreWeights::try_from([1.0, 0.0, 0.0]).is_ok());
+    /// assert!(ScoreWeights::try_from([1e38, 1e38, 1e38]).is_ok());
+    /// assert!(ScoreWeights::try_from([1e-37, 0.0, 0.0]).is_ok());
     /// assert!(ScoreWeights::try_from([0.0, 0.0, 0.0]).is_err());
     /// assert!(ScoreWeights::try_from([-1.0, 1.0, 1.0]).is_err());
-    /// assert!(ScoreWeights::try_from([3e38, 3e38, 0.0]).is_err());
+    /// assert!(ScoreWeights::try_from([2e38, 0.0, 0.0]).is_err());
+    /// assert!(ScoreWeights::try_from([1e-38, 1e-40, 0.0]).is_err());
     /// ```
     pub fn validate(self) -> Result<Self> {
         let all = [self.dense, self.sparse, self.colbert];
@@ -134,17 +147,22 @@ impl ScoreWeights {
                 format!("each weight must be a finite number >= 0, got {all:?}"),
             ));
         }
-        let sum = all.iter().sum::<f32>();
-        if sum <= 0.0 {
+        if all.iter().any(|w| *w > Self::MAX) {
             return Err(Error::invalid_input(
                 "weights",
-                format!("the weights must have a positive sum, got {all:?}"),
+                format!(
+                    "each weight must be at most 1e38 (the sum of three must be finite), \
+                     got {all:?}"
+                ),
             ));
         }
-        if !sum.is_finite() {
+        if all.iter().all(|w| *w < Self::MIN_POSITIVE) {
             return Err(Error::invalid_input(
                 "weights",
-                format!("the sum of the weights must be finite (at most 3.4e38), got {all:?}"),
+                format!(
+                    "the weights must have a positive sum: at least one must be 1e-37 or more \
+                     (a smaller one may round to 0), got {all:?}"
+                ),
             ));
         }
         Ok(self)

@@ -31,7 +31,11 @@ pub(crate) fn wait(py: Python<'_>, receiver: &mut oneshot::Receiver<Reply>) -> P
     loop {
         match py.detach(|| poll_for(receiver, SIGNAL_CHECK)) {
             Some(Ok(Ok(computed))) => return Ok(computed),
-            Some(Ok(Err(error))) => return Err(PyRuntimeError::new_err(error.to_string())),
+            Some(Ok(Err(error))) => {
+                return Err(PyRuntimeError::new_err(
+                    bge_m3_core::Report(&error).to_string(),
+                ))
+            }
             Some(Err(_closed)) => {
                 return Err(PyRuntimeError::new_err(
                     "the model's queue stopped without answering",

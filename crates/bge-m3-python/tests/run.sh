@@ -3,7 +3,8 @@
 # packages (requirements.txt, constraints.txt; no torch), the package built from this checkout
 # and installed by pip as a user would (`pip install ./crates/bge-m3-python`, maturin, here
 # with cargo's dev profile so that the build reuses what `cargo test` compiled), then pytest.
-# The tests against a server use the bge-m3-server debug build (built here if missing).
+# The tests against a server use the bge-m3-server debug build, and the Ray tests compare with
+# the bge-m3-encode debug build (both built here if missing).
 #
 # Environment: PYTHON (default python3) makes the virtualenv, kept in target/python-venv.
 # Prints the seconds each part took; pytest's own summary is the last line.
@@ -36,7 +37,8 @@ if "$VENV/bin/python" -c 'import importlib.util, sys; sys.exit(importlib.util.fi
     exit 1
 fi
 
-cargo build --quiet -p bge-m3-server
+cargo build --quiet -p bge-m3-server -p bge-m3-encode
 echo "python package: install of the test packages ${install_seconds} s, build and install of bge_m3 ${build_seconds} s"
-BGE_M3_SERVER="$ROOT/target/debug/bge-m3-server" "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
+BGE_M3_SERVER="$ROOT/target/debug/bge-m3-server" BGE_M3_ENCODE="$ROOT/target/debug/bge-m3-encode" \
+    "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
     "$HERE"

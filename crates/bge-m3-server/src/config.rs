@@ -220,8 +220,9 @@ pub struct Config {
     pub accept_any_model: bool,
 
     /// The default `[dense, sparse, colbert]` weights of the rerank routes' score
-    /// (`colbert+sparse+dense`), as three comma-separated numbers >= 0 with a positive sum; a
-    /// request's own `weights` win. FlagEmbedding's default.
+    /// (`colbert+sparse+dense`), as three comma-separated numbers from 0 to 1e38, at least one
+    /// of them 1e-37 or more (the rule of a request's `weights`); a request's own `weights`
+    /// win. FlagEmbedding's default.
     #[arg(long, env = "RERANK_WEIGHTS", default_value = "0.4,0.2,0.4", value_parser = parse_weights)]
     pub rerank_weights: ScoreWeights,
 
@@ -233,7 +234,7 @@ pub struct Config {
 
 impl Config {
     /// The inference layer's share of the settings.
-    pub fn batcher_options(&self) -> InferenceOptions {
+    pub fn inference_options(&self) -> InferenceOptions {
         InferenceOptions {
             queue_size: self.queue_size,
             max_batch_tokens: self.max_batch_tokens,
@@ -352,6 +353,25 @@ mod tests {
         assert_eq!(config.aliases(), ["a", "b"]);
         assert!(Config::try_parse_from(["bge-m3-server", "--queue-size", "0"]).is_err());
         assert!(Config::try_parse_from(["bge-m3-server", "--device", "tpu"]).is_err());
+    }
+
+    /// `--rerank-weights` has the rule of a request's `weights` (the core's, which the document
+    /// states): a default the document would call invalid is refused at start.
+    #[test]
+    fn rerank_weights_have_the_rule_of_a_requests() {
+        let parse = |weights: &str| {
+            Config::try_parse_from(["bge-m3-server", &format!("--rerank-weights={weights}")])
+                .map(|config| config.rerank_weights)
+        };
+        let weights = parse("1, 0, 1e38").unwrap();
+        assert_eq!(
+            [weights.dense, weights.sparse, weights.colbert],
+            [1.0, 0.0, 1e38]
+        );
+        for bad in ["2e38,0,0", "1e-38,1e-40,0", "0,0,0", "-1,1,1", "1,1"] {
+            let error = parse(bad).unwrap_err().to_string();
+            assert!(error.contains("weights"), "{bad}: {error}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::inference;
 use crate::inference::memory::{Need, Refused};
+use crate::logging;
 
 /// Why a request was refused with 401 ([`Error::Unauthorized`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +39,47 @@ impl fmt::Display for AuthFailure {
             }
             AuthFailure::WrongKey => "the API key sent is not this server's API key",
         })
+    }
+}
+
+/// A fault of the server's side on a request: its cause, which the log gets (the 500's log
+/// line shows the whole chain, inside the request's span), and the request's id, which the
+/// client gets instead of the cause. Shows as its cause, whose source is its own.
+#[derive(Debug)]
+pub struct Fault<E> {
+    request_id: Option<String>,
+    /// Boxed: the core's errors are large, and every `Result` of the server carries an
+    /// [`Error`].
+    cause: Box<E>,
+}
+
+impl<E> Fault<E> {
+    /// `cause`, on the request this task serves.
+    fn new(cause: E) -> Self {
+        Self {
+            request_id: logging::request_id(),
+            cause: Box::new(cause),
+        }
+    }
+
+    /// Where the client finds the cause.
+    fn where_logged(&self) -> String {
+        match &self.request_id {
+            Some(id) => format!("the server log has the cause under request id {id}"),
+            None => "the server log has the cause".to_string(),
+        }
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for Fault<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.cause.fmt(f)
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for Fault<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause.source()
     }
 }
 
@@ -93,7 +135,8 @@ pub enum Error {
     MethodNotAllowed {
         method: Method,
         path: String,
-        allowed: Method,
+        /// The methods the path answers, as the `Allow` header lists them (`GET, HEAD, POST`).
+        allowed: String,
     },
 
     /// 413: the body is larger than the configured limit.
@@ -162,16 +205,15 @@ pub enum Error {
     #[error("the model failed to load: {0}")]
     ModelFailed(String),
 
-    /// 500: the model failed on a valid request. The cause goes to the log, not to the client.
-    #[error("the model failed on this request; the server log has the cause")]
-    Inference(#[source] bge_m3_core::Error),
+    /// 500: the model failed on a valid request. The cause goes to the log, not to the client,
+    /// who is told the request id to find it under.
+    #[error("the model failed on this request; {}", .0.where_logged())]
+    Inference(#[source] Fault<bge_m3_core::Error>),
 
     /// 500: the forward pass that held this request's texts failed or panicked; the requests
-    /// in other passes are unaffected.
-    #[error(
-        "the forward pass that held this request failed ({0}); the server log has the details"
-    )]
-    ModelFault(String),
+    /// in other passes are unaffected. The cause goes to the log, as for [`Error::Inference`].
+    #[error("the forward pass that held this request failed; {}", .0.where_logged())]
+    ModelFault(#[source] Fault<QueueError>),
 
     /// 503: the request was not answered within the configured request timeout.
     #[error("the request was not answered within {}s (the server's request timeout); retry later or send fewer or shorter texts", seconds)]
@@ -298,16 +340,21 @@ impl From<bge_m3_core::Error> for Error {
     fn from(e: bge_m3_core::Error) -> Self {
         match e {
             bge_m3_core::Error::InvalidInput { field, message } => Error::invalid(field, message),
-            other => Error::Inference(other),
+            other => Error::Inference(Fault::new(other)),
         }
     }
 }
 
-/// `{"error": {...}}`, OpenAI's error body, on every route.
+/// `{"error": {...}, "detail": "..."}`, OpenAI's error body, on every route, with the message
+/// also in `detail` as Jina's API and FastAPI services answer, since their clients read it
+/// alone (the Jina rerank wrappers of LangChain, LlamaIndex and Haystack raise
+/// `KeyError: 'detail'` without it).
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(as = Error)]
 pub(crate) struct ErrorBody<'a> {
     error: ErrorDetail<'a>,
+    /// `error.message` again, where Jina's and FastAPI's clients read it.
+    detail: &'a str,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -361,12 +408,7 @@ impl ResponseError for Error {
         let mut response = HttpResponse::build(status);
         match self {
             Error::MethodNotAllowed { allowed, .. } => {
-                let allow = if allowed == Method::GET {
-                    "GET, HEAD"
-                } else {
-                    allowed.as_str()
-                };
-                response.insert_header((header::ALLOW, allow));
+                response.insert_header((header::ALLOW, allowed.as_str()));
             }
             // RFC 6750: the scheme to use, and `invalid_token` when a wrong one was sent.
             Error::Unauthorized(failure) => {
@@ -390,13 +432,15 @@ impl ResponseError for Error {
             response.force_close();
         }
         let (kind, code) = self.kind();
+        let message = self.to_string();
         response.json(ErrorBody {
             error: ErrorDetail {
-                message: self.to_string(),
+                message: message.clone(),
                 kind,
                 param: self.param(),
                 code,
             },
+            detail: &message,
         })
     }
 }
@@ -449,16 +493,18 @@ impl From<QueueError> for Error {
     fn from(error: QueueError) -> Self {
         match error {
             QueueError::Closed => Error::ShuttingDown,
-            QueueError::PassFailed(cause) => Error::ModelFault(cause),
-            other => Error::ModelFault(other.to_string()),
+            other => Error::ModelFault(Fault::new(other)),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use actix_web::body::to_bytes;
+    use bge_m3_core::queue::PassFailure;
 
     async fn body(error: Error) -> (StatusCode, serde_json::Value) {
         let response = error.error_response();
@@ -533,7 +579,9 @@ mod tests {
             (Error::Timeout { seconds: 5 }, 503, "timeout", None),
             (Error::ShuttingDown, 503, "shutting_down", None),
             (
-                Error::ModelFault("panic: boom".into()),
+                Error::ModelFault(Fault::new(QueueError::PassFailed(Arc::new(
+                    PassFailure::Panic("boom".into()),
+                )))),
                 500,
                 "model_fault",
                 None,
@@ -554,6 +602,41 @@ mod tests {
             assert_eq!(json["error"]["message"], message.as_str());
             assert!(json["error"]["type"].is_string());
         }
+    }
+
+    /// A model fault tells the client the request id, not the cause; the cause is the error's
+    /// source, for the log line (`Report`).
+    #[actix_web::test]
+    async fn a_fault_names_the_request_not_its_cause() {
+        let pass = || QueueError::PassFailed(Arc::new(PassFailure::Panic("poisoned".into())));
+        let model = || bge_m3_core::Error::Device {
+            message: "out of memory".into(),
+            source: None,
+        };
+        let (fault, inference) = logging::serving("req-7".into(), async {
+            (Error::from(pass()), Error::from(model()))
+        })
+        .await;
+        for (error, code, cause) in [
+            (fault, "model_fault", "panic: poisoned"),
+            (inference, "internal_error", "device: out of memory"),
+        ] {
+            let logged = Report(&error).to_string();
+            assert!(logged.contains(cause), "{logged}");
+            assert!(logged.contains("req-7"), "{logged}");
+            let (status, json) = body(error).await;
+            assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+            assert_eq!(json["error"]["code"], code);
+            let message = json["error"]["message"].as_str().unwrap();
+            assert!(message.contains("under request id req-7"), "{message}");
+            assert!(!message.contains(cause), "{message}");
+        }
+        // Outside a request there is no id to give.
+        let message = Error::from(pass()).to_string();
+        assert!(
+            message.ends_with("the server log has the cause"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -156,7 +156,7 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<Stopped> {
                 let dir = hub::resolve(&model_path, &hub_options)?;
                 BgeM3::load(&dir, &load_options)
             },
-            config.batcher_options(),
+            config.inference_options(),
         )?
     };
 
@@ -422,9 +422,70 @@ mod tests {
         assert!(waiting.await.unwrap().is_ok());
     }
 
+    /// A model fault answers 500 with the request's id and without its cause; the log line of
+    /// the 500 has the cause, inside the request's span (so with its id too).
+    #[actix_web::test]
+    async fn a_model_fault_is_logged_with_the_request_id_and_answered_without_its_cause() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Capture(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Capture {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let capture = Capture::default();
+        let writer = {
+            let capture = capture.clone();
+            move || capture.clone()
+        };
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(writer)
+            .with_ansi(false)
+            .finish();
+        // The test's runtime runs on this thread: every poll of the request sees it.
+        let _logs = tracing::subscriber::set_default(subscriber);
+
+        let state = web::Data::new(
+            AppState::new("bge-m3", vec![], Limits::default()).with_allow_token_ids(true),
+        );
+        let (inference, gate) = gated(InferenceOptions::default());
+        state.set_ready(inference.info(), inference);
+        gate.open();
+        let app = test::init_service(app(state)).await;
+        let request = test::TestRequest::post()
+            .uri("/embeddings")
+            .insert_header(("x-request-id", "req-fault-1"))
+            .set_json(json!({"input": [crate::testing::Gate::POISON]}))
+            .to_request();
+        let response = test::call_service(&app, request).await;
+        assert_eq!(response.status(), 500);
+        assert_eq!(
+            response.headers().get("x-request-id").unwrap(),
+            "req-fault-1"
+        );
+        let body: Value = test::read_body_json(response).await;
+        assert_eq!(body["error"]["code"], "model_fault");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("request id req-fault-1"), "{message}");
+        assert!(!message.contains("poisoned"), "{message}");
+
+        let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        let failed = logs
+            .lines()
+            .find(|line| line.contains("request failed"))
+            .unwrap_or_else(|| panic!("no 500 in the log: {logs}"));
+        assert!(failed.contains("request_id=req-fault-1"), "{failed}");
+        assert!(failed.contains("panic: poisoned pass"), "{failed}");
+    }
+
     #[actix_web::test]
     async fn while_draining_health_and_new_requests_answer_503() {
-        let (state, _batcher, gate) = ready(InferenceOptions::default());
+        let (state, _inference, gate) = ready(InferenceOptions::default());
         gate.open();
         let app = test::init_service(app(state.clone())).await;
         let health = test::TestRequest::get().uri("/health").to_request();
@@ -456,7 +517,7 @@ mod tests {
 
     #[actix_web::test]
     async fn metrics_move_as_requests_are_served() {
-        let (state, _batcher, gate) = ready(InferenceOptions::default());
+        let (state, _inference, gate) = ready(InferenceOptions::default());
         gate.open();
         let app = test::init_service(app(state)).await;
         let scrape = || async {

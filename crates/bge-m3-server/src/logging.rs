@@ -65,6 +65,23 @@ where
     }
 }
 
+tokio::task_local! {
+    /// The id of the request this task is serving, set by the request-id middleware around
+    /// everything the request runs, so that an error can tell the client which log lines hold
+    /// its cause.
+    static REQUEST_ID: String;
+}
+
+/// Runs `serve` as the request `id` (see [`request_id`]).
+pub(crate) async fn serving<F: std::future::Future>(id: String, serve: F) -> F::Output {
+    REQUEST_ID.scope(id, serve).await
+}
+
+/// The id of the request being served on this task, or `None` outside a request.
+pub(crate) fn request_id() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
+
 /// The HTTP layer's noise about clients, filtered (see the module's documentation).
 pub(crate) struct HttpNoise;
 

@@ -175,7 +175,7 @@ fn a_failing_pass_fails_its_requests_only_and_the_worker_goes_on() {
     queue.push(b);
     let failed = a_answer.blocking_recv().unwrap();
     assert!(
-        matches!(&failed, Err(QueueError::PassFailed(m)) if m.contains("13 is unlucky")),
+        matches!(&failed, Err(QueueError::PassFailed(m)) if m.to_string().contains("13 is unlucky")),
         "{failed:?}"
     );
     let served = b_answer.blocking_recv().unwrap().unwrap();
@@ -185,6 +185,42 @@ fn a_failing_pass_fails_its_requests_only_and_the_worker_goes_on() {
     assert_eq!(
         c_answer.blocking_recv().unwrap().unwrap().embeddings[0].tokens,
         5
+    );
+}
+
+/// A pass whose model returns an error fails its requests with that error as the source, not
+/// its text: a server can log the whole chain and tell the client only that the pass failed.
+#[test]
+fn a_failed_pass_keeps_the_models_error_as_its_source() {
+    struct Failing;
+    impl Forward for Failing {
+        fn forward(&self, _: &[&[u32]], _: Outputs) -> crate::Result<Vec<Embedding>> {
+            Err(crate::Error::Device {
+                message: "out of device memory".into(),
+                source: None,
+            })
+        }
+        fn pads_batches(&self) -> bool {
+            true
+        }
+    }
+    let queue = Queue::spawn(Arc::new(Failing), 64, Arc::new(())).unwrap();
+    let (a, answer) = request(&[3], 12);
+    queue.push(a);
+    let failed = answer.blocking_recv().unwrap().unwrap_err();
+    assert_eq!(failed.to_string(), "the forward pass failed");
+    let source = std::error::Error::source(&failed).expect("the pass's failure");
+    assert!(
+        matches!(
+            source.downcast_ref::<PassFailure>(),
+            Some(PassFailure::Model(crate::Error::Device { message, .. }))
+                if message == "out of device memory"
+        ),
+        "{source:?}"
+    );
+    assert_eq!(
+        crate::Report(&failed).to_string(),
+        "the forward pass failed: device: out of device memory"
     );
 }
 

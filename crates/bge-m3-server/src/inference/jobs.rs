@@ -36,7 +36,8 @@ pub enum SparseKeys {
     Tokens,
 }
 
-/// A validated embeddings request: every option is in range, every token id in the vocabulary.
+/// A validated embeddings request: every option is in range (but `batch_size`, which
+/// [`super::Inference`] checks), every token id in the vocabulary.
 #[derive(Debug, Clone)]
 pub struct EncodeJob {
     pub inputs: Inputs,

@@ -3,7 +3,10 @@
 //! error type maps [`Error`] to statuses.
 //!
 //! Handlers validate a request into a job ([`EncodeJob`], [`ScoreJob`]) and await
-//! [`Inference::encode`] or [`Inference::score`], which
+//! [`Inference::encode`] or [`Inference::score`]. Their `batch_size` is the one option checked
+//! here rather than by the handler: it is checked once for every route (a rerank's comes from
+//! the defaults), by the core's [`check_batch_size`], before the job is admitted. Each of them
+//! then
 //! 1. admits the request or refuses it at once with 429 when `queue_size` requests are already
 //!    admitted and unanswered, never queueing without bound;
 //! 2. grows the request's memory reservation (see [`memory`]) to the bound of its token
@@ -44,11 +47,12 @@ mod tokens;
 mod tests;
 
 use std::future::Future;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bge_m3_core::queue::{panic_message, Computed, Queue, QueueError, Request};
-use bge_m3_core::{BgeM3, EncodeOptions, Outputs};
+use bge_m3_core::{check_batch_size, BgeM3, EncodeOptions, Outputs};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 pub use self::error::{Error, Result};
@@ -109,22 +113,22 @@ impl Inference {
         job: EncodeJob,
         mut held: Option<Reservation>,
     ) -> Result<Encoded> {
+        let batch_size = check_batch_size(job.options.batch_size)?;
         let _admitted = self.admit()?;
         self.within_timeout(async move {
             let EncodeOptions {
                 outputs,
                 max_length,
-                batch_size,
                 ..
             } = job.options;
             let sparse_tokens = outputs.sparse && job.sparse_keys == SparseKeys::Tokens;
-            let answer = Answer {
+            let asked = Asked {
                 outputs,
                 sparse_tokens,
                 batch_size,
             };
             let (computed, timings) = self
-                .embed(vec![(job.inputs, max_length)], answer, &mut held)
+                .embed(vec![(job.inputs, max_length)], asked, &mut held)
                 .await?;
             let embeddings = computed.embeddings;
             if !sparse_tokens {
@@ -175,6 +179,7 @@ impl Inference {
         job: ScoreJob,
         mut held: Option<Reservation>,
     ) -> Result<Scored> {
+        let batch_size = check_batch_size(job.options.batch_size)?;
         let _admitted = self.admit()?;
         self.within_timeout(async move {
             let ScoreJob {
@@ -184,16 +189,16 @@ impl Inference {
             } = job;
             let query_count = queries.len();
             // Every output of every text, until the pairs are scored.
-            let answer = Answer {
+            let asked = Asked {
                 outputs: Outputs::ALL,
                 sparse_tokens: false,
-                batch_size: options.batch_size,
+                batch_size,
             };
             let parts = vec![
                 (Inputs::Texts(queries), options.max_query_length),
                 (Inputs::Texts(passages), options.max_passage_length),
             ];
-            let (computed, timings) = self.embed(parts, answer, &mut held).await?;
+            let (computed, timings) = self.embed(parts, asked, &mut held).await?;
             let mut queries = computed.embeddings;
             let tokens = queries.iter().map(|e| e.tokens).sum();
             let scores = blocking(move || {
@@ -214,19 +219,19 @@ impl Inference {
     /// What every job does before its answer is written: grows the reservation `held` to the
     /// bound of the token ids of `parts` (inputs and the length they are truncated to),
     /// tokenizes them in order, growing it as soon as the answer is known to need more (see
-    /// [`AnswerSize`]), sets it to their ids and the embeddings `answer` will hold, and runs
+    /// [`AnswerSize`]), sets it to their ids and the embeddings `asked` will give, and runs
     /// them through the model's thread.
     async fn embed(
         &self,
         parts: Vec<(Inputs, usize)>,
-        answer: Answer,
+        asked: Asked,
         held: &mut Option<Reservation>,
     ) -> Result<(Computed, Timings)> {
-        let Answer {
+        let Asked {
             outputs,
             sparse_tokens,
             batch_size,
-        } = answer;
+        } = asked;
         if let Some(held) = held.as_mut() {
             let bound = parts
                 .iter()
@@ -304,7 +309,7 @@ impl Inference {
         &self,
         sequences: Vec<Vec<u32>>,
         outputs: Outputs,
-        batch_size: usize,
+        batch_size: NonZeroUsize,
     ) -> Result<Computed> {
         let texts = sequences.len();
         let tokens: usize = sequences.iter().map(|s| s.len() - 2).sum();
@@ -312,7 +317,7 @@ impl Inference {
         self.inner.queue.push(Request {
             sequences,
             outputs,
-            batch_size: bge_m3_core::check_batch_size(batch_size)?,
+            batch_size,
             reply,
         });
         let mut pending = Pending {
@@ -335,12 +340,13 @@ impl Inference {
     }
 }
 
-/// What a job's answer holds, for the memory estimate and the forward passes.
-struct Answer {
+/// What a job asks of the model (its outputs, their keys, its texts per pass), for the memory
+/// estimate and the forward passes.
+struct Asked {
     outputs: Outputs,
     /// Sparse weights keyed by token string as well as by id.
     sparse_tokens: bool,
-    batch_size: usize,
+    batch_size: NonZeroUsize,
 }
 
 /// A request on the model's queue: when it is dropped unanswered (its client went, or it timed

@@ -173,6 +173,46 @@ async fn a_full_queue_refuses_at_once() {
     assert!(third.is_ok(), "{third:?}");
 }
 
+/// `batch_size` is checked once, for every job, before it is admitted: a bad one is the
+/// caller's fault naming the field even while the queue is full (not a 429 for a request that
+/// could never run).
+#[actix_web::test]
+async fn a_batch_size_of_0_is_refused_before_admission() {
+    let options = InferenceOptions {
+        queue_size: 1,
+        ..InferenceOptions::default()
+    };
+    let (inference, gate) = gated(options);
+    let waiting = inference.clone();
+    let first = actix_web::rt::spawn(async move {
+        waiting
+            .encode(job(texts(&["a"]), Outputs::default(), 8192))
+            .await
+    });
+    gate.until_arrived(1).await;
+    let mut encode = job(texts(&["b"]), Outputs::default(), 8192);
+    encode.options.batch_size = 0;
+    let score = ScoreJob::pairs(
+        vec![("q".into(), "p".into())],
+        ScoreOptions::default().with_batch_size(0),
+    );
+    for refused in [
+        inference.encode(encode).await.map(drop),
+        inference.score(score).await.map(drop),
+    ] {
+        assert!(
+            matches!(
+                &refused,
+                Err(Error::Model(bge_m3_core::Error::InvalidInput { field, .. }))
+                    if field == "batch_size"
+            ),
+            "{refused:?}"
+        );
+    }
+    gate.open();
+    assert!(first.await.unwrap().is_ok());
+}
+
 #[actix_web::test]
 async fn a_timed_out_request_answers_503_and_leaves_the_queue() {
     let options = InferenceOptions {
@@ -233,7 +273,7 @@ async fn a_faulty_pass_fails_its_requests_and_the_rest_are_served() {
     gate.open();
     let failed = poisoned.await.unwrap();
     assert!(
-        matches!(&failed, Err(Error::Queue(QueueError::PassFailed(m))) if m.contains("poisoned pass")),
+        matches!(&failed, Err(Error::Queue(QueueError::PassFailed(m))) if m.to_string().contains("poisoned pass")),
         "{failed:?}"
     );
     assert_eq!(healthy.await.unwrap().unwrap().embeddings.len(), 2);

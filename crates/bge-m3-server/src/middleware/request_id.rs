@@ -2,13 +2,16 @@
 //! (what a proxy or the client chose, so that their logs and ours can be joined) or else a new
 //! UUID. It is sent back in the `X-Request-Id` header of every response, errors included, and
 //! every log line written while the request is served carries it: they all run inside a
-//! `request` span with a `request_id` field.
+//! `request` span with a `request_id` field, and the id is the task's
+//! [`logging::request_id`] for the errors that name it.
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use tracing::Instrument;
+
+use crate::logging;
 
 /// The request and response header.
 pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -40,8 +43,9 @@ pub(crate) async fn assign<B: MessageBody>(
 ) -> Result<ServiceResponse<B>, actix_web::Error> {
     let id = request_id(req.headers().get(X_REQUEST_ID));
     // Sane ids and UUIDs are visible ASCII; `%` writes them unquoted.
-    let span = tracing::info_span!("request", request_id = %id.to_str().unwrap_or_default());
-    match next.call(req).instrument(span).await {
+    let text = id.to_str().unwrap_or_default().to_string();
+    let span = tracing::info_span!("request", request_id = %text);
+    match logging::serving(text, next.call(req).instrument(span)).await {
         Ok(mut response) => {
             response.headers_mut().insert(X_REQUEST_ID, id);
             Ok(response)

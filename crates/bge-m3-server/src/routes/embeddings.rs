@@ -4,14 +4,14 @@
 use std::iter::once;
 
 use actix_web::{web, HttpResponse};
-use bge_m3_core::{Embedding, EncodeOptions, Outputs};
+use bge_m3_core::{Embedding, EncodeOptions, Outputs, SparseFormat};
 use serde::{Deserialize, Serialize};
 
 use super::answer::{self, array, array_of, object, value, Pieces};
 use super::input::{self, InputField, Integer};
 use super::reply::{answered, Usage};
 use super::responses::EncodeErrors;
-use super::vectors::{EncodingFormat, Format, Sparse, SparseFormat, Vector};
+use super::vectors::{self, EncodingFormat, Format, Sparse, SparseFormatSchema, Vector};
 use crate::inference::ModelInfo;
 use crate::inference::{EncodeJob, Encoded, SparseKeys};
 use crate::routes::extract::Json;
@@ -37,6 +37,8 @@ pub(crate) struct EmbeddingsRequest {
     #[schema(value_type = Option<i32>, minimum = 1)]
     dimensions: Option<Integer>,
     /// How sparse weights are keyed; default `token`.
+    #[serde(default, deserialize_with = "vectors::sparse_format")]
+    #[schema(value_type = Option<SparseFormatSchema>)]
     sparse_format: Option<SparseFormat>,
     /// Truncation in tokens, `<s>` and `</s>` counted (1 to 8192); default 8192.
     #[schema(value_type = Option<i32>, minimum = 1, maximum = 8192)]
@@ -68,7 +70,7 @@ impl EmbeddingsRequest {
             info.max_length,
             info.max_length,
         )?;
-        let batch_size = input::batch_size(Integer::get(self.batch_size))?;
+        let batch_size = input::batch_size(Integer::get(self.batch_size));
         let dimensions = input::dimensions(Integer::get(self.dimensions), info.dense_dim)?;
         let format = Format {
             encoding: self.encoding_format.unwrap_or_default(),

@@ -1,11 +1,12 @@
-//! `GET /` (what this service is) and `GET /health` (whether the model is loaded).
+//! `GET /` (what this service is), `GET /health` (whether the model is loaded) and
+//! `GET /metrics`.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
 use super::responses::KeyErrors;
-use super::table::ROUTES;
+use crate::metrics::metrics as registry;
 use crate::state::{AppState, Status};
 
 /// What this service is.
@@ -22,7 +23,7 @@ struct Root<'a> {
     /// Where the model runs (`cpu`, `cuda:0`); null until it is loaded.
     device: Option<&'a str>,
     /// Every route, as `METHOD /path`.
-    routes: Vec<String>,
+    routes: &'a [String],
 }
 
 /// `GET /`: always 200, also while the model loads.
@@ -37,7 +38,7 @@ struct Root<'a> {
     ),
     security((), ("api_key" = [])),
 )]
-pub(crate) async fn root(state: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn root(state: web::Data<AppState>, listing: web::Data<Listing>) -> HttpResponse {
     let (status, device) = match state.status() {
         Status::Loading => ("loading", None),
         Status::Ready(info) => ("healthy", Some(info.device.as_str())),
@@ -50,12 +51,13 @@ pub(crate) async fn root(state: web::Data<AppState>) -> HttpResponse {
         model: state.model_id(),
         status,
         device,
-        routes: ROUTES
-            .iter()
-            .map(|entry| format!("{} {}", entry.method, entry.path))
-            .collect(),
+        routes: &listing.0,
     })
 }
+
+/// `GET /`'s list of every route, as `METHOD /path`: app data that the route table makes, so
+/// that this module need not import the table that lists its handlers.
+pub(crate) struct Listing(pub Vec<String>);
 
 /// Whether the model is loaded.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -131,4 +133,23 @@ pub(crate) async fn health(state: web::Data<AppState>) -> HttpResponse {
         ),
     };
     HttpResponse::build(code).json(health)
+}
+
+/// `GET /metrics`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "service",
+    summary = "Prometheus metrics",
+    operation_id = "metrics",
+    responses(
+        (status = 200, description = "Prometheus metrics in the text exposition format", content_type = "text/plain"),
+        KeyErrors,
+    ),
+    security((), ("api_key" = [])),
+)]
+pub(crate) async fn metrics() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(registry().render())
 }

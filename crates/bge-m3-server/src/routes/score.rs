@@ -22,8 +22,8 @@ pub(crate) struct ScoreRequest {
     /// Passages, as many as `sentences_1`.
     #[schema(value_type = Texts, required = true)]
     sentences_2: Option<Texts>,
-    /// `[dense, sparse, colbert]` weights of the fused scores: three numbers >= 0 with a
-    /// positive sum; default `[0.4, 0.2, 0.4]`.
+    /// `[dense, sparse, colbert]` weights of the fused scores: three numbers from 0 to 1e38,
+    /// at least one of them 1e-37 or more; default `[0.4, 0.2, 0.4]`.
     #[schema(schema_with = input::weights_schema)]
     weights: Option<Vec<f32>>,
     /// Truncation of the queries in tokens (1 to 8192); default 512, or `max_length`.
@@ -84,7 +84,7 @@ impl ScoreRequest {
                 .with_weights(weights)
                 .with_max_query_length(max_query_length)
                 .with_max_passage_length(max_passage_length)
-                .with_batch_size(input::batch_size(Integer::get(self.batch_size))?),
+                .with_batch_size(input::batch_size(Integer::get(self.batch_size))),
         })
     }
 }

@@ -1,10 +1,15 @@
 //! The route table, the one place a route is declared: its method, its path as `GET /` lists
 //! it and the request metrics label it, the pattern it is registered with, whether it is
-//! answered without the API key, and its handler. [`super::configure`] registers exactly these;
-//! the OpenAPI document describes exactly these (a test in `docs` checks it).
+//! answered without the API key, and its handler. [`super::configure`] registers exactly these,
+//! `GET /` lists them ([`listing`]) and the OpenAPI document describes exactly these ([`openapi`]:
+//! its paths are the operations of the same list). The table imports the handlers; none of them
+//! imports the table: `GET /` and `GET /openapi.json` get its list and its document as app data.
+
+use std::sync::OnceLock;
 
 use actix_web::http::Method;
 use actix_web::Route;
+use utoipa::OpenApi;
 
 use super::{docs, embeddings, info, models, rerank, score, tei, tokens};
 
@@ -23,53 +28,73 @@ pub(crate) struct Entry {
     pub to: fn(Route) -> Route,
 }
 
-/// `route!(GET "/path" => handler)`, with `public` first for a route without the key and
-/// `as "pattern"` after the path when it is registered with another pattern.
-macro_rules! route {
-    (@entry $public:literal $method:ident $path:literal $pattern:literal $handler:path) => {
-        Entry {
-            method: Method::$method,
-            path: $path,
-            pattern: $pattern,
-            public: $public,
-            to: |route| route.to($handler),
-        }
+/// `table! { GET "/path" => module::handler, ... }` writes [`ROUTES`] and [`Paths`], the
+/// OpenAPI operations of the same handlers, from one list: `public` before a route answered
+/// without the key, `as "pattern"` after a path registered with another pattern.
+macro_rules! table {
+    ($($(#[$public:ident])? $method:ident $path:literal $(as $pattern:literal)?
+        => $module:ident :: $handler:ident),* $(,)?) => {
+        /// Every route, in the order `GET /` lists them.
+        pub(crate) static ROUTES: &[Entry] = &[$(
+            Entry {
+                method: Method::$method,
+                path: $path,
+                pattern: table!(@first $($pattern,)? $path),
+                public: table!(@public $($public)?),
+                to: |route| route.to($module::$handler),
+            }
+        ),*];
+
+        /// The operations of [`ROUTES`], in their order, as their `#[utoipa::path]` describe them.
+        #[derive(utoipa::OpenApi)]
+        #[openapi(paths($($module::$handler),*))]
+        struct Paths;
     };
-    (public $method:ident $path:literal => $handler:path) => {
-        route!(@entry true $method $path $path $handler)
-    };
-    ($method:ident $path:literal as $pattern:literal => $handler:path) => {
-        route!(@entry false $method $path $pattern $handler)
-    };
-    ($method:ident $path:literal => $handler:path) => {
-        route!(@entry false $method $path $path $handler)
-    };
+    (@first $first:literal $(, $rest:literal)*) => { $first };
+    (@public public) => { true };
+    (@public) => { false };
 }
 
-/// Every route, in the order `GET /` lists them.
-pub(crate) static ROUTES: &[Entry] = &[
-    route!(GET "/" => info::root),
-    route!(public GET "/health" => info::health),
-    route!(POST "/v1/embeddings" => embeddings::openai),
-    route!(POST "/embeddings" => embeddings::native),
-    route!(POST "/score" => score::score),
-    route!(POST "/rerank" => rerank::tei),
-    route!(POST "/v1/rerank" => rerank::cohere_v1),
-    route!(POST "/v2/rerank" => rerank::cohere_v2),
-    route!(POST "/embed" => tei::embed),
-    route!(POST "/embed_sparse" => tei::embed_sparse),
-    route!(POST "/embed_all" => tei::embed_all),
-    route!(POST "/tokenize" => tokens::tokenize),
-    route!(POST "/decode" => tokens::decode),
-    route!(GET "/info" => tei::info),
-    route!(GET "/models" => models::native_list),
-    route!(GET "/models/{id}" as "/models/{id:.*}" => models::native_get),
-    route!(GET "/v1/models" => models::openai_list),
-    route!(GET "/v1/models/{id}" as "/v1/models/{id:.*}" => models::openai_get),
-    route!(GET "/metrics" => super::prometheus_text),
-    route!(public GET "/openapi.json" => docs::openapi_json),
-    route!(public GET "/docs" => docs::page),
-];
+table! {
+    GET "/" => info::root,
+    #[public] GET "/health" => info::health,
+    POST "/v1/embeddings" => embeddings::openai,
+    POST "/embeddings" => embeddings::native,
+    POST "/score" => score::score,
+    POST "/rerank" => rerank::tei,
+    POST "/v1/rerank" => rerank::cohere_v1,
+    POST "/v2/rerank" => rerank::cohere_v2,
+    POST "/embed" => tei::embed,
+    POST "/" => tei::embed_at_root,
+    POST "/embed_sparse" => tei::embed_sparse,
+    POST "/embed_all" => tei::embed_all,
+    POST "/tokenize" => tokens::tokenize,
+    POST "/decode" => tokens::decode,
+    GET "/info" => tei::info,
+    GET "/models" => models::native_list,
+    GET "/models/{id}" as "/models/{id:.*}" => models::native_get,
+    GET "/v1/models" => models::openai_list,
+    GET "/v1/models/{id}" as "/v1/models/{id:.*}" => models::openai_get,
+    GET "/metrics" => info::metrics,
+    #[public] GET "/openapi.json" => docs::openapi_json,
+    #[public] GET "/docs" => docs::page,
+}
+
+/// `GET /`'s list of the routes, as `METHOD /path`.
+pub(crate) fn listing() -> info::Listing {
+    info::Listing(
+        ROUTES
+            .iter()
+            .map(|entry| format!("{} {}", entry.method, entry.path))
+            .collect(),
+    )
+}
+
+/// The OpenAPI document of [`ROUTES`] (see [`docs::document`]), made once.
+pub(crate) fn openapi() -> &'static str {
+    static JSON: OnceLock<String> = OnceLock::new();
+    JSON.get_or_init(|| docs::document(Paths::openapi()))
+}
 
 /// Swagger UI's scripts and styles, which `/docs` loads: public, and not listed.
 pub(crate) const DOCS_ASSETS: &str = "/docs/";
@@ -106,6 +131,148 @@ mod tests {
             "/models",
         ] {
             assert!(!is_public(path), "{path}");
+        }
+    }
+
+    /// The document that [`openapi`] makes of the table (`docs::document`).
+    mod document {
+        use serde_json::Value;
+
+        use super::*;
+        use crate::inference::ModelInfo;
+        use crate::routes::docs::openapi_for;
+
+        /// A served model whose limits differ from the document's defaults.
+        fn served_model() -> ModelInfo {
+            ModelInfo {
+                dense_dim: 32,
+                colbert_dim: 16,
+                max_length: 4096,
+                vocab_size: 1202,
+                device: "cpu".into(),
+                dtype: "float32".into(),
+                loaded_at: 0,
+            }
+        }
+
+        fn document() -> Value {
+            serde_json::from_str(openapi()).unwrap()
+        }
+
+        #[test]
+        fn every_route_is_described() {
+            let doc = document();
+            assert!(
+                doc["openapi"].as_str().unwrap().starts_with("3."),
+                "{}",
+                doc["openapi"]
+            );
+            for entry in ROUTES {
+                let (method, path) = (entry.method.as_str(), entry.path);
+                let operation = &doc["paths"][path][method.to_ascii_lowercase()];
+                assert!(
+                    operation.is_object(),
+                    "{method} {path} is not in the document"
+                );
+                assert!(operation["responses"]["200"].is_object(), "{method} {path}");
+            }
+            let described = doc["paths"]
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|item| item.as_object().unwrap().len())
+                .sum::<usize>();
+            assert_eq!(described, ROUTES.len(), "routes described but not served");
+        }
+
+        #[test]
+        fn every_reference_resolves() {
+            fn references<'a>(value: &'a Value, found: &mut Vec<&'a str>) {
+                match value {
+                    Value::Object(map) => {
+                        if let Some(Value::String(target)) = map.get("$ref") {
+                            found.push(target);
+                        }
+                        map.values().for_each(|v| references(v, found));
+                    }
+                    Value::Array(items) => items.iter().for_each(|v| references(v, found)),
+                    _ => {}
+                }
+            }
+            let doc = document();
+            let mut found = Vec::new();
+            references(&doc, &mut found);
+            assert!(!found.is_empty());
+            for target in found {
+                let name = target.strip_prefix("#/components/schemas/").unwrap();
+                assert!(
+                    doc["components"]["schemas"][name].is_object(),
+                    "{target} is not defined"
+                );
+            }
+        }
+
+        /// The served model's limits land on the integer fields they bound (the document is
+        /// indexed by position and name, which a change of the types could silently move).
+        #[test]
+        fn the_served_models_limits_are_written_on_their_fields() {
+            let info = served_model();
+            let doc: Value = serde_json::from_str(&openapi_for(openapi(), &info, true)).unwrap();
+            let schemas = &doc["components"]["schemas"];
+            let integer = |schema: &Value| {
+                let kind = &schema["type"];
+                kind == "integer"
+                    || kind
+                        .as_array()
+                        .is_some_and(|k| k.contains(&"integer".into()))
+            };
+            let dimensions = &schemas["EmbeddingsRequest"]["properties"]["dimensions"];
+            assert!(integer(dimensions), "{dimensions}");
+            assert_eq!(dimensions["maximum"], 32);
+            for (request, field) in [
+                ("EmbeddingsRequest", "max_length"),
+                ("ScoreRequest", "max_length"),
+                ("ScoreRequest", "max_query_length"),
+                ("ScoreRequest", "max_passage_length"),
+            ] {
+                let schema = &schemas[request]["properties"][field];
+                assert!(integer(schema), "{request}.{field}: {schema}");
+                assert_eq!(schema["maximum"], 4096, "{request}.{field}");
+            }
+            let shapes = schemas["Input"]["oneOf"].as_array().unwrap();
+            let decoded = schemas["Ids"]["oneOf"].as_array().unwrap();
+            for ids in [
+                &shapes[2]["items"],
+                &shapes[3]["items"]["items"],
+                &decoded[0]["items"],
+                &decoded[1]["items"]["items"],
+            ] {
+                assert!(integer(ids), "{ids}");
+                assert_eq!(ids["maximum"], 1201);
+            }
+            assert_eq!(
+                schemas["EmbedRequest"]["properties"]["dimensions"]["maximum"],
+                32
+            );
+            assert_eq!(
+                schemas["CohereRerankRequest"]["properties"]["max_tokens_per_doc"]["maximum"],
+                4096
+            );
+        }
+
+        /// Without `--allow-token-ids`, `input` and `inputs` are documented as texts alone, as
+        /// the server refuses token ids.
+        #[test]
+        fn token_id_inputs_are_documented_only_when_accepted() {
+            let info = served_model();
+            let shapes = |allow: bool| {
+                let doc: Value =
+                    serde_json::from_str(&openapi_for(openapi(), &info, allow)).unwrap();
+                let shapes = doc["components"]["schemas"]["Input"]["oneOf"].clone();
+                shapes.as_array().unwrap().len()
+            };
+            assert_eq!(shapes(false), 2);
+            assert_eq!(shapes(true), 4);
         }
     }
 }

@@ -1,8 +1,9 @@
 //! text-embeddings-inference's routes, computed by BGE-M3's own heads, so that clients written
-//! for it work by changing the URL: `POST /embed` (dense), `/embed_sparse` (lexical weights),
+//! for it work by changing the URL: `POST /embed` (dense, also answered at `POST /` as
+//! text-embeddings-inference does for an embedding model), `/embed_sparse` (lexical weights),
 //! `/embed_all` (ColBERT vectors), and `GET /info` (`/tokenize` and `/decode` are in
-//! [`super::tokens`]). Requests and
-//! responses have its shapes; errors keep this server's one error body. Every difference is in
+//! [`super::tokens`]). Requests and responses have its shapes; errors keep this server's one
+//! error body. Every difference is in
 //! docs/API.md ("text-embeddings-inference routes").
 
 use actix_web::{web, HttpResponse};
@@ -151,6 +152,30 @@ pub(crate) async fn embed(
         tokens,
         encoded.timings,
     ))
+}
+
+/// `POST /`: what text-embeddings-inference answers there for an embedding model, `/embed`'s
+/// answer, so that its clients given the server's root URL (`huggingface_hub`'s
+/// `InferenceClient`, Haystack's TEI embedders) embed; `GET /` still describes the service.
+#[utoipa::path(
+    post,
+    path = "/",
+    tag = "text-embeddings-inference",
+    summary = "Dense vectors at the root (text-embeddings-inference's `POST /`)",
+    description = "The same request and answer as `POST /embed`: text-embeddings-inference \
+        answers `POST /` with the model's main task, for an embedding model `/embed`.",
+    request_body = EmbedRequest,
+    responses(
+        (status = 200, description = "One vector per input", body = Vec<Vec<f32>>),
+        EncodeErrors,
+    ),
+    security((), ("api_key" = [])),
+)]
+pub(crate) async fn embed_at_root(
+    state: web::Data<AppState>,
+    request: Json<EmbedRequest>,
+) -> Result<HttpResponse> {
+    embed(state, request).await
 }
 
 /// One lexical weight, text-embeddings-inference's `SparseValue`.

@@ -1,10 +1,11 @@
 //! How the outputs of one input are written in a response: `dimensions`, `encoding_format`
 //! and `sparse_format`, shared by `/v1/embeddings` and `/embeddings`.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use base64::Engine;
-use bge_m3_core::{Embedding, SparseEmbedding, SparseWeights};
+use bge_m3_core::{Embedding, SparseEmbedding, SparseFormat, SparseWeights};
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema};
@@ -21,22 +22,6 @@ pub(crate) enum EncodingFormat {
     Base64,
 }
 
-/// `sparse_format`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum SparseFormat {
-    /// `{"What": 0.08}`: keyed by token string, like `convert_id_to_token`.
-    #[default]
-    Token,
-    /// `{"4865": 0.08}`: keyed by token id, FlagEmbedding's `lexical_weights`.
-    Id,
-    /// `{"indices": [4865], "values": [0.08]}`, ascending by id: Qdrant's `SparseVector`.
-    Indices,
-    /// `"{4866:0.08}/250002"`: pgvector's `sparsevec` text literal, 1-based indices (id + 1)
-    /// ascending, with the vocabulary size as its dimension.
-    Sparsevec,
-}
-
 impl<'de> Deserialize<'de> for EncodingFormat {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         named(deserializer, &["float", "base64"], |name| match name {
@@ -47,16 +32,55 @@ impl<'de> Deserialize<'de> for EncodingFormat {
     }
 }
 
-impl<'de> Deserialize<'de> for SparseFormat {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let names = &["token", "id", "indices", "sparsevec"];
-        named(deserializer, names, |name| match name {
-            "token" => Some(Self::Token),
-            "id" => Some(Self::Id),
-            "indices" => Some(Self::Indices),
-            "sparsevec" => Some(Self::Sparsevec),
-            _ => None,
-        })
+/// `sparse_format`: one of the core's [`SparseFormat`] names, as a string (see [`named`]), or
+/// null; with `#[serde(default)]`, absent too.
+pub(crate) fn sparse_format<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SparseFormat>, D::Error> {
+    struct Name(SparseFormat);
+    impl<'de> Deserialize<'de> for Name {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            named(deserializer, &SPARSE_FORMATS, |name| name.parse().ok()).map(Name)
+        }
+    }
+    Ok(Option::<Name>::deserialize(deserializer)?.map(|name| name.0))
+}
+
+/// The names of [`SparseFormat::ALL`], for serde's messages.
+const SPARSE_FORMATS: [&str; SparseFormat::ALL.len()] = {
+    let mut names = [""; SparseFormat::ALL.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = SparseFormat::ALL[i].name();
+        i += 1;
+    }
+    names
+};
+
+/// The OpenAPI schema of the core's [`SparseFormat`], named `SparseFormat` in the document: its
+/// names, each with what it writes.
+pub(crate) struct SparseFormatSchema;
+
+impl utoipa::PartialSchema for SparseFormatSchema {
+    fn schema() -> RefOr<Schema> {
+        let each: Vec<String> = SparseFormat::ALL
+            .iter()
+            .map(|format| format!("`{format}`: {}", format.description()))
+            .collect();
+        ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .description(Some(format!(
+                "`sparse_format`: how sparse weights are written. {}.",
+                each.join("; ")
+            )))
+            .enum_values(Some(SPARSE_FORMATS))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for SparseFormatSchema {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("SparseFormat")
     }
 }
 
@@ -81,17 +105,6 @@ fn named<'de, D: Deserializer<'de>, T>(
         }
     }
     deserializer.deserialize_str(Names(names, of))
-}
-
-impl From<SparseFormat> for bge_m3_core::SparseFormat {
-    fn from(format: SparseFormat) -> Self {
-        match format {
-            SparseFormat::Token => Self::Token,
-            SparseFormat::Id => Self::Id,
-            SparseFormat::Indices => Self::Indices,
-            SparseFormat::Sparsevec => Self::Sparsevec,
-        }
-    }
 }
 
 /// A vector as JSON numbers or as base64 (`encoding_format`).
@@ -209,7 +222,7 @@ impl Format {
     ) -> Sparse {
         Sparse(SparseWeights::new(
             sparse,
-            self.sparse.into(),
+            self.sparse,
             self.vocab_size,
             by_token,
         ))
@@ -243,6 +256,42 @@ mod tests {
             }),
             colbert: Some(vec![vec![1.0, 0.0]]),
             tokens: 2,
+        }
+    }
+
+    /// `sparse_format` is the core's [`SparseFormat`]: its names, null or absent, and nothing
+    /// else; the document lists the same names with what each writes.
+    #[test]
+    fn sparse_format_is_the_cores() {
+        #[derive(Debug, Deserialize)]
+        struct Request {
+            #[serde(default, deserialize_with = "sparse_format")]
+            sparse_format: Option<SparseFormat>,
+        }
+        let parse = |body: &str| serde_json::from_str::<Request>(body).map(|r| r.sparse_format);
+        for format in SparseFormat::ALL {
+            let body = format!(r#"{{"sparse_format": "{format}"}}"#);
+            assert_eq!(parse(&body).unwrap(), Some(format));
+        }
+        assert_eq!(parse(r#"{"sparse_format": null}"#).unwrap(), None);
+        assert_eq!(parse("{}").unwrap(), None);
+        for (body, says) in [
+            (r#"{"sparse_format": "csr"}"#, "unknown variant `csr`"),
+            (r#"{"sparse_format": 5}"#, "invalid type: integer `5`"),
+        ] {
+            let error = parse(body).unwrap_err().to_string();
+            assert!(error.contains(says), "{error}");
+            assert!(
+                error.contains("expected one of `token`, `id`, `indices`, `sparsevec`"),
+                "{error}"
+            );
+        }
+        let schema =
+            serde_json::to_value(<SparseFormatSchema as utoipa::PartialSchema>::schema()).unwrap();
+        assert_eq!(schema["enum"], serde_json::json!(SPARSE_FORMATS));
+        let description = schema["description"].as_str().unwrap();
+        for format in SparseFormat::ALL {
+            assert!(description.contains(format.description()), "{description}");
         }
     }
 

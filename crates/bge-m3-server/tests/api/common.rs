@@ -224,7 +224,8 @@ pub fn post(path: &str, body: Value) -> Reply {
     )
 }
 
-/// Checks OpenAI's error shape, the status, the code and the param.
+/// Checks OpenAI's error shape, the status, the code and the param, and the message again in
+/// `detail` (where Jina's clients read it).
 pub fn assert_error(reply: &Reply, status: u16, code: &str, param: Option<&str>) {
     assert_eq!(reply.status, status, "{:?}", reply.body);
     assert_eq!(reply.content_type, "application/json", "{:?}", reply.body);
@@ -234,6 +235,7 @@ pub fn assert_error(reply: &Reply, status: u16, code: &str, param: Option<&str>)
         "{:?}",
         reply.body
     );
+    assert_eq!(reply.body["detail"], error["message"], "{:?}", reply.body);
     assert!(error["type"].is_string(), "{:?}", reply.body);
     assert_eq!(error["code"], code, "{:?}", reply.body);
     assert_eq!(error["param"].as_str(), param, "{:?}", reply.body);

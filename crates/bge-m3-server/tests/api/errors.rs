@@ -331,7 +331,8 @@ fn wrong_methods() {
         ("POST", "/health", "GET, HEAD"),
         ("DELETE", "/models/bge-m3", "GET, HEAD"),
         ("POST", "/v1/models", "GET, HEAD"),
-        ("POST", "/", "GET, HEAD"),
+        ("PUT", "/", "GET, HEAD, POST"),
+        ("DELETE", "/", "GET, HEAD, POST"),
     ] {
         let reply = send(method, path, None, None);
         assert_error(&reply, 405, "method_not_allowed", None);

@@ -396,3 +396,32 @@ fn identical_documents_get_the_same_score_and_keep_their_order() {
         }
     }
 }
+
+/// The Jina rerank wrappers of LangChain, LlamaIndex and Haystack send Jina's default model
+/// name, and on an error read `detail` alone (Jina's API answers FastAPI's `{"detail": ...}`):
+/// the error body carries its message there too, beside OpenAI's `error`, so their users see
+/// it rather than `KeyError: 'detail'`. Haystack's `JinaRanker` sends `"top_n": null` when it
+/// wants every document.
+#[test]
+fn jina_wrappers_read_the_error_in_detail() {
+    let body = json!({"model": "jina-reranker-v1-base-en", "query": QUERY, "documents": ["a", "b"], "top_n": null});
+    let reply = post("/v1/rerank", body);
+    assert_error(&reply, 404, "model_not_found", Some("model"));
+    let detail = reply.body["detail"].as_str().unwrap();
+    assert!(detail.contains("`jina-reranker-v1-base-en`"), "{detail}");
+    assert_eq!(keys(&reply.body), ["error", "detail"]);
+
+    let body = json!({"model": "bge-m3", "query": QUERY, "documents": ["a", "b"], "top_n": null});
+    assert_eq!(
+        post_ok("/v1/rerank", body)["results"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let reply = post(
+        "/v1/rerank",
+        json!({"model": "bge-m3", "query": QUERY, "documents": []}),
+    );
+    assert_error(&reply, 400, "invalid_value", Some("documents"));
+}

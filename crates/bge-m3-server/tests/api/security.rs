@@ -66,6 +66,13 @@ fn protected_routes() -> Vec<(&'static str, &'static str, Option<Value>, u16)> {
         ("GET", "/v1/models", None, 200),
         ("GET", "/v1/models/bge-m3", None, 200),
         ("GET", "/metrics", None, 200),
+        ("POST", "/", Some(json!({"inputs": "a"})), 200),
+        (
+            "POST",
+            "/v1/rerank",
+            Some(json!({"query": "q", "documents": ["a"]})),
+            200,
+        ),
         // Unknown routes too: without the key nothing tells which paths exist.
         ("GET", "/no-such-route", None, 404),
     ]
@@ -82,6 +89,10 @@ fn assert_401(reply: &Reply, message: &str, challenge: &str, what: &str) {
     let text = reply.body["error"]["message"].as_str().unwrap();
     assert!(text.contains(message), "{what}: {text}");
     assert!(!text.contains(KEY), "{what}: {text}");
+    assert_eq!(
+        reply.body["detail"], text,
+        "{what}: Jina's clients read `detail`"
+    );
     assert_eq!(reply.header("www-authenticate"), Some(challenge), "{what}");
 }
 

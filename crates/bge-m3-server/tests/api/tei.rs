@@ -43,6 +43,52 @@ fn embed_gives_the_dense_vectors() {
     assert_close(&floats(&body[0]), &scaled, TOLERANCE, "dimensions");
 }
 
+/// text-embeddings-inference answers `POST /` with `/embed` for an embedding model, and its
+/// clients given the server's root URL post there; `GET /` still describes the service.
+#[test]
+fn post_at_the_root_is_embed() {
+    let expected = reference(&TEXTS);
+    for body in [
+        json!({"inputs": TEXTS}),
+        json!({"inputs": TEXTS[2], "normalize": false, "truncate": true}),
+        json!({"inputs": [TEXTS[0]], "dimensions": 4}),
+    ] {
+        let root = post_ok("/", body.clone());
+        assert_same_answer(&root, &post_ok("/embed", body.clone()), &body.to_string());
+    }
+    let root = post_ok("/", json!({"inputs": TEXTS}));
+    for (i, e) in expected.iter().enumerate() {
+        assert_close(
+            &floats(&root[i]),
+            e.dense.as_ref().unwrap(),
+            TOLERANCE,
+            format!("[{i}]"),
+        );
+    }
+    // `/embed`'s errors, naming `inputs`.
+    assert_error(&post("/", json!({})), 400, "missing_field", Some("inputs"));
+    assert_error(
+        &post("/", json!({"inputs": []})),
+        400,
+        "invalid_value",
+        Some("inputs"),
+    );
+    assert_error(
+        &post("/", json!({"input": "OpenAI's field"})),
+        400,
+        "missing_field",
+        Some("inputs"),
+    );
+    // GET / is unchanged, and lists both.
+    let described = get("/");
+    assert_eq!(described.status, 200);
+    assert_eq!(described.body["name"], "bge-m3-server");
+    let routes = described.body["routes"].as_array().unwrap();
+    for route in ["GET /", "POST /"] {
+        assert!(routes.contains(&json!(route)), "{route} in {routes:?}");
+    }
+}
+
 #[test]
 fn embed_sparse_gives_the_lexical_weights_by_id_ascending() {
     let expected = reference(&TEXTS);

@@ -67,7 +67,8 @@ pub(crate) fn check(served: &Served, sent: &Sent, reply: &Reply) -> Result<(), T
     }
 }
 
-/// OpenAI's `{"error": {"message", "type", "param", "code"}}`, message not empty.
+/// OpenAI's `{"error": {"message", "type", "param", "code"}}`, message not empty, and the
+/// message again in `detail`.
 fn check_error(body: &Value) -> Result<(), TestCaseError> {
     let error = body
         .get("error")
@@ -80,6 +81,7 @@ fn check_error(body: &Value) -> Result<(), TestCaseError> {
             .is_some_and(|m| !m.trim().is_empty()),
         "`error.message` missing or empty"
     );
+    prop_assert_eq!(body.get("detail"), error.get("message"));
     prop_assert!(error.get("type").is_some_and(Value::is_string));
     prop_assert!(error
         .get("param")

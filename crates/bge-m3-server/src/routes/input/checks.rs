@@ -2,7 +2,6 @@
 
 use bge_m3_core::ScoreWeights;
 
-use super::schema::{MAX_WEIGHT, MIN_POSITIVE_WEIGHT};
 use crate::{Error, Result};
 
 /// The 400 for token ids while `--allow-token-ids` is off. Ids of another tokenizer fall inside
@@ -69,27 +68,13 @@ pub(crate) fn length(
     }
 }
 
-/// `weights`: three numbers `[dense, sparse, colbert]` (checked by the core: >= 0, with a
-/// positive sum), `default` when absent.
+/// `weights`: three numbers `[dense, sparse, colbert]`, `default` when absent. The server
+/// checks only the shape; the bounds are the core's one rule ([`ScoreWeights::validate`]),
+/// whose error names `weights`.
 pub(crate) fn weights(value: Option<Vec<f32>>, default: ScoreWeights) -> Result<ScoreWeights> {
     match value.as_deref() {
         None => Ok(default),
-        Some(&[dense, sparse, colbert]) => {
-            let all = [dense, sparse, colbert];
-            if all.iter().any(|w| *w > MAX_WEIGHT) {
-                return Err(Error::invalid(
-                    "weights",
-                    format!("each weight must be at most 1e38, got {all:?}"),
-                ));
-            }
-            if all.iter().all(|w| *w >= 0.0 && *w < MIN_POSITIVE_WEIGHT) {
-                return Err(Error::invalid(
-                    "weights",
-                    format!("at least one weight must be 1e-37 or more, got {all:?}"),
-                ));
-            }
-            Ok(ScoreWeights::try_from(all)?)
-        }
+        Some(&[dense, sparse, colbert]) => Ok(ScoreWeights::try_from([dense, sparse, colbert])?),
         Some(other) => Err(Error::invalid(
             "weights",
             format!(
@@ -100,13 +85,10 @@ pub(crate) fn weights(value: Option<Vec<f32>>, default: ScoreWeights) -> Result<
     }
 }
 
-/// `batch_size`: as the core checks it (at least 1), default 12 (the core's default, the
-/// original service's).
-pub(crate) fn batch_size(value: Option<usize>) -> Result<usize> {
-    match value {
-        None => Ok(bge_m3_core::EncodeOptions::default().batch_size),
-        Some(n) => Ok(bge_m3_core::check_batch_size(n)?.get()),
-    }
+/// `batch_size`, default 12 (the core's default, the original service's). Its rule (at least
+/// 1) is checked once, by the inference layer, for this and every other job.
+pub(crate) fn batch_size(value: Option<usize>) -> usize {
+    value.unwrap_or(bge_m3_core::EncodeOptions::default().batch_size)
 }
 
 /// Refuses a text of more than `limit` characters, naming it `param[i]` (`param` for a lone

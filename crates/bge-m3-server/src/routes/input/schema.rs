@@ -1,24 +1,19 @@
 //! The schemas of the fields whose rules JSON Schema states by hand: `weights`, `input_type`
 //! and the fields that must be null.
 
+use bge_m3_core::ScoreWeights;
 use serde_json::Value;
 use utoipa::openapi::schema::{
     AllOfBuilder, AnyOfBuilder, ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type,
 };
 
-/// The largest weight: three of them still have a finite f32 sum.
-pub(super) const MAX_WEIGHT: f32 = 1e38;
-
-/// The smallest weight that counts as positive: smaller ones may round to 0 as f32, and the
-/// weights need a positive sum.
-pub(super) const MIN_POSITIVE_WEIGHT: f32 = 1e-37;
-
-/// `weights` (see [`weights`]): three numbers from 0 to 1e38, at least one of them 1e-37 or
-/// more ([`weights_contains`], which the document adds), or null for the default.
+/// `weights` (see [`weights`]): the core's rule ([`ScoreWeights::validate`]) in JSON Schema,
+/// three numbers from 0 to 1e38, at least one of them 1e-37 or more ([`weights_contains`],
+/// which the document adds), or null for the default.
 pub(crate) fn weights_schema() -> Schema {
     let weights = serde_json::json!({
         "type": ["array", "null"],
-        "items": {"type": "number", "format": "float", "minimum": 0, "maximum": decimal(MAX_WEIGHT)},
+        "items": {"type": "number", "format": "float", "minimum": 0, "maximum": decimal(ScoreWeights::MAX)},
         "minItems": 3,
         "maxItems": 3,
         "example": [0.4, 0.2, 0.4],
@@ -29,7 +24,7 @@ pub(crate) fn weights_schema() -> Schema {
 
 /// What `weights` must contain: one weight of at least 1e-37, so that their sum is positive.
 pub(crate) fn weights_contains() -> Value {
-    serde_json::json!({"type": "number", "minimum": decimal(MIN_POSITIVE_WEIGHT)})
+    serde_json::json!({"type": "number", "minimum": decimal(ScoreWeights::MIN_POSITIVE)})
 }
 
 /// `value` as the decimal it was written as (1e38, not the 9.99999968e37 that widening the f32
