@@ -16,6 +16,7 @@ use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 use crate::batch::{position_ids, HiddenStates};
 use crate::config::{Config, HiddenAct};
 use crate::cpu;
+use crate::weights::TensorFile;
 use crate::Result;
 
 /// Upper bound on the elements of one block of attention scores (`batch x heads x queries x
@@ -306,22 +307,44 @@ enum Layers {
 /// Source: <https://github.com/huggingface/transformers/blob/main/src/transformers/models/xlm_roberta/modeling_xlm_roberta.py>
 pub(crate) struct XlmRobertaEncoder {
     layers: Layers,
-    dtype: DType,
+    dtype: crate::DType,
     device: Device,
     pad_token_id: u32,
 }
 
 impl XlmRobertaEncoder {
-    /// Loads the weights; `vb` is rooted where the checkpoint's `embeddings.*` keys are. In
-    /// f32 on the CPU with the erf GELU, the fused CPU path is used.
+    /// Loads the weights in `vb`'s dtype; `vb` is rooted where the checkpoint's `embeddings.*`
+    /// keys are. In f32 on the CPU with the erf GELU, the fused CPU path is used.
     pub(crate) fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
         let fused =
             vb.device().is_cpu() && vb.dtype() == DType::F32 && cfg.hidden_act == HiddenAct::Gelu;
         Self::load_layers(vb, cfg, fused)
     }
 
+    /// Loads the weights in int8 on the CPU ([`cpu::CpuEncoder::load_int8`]); `vb` reads `file`
+    /// in f32. The caller has checked that the model can run in int8 (the erf GELU).
+    pub(crate) fn load_int8(
+        vb: VarBuilder,
+        file: &TensorFile,
+        cfg: &Config,
+        calibration: &[Vec<u32>],
+    ) -> Result<Self> {
+        let device = vb.device().clone();
+        Ok(Self {
+            layers: Layers::Cpu(cpu::CpuEncoder::load_int8(vb, file, cfg, calibration)?),
+            dtype: crate::DType::Int8,
+            device,
+            pad_token_id: cfg.pad_token_id,
+        })
+    }
+
     fn load_layers(vb: VarBuilder, cfg: &Config, fused: bool) -> Result<Self> {
-        let (dtype, device) = (vb.dtype(), vb.device().clone());
+        let device = vb.device().clone();
+        let dtype = match vb.dtype() {
+            DType::F16 => crate::DType::F16,
+            DType::BF16 => crate::DType::BF16,
+            _ => crate::DType::F32,
+        };
         let layers = if fused {
             Layers::Cpu(cpu::CpuEncoder::load(vb, cfg)?)
         } else {
@@ -341,7 +364,7 @@ impl XlmRobertaEncoder {
     }
 
     /// The precision the weights are held and computed in.
-    pub(crate) fn dtype(&self) -> DType {
+    pub(crate) fn dtype(&self) -> crate::DType {
         self.dtype
     }
 
@@ -460,7 +483,7 @@ mod tests {
             let files = crate::weights::ModelFiles::locate(&dir).unwrap();
             let cfg = Config::from_file(&files.config).unwrap();
             let load = |fused| {
-                let vb =
+                let (vb, _) =
                     crate::weights::encoder_var_builder(&files.encoder, DType::F32, &Device::Cpu)
                         .unwrap();
                 XlmRobertaEncoder::load_layers(vb, &cfg, fused).unwrap()

@@ -67,10 +67,10 @@ mod sparse_format;
 mod tokenize;
 mod weights;
 
-pub use candle_core::{DType, Device};
+pub use candle_core::Device;
 pub use checks::{check_batch_size, check_length, check_token_ids};
 pub use config::{Config, HiddenAct};
-pub use device::{device_name, parse_dtype, DeviceSpec};
+pub use device::{device_name, parse_dtype, DType, DeviceSpec};
 pub use embedding::{score_pairs, truncate_dense, Embedding, TextShape};
 pub use error::{Error, Report, Result};
 pub use heads::SparseEmbedding;

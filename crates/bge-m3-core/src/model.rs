@@ -3,12 +3,12 @@
 use std::path::Path;
 use std::time::Instant;
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 
 use crate::batch::HiddenStates;
 use crate::checks::{check_batch_size, check_length, check_token_ids};
 use crate::config::Config;
-use crate::device::{default_dtype, DeviceSpec};
+use crate::device::{default_dtype, DType, DeviceSpec};
 use crate::embedding::{score_pairs, Embedding, TextShape};
 use crate::encoder::XlmRobertaEncoder;
 use crate::heads::{dense_vectors, per_sequence, ColbertHead, SparseEmbedding, SparseHead};
@@ -36,8 +36,9 @@ use crate::{Error, Result};
 pub struct LoadOptions {
     /// Where to run. Default: [`DeviceSpec::Auto`].
     pub device: DeviceSpec,
-    /// Precision of the encoder. Default (`None`): f32 on the CPU, f16 on a GPU. The heads
-    /// and the normalisation always run in f32.
+    /// Precision of the encoder. Default (`None`): f32 on the CPU, f16 on a GPU.
+    /// [`DType::Int8`] runs on the CPU only. The heads and the normalisation always run in
+    /// f32.
     pub dtype: Option<DType>,
     /// Threads of the model's own compute pool, which runs every forward pass (and the packing
     /// of the weights at load). Default (`None`): one per CPU the process may use. The pool is
@@ -47,6 +48,19 @@ pub struct LoadOptions {
 }
 
 impl LoadOptions {
+    /// Checks what can be checked without the model: [`BgeM3::load`] does it first, and a
+    /// caller that downloads the model calls it before the download, so that a wrong setting is
+    /// refused before gigabytes are fetched.
+    pub fn check(&self) -> Result<()> {
+        if self.threads == Some(0) {
+            return Err(Error::invalid_input("threads", "must be at least 1"));
+        }
+        if let (Some(DType::Int8), DeviceSpec::Cuda(_)) = (self.dtype, self.device) {
+            return Err(int8_on_a_gpu());
+        }
+        Ok(())
+    }
+
     /// Sets [`LoadOptions::device`].
     #[must_use]
     pub fn with_device(mut self, device: DeviceSpec) -> Self {
@@ -232,12 +246,46 @@ pub struct BgeM3 {
     colbert: ColbertHead,
 }
 
+fn int8_on_a_gpu() -> Error {
+    Error::invalid_input(
+        "dtype",
+        "int8 runs on the CPU only; on a GPU choose f16 (the default), bf16 or f32",
+    )
+}
+
+/// Checks that the model can run in int8 on `device`, and tokenizes the calibration texts
+/// ([`crate::cpu`]'s int8 layers) with its tokenizer.
+fn int8_calibration(
+    device: &Device,
+    config: &Config,
+    tokenizer: &Tokenizer,
+) -> Result<Vec<Vec<u32>>> {
+    if !device.is_cpu() {
+        return Err(int8_on_a_gpu());
+    }
+    if config.hidden_act != crate::config::HiddenAct::Gelu {
+        return Err(Error::invalid_input(
+            "dtype",
+            format!(
+                "int8 needs a model with the erf GELU (hidden_act \"gelu\"); this one has {:?}: \
+                 choose f32",
+                config.hidden_act
+            ),
+        ));
+    }
+    tokenizer.encode_batch(
+        crate::cpu::CALIBRATION_TEXTS,
+        config.max_tokens().min(crate::cpu::CALIBRATION_LENGTH),
+    )
+}
+
 impl BgeM3 {
     /// Loads a model directory laid out like the BAAI/bge-m3 Hugging Face repository.
     ///
     /// A missing or malformed file is an error naming the file and the directory.
     pub fn load(dir: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
         let start = Instant::now();
+        options.check()?;
         let dir = dir.as_ref();
         let files = ModelFiles::locate(dir)?;
         let config = Config::from_file(&files.config)?;
@@ -254,7 +302,6 @@ impl BgeM3 {
             });
         }
         let threads = match options.threads {
-            Some(0) => return Err(Error::invalid_input("threads", "must be at least 1")),
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
@@ -268,11 +315,18 @@ impl BgeM3 {
             })?;
         let device = options.device.open()?;
         let dtype = options.dtype.unwrap_or_else(|| default_dtype(&device));
+        let calibration = match dtype {
+            DType::Int8 => int8_calibration(&device, &config, &tokenizer)?,
+            _ => Vec::new(),
+        };
         let weights_path = files.encoder.path();
         let encoder = pool
             .install(|| {
-                encoder_var_builder(&files.encoder, dtype, &device)
-                    .and_then(|vb| XlmRobertaEncoder::load(vb, &config))
+                let (vb, file) = encoder_var_builder(&files.encoder, dtype.candle(), &device)?;
+                match dtype {
+                    DType::Int8 => XlmRobertaEncoder::load_int8(vb, &file, &config, &calibration),
+                    _ => XlmRobertaEncoder::load(vb, &config),
+                }
             })
             .map_err(|e| match e {
                 Error::Candle(e) => Error::invalid_file(weights_path, e),
@@ -284,7 +338,7 @@ impl BgeM3 {
             dir = %dir.display(),
             weights = %weights_path.display(),
             device = %crate::device::device_name(&device),
-            ?dtype,
+            dtype = dtype.as_str(),
             threads,
             seconds = start.elapsed().as_secs_f32(),
             "model loaded"
@@ -524,7 +578,7 @@ impl BgeM3 {
         }
         let hidden = self.encoder.forward(sequences)?;
         let hidden = HiddenStates {
-            rows: hidden.rows.to_dtype(DType::F32)?,
+            rows: hidden.rows.to_dtype(candle_core::DType::F32)?,
             starts: hidden.starts,
         };
 

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Linear, VarBuilder};
@@ -92,20 +92,52 @@ impl ModelFiles {
 ///
 /// Keys are accepted with or without the `roberta.` prefix that `XLMRobertaFor*` checkpoints
 /// carry.
+///
+/// Also returns the file itself, for the readers that bypass the `VarBuilder` (the word
+/// embeddings read a chunk at a time into int8).
 pub(crate) fn encoder_var_builder(
     weights: &EncoderWeights,
     dtype: DType,
     device: &Device,
-) -> Result<VarBuilder<'static>> {
+) -> Result<(VarBuilder<'static>, Arc<TensorFile>)> {
     let path = weights.path();
-    let file = TensorFile::open(weights).map_err(|e| Error::invalid_file(path, e))?;
-    let vb = VarBuilder::from_backend(Box::new(file), dtype, device.clone());
+    let file = Arc::new(TensorFile::open(weights).map_err(|e| Error::invalid_file(path, e))?);
+    let vb = VarBuilder::from_backend(Box::new(SharedFile(file.clone())), dtype, device.clone());
     if !vb.contains_tensor("embeddings.word_embeddings.weight")
         && vb.contains_tensor("roberta.embeddings.word_embeddings.weight")
     {
-        return Ok(vb.pp("roberta"));
+        return Ok((vb.pp("roberta"), file));
     }
-    Ok(vb)
+    Ok((vb, file))
+}
+
+/// A [`TensorFile`] shared between a `VarBuilder` and the loader.
+struct SharedFile(Arc<TensorFile>);
+
+impl candle_nn::var_builder::SimpleBackend for SharedFile {
+    fn get(
+        &self,
+        shape: candle_core::Shape,
+        name: &str,
+        init: candle_nn::Init,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        self.0.get(shape, name, init, dtype, device)
+    }
+
+    fn get_unchecked(
+        &self,
+        name: &str,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        self.0.get_unchecked(name, dtype, device)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0.contains(name)
+    }
 }
 
 /// The tensors of a `model.safetensors` or `pytorch_model.bin`, read one at a time with plain
@@ -180,6 +212,53 @@ impl TensorFile {
     /// The tensor `name` on the CPU in the dtype it is stored in, or `None` if the file has
     /// no such tensor.
     pub(crate) fn read(&self, name: &str) -> candle_core::Result<Option<Tensor>> {
+        self.with_reader(name, |reader, dtype, shape| {
+            read_tensor(reader, dtype, shape)
+        })
+    }
+
+    /// Reads the 2-D tensor `name`, of `shape`, in chunks of at most `rows` rows converted to
+    /// f32, and hands each chunk, in order, to `chunk` with the index of its first row: a large
+    /// table stored in f32 is never held whole when the caller keeps it in another form.
+    pub(crate) fn read_rows(
+        &self,
+        name: &str,
+        shape: (usize, usize),
+        rows: usize,
+        mut chunk: impl FnMut(usize, &[f32]),
+    ) -> candle_core::Result<()> {
+        let found = self.with_reader(name, |reader, dtype, dims| {
+            if dims != [shape.0, shape.1] {
+                candle_core::bail!(
+                    "shape mismatch for {name}: the file has {dims:?}, the model expects {:?}",
+                    [shape.0, shape.1]
+                );
+            }
+            let rows = rows.max(1);
+            let mut first = 0;
+            while first < shape.0 {
+                let n = rows.min(shape.0 - first);
+                let values = read_tensor(reader, dtype, &[n, shape.1])?
+                    .to_dtype(DType::F32)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?;
+                chunk(first, &values);
+                first += n;
+            }
+            Ok(())
+        })?;
+        found.ok_or_else(|| candle_core::Error::CannotFindTensor {
+            path: name.to_string(),
+        })
+    }
+
+    /// Calls `read` with a reader at the start of the data of `name` (contiguous, in the dtype
+    /// and shape it is stored in), or returns `None` if the file has no such tensor.
+    fn with_reader<T>(
+        &self,
+        name: &str,
+        read: impl FnOnce(&mut dyn Read, DType, &[usize]) -> candle_core::Result<T>,
+    ) -> candle_core::Result<Option<T>> {
         match &self.format {
             Format::Safetensors {
                 metadata,
@@ -193,7 +272,7 @@ impl TensorFile {
                 let (start, end) = info.data_offsets;
                 let mut file = file.lock().unwrap_or_else(PoisonError::into_inner);
                 file.seek(SeekFrom::Start(data_start + start as u64))?;
-                read_tensor(
+                read(
                     &mut file.by_ref().take((end - start) as u64),
                     dtype,
                     &info.shape,
@@ -205,14 +284,22 @@ impl TensorFile {
                     return Ok(None);
                 };
                 if !info.layout.is_contiguous() {
-                    // Strided storage (rare in checkpoints): candle's reader handles it.
-                    return candle_core::pickle::PthTensors::new(&self.path, None)?.get(name);
+                    // Strided storage (rare in checkpoints): candle's reader handles it, and
+                    // the tensor is read again from its contiguous copy.
+                    let Some(tensor) =
+                        candle_core::pickle::PthTensors::new(&self.path, None)?.get(name)?
+                    else {
+                        return Ok(None);
+                    };
+                    let tensor = tensor.contiguous()?;
+                    let bytes = tensor_bytes(&tensor)?;
+                    return read(&mut bytes.as_slice(), tensor.dtype(), tensor.dims()).map(Some);
                 }
                 let mut zip = zip.lock().unwrap_or_else(PoisonError::into_inner);
                 let mut entry = zip.by_name(&info.path).map_err(candle_core::Error::wrap)?;
                 let skip = (info.layout.start_offset() * info.dtype.size_in_bytes()) as u64;
                 std::io::copy(&mut entry.by_ref().take(skip), &mut std::io::sink())?;
-                read_tensor(&mut entry, info.dtype, info.layout.dims()).map(Some)
+                read(&mut entry, info.dtype, info.layout.dims()).map(Some)
             }
         }
     }
@@ -274,10 +361,38 @@ fn safetensors_dtype(dtype: safetensors::Dtype) -> candle_core::Result<DType> {
     })
 }
 
+/// The little-endian bytes of a contiguous CPU tensor of f32, f64, f16 or bf16.
+fn tensor_bytes(tensor: &Tensor) -> candle_core::Result<Vec<u8>> {
+    let flat = tensor.flatten_all()?;
+    Ok(match tensor.dtype() {
+        DType::F32 => flat
+            .to_vec1::<f32>()?
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        DType::F64 => flat
+            .to_vec1::<f64>()?
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        DType::F16 => flat
+            .to_vec1::<half::f16>()?
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        DType::BF16 => flat
+            .to_vec1::<half::bf16>()?
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        other => candle_core::bail!("unsupported dtype {other:?} for encoder weights"),
+    })
+}
+
 /// Reads a little-endian tensor of `dtype` and `shape` from `reader` into a buffer of its
 /// size.
 fn read_tensor(
-    reader: &mut impl Read,
+    reader: &mut (impl Read + ?Sized),
     dtype: DType,
     shape: &[usize],
 ) -> candle_core::Result<Tensor> {
@@ -285,7 +400,7 @@ fn read_tensor(
     /// Reads `numel` values of `T` into a zeroed buffer (freshly mapped zero pages for a big
     /// one, so the zeroing costs nothing).
     fn values<T: candle_core::WithDType + Default + Clone>(
-        reader: &mut impl Read,
+        reader: &mut (impl Read + ?Sized),
         numel: usize,
         shape: &[usize],
     ) -> candle_core::Result<Tensor> {

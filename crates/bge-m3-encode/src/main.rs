@@ -154,7 +154,8 @@ pub struct Args {
     #[arg(long, default_value = "auto")]
     pub device: DeviceSpec,
 
-    /// Precision of the encoder: f32, f16 or bf16 (default: f32 on the CPU, f16 on a GPU).
+    /// Precision of the encoder: f32, f16, bf16 or int8 (int8: the CPU only, faster in a third
+    /// of the memory, close to f32; default: f32 on the CPU, f16 on a GPU).
     #[arg(long, value_parser = bge_m3_core::parse_dtype)]
     pub dtype: Option<DType>,
 
@@ -289,11 +290,13 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         .with_revision(args.revision.clone())
         .with_progress(bge_m3_core::hub::TerminalProgress);
     let report = |e: bge_m3_core::Error| bge_m3_core::Report(&e).to_string();
-    let dir = hub::resolve(&args.model, &options).map_err(report)?;
     let load = LoadOptions::default()
         .with_device(args.device)
         .with_dtype(args.dtype)
         .with_threads(args.threads);
+    // Before a download: `--dtype int8 --device cuda` is refused without fetching the model.
+    load.check().map_err(report)?;
+    let dir = hub::resolve(&args.model, &options).map_err(report)?;
     let model = BgeM3::load(&dir, &load).map_err(report)?;
     // The core's rule, in the encoder's words.
     bge_m3_core::check_length("--max-length", args.max_length, model.max_length())

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bge_m3_core::{BgeM3, EncodeOptions, LoadOptions, Outputs};
-use bge_m3_test_support::{assert_close, eventually, tiny_pt, Signal, TOLERANCE};
+use bge_m3_test_support::{assert_close, eventually, tiny_pt, Launch, Signal, TOLERANCE};
 use common::{encode, encoder, floats, read_parquet, rows, texts, write_jsonl, RUN_TIMEOUT};
 use serde_json::{json, Value};
 
@@ -291,6 +291,32 @@ fn wrong_usage_is_refused_with_a_message() {
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(message), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn int8_on_a_gpu_is_refused_before_the_model_is_fetched() {
+    // A Hub id, offline, with an empty cache: were the cache asked first, the error would name
+    // the missing files instead of the setting.
+    let cache = tempfile::tempdir().unwrap();
+    let output = Launch::new(env!("CARGO_BIN_EXE_bge-m3-encode"))
+        .args([
+            "--model",
+            "BAAI/bge-m3",
+            "--dtype",
+            "int8",
+            "--device",
+            "cuda",
+            "-",
+        ])
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HOME", cache.path())
+        .run(RUN_TIMEOUT);
+    let stderr = &output.stderr;
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("invalid `dtype`: int8 runs on the CPU only"),
+        "{stderr}"
+    );
 }
 
 /// Waits until `path` holds at least `lines` complete lines (bounded: 60 s).

@@ -30,7 +30,7 @@ const MAX_BATCH_TOKENS: usize = 16384;
 /// Hub repository id (`owner/name`, fetched into the Hugging Face cache, or `cache_dir`;
 /// `HF_HOME`, `HF_HUB_CACHE`, `HF_TOKEN`, `HF_ENDPOINT` and `HF_HUB_OFFLINE` as in
 /// huggingface_hub). `threads`: the model's compute threads (default: one per CPU). `dtype`:
-/// `"f32"` (default on the CPU), `"f16"` or `"bf16"`. `devices`: `"cpu"`, `"cuda:N"` or
+/// `"f32"` (default on the CPU), `"f16"`, `"bf16"` or `"int8"` (the CPU only). `devices`: `"cpu"`, `"cuda:N"` or
 /// `"auto"`. `max_batch_tokens`: the most tokens in one forward pass.
 #[pyclass(module = "bge_m3._bge_m3", frozen)]
 pub(crate) struct Model {
@@ -74,6 +74,7 @@ impl Model {
         if let Some(cache_dir) = cache_dir.filter(|dir| !dir.is_none()) {
             hub_options = hub_options.with_cache_dir(path("cache_dir", cache_dir)?);
         }
+        options.check().map_err(to_py)?;
         py.detach(|| {
             guard(|| {
                 let path = hub::resolve(&source, &hub_options).map_err(|e| match e {
@@ -283,7 +284,7 @@ impl Model {
         device_name(self.model.device())
     }
 
-    /// The encoder's precision: `f32`, `f16` or `bf16`.
+    /// The encoder's precision: `f32`, `f16`, `bf16` or `int8`.
     #[getter]
     fn dtype(&self) -> String {
         self.model.dtype().as_str().to_string()

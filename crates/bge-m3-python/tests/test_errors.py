@@ -93,7 +93,8 @@ def test_scoring_helpers_name_the_bad_argument(model):
     (dict(threads="two"), TypeError, "`threads` must be an int, got str"),
     (dict(dtype=32), TypeError, "`dtype` must be a str, got int"),
     (dict(cache_dir=3), TypeError, "`cache_dir` must be a str or a path, got int"),
-    (dict(dtype="int4"), ValueError, "invalid `dtype`: \"int4\" is not one of f32, f16, bf16"),
+    (dict(dtype="int4"), ValueError, "invalid `dtype`: \"int4\" is not one of f32, f16, bf16, int8"),
+    (dict(dtype="int8", devices="cuda:0"), ValueError, "invalid `dtype`: int8 runs on the CPU only"),
     (dict(devices="tpu"), ValueError, "invalid `devices`: \"tpu\" is not one of auto, cpu, cuda, cuda:N"),
     (dict(devices=["cpu", "cpu"]), ValueError, "invalid `devices`: this engine runs one model on one device"),
     (dict(devices=1.5), TypeError, "`devices` must be a str, an int or a list of one, got float"),
@@ -118,6 +119,13 @@ def test_a_missing_model_says_what_was_tried(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(OSError, match=r"HF_HUB_OFFLINE is set and the Hugging Face cache .*hub lacks every file of someone/missing"):
         BGEM3FlagModel("someone/missing", cache_dir=str(tmp_path / "hub"))
+
+
+def test_int8_on_a_gpu_is_refused_before_a_download(tmp_path, monkeypatch):
+    # Offline, with an empty cache: were the Hub asked first, the error would be the cache's.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="invalid `dtype`: int8 runs on the CPU only"):
+        BGEM3FlagModel("BAAI/bge-m3", dtype="int8", devices="cuda", cache_dir=str(tmp_path / "hub"))
 
 
 def test_a_rust_panic_becomes_a_runtime_error():

@@ -210,3 +210,23 @@ def test_an_empty_list_gives_empty_outputs(models):
     out = models["tiny-pt"].encode([], **ALL)
     assert out["dense_vecs"].shape == (0, models["tiny-pt"]._model.dense_dim)
     assert out["lexical_weights"] == [] and out["colbert_vecs"] == []
+
+
+def test_int8_is_close_to_f32_and_says_so(models):
+    """`dtype="int8"`: the encoder's products in 8-bit integers, its outputs near f32's (the
+    measured bounds on a trained model are in the README; tiny random weights are only a
+    smoke check) and never f32's exactly."""
+    from bge_m3 import BGEM3FlagModel
+    int8 = BGEM3FlagModel(str(model_dir("tiny-pt")), dtype="int8")
+    assert int8.dtype == "int8" and models["tiny-pt"].dtype == "f32"
+    out = int8.encode(SHORT_TEXTS, **ALL)
+    ref = models["tiny-pt"].encode(SHORT_TEXTS, **ALL)
+    cosines = np.sum(out["dense_vecs"] * ref["dense_vecs"], axis=1)
+    assert cosines.min() > 0.99 and cosines.max() < 1.0 - 1e-7, cosines
+    assert len(out["lexical_weights"]) == len(ref["lexical_weights"])
+    for a, b in zip(out["lexical_weights"], ref["lexical_weights"]):
+        for token in set(a) | set(b):
+            assert abs(a.get(token, 0.0) - b.get(token, 0.0)) < 0.05, (token, a, b)
+    for a, b in zip(out["colbert_vecs"], ref["colbert_vecs"]):
+        assert a.shape == b.shape and a.dtype == np.float32
+        assert np.sum(a * b, axis=1).min() > 0.98

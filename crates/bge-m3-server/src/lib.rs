@@ -151,6 +151,8 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<Stopped> {
         let model_path = model_path.clone();
         Inference::spawn(
             move || {
+                // Settings wrong whatever the model (int8 on a GPU) fail before a download.
+                load_options.check()?;
                 let dir = hub::resolve(&model_path, &hub_options)?;
                 BgeM3::load(&dir, &load_options)
             },

@@ -8,6 +8,7 @@ use rayon::prelude::*;
 const MIN_TASK_ELEMENTS: usize = 1 << 14;
 
 /// `LayerNorm` parameters.
+#[derive(Clone)]
 pub(crate) struct Norm {
     pub gamma: Vec<f32>,
     pub beta: Vec<f32>,
@@ -51,12 +52,12 @@ pub(crate) fn bias_residual_layer_norm(x: &mut [f32], residual: &[f32], bias: &[
 
 /// The embedding rows of `XLMRobertaEmbeddings`: for token `t`,
 /// `x[t] = layer_norm((words[ids[t]] + token_type) + positions[position_ids[t]])`, in the order
-/// transformers adds them. `words` and `positions` are row-major tables of `token_type.len()`
-/// columns.
+/// transformers adds them. `word(id, row)` writes the word table's row `id` into `row`;
+/// `positions` is a row-major table of `token_type.len()` columns.
 pub(crate) fn embed(
     x: &mut [f32],
     (ids, position_ids): (&[u32], &[u32]),
-    (words, positions, token_type): (&[f32], &[f32], &[f32]),
+    (word, positions, token_type): (&(dyn Fn(usize, &mut [f32]) + Sync), &[f32], &[f32]),
     norm: &Norm,
 ) {
     let width = token_type.len();
@@ -68,9 +69,8 @@ pub(crate) fn embed(
         .for_each(|(task, chunk)| {
             for (i, row) in chunk.chunks_exact_mut(width).enumerate() {
                 let t = task * per_task + i;
-                let word = &words[ids[t] as usize * width..][..width];
                 let position = &positions[position_ids[t] as usize * width..][..width];
-                row.copy_from_slice(word);
+                word(ids[t] as usize, row);
                 simd::bias_residual_layer_norm(
                     row,
                     position,
@@ -398,10 +398,12 @@ mod tests {
         };
         let mut ours = vec![0.0; ids.len() * width];
         let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let words = flat(&words);
+        let word = |id: usize, row: &mut [f32]| row.copy_from_slice(&words[id * width..][..width]);
         embed(
             &mut ours,
             (&ids, &position_ids),
-            (&flat(&words), &flat(&table), &flat(&token_type)),
+            (&word, &flat(&table), &flat(&token_type)),
             &norm,
         );
         assert!(max_abs_diff(&ours, &flat(&expected)) < 1e-5);

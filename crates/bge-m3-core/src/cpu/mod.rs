@@ -14,11 +14,19 @@
 //! states do not depend on the other texts of its pass (the products give every row the same
 //! sum in the same order, see [`matmul`]).
 //!
-//! Only f32 on the CPU takes this path; every other device and dtype runs the candle layers of
-//! the encoder (`encoder.rs`, which chooses the path and calls this one), and they remain the
-//! reference the tests compare this path with.
+//! With [`crate::DType::Int8`] the same layers run their four products in int8 ([`int8`]): each
+//! weight is quantized as it is read, with the smoothing that the model's own activations on a
+//! few built-in texts call for ([`calibration`]), and the word embeddings are held in int8 too,
+//! one scale per row. Everything between the products (attention, GELU, LayerNorm, residuals)
+//! stays f32.
+//!
+//! Only f32 and int8 on the CPU take this path; every other device and dtype runs the candle
+//! layers of the encoder (`encoder.rs`, which chooses the path and calls this one), and they
+//! remain the reference the tests compare this path with.
 
 mod attention;
+mod calibration;
+mod int8;
 mod kernels;
 mod matmul;
 #[cfg(test)]
@@ -29,34 +37,97 @@ use candle_nn::VarBuilder;
 
 use crate::batch::{position_ids, HiddenStates};
 use crate::config::Config;
+use crate::weights::TensorFile;
 use crate::{Error, Result};
 use attention::{Heads, Segments};
+use calibration::LayerRanges;
+use int8::{QuantizedMatrix, QuantizedRows};
 use kernels::Norm;
 use matmul::PackedMatrix;
 
-/// A `Linear` layer: its weight packed for [`matmul::matmul`], and its bias.
-struct Dense {
-    weight: PackedMatrix,
+pub(crate) use calibration::{LENGTH as CALIBRATION_LENGTH, TEXTS as CALIBRATION_TEXTS};
+
+/// A `Linear` layer: its weight, packed for the products of the encoder's precision, and its
+/// bias.
+struct Linear {
+    weight: Weight,
     bias: Vec<f32>,
 }
 
-impl Dense {
-    /// Loads `weight` `(out, in)` and `bias` `(out,)` under each of `prefixes`, stacked in that
-    /// order into one layer of `prefixes.len() x out` outputs (query, key and value become one
-    /// product). Each weight is packed and dropped before the next is read.
-    fn load(vb: &VarBuilder, prefixes: &[&str], (out, inner): (usize, usize)) -> Result<Self> {
-        let mut rows = Vec::with_capacity(prefixes.len());
+/// A `Linear` weight `(out, in)`, packed.
+enum Weight {
+    /// For [`matmul::matmul`].
+    F32(PackedMatrix),
+    /// For [`int8::matmul`].
+    Int8(QuantizedMatrix),
+}
+
+/// A `Linear` layer as read, before it is packed: its weights `(out, in)` under each prefix and
+/// the biases, stacked.
+struct RawLinear {
+    parts: Vec<Tensor>,
+    bias: Vec<f32>,
+    inner: usize,
+}
+
+impl RawLinear {
+    /// Reads `weight` `(out, in)` and `bias` `(out,)` under each of `prefixes`, to be stacked in
+    /// that order into one layer of `prefixes.len() x out` outputs (query, key and value become
+    /// one product).
+    fn read(vb: &VarBuilder, prefixes: &[&str], (out, inner): (usize, usize)) -> Result<Self> {
+        let mut parts = Vec::with_capacity(prefixes.len());
         let mut bias = Vec::with_capacity(prefixes.len() * out);
         for prefix in prefixes {
             let vb = vb.pp(*prefix);
-            rows.push(vb.get((out, inner), "weight")?);
+            parts.push(vb.get((out, inner), "weight")?);
             bias.extend(vb.get(out, "bias")?.to_vec1::<f32>()?);
         }
+        Ok(Self { parts, bias, inner })
+    }
+
+    fn slices(&self) -> Result<Vec<CpuSlice<'_>>> {
+        self.parts.iter().map(f32_slice).collect()
+    }
+
+    /// Packed for the f32 products.
+    fn packed(&self) -> Result<Linear> {
+        Ok(Linear {
+            weight: Weight::F32(PackedMatrix::pack_stacked(&self.slices()?, self.inner)),
+            bias: self.bias.clone(),
+        })
+    }
+
+    /// Quantized for the int8 products, smoothed for inputs of the range `range`.
+    fn quantized(self, range: &calibration::InputRange) -> Result<Linear> {
         let weight = {
-            let parts = rows.iter().map(f32_slice).collect::<Result<Vec<_>>>()?;
-            PackedMatrix::pack_stacked(&parts, inner)
+            let parts = self.slices()?;
+            let smoothing = range.smoothing(&calibration::column_ranges(&parts, self.inner));
+            QuantizedMatrix::quantize_stacked(&parts, self.inner, Some(&smoothing))
         };
-        Ok(Self { weight, bias })
+        Ok(Linear {
+            weight: Weight::Int8(weight),
+            bias: self.bias,
+        })
+    }
+}
+
+impl Linear {
+    /// [`RawLinear::read`], packed for the f32 products: each layer is packed and its weights
+    /// as read dropped before the next is read.
+    fn load(vb: &VarBuilder, prefixes: &[&str], shape: (usize, usize)) -> Result<Self> {
+        RawLinear::read(vb, prefixes, shape)?.packed()
+    }
+
+    /// `out = x · wᵀ` for the `rows` rows of `x`, without the bias; `quantized` is the buffer
+    /// of int8 activations.
+    fn forward(&self, x: &[f32], rows: usize, out: &mut [f32], quantized: &mut QuantizedRows) {
+        match &self.weight {
+            Weight::F32(weight) => matmul::matmul(x, rows, weight, out),
+            Weight::Int8(weight) => {
+                quantized.quantize(x, rows, weight.inner(), weight.input_scales());
+                int8::matmul(quantized, weight, out);
+            }
+        }
     }
 }
 
@@ -73,11 +144,11 @@ fn load_norm(vb: &VarBuilder, width: usize, eps: f64) -> Result<Norm> {
 /// Source: <https://github.com/huggingface/transformers/blob/main/src/transformers/models/xlm_roberta/modeling_xlm_roberta.py>
 struct Layer {
     /// `attention.self.{query,key,value}`, as one `(3 x hidden, hidden)` product.
-    qkv: Dense,
-    attention_output: Dense,
+    qkv: Linear,
+    attention_output: Linear,
     attention_norm: Norm,
-    intermediate: Dense,
-    output: Dense,
+    intermediate: Linear,
+    output: Linear,
     output_norm: Norm,
 }
 
@@ -86,13 +157,96 @@ impl Layer {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
         let eps = cfg.layer_norm_eps;
         Ok(Self {
-            qkv: Dense::load(&vb.pp("attention.self"), &["query", "key", "value"], (h, h))?,
-            attention_output: Dense::load(&vb.pp("attention.output"), &["dense"], (h, h))?,
+            qkv: Linear::load(&vb.pp("attention.self"), &["query", "key", "value"], (h, h))?,
+            attention_output: Linear::load(&vb.pp("attention.output"), &["dense"], (h, h))?,
             attention_norm: load_norm(&vb.pp("attention.output.LayerNorm"), h, eps)?,
-            intermediate: Dense::load(&vb.pp("intermediate"), &["dense"], (i, h))?,
-            output: Dense::load(&vb.pp("output"), &["dense"], (h, i))?,
+            intermediate: Linear::load(&vb.pp("intermediate"), &["dense"], (i, h))?,
+            output: Linear::load(&vb.pp("output"), &["dense"], (h, i))?,
             output_norm: load_norm(&vb.pp("output.LayerNorm"), h, eps)?,
         })
+    }
+}
+
+/// A layer's weights as read, in f32.
+struct RawLayer {
+    qkv: RawLinear,
+    attention_output: RawLinear,
+    attention_norm: Norm,
+    intermediate: RawLinear,
+    output: RawLinear,
+    output_norm: Norm,
+}
+
+impl RawLayer {
+    fn read(vb: VarBuilder, cfg: &Config) -> Result<Self> {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        let eps = cfg.layer_norm_eps;
+        Ok(Self {
+            qkv: RawLinear::read(&vb.pp("attention.self"), &["query", "key", "value"], (h, h))?,
+            attention_output: RawLinear::read(&vb.pp("attention.output"), &["dense"], (h, h))?,
+            attention_norm: load_norm(&vb.pp("attention.output.LayerNorm"), h, eps)?,
+            intermediate: RawLinear::read(&vb.pp("intermediate"), &["dense"], (i, h))?,
+            output: RawLinear::read(&vb.pp("output"), &["dense"], (h, i))?,
+            output_norm: load_norm(&vb.pp("output.LayerNorm"), h, eps)?,
+        })
+    }
+
+    /// The layer in f32, its weights as read kept.
+    fn packed(&self) -> Result<Layer> {
+        Ok(Layer {
+            qkv: self.qkv.packed()?,
+            attention_output: self.attention_output.packed()?,
+            attention_norm: self.attention_norm.clone(),
+            intermediate: self.intermediate.packed()?,
+            output: self.output.packed()?,
+            output_norm: self.output_norm.clone(),
+        })
+    }
+
+    /// The layer in int8, smoothed for the inputs' ranges `ranges`.
+    fn quantized(self, ranges: &LayerRanges) -> Result<Layer> {
+        Ok(Layer {
+            qkv: self.qkv.quantized(&ranges.qkv)?,
+            attention_output: self.attention_output.quantized(&ranges.attention_output)?,
+            attention_norm: self.attention_norm,
+            intermediate: self.intermediate.quantized(&ranges.intermediate)?,
+            output: self.output.quantized(&ranges.output)?,
+            output_norm: self.output_norm,
+        })
+    }
+}
+
+/// The word embeddings, `(vocab, hidden)`.
+enum Words {
+    /// As read: a pass reads only its tokens' rows.
+    F32(Tensor),
+    /// In int8, symmetric per row: `words[id][j] = scales[id] · values[id · hidden + j]`.
+    Int8 { values: Vec<i8>, scales: Vec<f32> },
+}
+
+impl Words {
+    /// Bytes held (of the int8 table; the f32 one is the tensor's).
+    fn bytes(&self) -> usize {
+        match self {
+            Words::F32(words) => words.elem_count() * 4,
+            Words::Int8 { values, scales } => values.len() + 4 * scales.len(),
+        }
+    }
+
+    /// Reads the table `name` of `(vocab, hidden)` from `file` a chunk of rows at a time into
+    /// int8, so that the f32 table is never held.
+    fn read_int8(file: &TensorFile, name: &str, (vocab, hidden): (usize, usize)) -> Result<Self> {
+        let mut values = vec![0i8; vocab * hidden];
+        let mut scales = vec![0f32; vocab];
+        file.read_rows(name, (vocab, hidden), 4096, |first, rows| {
+            for (i, row) in rows.chunks_exact(hidden.max(1)).enumerate() {
+                let id = first + i;
+                let (scale, quantized) = int8::quantize_symmetric(row);
+                scales[id] = scale;
+                values[id * hidden..][..hidden].copy_from_slice(&quantized);
+            }
+        })?;
+        Ok(Words::Int8 { values, scales })
     }
 }
 
@@ -101,9 +255,8 @@ impl Layer {
 ///
 /// Source: <https://github.com/huggingface/transformers/blob/main/src/transformers/models/xlm_roberta/modeling_xlm_roberta.py>
 pub(crate) struct CpuEncoder {
-    /// `embeddings.word_embeddings.weight`, `(vocab, hidden)`: the largest tensor, kept as
-    /// read (a pass reads only its tokens' rows).
-    words: Tensor,
+    /// `embeddings.word_embeddings.weight`, `(vocab, hidden)`: the largest tensor.
+    words: Words,
     positions: Vec<f32>,
     /// Row 0 of `token_type_embeddings`: BGE-M3 inputs have a single segment.
     token_type: Vec<f32>,
@@ -118,13 +271,73 @@ pub(crate) struct CpuEncoder {
 }
 
 impl CpuEncoder {
-    /// Loads and packs the weights; `vb` is rooted where the checkpoint's `embeddings.*` keys
-    /// are, on the CPU in f32.
+    /// Loads and packs the weights in f32; `vb` is rooted where the checkpoint's
+    /// `embeddings.*` keys are, on the CPU in f32.
     pub(crate) fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
         let h = cfg.hidden_size;
-        let emb = vb.pp("embeddings");
-        let words = emb.get((cfg.vocab_size, h), "word_embeddings.weight")?;
+        let words = vb
+            .pp("embeddings")
+            .get((cfg.vocab_size, h), "word_embeddings.weight")?;
         f32_slice(&words)?;
+        let mut encoder = Self::load_embeddings(&vb, cfg, Words::F32(words))?;
+        encoder.layers = (0..cfg.num_hidden_layers)
+            .map(|i| Layer::load(vb.pp(format!("encoder.layer.{i}")), cfg))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(encoder)
+    }
+
+    /// Loads the weights in int8, each read in f32 and quantized before the next is read.
+    /// `file` is the file behind `vb`; `calibration` holds token sequences (of the model's
+    /// tokenizer, markers included) whose activations, computed in f32 one layer at a time as
+    /// the layers are read, set each product's smoothing ([`calibration`]).
+    pub(crate) fn load_int8(
+        vb: VarBuilder,
+        file: &TensorFile,
+        cfg: &Config,
+        calibration: &[Vec<u32>],
+    ) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let name = match vb.prefix().as_str() {
+            "" => "embeddings.word_embeddings.weight".to_string(),
+            prefix => format!("{prefix}.embeddings.word_embeddings.weight"),
+        };
+        let words = Words::read_int8(file, &name, (cfg.vocab_size, h))?;
+        let mut encoder = Self::load_embeddings(&vb, cfg, words)?;
+        let sequences: Vec<&[u32]> = calibration.iter().map(Vec::as_slice).collect();
+        let (mut x, segments) = encoder.embed(&sequences)?;
+        let mut ws = Workspace::new(segments.tokens(), h, cfg.intermediate_size);
+        for i in 0..cfg.num_hidden_layers {
+            let raw = RawLayer::read(vb.pp(format!("encoder.layer.{i}")), cfg)?;
+            let mut ranges = LayerRanges::new(h, cfg.intermediate_size);
+            // The layer's f32 activations: the ranges of its inputs, and the next layer's.
+            let layer = raw.packed()?;
+            encoder.layer_forward(&layer, &mut x, &segments, &mut ws, Some(&mut ranges));
+            drop(layer);
+            encoder.layers.push(raw.quantized(&ranges)?);
+        }
+        let bytes: usize = encoder.words.bytes()
+            + encoder
+                .layers
+                .iter()
+                .flat_map(|l| [&l.qkv, &l.attention_output, &l.intermediate, &l.output])
+                .map(|linear| match &linear.weight {
+                    Weight::Int8(w) => w.bytes(),
+                    Weight::F32(_) => 0,
+                })
+                .sum::<usize>();
+        tracing::debug!(
+            kernel = int8::Kernel::detect().name(),
+            calibration_tokens = segments.tokens(),
+            mib = bytes >> 20,
+            "int8 weights quantized"
+        );
+        Ok(encoder)
+    }
+
+    /// The encoder with its embeddings and no layers yet.
+    fn load_embeddings(vb: &VarBuilder, cfg: &Config, words: Words) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let emb = vb.pp("embeddings");
         let positions = emb
             .get(
                 (cfg.max_position_embeddings, h),
@@ -137,15 +350,12 @@ impl CpuEncoder {
             .get(0)?
             .to_vec1()?;
         let embedding_norm = load_norm(&emb.pp("LayerNorm"), h, cfg.layer_norm_eps)?;
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|i| Layer::load(vb.pp(format!("encoder.layer.{i}")), cfg))
-            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             words,
             positions,
             token_type,
             embedding_norm,
-            layers,
+            layers: Vec::with_capacity(cfg.num_hidden_layers),
             hidden: h,
             heads: Heads {
                 count: cfg.num_attention_heads,
@@ -162,41 +372,27 @@ impl CpuEncoder {
     /// positions long), laid end to end: sequence `i`'s rows follow sequence `i - 1`'s,
     /// without padding.
     pub(crate) fn forward(&self, sequences: &[&[u32]]) -> Result<HiddenStates> {
-        let ids: Vec<u32> = sequences.iter().flat_map(|s| s.iter().copied()).collect();
-        let positions: Vec<u32> = sequences
-            .iter()
-            .flat_map(|s| position_ids(s, self.pad_token_id))
-            .collect();
-        let lens: Vec<usize> = sequences.iter().map(|s| s.len()).collect();
-        let hidden = self.forward_flat(&ids, &positions, &lens)?;
-        let starts = lens
-            .iter()
-            .scan(0, |next, &len| {
-                let start = *next;
-                *next += len;
-                Some(start)
-            })
-            .collect();
-        let rows = hidden.len() / self.hidden.max(1);
+        let (mut x, segments) = self.embed(sequences)?;
+        let tokens = segments.tokens();
+        let mut ws = Workspace::new(tokens, self.hidden, self.intermediate);
+        for layer in &self.layers {
+            self.layer_forward(layer, &mut x, &segments, &mut ws, None);
+        }
+        let starts = segments.starts.clone();
         Ok(HiddenStates {
-            rows: Tensor::from_vec(hidden, (rows, self.hidden), &Device::Cpu)?,
+            rows: Tensor::from_vec(x, (tokens, self.hidden), &Device::Cpu)?,
             starts,
         })
     }
 
-    /// The last hidden state of sequences laid end to end: `ids` and `position_ids` hold one
-    /// entry per token, sequence `i` being the next `lens[i]` of them. Returns `(tokens,
-    /// hidden)` values, row-major, in the same order.
-    fn forward_flat(&self, ids: &[u32], position_ids: &[u32], lens: &[usize]) -> Result<Vec<f32>> {
-        let segments = Segments::new(lens.iter().copied());
-        let tokens = segments.tokens();
-        if ids.len() != tokens || position_ids.len() != tokens {
-            return Err(Error::Candle(candle_core::Error::Msg(format!(
-                "cpu encoder: {} ids and {} positions for {tokens} tokens",
-                ids.len(),
-                position_ids.len()
-            ))));
-        }
+    /// The embeddings' output for `sequences` laid end to end, and where each sequence lies.
+    fn embed(&self, sequences: &[&[u32]]) -> Result<(Vec<f32>, Segments)> {
+        let ids: Vec<u32> = sequences.iter().flat_map(|s| s.iter().copied()).collect();
+        let position_ids: Vec<u32> = sequences
+            .iter()
+            .flat_map(|s| position_ids(s, self.pad_token_id))
+            .collect();
+        let segments = Segments::new(sequences.iter().map(|s| s.len()));
         // The callers check ids and lengths against the model; this only keeps the table
         // lookups in bounds whatever they are given.
         let outside = ids.iter().any(|&id| id as usize >= self.vocab)
@@ -208,48 +404,84 @@ impl CpuEncoder {
                 "cpu encoder: a token id or position is outside the embedding tables".into(),
             )));
         }
-        let (h, i) = (self.hidden, self.intermediate);
-        let mut x = vec![0f32; tokens * h];
-        kernels::embed(
-            &mut x,
-            (ids, position_ids),
-            (&f32_slice(&self.words)?, &self.positions, &self.token_type),
-            &self.embedding_norm,
-        );
-        let mut ws = Workspace {
-            qkv: vec![0.0; tokens * 3 * h],
-            context: vec![0.0; tokens * h],
-            attended: vec![0.0; tokens * h],
-            inner: vec![0.0; tokens * i.max(3 * h)],
-        };
-        for layer in &self.layers {
-            self.layer_forward(layer, &mut x, &segments, &mut ws);
+        let h = self.hidden;
+        let mut x = vec![0f32; ids.len() * h];
+        let tables = (&self.positions[..], &self.token_type[..]);
+        match &self.words {
+            Words::F32(words) => {
+                let words = f32_slice(words)?;
+                let word = |id: usize, row: &mut [f32]| row.copy_from_slice(&words[id * h..][..h]);
+                kernels::embed(
+                    &mut x,
+                    (&ids, &position_ids),
+                    (&word, tables.0, tables.1),
+                    &self.embedding_norm,
+                );
+            }
+            Words::Int8 { values, scales } => {
+                let word = |id: usize, row: &mut [f32]| {
+                    let scale = scales[id];
+                    for (v, &q) in row.iter_mut().zip(&values[id * h..][..h]) {
+                        *v = f32::from(q) * scale;
+                    }
+                };
+                kernels::embed(
+                    &mut x,
+                    (&ids, &position_ids),
+                    (&word, tables.0, tables.1),
+                    &self.embedding_norm,
+                );
+            }
         }
-        Ok(x)
+        Ok((x, segments))
     }
 
-    /// One layer on `x`, the `(tokens, hidden)` hidden states, in place.
-    fn layer_forward(&self, layer: &Layer, x: &mut [f32], segments: &Segments, ws: &mut Workspace) {
+    /// One layer on `x`, the `(tokens, hidden)` hidden states, in place. With `ranges`, the
+    /// ranges of the products' inputs are taken in.
+    fn layer_forward(
+        &self,
+        layer: &Layer,
+        x: &mut [f32],
+        segments: &Segments,
+        ws: &mut Workspace,
+        mut ranges: Option<&mut LayerRanges>,
+    ) {
         let tokens = segments.tokens();
         let (h, i) = (self.hidden, self.intermediate);
-        matmul::matmul(x, tokens, &layer.qkv.weight, &mut ws.qkv);
+        let q = &mut ws.quantized;
+        if let Some(ranges) = ranges.as_deref_mut() {
+            ranges.qkv.observe(x);
+        }
+        let qkv = &mut ws.qkv[..tokens * 3 * h];
+        layer.qkv.forward(x, tokens, qkv, q);
         // The intermediate activations are not needed before the attention is done: their
         // buffer holds the split heads meanwhile.
         let heads = &mut ws.inner[..tokens * 3 * h];
-        attention::split_heads(&ws.qkv, &layer.qkv.bias, heads, self.heads);
-        attention::attention(heads, &mut ws.context, segments, self.heads);
+        attention::split_heads(qkv, &layer.qkv.bias, heads, self.heads);
+        let context = &mut ws.context[..tokens * h];
+        attention::attention(heads, context, segments, self.heads);
 
+        if let Some(ranges) = ranges.as_deref_mut() {
+            ranges.attention_output.observe(context);
+        }
         let out = &layer.attention_output;
-        matmul::matmul(&ws.context, tokens, &out.weight, &mut ws.attended);
-        kernels::bias_residual_layer_norm(&mut ws.attended, x, &out.bias, &layer.attention_norm);
+        let attended = &mut ws.attended[..tokens * h];
+        out.forward(context, tokens, attended, q);
+        kernels::bias_residual_layer_norm(attended, x, &out.bias, &layer.attention_norm);
 
+        if let Some(ranges) = ranges.as_deref_mut() {
+            ranges.intermediate.observe(attended);
+        }
         let inner = &mut ws.inner[..tokens * i];
-        matmul::matmul(&ws.attended, tokens, &layer.intermediate.weight, inner);
+        layer.intermediate.forward(attended, tokens, inner, q);
         kernels::bias_gelu(inner, &layer.intermediate.bias);
 
+        if let Some(ranges) = ranges {
+            ranges.output.observe(inner);
+        }
         // `x` is not needed any more: the layer's output goes there.
-        matmul::matmul(inner, tokens, &layer.output.weight, x);
-        kernels::bias_residual_layer_norm(x, &ws.attended, &layer.output.bias, &layer.output_norm);
+        layer.output.forward(inner, tokens, x, q);
+        kernels::bias_residual_layer_norm(x, attended, &layer.output.bias, &layer.output_norm);
     }
 }
 
@@ -261,6 +493,20 @@ struct Workspace {
     /// The intermediate activations, and before them the projection split into heads
     /// (`(3, heads, tokens, head_dim)`).
     inner: Vec<f32>,
+    /// The int8 products' inputs, quantized.
+    quantized: QuantizedRows,
+}
+
+impl Workspace {
+    fn new(tokens: usize, hidden: usize, intermediate: usize) -> Self {
+        Self {
+            qkv: vec![0.0; tokens * 3 * hidden],
+            context: vec![0.0; tokens * hidden],
+            attended: vec![0.0; tokens * hidden],
+            inner: vec![0.0; tokens * intermediate.max(3 * hidden)],
+            quantized: QuantizedRows::default(),
+        }
+    }
 }
 
 /// The f32 values of a contiguous CPU tensor, borrowed from its storage.

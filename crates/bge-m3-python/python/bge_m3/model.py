@@ -40,9 +40,10 @@ class BGEM3FlagModel:
     chooses); other `kwargs` are kept as attributes, as FlagEmbedding keeps them.
 
     Keywords of this package: `threads` (the model's compute threads; default one per CPU),
-    `dtype` (`"f32"`, the default on the CPU, `"f16"`, `"bf16"`), `max_batch_tokens` (the
-    most tokens in one forward pass, 16384 by default), `show_progress_bar` (None: as
-    FlagEmbedding, a bar for calls of at least `batch_size` texts; True: always; False: never).
+    `dtype` (`"f32"`, the default on the CPU, `"f16"`, `"bf16"`, `"int8"` on the CPU only),
+    `max_batch_tokens` (the most tokens in one forward pass, 16384 by default),
+    `show_progress_bar` (None: as FlagEmbedding, a bar for calls of at least `batch_size` texts;
+    True: always; False: never).
     """
 
     def __init__(
@@ -319,7 +320,7 @@ class BGEM3FlagModel:
 
     @property
     def dtype(self) -> str:
-        """The encoder's precision (`f32`, `f16`, `bf16`)."""
+        """The encoder's precision (`f32`, `f16`, `bf16`, `int8`)."""
         return self._model.dtype
 
     @property

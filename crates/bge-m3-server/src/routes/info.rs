@@ -67,14 +67,17 @@ struct Health<'a> {
     model_loaded: bool,
     /// Where the model runs (`cpu`, `cuda:0`); null until it is loaded.
     device: Option<&'a str>,
+    /// The encoder's precision, as `/info` names it (`float32`, `float16`, `bfloat16`, `int8`);
+    /// null until the model is loaded.
+    dtype: Option<&'a str>,
     /// Why the model failed to load (with `failed` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
 }
 
-/// `GET /health`: 200 `{"status": "healthy", "model_loaded": true, "device": "cpu"}` once the
-/// model is loaded; 503 with `"status": "loading"` (or `"failed"` and the `error`) before, and
-/// `"draining"` while the server stops.
+/// `GET /health`: 200 `{"status": "healthy", "model_loaded": true, "device": "cpu", "dtype":
+/// "float32"}` once the model is loaded; 503 with `"status": "loading"` (or `"failed"` and the
+/// `error`) before, and `"draining"` while the server stops.
 #[utoipa::path(
     get,
     path = "/health",
@@ -94,6 +97,7 @@ pub(crate) async fn health(state: web::Data<AppState>) -> HttpResponse {
                 status: "healthy",
                 model_loaded: true,
                 device: Some(&info.device),
+                dtype: Some(&info.dtype),
                 error: None,
             },
         ),
@@ -103,6 +107,7 @@ pub(crate) async fn health(state: web::Data<AppState>) -> HttpResponse {
                 status: "draining",
                 model_loaded: true,
                 device: Some(&info.device),
+                dtype: Some(&info.dtype),
                 error: None,
             },
         ),
@@ -112,6 +117,7 @@ pub(crate) async fn health(state: web::Data<AppState>) -> HttpResponse {
                 status: "loading",
                 model_loaded: false,
                 device: None,
+                dtype: None,
                 error: None,
             },
         ),
@@ -121,6 +127,7 @@ pub(crate) async fn health(state: web::Data<AppState>) -> HttpResponse {
                 status: "failed",
                 model_loaded: false,
                 device: None,
+                dtype: None,
                 error: Some(reason),
             },
         ),

@@ -42,6 +42,8 @@ struct ModelObject<'a> {
     sparse_dims: usize,
     /// Width of each ColBERT vector.
     colbert_dims: usize,
+    /// The encoder's precision, as `/info` names it (`float32`, `float16`, `bfloat16`, `int8`).
+    dtype: &'a str,
     capabilities: Capabilities,
 }
 
@@ -59,7 +61,7 @@ enum Flavour {
     OpenAi,
 }
 
-fn model_object<'a>(state: &'a AppState, info: &ModelInfo, flavour: Flavour) -> ModelObject<'a> {
+fn model_object<'a>(state: &'a AppState, info: &'a ModelInfo, flavour: Flavour) -> ModelObject<'a> {
     let openai = matches!(flavour, Flavour::OpenAi);
     ModelObject {
         id: state.model_id(),
@@ -70,6 +72,7 @@ fn model_object<'a>(state: &'a AppState, info: &ModelInfo, flavour: Flavour) -> 
         max_length: info.max_length,
         sparse_dims: info.vocab_size,
         colbert_dims: info.colbert_dim,
+        dtype: &info.dtype,
         capabilities: Capabilities {
             dense: true,
             sparse: true,

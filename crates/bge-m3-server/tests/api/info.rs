@@ -10,7 +10,7 @@ fn health_once_loaded() {
     assert_eq!(reply.status, 200);
     assert_eq!(
         reply.body,
-        json!({"status": "healthy", "model_loaded": true, "device": "cpu"})
+        json!({"status": "healthy", "model_loaded": true, "device": "cpu", "dtype": "float32"})
     );
 }
 
@@ -53,6 +53,7 @@ fn model_card() -> serde_json::Value {
         "max_length": 8192,
         "sparse_dims": model().vocab_size(),
         "colbert_dims": model().colbert_dim(),
+        "dtype": "float32",
         "capabilities": {"dense": true, "sparse": true, "colbert": true},
     })
 }
@@ -106,4 +107,40 @@ fn unknown_models_are_404_model_not_found() {
     ] {
         assert_error(&get(path), 404, "model_not_found", Some("model"));
     }
+}
+
+#[test]
+fn an_int8_server_names_its_precision_and_answers_close_to_f32() {
+    let mut settings = config(tiny_pt());
+    settings.dtype = Some(bge_m3_core::DType::Int8);
+    let base = start(settings);
+    let get = |path: &str| try_send(&base, "GET", path, None, None).unwrap();
+
+    let health = get("/health");
+    assert_eq!(health.status, 200);
+    assert_eq!(health.body["dtype"], "int8");
+    assert_eq!(get("/info").body["model_dtype"], "int8");
+    assert_eq!(get("/v1/models/bge-m3").body["dtype"], "int8");
+
+    let text = "int8 products, f32 everything else";
+    let body = serde_json::to_vec(&json!({"input": text, "model": "bge-m3"})).unwrap();
+    let reply = try_send(
+        &base,
+        "POST",
+        "/v1/embeddings",
+        Some("application/json"),
+        Some(body),
+    )
+    .unwrap();
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let int8 = floats(&reply.body["data"][0]["embedding"]);
+    let f32 = &reference_embeddings(&[text], bge_m3_core::Outputs::default(), 8192)[0];
+    let f32 = f32.dense.as_ref().unwrap();
+    // Both are unit vectors: their dot product is the cosine.
+    let cosine: f32 = int8.iter().zip(f32).map(|(a, b)| a * b).sum();
+    assert!(cosine > 0.99, "cosine {cosine} to f32");
+    assert!(
+        cosine < 1.0 - 1e-7,
+        "int8 gave f32's vector: cosine {cosine}"
+    );
 }

@@ -44,7 +44,7 @@ fn loading_answers_503_then_the_model_serves() {
     assert_eq!(health.status, 503);
     assert_eq!(
         health.body,
-        json!({"status": "loading", "model_loaded": false, "device": null})
+        json!({"status": "loading", "model_loaded": false, "device": null, "dtype": null})
     );
     for (method, path, body) in [
         ("POST", "/v1/embeddings", Some(json!({"input": "a"}))),
@@ -123,6 +123,29 @@ fn the_binary_exits_non_zero_and_logs_why_when_the_model_fails_to_load() {
     let log = &finished.stderr;
     assert!(log.contains("cannot load the model"), "{log}");
     assert!(log.contains("does not exist"), "{log}");
+}
+
+#[test]
+fn int8_on_a_gpu_is_refused_before_the_model_is_fetched() {
+    // A Hub id, offline, with an empty cache: were the cache asked first, the error would name
+    // the missing files instead of the setting.
+    let cache = tempfile::tempdir().unwrap();
+    let finished = Launch::new(env!("CARGO_BIN_EXE_bge-m3-server"))
+        .env("MODEL_PATH", "BAAI/bge-m3")
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HOME", cache.path())
+        .env("DTYPE", "int8")
+        .env("DEVICE", "cuda")
+        .env("PORT", "0")
+        .env("HOST", "127.0.0.1")
+        .run(Duration::from_secs(30));
+    assert!(!finished.timed_out, "the server did not exit");
+    assert_eq!(finished.status.code(), Some(1));
+    let log = &finished.stderr;
+    assert!(
+        log.contains("invalid `dtype`: int8 runs on the CPU only"),
+        "{log}"
+    );
 }
 
 #[test]

@@ -1,0 +1,456 @@
+//! `x · wᵀ` in int8: weights quantized per output channel and packed once at load, activations
+//! quantized per row (token) at each product, products summed exactly in 32-bit integers, and
+//! the scales applied in f32.
+//!
+//! **Weights** `(out, in)`: each output channel `c` gets the scale `s_c = max_k |w[c, k]| / 127`
+//! and the values `q[c, k] = round(w[c, k] / s_c)` in `-127..=127`, packed into panels of [`NR`]
+//! channels in blocks of [`KC`] inputs, each panel a run of 64-byte [`Line`]s holding four
+//! consecutive inputs of its sixteen channels: the order in which `vpdpbusd` (AVX-512 VNNI,
+//! AVX-VNNI) multiplies them, and which the AVX2 kernel widens to 16 bits. Each channel also
+//! keeps `Σ_k q[c, k]` for the zero point below.
+//!
+//! **Activations** `(rows, in)`: each row `r` is quantized asymmetrically to `u8`, over its own
+//! range widened to hold zero: `a_r = (max(hi, 0) - min(lo, 0)) / 255`, the zero point
+//! `z_r = round(-min(lo, 0) / a_r)`, and `u[r, k] = clamp(round(x[r, k] / a_r) + z_r, 0, 255)`,
+//! ties to even. Per row rather than per tensor, so that one token's large values do not cost
+//! the other tokens their precision, and asymmetric, so that a row of mostly positive values
+//! (GELU's output) uses all 256 levels.
+//!
+//! **The product**: `y[r, c] = a_r · s_c · (Σ_k u[r, k] · q[c, k] - z_r · Σ_k q[c, k])`. The sum is
+//! exact in `i32` (at most 255 · 128 per term: [`MAX_INNER`], 65,793 inputs, cannot overflow), so every
+//! kernel, SIMD or portable, returns the same bits, and so does a row whatever the other rows of
+//! its batch: a text's hidden states do not depend on the texts it shares a pass with, as in f32.
+//!
+//! Threads take disjoint ranges of panels, as in the f32 product ([`super::matmul`]).
+
+use rayon::prelude::*;
+
+mod kernels;
+#[cfg(test)]
+mod tests;
+
+/// Measurements, ignored by default (see the module).
+#[cfg(test)]
+mod speed;
+
+pub(crate) use kernels::Kernel;
+
+/// Output channels of one packed panel.
+pub(crate) const NR: usize = 16;
+/// Inputs of one [`Line`].
+pub(crate) const GROUP: usize = 4;
+/// Inputs per block of the reduction: a panel's block is `KC / GROUP` lines (8 KiB).
+const KC: usize = 512;
+/// Rows per block of the activations kept in L2 while the panels of a task go by.
+const MC: usize = 192;
+/// Fewest panels a thread's task gets (128 output channels).
+const MIN_TASK_PANELS: usize = 8;
+/// Most inputs of a product: the sums of `255 · 127` per input stay inside `i32`.
+const MAX_INNER: usize = i32::MAX as usize / (255 * 128);
+
+/// Four consecutive inputs of a panel's sixteen channels: `0[4 * j + t]` is channel `j`'s input
+/// `t`, on one cache line.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub(crate) struct Line(pub(crate) [i8; NR * GROUP]);
+
+/// A `Linear` weight `(out, in)` in int8, packed for [`matmul`].
+///
+/// Layout: blocks of [`KC`] inputs (the last one shorter), in order; in each block, the panels of
+/// [`NR`] channels, in order; in each panel, one [`Line`] per [`GROUP`] inputs of the block.
+/// Inputs past `inner` (up to a multiple of [`GROUP`]) and channels past `out` are zero.
+pub(crate) struct QuantizedMatrix {
+    out: usize,
+    inner: usize,
+    panels: usize,
+    lines: Vec<Line>,
+    /// `s_c`, per channel (zero past `out`).
+    scales: Vec<f32>,
+    /// `Σ_k q[c, k]`, per channel (zero past `out`).
+    sums: Vec<i32>,
+    /// `1 / s_k`, per input, for a weight smoothed by `s` ([`super::calibration`]): its inputs
+    /// are multiplied by these before they are quantized.
+    input_scales: Option<Vec<f32>>,
+}
+
+impl QuantizedMatrix {
+    /// Quantizes and packs the row-major `(out, inner)` matrices `parts`, stacked in order, as
+    /// one matrix (query, key and value become one product). With `smoothing`, input `k` of
+    /// every channel is multiplied by `smoothing[k]` first, and the product's inputs divided by
+    /// it ([`Self::input_scales`]).
+    pub(crate) fn quantize_stacked<P: std::ops::Deref<Target = [f32]> + Sync>(
+        parts: &[P],
+        inner: usize,
+        smoothing: Option<&[f32]>,
+    ) -> Self {
+        let rows: Vec<&[f32]> = parts
+            .iter()
+            .flat_map(|part| {
+                assert_eq!(part.len() % inner.max(1), 0, "a part is not {inner} wide");
+                part.chunks_exact(inner.max(1))
+            })
+            .collect();
+        if let Some(smoothing) = smoothing {
+            assert_eq!(smoothing.len(), inner, "smoothing of the wrong width");
+        }
+        let channels: Vec<Channel> = rows
+            .par_iter()
+            .map(|row| match smoothing {
+                None => Channel::quantize(row),
+                Some(s) => {
+                    let smoothed: Vec<f32> = row.iter().zip(s).map(|(w, s)| w * s).collect();
+                    Channel::quantize(&smoothed)
+                }
+            })
+            .collect();
+        let mut matrix = Self::pack(&channels, inner);
+        matrix.input_scales = smoothing.map(|s| s.iter().map(|s| 1.0 / s).collect());
+        matrix
+    }
+
+    /// What the product's inputs are multiplied by before they are quantized, if anything.
+    pub(crate) fn input_scales(&self) -> Option<&[f32]> {
+        self.input_scales.as_deref()
+    }
+
+    /// Packs quantized channels of `inner` inputs each.
+    fn pack(channels: &[Channel], inner: usize) -> Self {
+        assert!(
+            inner <= MAX_INNER,
+            "{inner} inputs could overflow the 32-bit sums (at most {MAX_INNER})"
+        );
+        let out = if inner == 0 { 0 } else { channels.len() };
+        let panels = out.div_ceil(NR);
+        let padded = inner.next_multiple_of(GROUP);
+        let mut scales = vec![0f32; panels * NR];
+        let mut sums = vec![0i32; panels * NR];
+        for (c, channel) in channels.iter().take(out).enumerate() {
+            assert_eq!(
+                channel.values.len(),
+                inner,
+                "channel {c} is not {inner} wide"
+            );
+            scales[c] = channel.scale;
+            sums[c] = channel.values.iter().map(|&q| i32::from(q)).sum();
+        }
+        let mut lines = vec![Line([0; NR * GROUP]); padded / GROUP * panels];
+        let block_lines = KC / GROUP * panels;
+        lines
+            .par_chunks_mut(block_lines.max(1))
+            .enumerate()
+            .for_each(|(block, lines)| {
+                let k0 = block * KC;
+                let groups = lines.len() / panels.max(1);
+                for (panel, lines) in lines.chunks_exact_mut(groups.max(1)).enumerate() {
+                    for j in 0..NR.min(out - panel * NR) {
+                        let values = &channels[panel * NR + j].values;
+                        for (g, line) in lines.iter_mut().enumerate() {
+                            for t in 0..GROUP {
+                                if let Some(&q) = values.get(k0 + g * GROUP + t) {
+                                    line.0[j * GROUP + t] = q;
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        Self {
+            out,
+            inner,
+            panels,
+            lines,
+            scales,
+            sums,
+            input_scales: None,
+        }
+    }
+
+    /// Output channels.
+    #[cfg(test)]
+    pub(crate) fn out(&self) -> usize {
+        self.out
+    }
+
+    /// Inputs.
+    pub(crate) fn inner(&self) -> usize {
+        self.inner
+    }
+
+    /// Bytes held.
+    pub(crate) fn bytes(&self) -> usize {
+        std::mem::size_of_val(self.lines.as_slice())
+            + std::mem::size_of_val(self.scales.as_slice())
+            + std::mem::size_of_val(self.sums.as_slice())
+            + self
+                .input_scales
+                .as_ref()
+                .map_or(0, |s| std::mem::size_of_val(s.as_slice()))
+    }
+
+    /// The lines of `panel` in the block that starts at input `k0`, `groups` of them.
+    fn panel(&self, k0: usize, groups: usize, panel: usize) -> &[Line] {
+        // Every block before this one is full.
+        let start = k0 / GROUP * self.panels + panel * groups;
+        &self.lines[start..start + groups]
+    }
+}
+
+/// One output channel in int8: `w[k] ≈ scale · values[k]`.
+struct Channel {
+    scale: f32,
+    values: Vec<i8>,
+}
+
+impl Channel {
+    fn quantize(row: &[f32]) -> Self {
+        let (scale, values) = quantize_symmetric(row);
+        Self { scale, values }
+    }
+}
+
+/// Quantizes `row` symmetrically over its largest magnitude: `row[k] ≈ scale · values[k]` with
+/// values in `-127..=127`, rounded to nearest, ties to even. A row of zeros, or one holding a
+/// NaN or an infinity, gets the scale 1 (a NaN becomes 0, an infinity ±127).
+pub(crate) fn quantize_symmetric(row: &[f32]) -> (f32, Vec<i8>) {
+    // Adding then subtracting 1.5 · 2^23 rounds any |v| < 2^22 to an integer, ties to even, in
+    // the current (default) rounding mode: the same as `round_ties_even`, which is a library
+    // call per value, while this loop compiles to vector instructions.
+    const ROUND: f32 = 12_582_912.0;
+    let max = row.iter().fold(0f32, |m, &w| m.max(w.abs()));
+    let scale = if max > 0.0 && max.is_finite() {
+        max / 127.0
+    } else {
+        1.0
+    };
+    let values = row
+        .iter()
+        .map(|&w| (((w / scale).clamp(-127.0, 127.0) + ROUND) - ROUND) as i8)
+        .collect();
+    (scale, values)
+}
+
+/// Rows of activations quantized to `u8` for [`matmul`]: one buffer reused by every product of
+/// a pass.
+#[derive(Default)]
+pub(crate) struct QuantizedRows {
+    rows: usize,
+    /// Inputs per row, a multiple of [`GROUP`] (the padding holds each row's zero point).
+    stride: usize,
+    values: Vec<u8>,
+    /// The same values widened to 16 bits, for the kernels that read them so
+    /// ([`Kernel::wide_rows`]); empty otherwise.
+    wide: Vec<u16>,
+    scales: Vec<f32>,
+    zeros: Vec<i32>,
+}
+
+impl QuantizedRows {
+    /// Quantizes the row-major `(rows, inner)` activations `x`, each input `k` multiplied by
+    /// `input_scales[k]` first if given, replacing what was held, for this CPU's kernel.
+    pub(crate) fn quantize(
+        &mut self,
+        x: &[f32],
+        rows: usize,
+        inner: usize,
+        input_scales: Option<&[f32]>,
+    ) {
+        self.quantize_for(Kernel::detect(), x, rows, inner, input_scales);
+    }
+
+    /// [`Self::quantize`] for `kernel`.
+    pub(crate) fn quantize_for(
+        &mut self,
+        kernel: Kernel,
+        x: &[f32],
+        rows: usize,
+        inner: usize,
+        input_scales: Option<&[f32]>,
+    ) {
+        if let Some(scales) = input_scales {
+            assert_eq!(scales.len(), inner, "input scales of the wrong width");
+        }
+        assert_eq!(x.len(), rows * inner, "x is not ({rows}, {inner})");
+        let stride = inner.next_multiple_of(GROUP);
+        self.rows = rows;
+        self.stride = stride;
+        self.values.resize(rows * stride, 0);
+        self.wide
+            .resize(if kernel.wide_rows() { rows * stride } else { 0 }, 0);
+        self.scales.resize(rows, 0.0);
+        self.zeros.resize(rows, 0);
+        if rows == 0 || inner == 0 {
+            return;
+        }
+        let per_task = rows_per_task(rows, inner);
+        let quantize = |values: &mut [u8], scales: &mut [f32], zeros: &mut [i32], x: &[f32]| {
+            for (((values, scale), zero), x) in values
+                .chunks_exact_mut(stride)
+                .zip(scales)
+                .zip(zeros)
+                .zip(x.chunks_exact(inner))
+            {
+                (*scale, *zero) = kernel.quantize_row(x, input_scales, values);
+            }
+        };
+        let tasks = self
+            .values
+            .par_chunks_mut(stride * per_task)
+            .zip(self.scales.par_chunks_mut(per_task))
+            .zip(self.zeros.par_chunks_mut(per_task))
+            .zip(x.par_chunks(inner * per_task));
+        if kernel.wide_rows() {
+            tasks
+                .zip(self.wide.par_chunks_mut(stride * per_task))
+                .for_each(|((((values, scales), zeros), x), wide)| {
+                    quantize(values, scales, zeros, x);
+                    for (wide, &value) in wide.iter_mut().zip(values.iter()) {
+                        *wide = u16::from(value);
+                    }
+                });
+        } else {
+            tasks.for_each(|(((values, scales), zeros), x)| quantize(values, scales, zeros, x));
+        }
+    }
+
+    /// Rows already quantized: `values` row-major `(rows, stride)`, with their scales and zero
+    /// points.
+    #[cfg(test)]
+    fn from_parts(values: Vec<u8>, stride: usize, scales: Vec<f32>, zeros: Vec<i32>) -> Self {
+        assert_eq!(stride % GROUP, 0);
+        let rows = scales.len();
+        assert_eq!(values.len(), rows * stride);
+        assert_eq!(zeros.len(), rows);
+        Self {
+            rows,
+            stride,
+            wide: values.iter().map(|&v| u16::from(v)).collect(),
+            values,
+            scales,
+            zeros,
+        }
+    }
+}
+
+/// Rows per quantization task, so that short batches are not split into tasks that cost more
+/// to schedule than to run.
+fn rows_per_task(rows: usize, width: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let by_size = (1usize << 14).div_ceil(width.max(1));
+    by_size.max(rows.div_ceil(4 * threads)).max(1)
+}
+
+/// `out = x · wᵀ` for the quantized rows `x` `(rows, in)` and `out` `(rows, out)`, on the
+/// current rayon pool, with the kernel of this CPU.
+pub(crate) fn matmul(x: &QuantizedRows, w: &QuantizedMatrix, out: &mut [f32]) {
+    matmul_with(Kernel::detect(), x, w, out);
+}
+
+/// [`matmul`] with the kernel `kernel`.
+pub(crate) fn matmul_with(kernel: Kernel, x: &QuantizedRows, w: &QuantizedMatrix, out: &mut [f32]) {
+    let (rows, n) = (x.rows, w.out);
+    assert_eq!(
+        x.stride,
+        w.inner.next_multiple_of(GROUP),
+        "rows of {} inputs for a matrix of {}",
+        x.stride,
+        w.inner
+    );
+    assert_eq!(out.len(), rows * n, "out is not ({rows}, {n})");
+    assert!(
+        !kernel.wide_rows() || x.wide.len() == x.values.len(),
+        "rows quantized for another kernel than {}",
+        kernel.name()
+    );
+    if rows == 0 || n == 0 {
+        return;
+    }
+    if w.inner == 0 {
+        out.fill(0.0);
+        return;
+    }
+    let threads = rayon::current_num_threads().max(1);
+    let per_task = w.panels.div_ceil(threads).max(MIN_TASK_PANELS);
+    let tasks = w.panels.div_ceil(per_task);
+    let dst = SharedOut(out.as_mut_ptr());
+    let run = |task: usize| {
+        let panels = task * per_task..((task + 1) * per_task).min(w.panels);
+        // SAFETY: tasks write disjoint column ranges (their panels) of `out`, which holds
+        // `rows x n` elements.
+        unsafe { columns(kernel, x, w, panels, dst.get()) };
+    };
+    if tasks == 1 {
+        run(0);
+    } else {
+        (0..tasks).into_par_iter().for_each(run);
+    }
+}
+
+/// The output columns of `panels`, for every row.
+///
+/// # Safety
+/// `out` addresses `x.rows` rows of `w.out` elements, and no other thread accesses these
+/// columns meanwhile.
+unsafe fn columns(
+    kernel: Kernel,
+    x: &QuantizedRows,
+    w: &QuantizedMatrix,
+    panels: std::ops::Range<usize>,
+    out: *mut f32,
+) {
+    let (rows, n, stride) = (x.rows, w.out, x.stride);
+    let blocks = stride.div_ceil(KC);
+    let tile_rows = kernel.rows();
+    for ic in (0..rows).step_by(MC) {
+        let mc = MC.min(rows - ic);
+        for block in 0..blocks {
+            let k0 = block * KC;
+            let groups = KC.min(stride - k0) / GROUP;
+            let last = block + 1 == blocks;
+            for panel in panels.clone() {
+                let c0 = panel * NR;
+                let cols = NR.min(n - c0);
+                let b = w.panel(k0, groups, panel);
+                for r0 in (ic..ic + mc).step_by(tile_rows) {
+                    let r = tile_rows.min(ic + mc - r0);
+                    let tile = kernels::Tile {
+                        a: &x.values[r0 * stride + k0..],
+                        a_wide: x.wide.get(r0 * stride + k0..).unwrap_or_default(),
+                        lda: stride,
+                        rows: r,
+                        b,
+                        // SAFETY: row `r0` column `c0` is inside `out` (see the contract), and
+                        // the tile's rows `ldc` apart are too.
+                        c: unsafe { out.add(r0 * n + c0) },
+                        ldc: n,
+                        cols,
+                        first: block == 0,
+                        dequantize: last.then(|| kernels::Dequantize {
+                            row_scales: &x.scales[r0..r0 + r],
+                            row_zeros: &x.zeros[r0..r0 + r],
+                            col_scales: &w.scales[c0..c0 + NR],
+                            col_sums: &w.sums[c0..c0 + NR],
+                        }),
+                    };
+                    // SAFETY: the tile's output is `r` rows of `cols` elements inside `out`,
+                    // which only this task accesses (see the contract).
+                    unsafe { kernel.run(&tile) };
+                }
+            }
+        }
+    }
+}
+
+/// The output pointer, shared by tasks that write disjoint columns.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: see `matmul_with`: every task writes only its own columns.
+unsafe impl Send for SharedOut {}
+// SAFETY: as above.
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// A method, so that closures capture the whole `Send` wrapper, not the field.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}

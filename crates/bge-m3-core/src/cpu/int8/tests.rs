@@ -1,0 +1,371 @@
+use super::*;
+use crate::cpu::testing::random_vec;
+
+/// A seeded LCG for integers.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Self(seed.wrapping_add(0x9E37_79B9_7F4A_7C15))
+    }
+
+    fn next_u32(&mut self) -> u32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 32) as u32
+    }
+
+    /// `n` values uniform in `[-1, 1)`.
+    fn normal_vec(&mut self, n: usize) -> Vec<f32> {
+        random_vec(n, u64::from(self.next_u32()), 1.0)
+    }
+}
+
+/// `(rows, out)` sums `Σ_k (u[r, k] - z_r) · q[c, k]` in 64-bit integers, then the results as
+/// the kernels compute them.
+fn reference(
+    values: &[u8],
+    (rows, inner, stride): (usize, usize, usize),
+    scales: &[f32],
+    zeros: &[i32],
+    channels: &[Channel],
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(rows * channels.len());
+    for r in 0..rows {
+        for channel in channels {
+            let sum: i64 = (0..inner)
+                .map(|k| i64::from(values[r * stride + k]) * i64::from(channel.values[k]))
+                .sum();
+            let q_sum: i64 = channel.values.iter().map(|&q| i64::from(q)).sum();
+            let sum = sum - i64::from(zeros[r]) * q_sum;
+            out.push(sum as i32 as f32 * (scales[r] * channel.scale));
+        }
+    }
+    out
+}
+
+fn random_channels(rng: &mut Rng, out: usize, inner: usize) -> Vec<Channel> {
+    (0..out)
+        .map(|c| Channel {
+            scale: 0.5 + c as f32 / 16.0,
+            values: (0..inner)
+                .map(|k| match (c + k) % 11 {
+                    // The edges of the range, and zeros, are frequent.
+                    0 => -128,
+                    1 => 127,
+                    2 => 0,
+                    _ => (rng.next_u32() % 256) as u8 as i8,
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+fn random_rows(rng: &mut Rng, rows: usize, inner: usize) -> QuantizedRows {
+    let stride = inner.next_multiple_of(GROUP);
+    let mut values = vec![0u8; rows * stride];
+    for r in 0..rows {
+        for k in 0..stride {
+            values[r * stride + k] = match (r * 7 + k) % 13 {
+                0 => 255,
+                1 => 0,
+                _ => (rng.next_u32() % 256) as u8,
+            };
+        }
+    }
+    let scales = (0..rows).map(|r| 0.25 + r as f32 / 8.0).collect();
+    let zeros = (0..rows).map(|r| [0, 255, 128, 7][r % 4]).collect();
+    QuantizedRows::from_parts(values, stride, scales, zeros)
+}
+
+#[test]
+fn every_kernel_gives_the_reference_bits_on_every_remainder_path() {
+    let mut rng = Rng::new(3);
+    // Rows past each kernel's tile and MC; channels past a panel; inputs not a multiple of
+    // four, and past one block of KC.
+    for &(rows, out, inner) in &[
+        (1, 1, 1),
+        (1, 16, 4),
+        (2, 17, 5),
+        (3, 33, 7),
+        (7, 15, 64),
+        (9, 48, 513),
+        (13, 20, 1031),
+        (MC + 3, 40, 130),
+    ] {
+        let channels = random_channels(&mut rng, out, inner);
+        let x = random_rows(&mut rng, rows, inner);
+        // The padding of each row may hold anything: the weights there are zero.
+        let expected = reference(
+            &x.values,
+            (rows, inner, x.stride),
+            &x.scales,
+            &x.zeros,
+            &channels,
+        );
+        let w = QuantizedMatrix::pack(&channels, inner);
+        for kernel in Kernel::available() {
+            let mut got = vec![f32::NAN; rows * out];
+            matmul_with(kernel, &x, &w, &mut got);
+            let same = got
+                .iter()
+                .zip(&expected)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{} on ({rows}, {out}, {inner})", kernel.name());
+        }
+    }
+}
+
+#[test]
+fn a_row_gets_the_same_bits_whatever_the_other_rows() {
+    let mut rng = Rng::new(5);
+    let (out, inner) = (40, 300);
+    let w = QuantizedMatrix::quantize_stacked(&[rng.normal_vec(out * inner)], inner, None);
+    let x = rng.normal_vec(11 * inner);
+    let mut all = QuantizedRows::default();
+    all.quantize(&x, 11, inner, None);
+    let mut batch = vec![0f32; 11 * out];
+    matmul(&all, &w, &mut batch);
+    for r in [0, 5, 10] {
+        let mut one = QuantizedRows::default();
+        one.quantize(&x[r * inner..(r + 1) * inner], 1, inner, None);
+        let mut alone = vec![0f32; out];
+        matmul(&one, &w, &mut alone);
+        assert_eq!(
+            alone.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            batch[r * out..(r + 1) * out]
+                .iter()
+                .map(|v| v.to_bits())
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn quantized_products_are_close_to_f32() {
+    let mut rng = Rng::new(7);
+    let (rows, out, inner) = (5, 70, 1000);
+    let weight = rng.normal_vec(out * inner);
+    let mut x = rng.normal_vec(rows * inner);
+    // Row 3 is all positive (as after GELU): the asymmetric range serves it as well.
+    for v in &mut x[3 * inner..4 * inner] {
+        *v = v.abs();
+    }
+    let w = QuantizedMatrix::quantize_stacked(&[weight.as_slice()], inner, None);
+    let mut q = QuantizedRows::default();
+    q.quantize(&x, rows, inner, None);
+    let mut got = vec![0f32; rows * out];
+    matmul(&q, &w, &mut got);
+    for r in 0..rows {
+        for c in 0..out {
+            let row = &x[r * inner..][..inner];
+            let channel = &weight[c * inner..][..inner];
+            let exact: f64 = row
+                .iter()
+                .zip(channel)
+                .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                .sum();
+            // Rounding errors of at most half a step each, independent: their sum grows
+            // like the square root of the inputs.
+            let (lo, hi) = row
+                .iter()
+                .fold((0f32, 0f32), |(l, h), &v| (l.min(v), h.max(v)));
+            let a_step = f64::from((hi - lo) / 255.0);
+            let w_step = f64::from(channel.iter().fold(0f32, |m, &v| m.max(v.abs())) / 127.0);
+            let bound = 4.0 * (inner as f64).sqrt() * (a_step * 1.0 + w_step * 3.0);
+            let error = (f64::from(got[r * out + c]) - exact).abs();
+            assert!(error < bound, "({r}, {c}): {error} > {bound}");
+        }
+    }
+}
+
+#[test]
+fn zeros_and_empty_shapes() {
+    // A row of zeros: scale 1, zero point 0, every result exactly zero.
+    let mut rng = Rng::new(9);
+    let w = QuantizedMatrix::quantize_stacked(&[rng.normal_vec(20 * 8)], 8, None);
+    let mut q = QuantizedRows::default();
+    q.quantize(&[0.0; 16], 2, 8, None);
+    let mut out = vec![f32::NAN; 2 * 20];
+    matmul(&q, &w, &mut out);
+    assert!(out.iter().all(|&v| v == 0.0), "{out:?}");
+    // A weight of zeros: every result exactly zero.
+    let zero = QuantizedMatrix::quantize_stacked(&[vec![0f32; 3 * 8]], 8, None);
+    q.quantize(&rng.normal_vec(16), 2, 8, None);
+    let mut out = vec![f32::NAN; 2 * 3];
+    matmul(&q, &zero, &mut out);
+    assert!(out.iter().all(|&v| v == 0.0), "{out:?}");
+    // No rows: nothing written.
+    q.quantize(&[], 0, 8, None);
+    matmul(&q, &w, &mut []);
+    // No inputs: zeros.
+    let empty = QuantizedMatrix::quantize_stacked(&[Vec::<f32>::new()], 0, None);
+    assert_eq!(empty.out(), 0);
+}
+
+#[test]
+fn a_row_with_a_value_that_is_not_finite_gives_nan() {
+    let mut rng = Rng::new(11);
+    let w = QuantizedMatrix::quantize_stacked(&[rng.normal_vec(4 * 8)], 8, None);
+    let mut x = rng.normal_vec(24);
+    x[3] = f32::NAN;
+    x[13] = f32::INFINITY;
+    let mut q = QuantizedRows::default();
+    q.quantize(&x, 3, 8, None);
+    let mut out = vec![0f32; 3 * 4];
+    matmul(&q, &w, &mut out);
+    assert!(out[..8].iter().all(|v| v.is_nan()), "{out:?}");
+    assert!(out[8..].iter().all(|v| v.is_finite()), "{out:?}");
+}
+
+#[test]
+fn activations_use_the_whole_range_and_keep_zero_exact() {
+    let mut q = QuantizedRows::default();
+    q.quantize(&[-1.0, 0.0, 3.0, 1.5, 0.25], 1, 5, None);
+    assert_eq!(q.stride, 8);
+    let (scale, zero) = (q.scales[0], q.zeros[0]);
+    assert_eq!(scale, 4.0 / 255.0);
+    assert_eq!(zero, 64); // round(255 / 4)
+    assert_eq!(q.values[0], 0);
+    assert_eq!(q.values[1] as i32, zero);
+    assert_eq!(q.values[2], 255);
+    // Padding holds the zero point.
+    assert!(q.values[5..8].iter().all(|&v| i32::from(v) == zero));
+}
+
+#[test]
+fn smoothing_leaves_the_product_and_moves_the_range() {
+    let mut rng = Rng::new(13);
+    let (rows, out, inner) = (6, 24, 64);
+    let weight = rng.normal_vec(out * inner);
+    let mut x = rng.normal_vec(rows * inner);
+    // Channel 5 is an outlier in every row, as in trained transformers.
+    for row in x.chunks_exact_mut(inner) {
+        row[5] *= 60.0;
+    }
+    let exact: Vec<f64> = (0..rows * out)
+        .map(|i| {
+            let (r, c) = (i / out, i % out);
+            (0..inner)
+                .map(|k| f64::from(x[r * inner + k]) * f64::from(weight[c * inner + k]))
+                .sum()
+        })
+        .collect();
+    let error = |smoothing: Option<&[f32]>| {
+        let w = QuantizedMatrix::quantize_stacked(&[weight.as_slice()], inner, smoothing);
+        let mut q = QuantizedRows::default();
+        q.quantize(&x, rows, inner, w.input_scales());
+        let mut got = vec![0f32; rows * out];
+        matmul(&q, &w, &mut got);
+        got.iter()
+            .zip(&exact)
+            .map(|(&g, &e)| (f64::from(g) - e).abs())
+            .fold(0.0, f64::max)
+    };
+    let mut smoothing = vec![1f32; inner];
+    smoothing[5] = 8.0;
+    let (plain, smoothed) = (error(None), error(Some(&smoothing)));
+    assert!(smoothed < plain / 2.0, "{smoothed} vs {plain}");
+}
+
+#[test]
+fn every_kernel_quantizes_a_row_to_the_same_bytes() {
+    let mut rng = Rng::new(17);
+    for n in [0, 1, 7, 8, 31, 32, 33, 64, 70, 1000] {
+        let mut x = rng.normal_vec(n);
+        // Exact ties of the rounding, zeros and a large value.
+        for (k, v) in x.iter_mut().enumerate() {
+            match k % 9 {
+                0 => *v = 0.0,
+                1 => *v = (k as f32) * 0.5,
+                2 => *v = -40.0,
+                _ => {}
+            }
+        }
+        let scales: Vec<f32> = (0..n).map(|k| 0.5 + (k % 5) as f32 / 4.0).collect();
+        for input_scales in [None, Some(scales.as_slice())] {
+            let padded = n.next_multiple_of(GROUP);
+            let expected = {
+                let mut values = vec![0u8; padded];
+                let got = Kernel::Portable.quantize_row(&x, input_scales, &mut values);
+                (got, values)
+            };
+            for kernel in Kernel::available() {
+                let mut values = vec![0xAAu8; padded];
+                let got = kernel.quantize_row(&x, input_scales, &mut values);
+                assert_eq!((got, values), expected, "{} on {n} values", kernel.name());
+            }
+        }
+    }
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        for at in [0, 40] {
+            let mut x = rng.normal_vec(45);
+            x[at] = bad;
+            for kernel in Kernel::available() {
+                let mut values = vec![0u8; 48];
+                let (scale, _) = kernel.quantize_row(&x, None, &mut values);
+                assert!(scale.is_nan(), "{} with {bad} at {at}", kernel.name());
+            }
+        }
+    }
+}
+
+#[test]
+fn every_kernel_gives_the_same_bits_from_f32_rows() {
+    let mut rng = Rng::new(19);
+    let (rows, out, inner) = (13, 37, 531);
+    let scales: Vec<f32> = (0..inner).map(|k| 0.5 + (k % 3) as f32).collect();
+    let w = QuantizedMatrix::quantize_stacked(&[rng.normal_vec(out * inner)], inner, Some(&scales));
+    let x = rng.normal_vec(rows * inner);
+    let mut results = Vec::new();
+    for kernel in Kernel::available() {
+        let mut q = QuantizedRows::default();
+        q.quantize_for(kernel, &x, rows, inner, w.input_scales());
+        let mut got = vec![0f32; rows * out];
+        matmul_with(kernel, &q, &w, &mut got);
+        results.push((
+            kernel.name(),
+            got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        ));
+    }
+    for (name, bits) in &results[1..] {
+        assert!(
+            *bits == results[0].1,
+            "{name} differs from {}",
+            results[0].0
+        );
+    }
+}
+
+#[test]
+fn symmetric_quantization_rounds_ties_to_even() {
+    // A row whose largest magnitude is 127: the scale is 1, so every value is its own quotient,
+    // ties included (±0.5, 1.5, 2.5, 126.5 go to even), and out-of-range ones cannot occur.
+    let row = [
+        127.0, -127.0, 0.5, -0.5, 1.5, 2.5, -2.5, 126.5, 3.4999, -0.0, 0.0,
+    ];
+    let (scale, values) = quantize_symmetric(&row);
+    assert_eq!(scale, 1.0);
+    assert_eq!(values, [127, -127, 0, 0, 2, 2, -2, 126, 3, 0, 0]);
+
+    // Against the library's rounding on random rows of many magnitudes.
+    let mut rng = Rng::new(9);
+    for magnitude in [1e-30f32, 1e-3, 1.0, 3.0e5, 1e30] {
+        let row: Vec<f32> = rng.normal_vec(1000).iter().map(|v| v * magnitude).collect();
+        let (scale, values) = quantize_symmetric(&row);
+        let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert_eq!(scale, max / 127.0);
+        for (&w, &q) in row.iter().zip(&values) {
+            let expected = (w / scale).round_ties_even().clamp(-127.0, 127.0) as i8;
+            assert_eq!(q, expected, "{w} at scale {scale}");
+        }
+    }
+
+    // Zeros, NaN and infinities: the scale 1, NaN as 0, infinities at the ends.
+    assert_eq!(quantize_symmetric(&[0.0, 0.0]), (1.0, vec![0, 0]));
+    let (scale, values) = quantize_symmetric(&[f32::NAN, 2.0, f32::INFINITY, f32::NEG_INFINITY]);
+    assert_eq!(scale, 1.0);
+    assert_eq!(values, [0, 2, 127, -127]);
+}
