@@ -50,6 +50,9 @@ pub(crate) fn bias_residual_layer_norm(x: &mut [f32], residual: &[f32], bias: &[
         });
 }
 
+/// Writes the word table's row of a token id into a row of the embeddings.
+pub(crate) type WordRow<'a> = &'a (dyn Fn(usize, &mut [f32]) + Sync);
+
 /// The embedding rows of `XLMRobertaEmbeddings`: for token `t`,
 /// `x[t] = layer_norm((words[ids[t]] + token_type) + positions[position_ids[t]])`, in the order
 /// transformers adds them. `word(id, row)` writes the word table's row `id` into `row`;
@@ -57,7 +60,7 @@ pub(crate) fn bias_residual_layer_norm(x: &mut [f32], residual: &[f32], bias: &[
 pub(crate) fn embed(
     x: &mut [f32],
     (ids, position_ids): (&[u32], &[u32]),
-    (word, positions, token_type): (&(dyn Fn(usize, &mut [f32]) + Sync), &[f32], &[f32]),
+    (word, positions, token_type): (WordRow<'_>, &[f32], &[f32]),
     norm: &Norm,
 ) {
     let width = token_type.len();

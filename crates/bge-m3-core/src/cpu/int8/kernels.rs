@@ -598,8 +598,8 @@ unsafe fn quantize_avx2(
         // SAFETY: `k + 32 <= body <= n <= values.len()`.
         unsafe { _mm256_storeu_si256(values.as_mut_ptr().add(k).cast(), bytes) };
     }
-    for k in body..n {
-        values[k] = quantize_one(scaled(k), inverse, zero);
+    for (k, value) in values[body..n].iter_mut().enumerate() {
+        *value = quantize_one(scaled(body + k), inverse, zero);
     }
     values[n..].fill(zero as u8);
     (scale, zero as i32)
