@@ -103,9 +103,9 @@ check_curl() {
     fi
 }
 DIM="$(curl -sS "$BASE_URL/models/bge-m3" | "$VENV/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["embedding_dims"])')"
-check_curl "curl /health" /health '{"status": "healthy", "model_loaded": true, "device": "cpu"}'
+check_curl "curl /health" /health '{"status": "healthy", "model_loaded": true, "device": "cpu", "dtype": "float32"}'
 check_curl "curl /models/bge-m3" /models/bge-m3 \
-    "{\"id\": \"bge-m3\", \"object\": \"model\", \"embedding_dims\": $DIM, \"max_length\": 8192, \"sparse_dims\": 1202, \"colbert_dims\": $DIM, \"capabilities\": {\"dense\": true, \"sparse\": true, \"colbert\": true}}"
+    "{\"id\": \"bge-m3\", \"object\": \"model\", \"embedding_dims\": $DIM, \"max_length\": 8192, \"sparse_dims\": 1202, \"colbert_dims\": $DIM, \"dtype\": \"float32\", \"capabilities\": {\"dense\": true, \"sparse\": true, \"colbert\": true}}"
 
 # Each script ends with `NAME: N passed, M failed`; one that dies without it counts as a failure.
 run_start=$SECONDS
