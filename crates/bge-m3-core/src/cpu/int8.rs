@@ -23,6 +23,7 @@
 //!
 //! Threads take disjoint ranges of panels, as in the f32 product ([`super::matmul`]).
 
+use super::matmul::SharedOut;
 use rayon::prelude::*;
 
 mod kernels;
@@ -437,20 +438,5 @@ unsafe fn columns(
                 }
             }
         }
-    }
-}
-
-/// The output pointer, shared by tasks that write disjoint columns.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: see `matmul_with`: every task writes only its own columns.
-unsafe impl Send for SharedOut {}
-// SAFETY: as above.
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    /// A method, so that closures capture the whole `Send` wrapper, not the field.
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }

@@ -484,16 +484,18 @@ unsafe fn avx2_fma<const R: usize, const PACKED: bool>(tile: &Tile) {
     }
 }
 
-/// The output pointer, shared by tasks that write disjoint columns.
+/// The output pointer, shared by tasks that write disjoint columns (the f32 products here and
+/// the int8 ones of `cpu::int8`).
 #[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: see `matmul`: every task writes only its own columns.
+pub(super) struct SharedOut(pub(super) *mut f32);
+// SAFETY: each user (`matmul`, `int8::matmul_with`) has every task write only its own columns.
 unsafe impl Send for SharedOut {}
+// SAFETY: as above.
 unsafe impl Sync for SharedOut {}
 
 impl SharedOut {
     /// A method, so that closures capture the whole `Send` wrapper, not the field.
-    fn get(self) -> *mut f32 {
+    pub(super) fn get(self) -> *mut f32 {
         self.0
     }
 }
