@@ -167,35 +167,31 @@ impl CpuEncoder {
             .iter()
             .flat_map(|s| position_ids(s, self.pad_token_id))
             .collect();
-        let lens: Vec<usize> = sequences.iter().map(|s| s.len()).collect();
-        let hidden = self.forward_flat(&ids, &positions, &lens)?;
-        let starts = lens
-            .iter()
-            .scan(0, |next, &len| {
-                let start = *next;
-                *next += len;
-                Some(start)
-            })
-            .collect();
+        let segments = Segments::new(sequences.iter().map(|s| s.len()))?;
+        let hidden = self.forward_flat(&ids, &positions, &segments)?;
         let rows = hidden.len() / self.hidden.max(1);
         Ok(HiddenStates {
             rows: Tensor::from_vec(hidden, (rows, self.hidden), &Device::Cpu)?,
-            starts,
+            starts: segments.into_starts(),
         })
     }
 
-    /// The last hidden state of sequences laid end to end: `ids` and `position_ids` hold one
-    /// entry per token, sequence `i` being the next `lens[i]` of them. Returns `(tokens,
-    /// hidden)` values, row-major, in the same order.
-    fn forward_flat(&self, ids: &[u32], position_ids: &[u32], lens: &[usize]) -> Result<Vec<f32>> {
-        let segments = Segments::new(lens.iter().copied());
+    /// The last hidden state of the sequences `segments` lays end to end: `ids` and
+    /// `position_ids` hold one entry per token. Returns `(tokens, hidden)` values, row-major,
+    /// in the same order.
+    fn forward_flat(
+        &self,
+        ids: &[u32],
+        position_ids: &[u32],
+        segments: &Segments,
+    ) -> Result<Vec<f32>> {
         let tokens = segments.tokens();
         if ids.len() != tokens || position_ids.len() != tokens {
-            return Err(Error::Candle(candle_core::Error::Msg(format!(
-                "cpu encoder: {} ids and {} positions for {tokens} tokens",
+            return Err(Error::cpu_encoder(format!(
+                "{} ids and {} positions for {tokens} tokens",
                 ids.len(),
                 position_ids.len()
-            ))));
+            )));
         }
         // The callers check ids and lengths against the model; this only keeps the table
         // lookups in bounds whatever they are given.
@@ -204,9 +200,9 @@ impl CpuEncoder {
                 .iter()
                 .any(|&p| p as usize >= self.max_positions);
         if outside {
-            return Err(Error::Candle(candle_core::Error::Msg(
-                "cpu encoder: a token id or position is outside the embedding tables".into(),
-            )));
+            return Err(Error::cpu_encoder(
+                "a token id or position is outside the embedding tables",
+            ));
         }
         let (h, i) = (self.hidden, self.intermediate);
         let mut x = vec![0f32; tokens * h];
@@ -223,7 +219,7 @@ impl CpuEncoder {
             inner: vec![0.0; tokens * i.max(3 * h)],
         };
         for layer in &self.layers {
-            self.layer_forward(layer, &mut x, &segments, &mut ws);
+            self.layer_forward(layer, &mut x, segments, &mut ws);
         }
         Ok(x)
     }
@@ -280,9 +276,7 @@ fn f32_slice(tensor: &Tensor) -> Result<CpuSlice<'_>> {
 }
 
 fn not_f32() -> Error {
-    Error::Candle(candle_core::Error::Msg(
-        "cpu encoder: a weight is not a contiguous f32 tensor on the CPU".into(),
-    ))
+    Error::cpu_encoder("a weight is not a contiguous f32 tensor on the CPU")
 }
 
 /// See [`f32_slice`].
@@ -300,5 +294,62 @@ impl std::ops::Deref for CpuSlice<'_> {
             Storage::Cpu(CpuStorage::F32(data)) => &data[self.start..self.end],
             _ => unreachable!("checked in f32_slice"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::DType;
+
+    fn tiny() -> (CpuEncoder, Config) {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models/tiny-pt");
+        let files = crate::weights::ModelFiles::locate(&dir).unwrap();
+        let cfg = Config::from_file(&files.config).unwrap();
+        let vb =
+            crate::weights::encoder_var_builder(&files.encoder, DType::F32, &Device::Cpu).unwrap();
+        (CpuEncoder::load(vb, &cfg).unwrap(), cfg)
+    }
+
+    /// The path's own checks are its own error, not a tensor library's, and say what disagreed.
+    #[test]
+    fn inconsistent_inputs_are_the_cpu_encoders_errors() {
+        let (encoder, cfg) = tiny();
+        let segments = Segments::new([3]).unwrap();
+        let short = encoder
+            .forward_flat(&[5, 6], &[2, 3], &segments)
+            .unwrap_err();
+        assert!(
+            matches!(&short, Error::CpuEncoder { message } if message == "2 ids and 2 positions for 3 tokens"),
+            "{short:?}"
+        );
+        let outside = cfg.vocab_size as u32;
+        let error = encoder
+            .forward_flat(&[5, outside, 6], &[2, 3, 4], &segments)
+            .unwrap_err();
+        assert!(
+            matches!(&error, Error::CpuEncoder { message } if message.contains("outside the embedding tables")),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "cpu encoder: a token id or position is outside the embedding tables"
+        );
+        let ids = [5, 6, 7];
+        let positions = [2, 3, cfg.max_position_embeddings as u32];
+        assert!(matches!(
+            encoder.forward_flat(&ids, &positions, &segments),
+            Err(Error::CpuEncoder { .. })
+        ));
+    }
+
+    /// A weight of another dtype is refused by the same error (the loader converts to f32
+    /// first, so only a bug would get there).
+    #[test]
+    fn a_weight_that_is_not_f32_is_refused() {
+        let weight = Tensor::zeros((2, 3), DType::F16, &Device::Cpu).unwrap();
+        let error = f32_slice(&weight).err().unwrap();
+        assert!(matches!(error, Error::CpuEncoder { .. }), "{error:?}");
     }
 }
