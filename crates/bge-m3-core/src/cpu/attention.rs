@@ -4,6 +4,7 @@ use rayon::prelude::*;
 
 use super::kernels::simd;
 use super::matmul::{self, PackedMatrix};
+use super::shared::SharedMut;
 use crate::{Error, Result};
 
 /// Upper bound on one block of attention scores (queries x keys), per thread: 1 Mi f32 (4 MiB),
@@ -92,7 +93,7 @@ pub(crate) fn split_heads(qkv: &[f32], bias: &[f32], out: &mut [f32], heads: Hea
     assert_eq!(out.len(), qkv.len());
     assert_eq!(bias.len(), width);
     let tokens = qkv.len() / width;
-    let dst = SharedMut(out.as_mut_ptr());
+    let out = SharedMut::new(out);
     let per_task = (tokens / (4 * rayon::current_num_threads().max(1))).max(16);
     qkv.par_chunks(width * per_task)
         .enumerate()
@@ -105,9 +106,9 @@ pub(crate) fn split_heads(qkv: &[f32], bias: &[f32], out: &mut [f32], heads: Hea
                 // part = p * heads + h for p in (query, key, value).
                 for (part, (src, bias)) in parts.enumerate() {
                     let offset = (part * tokens + token) * heads.dim;
-                    // SAFETY: each (part, token) row of `out` is written by exactly one task.
-                    let dst =
-                        unsafe { std::slice::from_raw_parts_mut(dst.get().add(offset), heads.dim) };
+                    // SAFETY: each (part, token) row of `out` is written by the task of its
+                    // token alone.
+                    let dst = unsafe { out.part(offset, heads.dim) };
                     for ((d, s), b) in dst.iter_mut().zip(src).zip(bias) {
                         *d = s + b;
                     }
@@ -136,7 +137,7 @@ pub(crate) fn attention(qkv: &[f32], context: &mut [f32], segments: &Segments, h
     let longest = segments.longest().max(1);
     let block = (SCORE_BLOCK_ELEMENTS / longest).max(MIN_QUERY_BLOCK);
     let sequences = segments.count();
-    let out = SharedMut(context.as_mut_ptr());
+    let out = SharedMut::new(context);
 
     (0..heads.count * sequences).into_par_iter().for_each_init(
         || (Vec::<f32>::new(), Vec::<f32>::new()),
@@ -159,13 +160,15 @@ pub(crate) fn attention(qkv: &[f32], context: &mut [f32], segments: &Segments, h
                 for (scores, sum) in scores.chunks_exact_mut(keys).zip(sums.iter_mut()) {
                     *sum = simd::exp_normalizer(scores, scale);
                 }
-                // SAFETY (both blocks): this task alone accesses rows start + q0..start + q0 +
-                // rows, columns h * head_dim..(h + 1) * head_dim of `context`, which holds them.
-                let dst = unsafe { out.get().add((start + q0) * hidden + h * head_dim) };
-                unsafe { matmul::matmul_strided(scores, rows, &v, dst, hidden) };
+                // This task alone accesses rows `start + q0..start + q0 + rows`, columns
+                // `h * head_dim..(h + 1) * head_dim` of `context`: one task per (sequence,
+                // head), and the sequences' rows are disjoint (see `Segments`).
+                let first = (start + q0) * hidden + h * head_dim;
+                // SAFETY: these rows and columns are this task's alone (above).
+                unsafe { matmul::matmul_strided(scores, rows, &v, &out, (first, hidden)) };
                 for (i, &sum) in sums.iter().enumerate() {
-                    let row =
-                        unsafe { std::slice::from_raw_parts_mut(dst.add(i * hidden), head_dim) };
+                    // SAFETY: row `i` of the same block and columns: this task's alone.
+                    let row = unsafe { out.part(first + i * hidden, head_dim) };
                     let inv = 1.0 / sum;
                     for d in row {
                         *d *= inv;
@@ -174,22 +177,6 @@ pub(crate) fn attention(qkv: &[f32], context: &mut [f32], segments: &Segments, h
             }
         },
     );
-}
-
-/// A pointer that tasks writing disjoint parts of one buffer can share.
-#[derive(Clone, Copy)]
-struct SharedMut(*mut f32);
-// SAFETY: every task writes only its own rows and columns of the buffer (see `split_heads` and
-// `attention`).
-unsafe impl Send for SharedMut {}
-unsafe impl Sync for SharedMut {}
-
-impl SharedMut {
-    /// The pointer. (A method, so that closures capture the whole `Send` wrapper, not the
-    /// field.)
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 #[cfg(test)]

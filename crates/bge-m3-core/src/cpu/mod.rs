@@ -18,9 +18,43 @@
 //! the encoder (`encoder.rs`, which chooses the path and calls this one), and they remain the
 //! reference the tests compare this path with.
 
+/// Tokens of CPU features. A kernel compiled for AVX2 and FMA is reachable only with the token
+/// that detection makes, and only detection makes it:
+///
+/// ```compile_fail
+/// #[path = "arch.rs"]
+/// mod arch;
+/// // Made without detection: does not compile (the field is private to `arch`).
+/// let token = arch::Avx2Fma { _detected: () };
+/// ```
+///
+/// The same module reached the same way, through `detect` (so that the failure above is the
+/// private field, nothing else):
+///
+/// ```
+/// #[path = "arch.rs"]
+/// mod arch;
+/// use arch::Avx2Fma;
+///
+/// /// Safe code, compiled for AVX2 and FMA, reachable only with their token.
+/// #[target_feature(enable = "avx2,fma")]
+/// fn double(_: Avx2Fma, x: &mut [f32]) {
+///     x.iter_mut().for_each(|v| *v *= 2.0);
+/// }
+///
+/// let mut x = [1.5f32; 8];
+/// if let Some(token) = Avx2Fma::detect() {
+///     // SAFETY: `token` proves that the CPU has AVX2 and FMA, the features `double` enables.
+///     unsafe { double(token, &mut x) };
+///     assert_eq!(x, [3.0; 8]);
+/// }
+/// ```
+#[cfg(target_arch = "x86_64")]
+mod arch;
 mod attention;
 mod kernels;
 mod matmul;
+mod shared;
 #[cfg(test)]
 mod testing;
 
