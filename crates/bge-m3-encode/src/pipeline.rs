@@ -355,6 +355,7 @@ fn write(
 
 /// Ctrl-C (SIGINT) and SIGTERM: the first asks the run to stop after writing what is complete;
 /// a second exits at once.
+#[allow(unsafe_code)] // signal(2), _exit(2)
 pub mod interrupt {
     use std::sync::atomic::{AtomicBool, Ordering};
 

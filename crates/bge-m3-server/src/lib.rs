@@ -312,6 +312,7 @@ fn exit_now(state: &AppState) -> ! {
 
 /// Raises the soft limit on open files to the hard limit, and returns the limit now in force
 /// (`None` if it cannot be read).
+#[allow(unsafe_code)] // getrlimit(2), setrlimit(2)
 fn raise_descriptor_limit() -> Option<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,

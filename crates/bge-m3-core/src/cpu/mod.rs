@@ -18,6 +18,11 @@
 //! the encoder (`encoder.rs`, which chooses the path and calls this one), and they remain the
 //! reference the tests compare this path with.
 
+// The unsafe code of the crate is here, in the modules that allow it (the workspace denies
+// `unsafe_code` everywhere else): tasks that write disjoint parts of one buffer (`shared`, and
+// its users `matmul` and `attention`), and kernels compiled for CPU features that only a token
+// of `arch` can reach (`matmul`'s microkernel, `kernels`). See docs/DESIGN.md, "Unsafe code".
+
 /// Tokens of CPU features. A kernel compiled for AVX2 and FMA is reachable only with the token
 /// that detection makes, and only detection makes it:
 ///
@@ -51,9 +56,13 @@
 /// ```
 #[cfg(target_arch = "x86_64")]
 mod arch;
+#[allow(unsafe_code)]
 mod attention;
+#[allow(unsafe_code)]
 mod kernels;
+#[allow(unsafe_code)]
 mod matmul;
+#[allow(unsafe_code)]
 mod shared;
 #[cfg(test)]
 mod testing;

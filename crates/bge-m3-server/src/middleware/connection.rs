@@ -65,6 +65,7 @@ impl Peer {
 
     /// Resets the connection now: the client gets an RST, the server's side of the connection
     /// wakes up, fails its next write and drops the request and its answer. Whether it was cut.
+    #[allow(unsafe_code)] // The socket, borrowed from the HTTP layer.
     pub(crate) fn cut(&self) -> bool {
         if !self.is_open() {
             return false;
