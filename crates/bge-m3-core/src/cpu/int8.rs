@@ -23,8 +23,9 @@
 //!
 //! Threads take disjoint ranges of panels, as in the f32 product ([`super::matmul`]).
 
-use super::matmul::SharedOut;
 use rayon::prelude::*;
+
+use super::shared::SharedMut;
 
 mod kernels;
 #[cfg(test)]
@@ -372,12 +373,12 @@ pub(crate) fn matmul_with(kernel: Kernel, x: &QuantizedRows, w: &QuantizedMatrix
     let threads = rayon::current_num_threads().max(1);
     let per_task = w.panels.div_ceil(threads).max(MIN_TASK_PANELS);
     let tasks = w.panels.div_ceil(per_task);
-    let dst = SharedOut(out.as_mut_ptr());
+    let out = SharedMut::new(out);
     let run = |task: usize| {
         let panels = task * per_task..((task + 1) * per_task).min(w.panels);
-        // SAFETY: tasks write disjoint column ranges (their panels) of `out`, which holds
-        // `rows x n` elements.
-        unsafe { columns(kernel, x, w, panels, dst.get()) };
+        // SAFETY: tasks take disjoint ranges of panels: each alone accesses its columns of
+        // `out`, which this function borrows mutably.
+        unsafe { columns(kernel, x, w, panels, &out) };
     };
     if tasks == 1 {
         run(0);
@@ -386,17 +387,17 @@ pub(crate) fn matmul_with(kernel: Kernel, x: &QuantizedRows, w: &QuantizedMatrix
     }
 }
 
-/// The output columns of `panels`, for every row.
+/// The output columns of `panels`, for every row of `out` (`x.rows` rows of `w.out`
+/// elements). Panics if they are not all in `out`.
 ///
 /// # Safety
-/// `out` addresses `x.rows` rows of `w.out` elements, and no other thread accesses these
-/// columns meanwhile.
+/// Nothing else accesses these columns of `out` meanwhile.
 unsafe fn columns(
     kernel: Kernel,
     x: &QuantizedRows,
     w: &QuantizedMatrix,
     panels: std::ops::Range<usize>,
-    out: *mut f32,
+    out: &SharedMut,
 ) {
     let (rows, n, stride) = (x.rows, w.out, x.stride);
     let blocks = stride.div_ceil(KC);
@@ -419,9 +420,8 @@ unsafe fn columns(
                         lda: stride,
                         rows: r,
                         b,
-                        // SAFETY: row `r0` column `c0` is inside `out` (see the contract), and
-                        // the tile's rows `ldc` apart are too.
-                        c: unsafe { out.add(r0 * n + c0) },
+                        // Checked: the tile's `r` rows of `cols` elements, `n` apart.
+                        c: out.ptr_at(r0 * n + c0, (r - 1) * n + cols),
                         ldc: n,
                         cols,
                         first: block == 0,
