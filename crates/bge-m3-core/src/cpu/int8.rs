@@ -414,16 +414,12 @@ unsafe fn columns(
                 let b = w.panel(k0, groups, panel);
                 for r0 in (ic..ic + mc).step_by(tile_rows) {
                     let r = tile_rows.min(ic + mc - r0);
-                    let tile = kernels::Tile {
+                    let operands = kernels::Operands {
                         a: &x.values[r0 * stride + k0..],
                         a_wide: x.wide.get(r0 * stride + k0..).unwrap_or_default(),
                         lda: stride,
                         rows: r,
                         b,
-                        // Checked: the tile's `r` rows of `cols` elements, `n` apart.
-                        c: out.ptr_at(r0 * n + c0, (r - 1) * n + cols),
-                        ldc: n,
-                        cols,
                         first: block == 0,
                         dequantize: last.then(|| kernels::Dequantize {
                             row_scales: &x.scales[r0..r0 + r],
@@ -432,9 +428,13 @@ unsafe fn columns(
                             col_sums: &w.sums[c0..c0 + NR],
                         }),
                     };
-                    // SAFETY: the tile's output is `r` rows of `cols` elements inside `out`,
-                    // which only this task accesses (see the contract).
-                    unsafe { kernel.run(&tile) };
+                    // SAFETY: the tile writes rows `r0..r0 + r` of the columns of `panel`,
+                    // which the caller promised nothing else accesses; it lives for this
+                    // iteration only.
+                    let mut tile = unsafe {
+                        kernels::Tile::new(kernel, operands, out, r0 * n + c0, (n, cols))
+                    };
+                    tile.run();
                 }
             }
         }
