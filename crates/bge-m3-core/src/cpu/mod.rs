@@ -26,8 +26,9 @@
 
 // The unsafe code of the crate is here, in the modules that allow it (the workspace denies
 // `unsafe_code` everywhere else): tasks that write disjoint parts of one buffer (`shared`, and
-// its users `matmul` and `attention`), and kernels compiled for CPU features that only a token
-// of `arch` can reach (`matmul`'s microkernel, `kernels`). See docs/DESIGN.md, "Unsafe code".
+// its users `matmul`, `int8` and `attention`), and kernels compiled for CPU features that only
+// a token of `arch` can reach (`matmul`'s microkernel, `int8`'s kernels and row quantizer,
+// `kernels`). See docs/DESIGN.md, "Unsafe code".
 
 /// Tokens of CPU features. A kernel compiled for AVX2 and FMA is reachable only with the token
 /// that detection makes, and only detection makes it:
