@@ -26,6 +26,8 @@
 use super::matmul::SharedOut;
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 mod kernels;
 #[cfg(test)]
 mod tests;
@@ -375,6 +377,14 @@ pub(crate) fn matmul_with(kernel: Kernel, x: &QuantizedRows, w: &QuantizedMatrix
     let dst = SharedOut(out.as_mut_ptr());
     let run = |task: usize| {
         let panels = task * per_task..((task + 1) * per_task).min(w.panels);
+        #[cfg(target_arch = "x86_64")]
+        if let Kernel::Amx(token) = kernel {
+            if amx::fits(x) {
+                // SAFETY: as below; `fits` holds and the panels are `w`'s.
+                unsafe { amx::columns(token, x, w, panels, dst.get()) };
+                return;
+            }
+        }
         // SAFETY: tasks write disjoint column ranges (their panels) of `out`, which holds
         // `rows x n` elements.
         unsafe { columns(kernel, x, w, panels, dst.get()) };
