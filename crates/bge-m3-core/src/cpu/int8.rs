@@ -6,7 +6,8 @@
 //! and the values `q[c, k] = round(w[c, k] / s_c)` in `-127..=127`, packed into panels of [`NR`]
 //! channels in blocks of [`KC`] inputs, each panel a run of 64-byte [`Line`]s holding four
 //! consecutive inputs of its sixteen channels: the order in which `vpdpbusd` (AVX-512 VNNI,
-//! AVX-VNNI) multiplies them, and which the AVX2 kernel widens to 16 bits. Each channel also
+//! AVX-VNNI) multiplies them, and AMX's `tdpbusd` reads a tile of sixteen lines
+//! ([`amx`]), and which the AVX2 kernel widens to 16 bits. Each channel also
 //! keeps `Σ_k q[c, k]` for the zero point below.
 //!
 //! **Activations** `(rows, in)`: each row `r` is quantized asymmetrically to `u8`, over its own
