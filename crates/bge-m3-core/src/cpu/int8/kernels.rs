@@ -66,6 +66,24 @@ mod tokens {
         }
     }
 
+    /// This CPU has AMX-TILE and AMX-INT8, this process may use them (Linux granted it the
+    /// tile data), and the CPU has AVX-512 F, BW and VNNI too.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(crate) struct Amx(());
+
+    impl Amx {
+        pub(crate) fn detect() -> Option<Self> {
+            let yes = Avx512Vnni::detect().is_some() && super::super::amx::available();
+            yes.then_some(Self(()))
+        }
+    }
+
+    impl From<Amx> for Avx512Vnni {
+        fn from(_: Amx) -> Self {
+            Self(())
+        }
+    }
+
     /// This CPU has AVX2 and AVX-VNNI.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub(crate) struct AvxVnni(());
@@ -102,6 +120,8 @@ mod tokens {
 }
 
 #[cfg(target_arch = "x86_64")]
+pub(crate) use tokens::Amx;
+#[cfg(target_arch = "x86_64")]
 use tokens::{Avx2, Avx512Vnni, AvxVnni};
 
 /// The proof of AVX2 where there is one (none elsewhere).
@@ -113,6 +133,9 @@ type Avx2Proof = std::convert::Infallible;
 /// An int8 kernel this CPU can run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kernel {
+    /// AMX's tiles where a product fits them ([`super::amx`]), AVX-512 VNNI for the rest.
+    #[cfg(target_arch = "x86_64")]
+    Amx(Amx),
     #[cfg(target_arch = "x86_64")]
     Avx512Vnni(Avx512Vnni),
     #[cfg(target_arch = "x86_64")]
@@ -133,6 +156,7 @@ impl Kernel {
         let mut kernels = Vec::new();
         #[cfg(target_arch = "x86_64")]
         {
+            kernels.extend(Amx::detect().map(Kernel::Amx));
             kernels.extend(Avx512Vnni::detect().map(Kernel::Avx512Vnni));
             kernels.extend(AvxVnni::detect().map(Kernel::AvxVnni));
             kernels.extend(Avx2::detect().map(Kernel::Avx2));
@@ -144,6 +168,8 @@ impl Kernel {
     /// The kernel's name, as logged and reported.
     pub(crate) fn name(self) -> &'static str {
         match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx(_) => "amx",
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Vnni(_) => "avx512-vnni",
             #[cfg(target_arch = "x86_64")]
@@ -169,6 +195,8 @@ impl Kernel {
             assert_eq!(scales.len(), x.len(), "input scales of the wrong width");
         }
         let avx2: Option<Avx2Proof> = match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx(token) => Some(Avx512Vnni::from(token).into()),
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Vnni(token) => Some(token.into()),
             #[cfg(target_arch = "x86_64")]
@@ -198,7 +226,7 @@ impl Kernel {
     pub(crate) fn rows(self) -> usize {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512Vnni(_) => 8,
+            Kernel::Amx(_) | Kernel::Avx512Vnni(_) => 8,
             #[cfg(target_arch = "x86_64")]
             Kernel::AvxVnni(_) => 6,
             #[cfg(target_arch = "x86_64")]
@@ -226,6 +254,9 @@ impl Kernel {
         // SAFETY: the caller's promise about `c`; `check` proved the rest of the tile's shape.
         unsafe {
             match self {
+                // The tiles of a product AMX does not take (`super::amx::fits`).
+                #[cfg(target_arch = "x86_64")]
+                Kernel::Amx(token) => by_rows!(avx512_vnni, token.into(), 1 2 3 4 5 6 7 8),
                 #[cfg(target_arch = "x86_64")]
                 Kernel::Avx512Vnni(token) => by_rows!(avx512_vnni, token, 1 2 3 4 5 6 7 8),
                 #[cfg(target_arch = "x86_64")]
