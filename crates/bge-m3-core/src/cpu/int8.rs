@@ -6,7 +6,8 @@
 //! and the values `q[c, k] = round(w[c, k] / s_c)` in `-127..=127`, packed into panels of [`NR`]
 //! channels in blocks of [`KC`] inputs, each panel a run of 64-byte [`Line`]s holding four
 //! consecutive inputs of its sixteen channels: the order in which `vpdpbusd` (AVX-512 VNNI,
-//! AVX-VNNI) multiplies them, and which the AVX2 kernel widens to 16 bits. Each channel also
+//! AVX-VNNI) multiplies them, and AMX's `tdpbusd` reads a tile of sixteen lines
+//! ([`amx`]), and which the AVX2 kernel widens to 16 bits. Each channel also
 //! keeps `Σ_k q[c, k]` for the zero point below.
 //!
 //! **Activations** `(rows, in)`: each row `r` is quantized asymmetrically to `u8`, over its own
@@ -26,6 +27,11 @@
 use rayon::prelude::*;
 
 use super::shared::SharedMut;
+
+#[cfg(target_arch = "x86_64")]
+mod amx;
+#[cfg(target_arch = "x86_64")]
+pub(crate) use amx::available as amx_available;
 
 mod kernels;
 #[cfg(test)]
@@ -376,6 +382,14 @@ pub(crate) fn matmul_with(kernel: Kernel, x: &QuantizedRows, w: &QuantizedMatrix
     let out = SharedMut::new(out);
     let run = |task: usize| {
         let panels = task * per_task..((task + 1) * per_task).min(w.panels);
+        #[cfg(target_arch = "x86_64")]
+        if let Kernel::Amx(token) = kernel {
+            if amx::fits(x) {
+                // SAFETY: as below.
+                unsafe { amx::columns(token, x, w, panels, &out) };
+                return;
+            }
+        }
         // SAFETY: tasks take disjoint ranges of panels: each alone accesses its columns of
         // `out`, which this function borrows mutably.
         unsafe { columns(kernel, x, w, panels, &out) };

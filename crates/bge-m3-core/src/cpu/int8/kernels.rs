@@ -19,7 +19,7 @@
 
 use super::{Line, GROUP, NR};
 #[cfg(target_arch = "x86_64")]
-use crate::cpu::arch::{Avx2, Avx512Vnni, AvxVnni};
+use crate::cpu::arch::{Amx, Avx2, Avx512Vnni, AvxVnni};
 use crate::cpu::shared::SharedMut;
 
 /// What one call of a kernel multiplies: `rows` rows of activations against one panel of
@@ -146,6 +146,12 @@ impl<'a> Tile<'a> {
         }
         match self.kernel {
             #[cfg(target_arch = "x86_64")]
+            // The tiles of a product AMX does not take (`super::amx::fits`).
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx(token) => {
+                simd_by_rows!(avx512_vnni, Avx512Vnni::from(token), 1 2 3 4 5 6 7 8)
+            }
+            #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Vnni(token) => simd_by_rows!(avx512_vnni, token, 1 2 3 4 5 6 7 8),
             #[cfg(target_arch = "x86_64")]
             Kernel::AvxVnni(token) => simd_by_rows!(avx_vnni, token, 1 2 3 4 5 6),
@@ -217,6 +223,9 @@ impl<'a> Tile<'a> {
 /// An int8 kernel this CPU can run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kernel {
+    /// AMX's tiles where a product fits them ([`super::amx`]), AVX-512 VNNI for the rest.
+    #[cfg(target_arch = "x86_64")]
+    Amx(Amx),
     #[cfg(target_arch = "x86_64")]
     Avx512Vnni(Avx512Vnni),
     #[cfg(target_arch = "x86_64")]
@@ -237,6 +246,7 @@ impl Kernel {
         let mut kernels = Vec::new();
         #[cfg(target_arch = "x86_64")]
         {
+            kernels.extend(Amx::detect().map(Kernel::Amx));
             kernels.extend(Avx512Vnni::detect().map(Kernel::Avx512Vnni));
             kernels.extend(AvxVnni::detect().map(Kernel::AvxVnni));
             kernels.extend(Avx2::detect().map(Kernel::Avx2));
@@ -248,6 +258,8 @@ impl Kernel {
     /// The kernel's name, as logged and reported.
     pub(crate) fn name(self) -> &'static str {
         match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx(_) => "amx",
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Vnni(_) => "avx512-vnni",
             #[cfg(target_arch = "x86_64")]
@@ -273,6 +285,12 @@ impl Kernel {
             assert_eq!(scales.len(), x.len(), "input scales of the wrong width");
         }
         match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx(token) => {
+                // SAFETY: `token` proves AVX2 (it converts to its token), which
+                // `quantize_avx2` enables.
+                unsafe { quantize_avx2(token.into(), x, input_scales, values) }
+            }
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Vnni(token) => {
                 // SAFETY: `token` proves AVX2 (it converts to its token), which
@@ -306,7 +324,7 @@ impl Kernel {
     pub(crate) fn rows(self) -> usize {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512Vnni(_) => 8,
+            Kernel::Amx(_) | Kernel::Avx512Vnni(_) => 8,
             #[cfg(target_arch = "x86_64")]
             Kernel::AvxVnni(_) => 6,
             #[cfg(target_arch = "x86_64")]

@@ -94,6 +94,13 @@ fn every_kernel_gives_the_reference_bits_on_every_remainder_path() {
         (9, 48, 513),
         (13, 20, 1031),
         (MC + 3, 40, 130),
+        // AMX's tiles (inputs a multiple of 64, at least 16 rows): one tile; rows and channels
+        // past a pair of tiles and a single last panel (the overlapping tiles); inputs past a
+        // block; rows past MC.
+        (16, 16, 64),
+        (21, 33, 128),
+        (45, 80, 576),
+        (MC + 21, 17, 1088),
     ] {
         let channels = random_channels(&mut rng, out, inner);
         let x = random_rows(&mut rng, rows, inner);
