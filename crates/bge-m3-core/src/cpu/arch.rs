@@ -49,30 +49,6 @@ tokens! {
     AvxVnni = "avx2", "avxvnni";
 }
 
-/// AMX's int8 tiles (AMX-TILE and AMX-INT8, read from CPUID: `is_x86_feature_detected!` cannot
-/// name them on stable Rust), with Linux's permission for this process to use the tile data, on
-/// a CPU that also has AVX-512 VNNI (every one with AMX does; the AMX kernel leaves it the
-/// products its tiles do not take).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Amx {
-    _detected: (),
-}
-
-impl Amx {
-    /// The token, if this CPU has AMX's int8 tiles and AVX-512 VNNI, and Linux lets this
-    /// process use the tiles (`cpu::int8::amx` asks it, once).
-    pub(crate) fn detect() -> Option<Self> {
-        let present = Avx512Vnni::detect().is_some() && super::int8::amx_available();
-        present.then_some(Self { _detected: () })
-    }
-}
-
-impl From<Amx> for Avx512Vnni {
-    fn from(_: Amx) -> Self {
-        Self { _detected: () }
-    }
-}
-
 /// A token whose features include AVX2's proves AVX2: the row quantizer of int8 runs on AVX2
 /// under every kernel that has it. (Here, where the field is visible: only a set that lists
 /// `"avx2"` above gets a conversion.)
@@ -86,7 +62,7 @@ macro_rules! implies_avx2 {
     )*};
 }
 
-implies_avx2!(Amx, Avx512Vnni, AvxVnni);
+implies_avx2!(Avx512Vnni, AvxVnni);
 
 #[cfg(test)]
 mod tests {

@@ -30,8 +30,6 @@ use super::shared::SharedMut;
 
 #[cfg(target_arch = "x86_64")]
 mod amx;
-#[cfg(target_arch = "x86_64")]
-pub(crate) use amx::available as amx_available;
 
 mod kernels;
 #[cfg(test)]

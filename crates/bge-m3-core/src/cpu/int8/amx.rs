@@ -20,7 +20,7 @@
 //! computing some sums twice rather than reading past the rows.
 
 use super::{Line, QuantizedMatrix, QuantizedRows, GROUP, KC, MC, NR};
-use crate::cpu::arch::Amx;
+use crate::cpu::arch::Avx512Vnni;
 use crate::cpu::shared::SharedMut;
 use std::arch::asm;
 use std::arch::x86_64::*;
@@ -29,6 +29,32 @@ use std::arch::x86_64::*;
 const TILE_ROWS: usize = 16;
 /// Inputs of one tile step: an activation tile's 64 bytes per row, a weight tile's 16 lines.
 const TILE_INPUTS: usize = 64;
+
+/// The proof that this CPU has AMX's int8 tiles (AMX-TILE and AMX-INT8, read from CPUID:
+/// `is_x86_feature_detected!` cannot name them on stable Rust) and that Linux lets this process
+/// use them, holding the proof of the AVX-512 VNNI every such CPU has (the products the tiles do
+/// not take, and the dequantization, run on it). Made only by [`Amx::detect`]: the field is
+/// private to this module, which is why the token lives here and not in `cpu::arch` with the
+/// others (its detection needs a system call, and `arch` has no unsafe code).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Amx {
+    vnni: Avx512Vnni,
+}
+
+impl Amx {
+    /// The token, if this CPU has AMX's int8 tiles and AVX-512 VNNI, and Linux lets this
+    /// process use the tiles (asked once).
+    pub(crate) fn detect() -> Option<Self> {
+        Avx512Vnni::detect()
+            .filter(|_| available())
+            .map(|vnni| Self { vnni })
+    }
+
+    /// The proof of AVX-512 VNNI it holds.
+    pub(crate) fn vnni(self) -> Avx512Vnni {
+        self.vnni
+    }
+}
 
 /// Whether [`columns`] takes this product: inputs in whole tile steps and at least one full
 /// activation tile of rows.
@@ -216,7 +242,7 @@ unsafe fn pair(_: Amx, a0: *const u8, a1: *const u8, lda: usize, plan: &[Block],
 ///
 /// # Safety
 /// No other task accesses rows `t..t + 16` of panel `p`'s columns in `out` meanwhile. (The
-/// token proves the AVX-512 the function enables: AMX's token is AVX-512 VNNI's too.)
+/// token proves the AVX-512 the function enables: it holds AVX-512 VNNI's.)
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,avx512f,avx512vnni")]
 unsafe fn dequantize(
@@ -258,7 +284,7 @@ unsafe fn dequantize(
 /// Whether this CPU and this process can run AMX's int8 tiles, asking Linux for the permission
 /// once (`arch_prctl(ARCH_REQ_XCOMP_PERM)`: the tile data is an XSAVE component a process must
 /// request before its first tile instruction).
-pub(crate) fn available() -> bool {
+fn available() -> bool {
     static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *AVAILABLE.get_or_init(|| {
         if cfg!(miri) {

@@ -17,9 +17,11 @@
 //! within those bounds and write the outputs through [`Tile::row`]; a SIMD kernel takes the
 //! token of its CPU features (`cpu::arch`), which only run-time detection makes.
 
+#[cfg(target_arch = "x86_64")]
+use super::amx::Amx;
 use super::{Line, GROUP, NR};
 #[cfg(target_arch = "x86_64")]
-use crate::cpu::arch::{Amx, Avx2, Avx512Vnni, AvxVnni};
+use crate::cpu::arch::{Avx2, Avx512Vnni, AvxVnni};
 use crate::cpu::shared::SharedMut;
 
 /// What one call of a kernel multiplies: `rows` rows of activations against one panel of
@@ -149,7 +151,7 @@ impl<'a> Tile<'a> {
             // The tiles of a product AMX does not take (`super::amx::fits`).
             #[cfg(target_arch = "x86_64")]
             Kernel::Amx(token) => {
-                simd_by_rows!(avx512_vnni, Avx512Vnni::from(token), 1 2 3 4 5 6 7 8)
+                simd_by_rows!(avx512_vnni, token.vnni(), 1 2 3 4 5 6 7 8)
             }
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Vnni(token) => simd_by_rows!(avx512_vnni, token, 1 2 3 4 5 6 7 8),
@@ -287,9 +289,9 @@ impl Kernel {
         match self {
             #[cfg(target_arch = "x86_64")]
             Kernel::Amx(token) => {
-                // SAFETY: `token` proves AVX2 (it converts to its token), which
-                // `quantize_avx2` enables.
-                unsafe { quantize_avx2(token.into(), x, input_scales, values) }
+                // SAFETY: `token` holds AVX-512 VNNI's, which proves AVX2 (it converts to its
+                // token), which `quantize_avx2` enables.
+                unsafe { quantize_avx2(token.vnni().into(), x, input_scales, values) }
             }
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Vnni(token) => {
