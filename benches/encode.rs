@@ -2,6 +2,8 @@
 //! batching, the encoder and the three heads. The full-size numbers come from the throughput
 //! harness (see the README).
 
+#![forbid(unsafe_code)]
+
 use bge_m3_core::{BgeM3, DeviceSpec, EncodeOptions, LoadOptions, Outputs};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 

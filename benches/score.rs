@@ -1,6 +1,8 @@
 //! The scoring functions at BGE-M3's real sizes: 1024-dim dense vectors, a 32-token query
 //! against a 512-token passage for ColBERT, and sparse weights of those lengths.
 
+#![forbid(unsafe_code)]
+
 use bge_m3_core::score::{colbert_score, dense_score, sparse_score};
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;

@@ -6,6 +6,8 @@
 //! cargo run --release --features hub --example encode -- --model BAAI/bge-m3 "Hello world"
 //! ```
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 
 use bge_m3_core::{BgeM3, DeviceSpec, EncodeOptions, LoadOptions, Outputs};

@@ -7,6 +7,8 @@
 //! cargo run --release --example forward -- --model /tmp/bge-m3-full --batch 4 --len 512
 //! ```
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::time::Instant;
 

@@ -70,6 +70,16 @@ pub enum Error {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 
+    /// The fused CPU encoder refused what it was given: buffers whose lengths disagree, a
+    /// token id or position outside its tables, more tokens than a `usize` counts, a weight
+    /// that is not a contiguous f32 tensor. The callers check inputs against the model first,
+    /// so this is a fault of the crate, not of the input.
+    #[error("cpu encoder: {message}")]
+    CpuEncoder {
+        /// What disagreed.
+        message: String,
+    },
+
     /// The Hub has no such repository, revision or file (HTTP 404).
     #[error(
         "{repo} at revision `{revision}` was not found on the Hugging Face Hub ({url} answered \
@@ -208,6 +218,13 @@ impl Error {
         Error::Device {
             message: message.into(),
             source,
+        }
+    }
+
+    /// A check of the fused CPU encoder failed (see [`Error::CpuEncoder`]).
+    pub(crate) fn cpu_encoder(message: impl Into<String>) -> Self {
+        Error::CpuEncoder {
+            message: message.into(),
         }
     }
 

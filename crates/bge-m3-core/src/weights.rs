@@ -399,20 +399,14 @@ fn read_tensor(
     let numel: usize = shape.iter().product();
     /// Reads `numel` values of `T` into a zeroed buffer (freshly mapped zero pages for a big
     /// one, so the zeroing costs nothing).
-    fn values<T: candle_core::WithDType + Default + Clone>(
+    fn values<T: candle_core::WithDType + Default + bytemuck::Pod>(
         reader: &mut (impl Read + ?Sized),
         numel: usize,
         shape: &[usize],
     ) -> candle_core::Result<Tensor> {
         let mut data = vec![T::default(); numel];
-        // SAFETY: `T` is a plain number type (f32, f64, f16, bf16): every byte pattern is a
-        // valid value, and the slice covers exactly `data`'s initialised elements.
-        let bytes = unsafe {
-            std::slice::from_raw_parts_mut(
-                data.as_mut_ptr().cast::<u8>(),
-                std::mem::size_of_val(data.as_slice()),
-            )
-        };
+        // Plain numbers (f32, f64, f16, bf16): every byte pattern is a value.
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut data);
         reader
             .read_exact(bytes)
             .map_err(|e| candle_core::Error::Msg(format!("tensor data cut short ({e})")))?;

@@ -1,6 +1,8 @@
 //! Behaviour of `encode` beyond the reference values: batching, token-id input, input errors
 //! and half precision.
 
+#![forbid(unsafe_code)]
+
 mod common;
 
 use bge_m3_core::{

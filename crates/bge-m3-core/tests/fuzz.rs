@@ -15,6 +15,8 @@
 //!
 //! Cases per property: `PROPTEST_CASES`, default [`DEFAULT_CASES`].
 
+#![forbid(unsafe_code)]
+
 mod common;
 
 use bge_m3_core::{BgeM3, Embedding, EncodeOptions, Error, Outputs};

@@ -13,6 +13,7 @@
 //! weights above 1e-3 on the same keys, within 1e-2 relative. bf16 keeps 8 bits of mantissa
 //! (f16 keeps 11), so its bounds are ten times looser: cosine >= 0.99, 1e-1 relative.
 
+#![forbid(unsafe_code)]
 #![cfg(feature = "cuda")]
 
 mod common;

@@ -2,6 +2,8 @@
 //! (measured by `fixtures/trained/`): the same bits whatever the batch, the outputs close to
 //! f32's on the fixture models, and clear errors where it cannot run.
 
+#![forbid(unsafe_code)]
+
 use bge_m3_core::{BgeM3, DType, DeviceSpec, EncodeOptions, Error, LoadOptions, Outputs};
 use bge_m3_test_support::{assert_close, check_same_weights, cosine, model_dir, TOLERANCE};
 

@@ -1,6 +1,8 @@
 //! Every way a model directory can be wrong gives an error naming the file and the directory,
 //! never a panic.
 
+#![forbid(unsafe_code)]
+
 mod common;
 
 use std::path::Path;

@@ -1,5 +1,7 @@
 //! Every output of the fixture models compared with FlagEmbedding's (fp32, CPU), within 1e-5.
 
+#![forbid(unsafe_code)]
+
 mod common;
 
 use bge_m3_core::{EncodeOptions, Outputs, ScoreOptions, ScoreWeights};

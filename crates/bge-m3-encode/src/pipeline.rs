@@ -607,6 +607,9 @@ impl Writer {
     }
 }
 
+/// Ctrl-C (SIGINT) and SIGTERM: the first asks the run to stop after writing what is complete;
+/// a second exits at once.
+#[allow(unsafe_code)] // signal(2), _exit(2)
 pub mod interrupt {
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -614,7 +617,8 @@ pub mod interrupt {
 
     extern "C" fn on_signal(_: libc::c_int) {
         if REQUESTED.swap(true, Ordering::SeqCst) {
-            // Second signal: only async-signal-safe calls here.
+            // SAFETY: `_exit` is async-signal-safe (unlike `exit`, it runs no handlers and
+            // flushes nothing), so a signal handler may call it.
             unsafe { libc::_exit(130) };
         }
     }
@@ -622,10 +626,9 @@ pub mod interrupt {
     pub fn install() {
         let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
         // SAFETY: the handler only touches an atomic and calls `_exit`, both async-signal-safe.
-        unsafe {
-            libc::signal(libc::SIGINT, handler);
-            libc::signal(libc::SIGTERM, handler);
-        }
+        unsafe { libc::signal(libc::SIGINT, handler) };
+        // SAFETY: as above.
+        unsafe { libc::signal(libc::SIGTERM, handler) };
     }
 
     pub fn requested() -> bool {

@@ -1,5 +1,7 @@
 //! `bge-m3-encode` end to end, as a user runs it, on the tiny fixture model.
 
+#![forbid(unsafe_code)]
+
 mod common;
 
 use std::io::Write;

@@ -3,6 +3,8 @@
 //! another input, is refused; an output that is an input is refused before anything is
 //! written; an oversized line is skipped unread; a full disk is reported naming the file.
 
+#![forbid(unsafe_code)]
+
 mod common;
 
 use std::io::Write;

@@ -5,6 +5,8 @@
 //! of another split, other options, another input, an output that changed); `--resume` of a
 //! killed shard completing it; a bad record stopping only its shard; each wrong `--shard`.
 
+#![forbid(unsafe_code)]
+
 mod common;
 
 use std::collections::HashSet;

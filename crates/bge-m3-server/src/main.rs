@@ -1,5 +1,7 @@
 //! `bge-m3-server`: see `bge-m3-server --help` and the crate's README.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use bge_m3_server::{logging, Config, Report, EXIT_ABANDONED};

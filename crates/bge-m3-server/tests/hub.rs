@@ -5,6 +5,8 @@
 //! failures (offline without a cache, unknown repository, authentication, no network) are
 //! checked through the process's exit status and log.
 
+#![forbid(unsafe_code)]
+
 #[path = "hub/process.rs"]
 mod process;
 #[path = "hub/standin.rs"]

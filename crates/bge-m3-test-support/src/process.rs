@@ -415,6 +415,7 @@ impl Process {
     }
 
     /// Sends `signal` (an error once the program has been reaped).
+    #[allow(unsafe_code)] // kill(2)
     pub fn signal(&self, signal: Signal) -> io::Result<()> {
         if self.status.is_some() {
             return Err(io::Error::other(format!("{} has exited", self.program)));
@@ -491,6 +492,7 @@ impl Process {
 
     /// CPU time used so far, user and system, from `/proc/PID/stat`; `None` once it is gone
     /// (or off Linux).
+    #[allow(unsafe_code)] // sysconf(3)
     pub fn cpu_time(&self) -> Option<Duration> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
         // The fields after the command name, which is in parentheses and may hold spaces.

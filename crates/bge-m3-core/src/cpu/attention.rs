@@ -4,6 +4,8 @@ use rayon::prelude::*;
 
 use super::kernels::simd;
 use super::matmul::{self, PackedMatrix};
+use super::shared::SharedMut;
+use crate::{Error, Result};
 
 /// Upper bound on one block of attention scores (queries x keys), per thread: 1 Mi f32 (4 MiB),
 /// which leaves at least 128 queries a block up to 8192 keys: fewer queries would leave the
@@ -13,31 +15,65 @@ const SCORE_BLOCK_ELEMENTS: usize = 1 << 20;
 /// Fewest queries in a block of attention scores (unless the sequence is shorter).
 const MIN_QUERY_BLOCK: usize = 64;
 
-/// The sequences of a batch laid end to end: sequence `i` is tokens `starts[i]..starts[i] +
-/// lens[i]` of every `(tokens, ...)` buffer of the pass.
+/// The sequences of a batch laid end to end: sequence `i` is tokens `start..start + len` of
+/// every `(tokens, ...)` buffer of the pass, `start` being the sum of the lengths before it.
+///
+/// Made only from the lengths, so the sequences are disjoint and each lies within the pass's
+/// tokens (`start + len <= tokens`): what lets [`attention`] give each sequence's rows of the
+/// output to a task of their own.
 #[derive(Debug, Clone)]
 pub(crate) struct Segments {
-    pub starts: Vec<usize>,
-    pub lens: Vec<usize>,
+    starts: Vec<usize>,
+    lens: Vec<usize>,
+    tokens: usize,
 }
 
 impl Segments {
-    pub(crate) fn new(lens: impl IntoIterator<Item = usize>) -> Self {
+    /// The segments of sequences of `lens` tokens, in this order. An error if their total
+    /// does not fit in a `usize`.
+    pub(crate) fn new(lens: impl IntoIterator<Item = usize>) -> Result<Self> {
         let lens: Vec<usize> = lens.into_iter().collect();
-        let starts = lens
-            .iter()
-            .scan(0, |next, &len| {
-                let start = *next;
-                *next += len;
-                Some(start)
-            })
-            .collect();
-        Self { starts, lens }
+        let mut starts = Vec::with_capacity(lens.len());
+        let mut tokens = 0usize;
+        for &len in &lens {
+            starts.push(tokens);
+            tokens = tokens.checked_add(len).ok_or_else(|| {
+                Error::cpu_encoder(format!(
+                    "{} sequences of more tokens in all than a usize counts",
+                    lens.len()
+                ))
+            })?;
+        }
+        Ok(Self {
+            starts,
+            lens,
+            tokens,
+        })
     }
 
     /// Tokens of the whole batch.
     pub(crate) fn tokens(&self) -> usize {
-        self.lens.iter().sum()
+        self.tokens
+    }
+
+    /// The number of sequences.
+    pub(crate) fn count(&self) -> usize {
+        self.lens.len()
+    }
+
+    /// `(start, len)` of sequence `i`.
+    pub(crate) fn get(&self, i: usize) -> (usize, usize) {
+        (self.starts[i], self.lens[i])
+    }
+
+    /// The first token of each sequence.
+    pub(crate) fn into_starts(self) -> Vec<usize> {
+        self.starts
+    }
+
+    /// Tokens of the longest sequence (0 without any).
+    fn longest(&self) -> usize {
+        self.lens.iter().copied().max().unwrap_or(0)
     }
 }
 
@@ -57,7 +93,7 @@ pub(crate) fn split_heads(qkv: &[f32], bias: &[f32], out: &mut [f32], heads: Hea
     assert_eq!(out.len(), qkv.len());
     assert_eq!(bias.len(), width);
     let tokens = qkv.len() / width;
-    let dst = SharedMut(out.as_mut_ptr());
+    let out = SharedMut::new(out);
     let per_task = (tokens / (4 * rayon::current_num_threads().max(1))).max(16);
     qkv.par_chunks(width * per_task)
         .enumerate()
@@ -70,9 +106,9 @@ pub(crate) fn split_heads(qkv: &[f32], bias: &[f32], out: &mut [f32], heads: Hea
                 // part = p * heads + h for p in (query, key, value).
                 for (part, (src, bias)) in parts.enumerate() {
                     let offset = (part * tokens + token) * heads.dim;
-                    // SAFETY: each (part, token) row of `out` is written by exactly one task.
-                    let dst =
-                        unsafe { std::slice::from_raw_parts_mut(dst.get().add(offset), heads.dim) };
+                    // SAFETY: each (part, token) row of `out` is written by the task of its
+                    // token alone.
+                    let dst = unsafe { out.part(offset, heads.dim) };
                     for ((d, s), b) in dst.iter_mut().zip(src).zip(bias) {
                         *d = s + b;
                     }
@@ -98,16 +134,16 @@ pub(crate) fn attention(qkv: &[f32], context: &mut [f32], segments: &Segments, h
         return;
     }
     let scale = (1.0 / (head_dim as f64).sqrt()) as f32;
-    let longest = segments.lens.iter().copied().max().unwrap_or(1).max(1);
+    let longest = segments.longest().max(1);
     let block = (SCORE_BLOCK_ELEMENTS / longest).max(MIN_QUERY_BLOCK);
-    let sequences = segments.lens.len();
-    let out = SharedMut(context.as_mut_ptr());
+    let sequences = segments.count();
+    let out = SharedMut::new(context);
 
     (0..heads.count * sequences).into_par_iter().for_each_init(
         || (Vec::<f32>::new(), Vec::<f32>::new()),
         |(scores, sums), task| {
             let (h, s) = (task / sequences, task % sequences);
-            let (start, keys) = (segments.starts[s], segments.lens[s]);
+            let (start, keys) = segments.get(s);
             let head = (h * tokens + start) * head_dim;
             let rows_of = |p: usize| &qkv[p * part + head..][..keys * head_dim];
             let (q, k, v) = (rows_of(0), rows_of(1), rows_of(2));
@@ -124,13 +160,15 @@ pub(crate) fn attention(qkv: &[f32], context: &mut [f32], segments: &Segments, h
                 for (scores, sum) in scores.chunks_exact_mut(keys).zip(sums.iter_mut()) {
                     *sum = simd::exp_normalizer(scores, scale);
                 }
-                // SAFETY (both blocks): this task alone accesses rows start + q0..start + q0 +
-                // rows, columns h * head_dim..(h + 1) * head_dim of `context`, which holds them.
-                let dst = unsafe { out.get().add((start + q0) * hidden + h * head_dim) };
-                unsafe { matmul::matmul_strided(scores, rows, &v, dst, hidden) };
+                // This task alone accesses rows `start + q0..start + q0 + rows`, columns
+                // `h * head_dim..(h + 1) * head_dim` of `context`: one task per (sequence,
+                // head), and the sequences' rows are disjoint (see `Segments`).
+                let first = (start + q0) * hidden + h * head_dim;
+                // SAFETY: these rows and columns are this task's alone (above).
+                unsafe { matmul::matmul_strided(scores, rows, &v, &out, (first, hidden)) };
                 for (i, &sum) in sums.iter().enumerate() {
-                    let row =
-                        unsafe { std::slice::from_raw_parts_mut(dst.add(i * hidden), head_dim) };
+                    // SAFETY: row `i` of the same block and columns: this task's alone.
+                    let row = unsafe { out.part(first + i * hidden, head_dim) };
                     let inv = 1.0 / sum;
                     for d in row {
                         *d *= inv;
@@ -139,22 +177,6 @@ pub(crate) fn attention(qkv: &[f32], context: &mut [f32], segments: &Segments, h
             }
         },
     );
-}
-
-/// A pointer that tasks writing disjoint parts of one buffer can share.
-#[derive(Clone, Copy)]
-struct SharedMut(*mut f32);
-// SAFETY: every task writes only its own rows and columns of the buffer (see `split_heads` and
-// `attention`).
-unsafe impl Send for SharedMut {}
-unsafe impl Sync for SharedMut {}
-
-impl SharedMut {
-    /// The pointer. (A method, so that closures capture the whole `Send` wrapper, not the
-    /// field.)
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 #[cfg(test)]
@@ -189,13 +211,12 @@ mod tests {
 
     fn check(lens: &[usize], heads: Heads, seed: u64) {
         let width = 3 * heads.count * heads.dim;
-        let segments = Segments::new(lens.iter().copied());
+        let segments = Segments::new(lens.iter().copied()).unwrap();
         let tokens = segments.tokens();
         let qkv = random(&[tokens, width], seed, 2.0);
-        let expected: Vec<f32> = lens
-            .iter()
-            .zip(&segments.starts)
-            .flat_map(|(&len, &start)| reference(&qkv.narrow(0, start, len).unwrap(), heads))
+        let expected: Vec<f32> = (0..segments.count())
+            .map(|i| segments.get(i))
+            .flat_map(|(start, len)| reference(&qkv.narrow(0, start, len).unwrap(), heads))
             .collect();
         let qkv = qkv.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let mut split = vec![0.0; qkv.len()];
@@ -217,6 +238,31 @@ mod tests {
     fn attention_over_several_query_blocks_matches_candle() {
         // 1100 keys make blocks of 953 queries, the last one partial.
         check(&[1100, 650], Heads { count: 2, dim: 8 }, 13);
+    }
+
+    #[test]
+    fn segments_lie_end_to_end_within_the_tokens() {
+        let segments = Segments::new([3, 0, 5, 1]).unwrap();
+        assert_eq!(segments.tokens(), 9);
+        assert_eq!(segments.count(), 4);
+        let parts: Vec<_> = (0..4).map(|i| segments.get(i)).collect();
+        assert_eq!(parts, [(0, 3), (3, 0), (3, 5), (8, 1)]);
+        assert_eq!(segments.longest(), 5);
+        assert_eq!(segments.into_starts(), [0, 3, 3, 8]);
+        let none = Segments::new([]).unwrap();
+        assert_eq!((none.tokens(), none.count(), none.longest()), (0, 0, 0));
+    }
+
+    /// Lengths whose sum a `usize` cannot count would make sequences overlap (or lie past the
+    /// buffers) if the sum wrapped: they are refused.
+    #[test]
+    fn segments_refuse_lengths_past_what_a_usize_counts() {
+        let error = Segments::new([usize::MAX - 2, 2, 1]).unwrap_err();
+        assert!(
+            matches!(&error, Error::CpuEncoder { message } if message.contains("3 sequences")),
+            "{error:?}"
+        );
+        assert!(Segments::new([usize::MAX - 2, 2]).is_ok());
     }
 
     #[test]

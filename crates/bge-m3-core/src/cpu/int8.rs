@@ -24,11 +24,13 @@
 //!
 //! Threads take disjoint ranges of panels, as in the f32 product ([`super::matmul`]).
 
-use super::matmul::SharedOut;
 use rayon::prelude::*;
+
+use super::shared::SharedMut;
 
 #[cfg(target_arch = "x86_64")]
 mod amx;
+
 mod kernels;
 #[cfg(test)]
 mod tests;
@@ -375,20 +377,20 @@ pub(crate) fn matmul_with(kernel: Kernel, x: &QuantizedRows, w: &QuantizedMatrix
     let threads = rayon::current_num_threads().max(1);
     let per_task = w.panels.div_ceil(threads).max(MIN_TASK_PANELS);
     let tasks = w.panels.div_ceil(per_task);
-    let dst = SharedOut(out.as_mut_ptr());
+    let out = SharedMut::new(out);
     let run = |task: usize| {
         let panels = task * per_task..((task + 1) * per_task).min(w.panels);
         #[cfg(target_arch = "x86_64")]
         if let Kernel::Amx(token) = kernel {
             if amx::fits(x) {
-                // SAFETY: as below; `fits` holds and the panels are `w`'s.
-                unsafe { amx::columns(token, x, w, panels, dst.get()) };
+                // SAFETY: as below.
+                unsafe { amx::columns(token, x, w, panels, &out) };
                 return;
             }
         }
-        // SAFETY: tasks write disjoint column ranges (their panels) of `out`, which holds
-        // `rows x n` elements.
-        unsafe { columns(kernel, x, w, panels, dst.get()) };
+        // SAFETY: tasks take disjoint ranges of panels: each alone accesses its columns of
+        // `out`, which this function borrows mutably.
+        unsafe { columns(kernel, x, w, panels, &out) };
     };
     if tasks == 1 {
         run(0);
@@ -397,17 +399,17 @@ pub(crate) fn matmul_with(kernel: Kernel, x: &QuantizedRows, w: &QuantizedMatrix
     }
 }
 
-/// The output columns of `panels`, for every row.
+/// The output columns of `panels`, for every row of `out` (`x.rows` rows of `w.out`
+/// elements). Panics if they are not all in `out`.
 ///
 /// # Safety
-/// `out` addresses `x.rows` rows of `w.out` elements, and no other thread accesses these
-/// columns meanwhile.
+/// Nothing else accesses these columns of `out` meanwhile.
 unsafe fn columns(
     kernel: Kernel,
     x: &QuantizedRows,
     w: &QuantizedMatrix,
     panels: std::ops::Range<usize>,
-    out: *mut f32,
+    out: &SharedMut,
 ) {
     let (rows, n, stride) = (x.rows, w.out, x.stride);
     let blocks = stride.div_ceil(KC);
@@ -424,17 +426,12 @@ unsafe fn columns(
                 let b = w.panel(k0, groups, panel);
                 for r0 in (ic..ic + mc).step_by(tile_rows) {
                     let r = tile_rows.min(ic + mc - r0);
-                    let tile = kernels::Tile {
+                    let operands = kernels::Operands {
                         a: &x.values[r0 * stride + k0..],
                         a_wide: x.wide.get(r0 * stride + k0..).unwrap_or_default(),
                         lda: stride,
                         rows: r,
                         b,
-                        // SAFETY: row `r0` column `c0` is inside `out` (see the contract), and
-                        // the tile's rows `ldc` apart are too.
-                        c: unsafe { out.add(r0 * n + c0) },
-                        ldc: n,
-                        cols,
                         first: block == 0,
                         dequantize: last.then(|| kernels::Dequantize {
                             row_scales: &x.scales[r0..r0 + r],
@@ -443,9 +440,13 @@ unsafe fn columns(
                             col_sums: &w.sums[c0..c0 + NR],
                         }),
                     };
-                    // SAFETY: the tile's output is `r` rows of `cols` elements inside `out`,
-                    // which only this task accesses (see the contract).
-                    unsafe { kernel.run(&tile) };
+                    // SAFETY: the tile writes rows `r0..r0 + r` of the columns of `panel`,
+                    // which the caller promised nothing else accesses; it lives for this
+                    // iteration only.
+                    let mut tile = unsafe {
+                        kernels::Tile::new(kernel, operands, out, r0 * n + c0, (n, cols))
+                    };
+                    tile.run();
                 }
             }
         }

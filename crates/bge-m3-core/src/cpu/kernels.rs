@@ -90,23 +90,24 @@ pub(crate) fn embed(
 /// compiler vectorises them (eight independent partial sums, no calls, branch-free `exp`).
 pub(crate) mod simd {
     use super::math::{self, Fused, Separate};
+    #[cfg(target_arch = "x86_64")]
+    use crate::cpu::arch::Avx2Fma;
 
+    /// Each kernel: a safe fn compiled for AVX2 and FMA that takes their token (so it is
+    /// reachable only where detection found them), and the baseline build otherwise.
     macro_rules! dispatch {
         ($(fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? => $body:ident;)*) => {
             $(
                 pub(crate) fn $name($($arg: $ty),*) $(-> $ret)? {
                     #[cfg(target_arch = "x86_64")]
-                    {
+                    if let Some(token) = Avx2Fma::detect() {
                         #[target_feature(enable = "avx2,fma")]
-                        unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                        fn avx2(_: Avx2Fma, $($arg: $ty),*) $(-> $ret)? {
                             math::$body::<Fused>($($arg),*)
                         }
-                        if std::is_x86_feature_detected!("avx2")
-                            && std::is_x86_feature_detected!("fma")
-                        {
-                            // SAFETY: the CPU has the features `avx2` was compiled for.
-                            return unsafe { avx2($($arg),*) };
-                        }
+                        // SAFETY: `token` proves that the CPU has AVX2 and FMA, which `avx2`
+                        // enables.
+                        return unsafe { avx2(token, $($arg),*) };
                     }
                     math::$body::<Separate>($($arg),*)
                 }

@@ -7,10 +7,11 @@
 //! load into panels of [`NR`] output columns, blocked by [`KC`] inputs, so a pass streams each
 //! weight matrix from memory exactly once, in address order, whatever the number of rows.
 //!
-//! The microkernel keeps an `R x 16` tile of the output (`R <= 6` rows) in twelve AVX2
-//! registers and adds one rank-1 update per input, with fused multiply-adds, for [`KC`] inputs
-//! at a time: the panel's slice (16 KiB) and the rows' slice stay in L1 meanwhile. Threads take
-//! disjoint ranges of output columns, so each reads only its share of the weights.
+//! The microkernel (`kernel`) keeps an `R x 16` tile of the output (`R <= 6` rows) in twelve
+//! AVX2 registers and adds one rank-1 update per input, with fused multiply-adds, for [`KC`]
+//! inputs at a time: the panel's slice (16 KiB) and the rows' slice stay in L1 meanwhile.
+//! Threads take disjoint ranges of output columns, so each reads only its share of the weights
+//! (and writes only its own columns of the one output buffer, a [`SharedMut`]).
 //!
 //! Every output element is the same sum in the same order whatever the number of rows and
 //! wherever its row lies in the batch: a text's hidden states are bit for bit the same alone or
@@ -18,6 +19,9 @@
 //! with the same loop structure runs instead (without fused multiply-adds).
 
 use rayon::prelude::*;
+
+use super::shared::SharedMut;
+use kernel::{Kernel, Operands, Tile};
 
 /// Output columns of one packed panel: two AVX2 registers of f32.
 pub(crate) const NR: usize = 16;
@@ -152,12 +156,12 @@ pub(crate) fn matmul(x: &[f32], rows: usize, w: &PackedMatrix, out: &mut [f32]) 
     let per_task = w.panels.div_ceil(threads).max(MIN_TASK_PANELS);
     let tasks = w.panels.div_ceil(per_task);
     let kernel = Kernel::detect();
-    let dst = SharedOut(out.as_mut_ptr());
+    let out = SharedMut::new(out);
     let run = |task: usize| {
         let panels = task * per_task..((task + 1) * per_task).min(w.panels);
-        // SAFETY: tasks write disjoint column ranges (their panels) of `out`, which holds
-        // `rows x n` elements.
-        unsafe { columns(kernel, x, rows, w, panels, (dst.get(), n)) };
+        // SAFETY: tasks take disjoint ranges of panels: each alone accesses its columns of
+        // `out`, which this function borrows mutably.
+        unsafe { columns(kernel, x, rows, w, panels, &out, (0, n)) };
     };
     if tasks == 1 {
         run(0);
@@ -170,21 +174,23 @@ pub(crate) fn matmul(x: &[f32], rows: usize, w: &PackedMatrix, out: &mut [f32]) 
 /// (attention): `out` `(rows, w.out)` row-major.
 pub(crate) fn matmul_here(x: &[f32], rows: usize, w: &PackedMatrix, out: &mut [f32]) {
     assert_eq!(out.len(), rows * w.out, "out is not ({rows}, {})", w.out);
-    // SAFETY: `out` holds exactly the `rows` rows of `w.out` elements, and is borrowed mutably.
-    unsafe { matmul_strided(x, rows, w, out.as_mut_ptr(), w.out) };
+    let ldc = w.out;
+    // SAFETY: `out` is borrowed mutably here: nothing else accesses it.
+    unsafe { matmul_strided(x, rows, w, &SharedMut::new(out), (0, ldc)) };
 }
 
-/// [`matmul_here`] into rows `ldc` apart: `*out.add(i * ldc + j) = (x · wᵀ)[i, j]` for
-/// `j < w.out`, nothing else written.
+/// [`matmul_here`] into rows `ldc` apart from element `offset` of `out`: element `offset + i *
+/// ldc + j` becomes `(x · wᵀ)[i, j]` for `j < w.out`, and nothing else is written. Panics if
+/// those elements are not all in `out`.
 ///
 /// # Safety
-/// `out` is valid for writes of those elements, and nothing else accesses them meanwhile.
+/// Nothing else accesses those elements meanwhile.
 pub(crate) unsafe fn matmul_strided(
     x: &[f32],
     rows: usize,
     w: &PackedMatrix,
-    out: *mut f32,
-    ldc: usize,
+    out: &SharedMut,
+    (offset, ldc): (usize, usize),
 ) {
     let (n, k) = (w.out, w.inner);
     assert_eq!(x.len(), rows * k, "x is not ({rows}, {k})");
@@ -192,22 +198,24 @@ pub(crate) unsafe fn matmul_strided(
     if rows == 0 || n == 0 || k == 0 {
         return;
     }
-    // SAFETY: the caller's promise.
-    unsafe { columns(Kernel::detect(), x, rows, w, 0..w.panels, (out, ldc)) };
+    let panels = 0..w.panels;
+    // SAFETY: the caller's promise, for all the columns.
+    unsafe { columns(Kernel::detect(), x, rows, w, panels, out, (offset, ldc)) };
 }
 
-/// The output columns of `panels`, for every row; output rows are `ldc` apart.
+/// The output columns of `panels`, for every row, to `out` from element `offset` on, rows `ldc`
+/// apart. Panics if they are not all in `out`.
 ///
 /// # Safety
-/// `out` addresses `rows` rows of `w.out` elements, `ldc >= w.out` apart, and no other thread
-/// writes these columns.
+/// Nothing else accesses these columns of these rows of `out` meanwhile.
 unsafe fn columns(
     kernel: Kernel,
     x: &[f32],
     rows: usize,
     w: &PackedMatrix,
     panels: std::ops::Range<usize>,
-    (out, ldc): (*mut f32, usize),
+    out: &SharedMut,
+    (offset, ldc): (usize, usize),
 ) {
     let (n, k) = (w.out, w.inner);
     let blocks = k.div_ceil(KC);
@@ -237,38 +245,36 @@ unsafe fn columns(
                     pack_rows(&x[ic * k..(ic + mc) * k], k, k0, kc, packed);
                 }
                 for panel in panels.clone() {
-                    let b = w.panel(k0, kc, panel).as_ptr().cast::<f32>();
+                    let b = w.panel(k0, kc, panel);
                     // While this panel is multiplied, its tiles prefetch the next one, spread
                     // over all of them: the weights stream from memory at an even rate
                     // instead of in bursts that stall the first tile of each panel.
-                    let (ahead, ahead_lines) = match next(ic, block, panel) {
-                        Some((block, panel)) => {
-                            let kc = KC.min(k - block * KC);
-                            (w.panel(block * KC, kc, panel).as_ptr().cast::<f32>(), kc)
-                        }
-                        None => (b, 0),
+                    let ahead = match next(ic, block, panel) {
+                        Some((block, panel)) => w.panel(block * KC, KC.min(k - block * KC), panel),
+                        None => &[],
                     };
-                    let per_tile = ahead_lines.div_ceil(tiles);
+                    let per_tile = ahead.len().div_ceil(tiles);
                     let cols = NR.min(n - panel * NR);
                     for t in 0..tiles {
-                        let first = (t * per_tile).min(ahead_lines);
-                        let tile = Tile {
+                        let first = (t * per_tile).min(ahead.len());
+                        let operands = Operands {
                             a: if pack {
-                                packed.as_ptr().add(t * MR * kc)
+                                &packed[t * MR * kc..][..MR * kc]
                             } else {
-                                x.as_ptr().add((ic + t * MR) * k + k0)
+                                &x[(ic + t * MR) * k + k0..]
                             },
                             lda: if pack { 0 } else { k },
+                            rows: MR.min(mc - t * MR),
                             b,
-                            kc,
-                            c: out.add((ic + t * MR) * ldc + panel * NR),
-                            ldc,
-                            cols,
                             accumulate: k0 > 0,
-                            ahead: ahead.add(first * NR),
-                            ahead_lines: per_tile.min(ahead_lines - first),
+                            ahead: &ahead[first..(first + per_tile).min(ahead.len())],
                         };
-                        kernel.run(MR.min(mc - t * MR), &tile);
+                        let at = offset + (ic + t * MR) * ldc + panel * NR;
+                        // SAFETY: the tile writes rows `ic + t * MR..` of the columns of
+                        // `panel`, which the caller promised nothing else accesses; it lives
+                        // for this iteration only.
+                        let mut tile = unsafe { Tile::new(operands, out, at, (ldc, cols)) };
+                        kernel.run(&mut tile);
                     }
                 }
             }
@@ -310,195 +316,7 @@ fn pack_rows(rows: &[f32], k: usize, k0: usize, kc: usize, packed: &mut [f32]) {
     }
 }
 
-/// One call of the microkernel: `c[..rows, ..cols] (+)= a[..rows, ..kc] · b[..kc, ..NR]`.
-struct Tile {
-    /// The rows' inputs: `kc` groups of [`MR`] values packed by [`pack_rows`] when `lda` is 0,
-    /// else row-major rows `lda` apart.
-    a: *const f32,
-    lda: usize,
-    /// `kc` packed lines of `NR` values, 64-byte aligned.
-    b: *const f32,
-    kc: usize,
-    /// Row-major output, `ldc` apart; only the first `cols` columns are written.
-    c: *mut f32,
-    ldc: usize,
-    cols: usize,
-    /// Add to `c` (a later block of inputs) instead of overwriting it.
-    accumulate: bool,
-    /// Lines of the next panel to prefetch (into L1) while this tile runs, spread evenly over
-    /// its `kc` steps.
-    ahead: *const f32,
-    ahead_lines: usize,
-}
-
-#[derive(Clone, Copy)]
-enum Kernel {
-    #[cfg(target_arch = "x86_64")]
-    Avx2Fma,
-    Portable,
-}
-
-impl Kernel {
-    fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            return Kernel::Avx2Fma;
-        }
-        Kernel::Portable
-    }
-
-    /// # Safety
-    /// The tile's pointers address what [`Tile`] describes; `rows` is 1..=MR.
-    #[inline(always)]
-    unsafe fn run(self, rows: usize, tile: &Tile) {
-        macro_rules! by_rows {
-            ($kernel:ident, $packed:literal) => {
-                match rows {
-                    1 => $kernel::<1, $packed>(tile),
-                    2 => $kernel::<2, $packed>(tile),
-                    3 => $kernel::<3, $packed>(tile),
-                    4 => $kernel::<4, $packed>(tile),
-                    5 => $kernel::<5, $packed>(tile),
-                    _ => $kernel::<MR, $packed>(tile),
-                }
-            };
-        }
-        match (self, tile.lda == 0) {
-            #[cfg(target_arch = "x86_64")]
-            (Kernel::Avx2Fma, true) => by_rows!(avx2_fma, true),
-            #[cfg(target_arch = "x86_64")]
-            (Kernel::Avx2Fma, false) => by_rows!(avx2_fma, false),
-            (Kernel::Portable, true) => by_rows!(portable, true),
-            (Kernel::Portable, false) => by_rows!(portable, false),
-        }
-    }
-}
-
-/// The distances, in floats, between a tile's rows and between its consecutive inputs.
-#[inline(always)]
-fn a_layout<const PACKED: bool>(tile: &Tile) -> (usize, usize) {
-    if PACKED {
-        (1, MR)
-    } else {
-        (tile.lda, 1)
-    }
-}
-
-/// Stores a finished `R x NR` tile, adding to what is there for a later block of inputs, and
-/// writing only the first `cols` columns.
-#[inline(always)]
-unsafe fn store<const R: usize>(acc: &[[f32; NR]; R], tile: &Tile) {
-    for (i, row) in acc.iter().enumerate() {
-        let c = std::slice::from_raw_parts_mut(tile.c.add(i * tile.ldc), tile.cols);
-        if tile.accumulate {
-            for (c, v) in c.iter_mut().zip(row) {
-                *c += v;
-            }
-        } else {
-            c.copy_from_slice(&row[..tile.cols]);
-        }
-    }
-}
-
-/// The microkernel in plain Rust, for CPUs without AVX2 and FMA.
-unsafe fn portable<const R: usize, const PACKED: bool>(tile: &Tile) {
-    let (row, step) = a_layout::<PACKED>(tile);
-    let mut acc = [[0f32; NR]; R];
-    for kk in 0..tile.kc {
-        let b = &*tile.b.add(kk * NR).cast::<[f32; NR]>();
-        for (i, acc) in acc.iter_mut().enumerate() {
-            let a = *tile.a.add(kk * step + i * row);
-            for (acc, &b) in acc.iter_mut().zip(b) {
-                *acc += a * b;
-            }
-        }
-    }
-    store(&acc, tile);
-}
-
-/// The microkernel on AVX2 with fused multiply-adds: the `R x 16` tile in `2R` registers.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_fma<const R: usize, const PACKED: bool>(tile: &Tile) {
-    use std::arch::x86_64::*;
-    /// One input: `acc[i] += a[row[i]] * b` for the tile's rows.
-    #[inline(always)]
-    unsafe fn step<const R: usize>(
-        acc: &mut [[__m256; 2]; R],
-        a: *const f32,
-        rows: &[usize; R],
-        b: *const f32,
-    ) {
-        let b0 = _mm256_load_ps(b);
-        let b1 = _mm256_load_ps(b.add(8));
-        for (acc, &row) in acc.iter_mut().zip(rows) {
-            let x = _mm256_broadcast_ss(&*a.add(row));
-            acc[0] = _mm256_fmadd_ps(x, b0, acc[0]);
-            acc[1] = _mm256_fmadd_ps(x, b1, acc[1]);
-        }
-    }
-    let (row, a_step) = a_layout::<PACKED>(tile);
-    let rows: [usize; R] = std::array::from_fn(|i| i * row);
-    const UNROLL: usize = 4;
-    let mut acc = [[_mm256_setzero_ps(); 2]; R];
-    let (mut a, mut b) = (tile.a, tile.b);
-    let groups = tile.kc / UNROLL;
-    // The prefetches, spread over the groups of inputs.
-    let per_group = tile.ahead_lines.div_ceil(groups.max(1));
-    let (mut ahead, mut left) = (tile.ahead, tile.ahead_lines);
-    for _ in 0..groups {
-        for _ in 0..per_group.min(left) {
-            _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
-            ahead = ahead.add(NR);
-        }
-        left -= per_group.min(left);
-        for u in 0..UNROLL {
-            step(&mut acc, a.add(u * a_step), &rows, b.add(u * NR));
-        }
-        a = a.add(UNROLL * a_step);
-        b = b.add(UNROLL * NR);
-    }
-    for _ in groups * UNROLL..tile.kc {
-        step(&mut acc, a, &rows, b);
-        a = a.add(a_step);
-        b = b.add(NR);
-    }
-    if tile.cols == NR {
-        for (i, acc) in acc.iter().enumerate() {
-            let c = tile.c.add(i * tile.ldc);
-            let (mut lo, mut hi) = (acc[0], acc[1]);
-            if tile.accumulate {
-                lo = _mm256_add_ps(_mm256_loadu_ps(c), lo);
-                hi = _mm256_add_ps(_mm256_loadu_ps(c.add(8)), hi);
-            }
-            _mm256_storeu_ps(c, lo);
-            _mm256_storeu_ps(c.add(8), hi);
-        }
-    } else {
-        let mut rows = [[0f32; NR]; R];
-        for (row, acc) in rows.iter_mut().zip(&acc) {
-            _mm256_storeu_ps(row.as_mut_ptr(), acc[0]);
-            _mm256_storeu_ps(row.as_mut_ptr().add(8), acc[1]);
-        }
-        store(&rows, tile);
-    }
-}
-
-/// The output pointer, shared by tasks that write disjoint columns (the f32 products here and
-/// the int8 ones of `cpu::int8`).
-#[derive(Clone, Copy)]
-pub(super) struct SharedOut(pub(super) *mut f32);
-// SAFETY: each user (`matmul`, `int8::matmul_with`) has every task write only its own columns.
-unsafe impl Send for SharedOut {}
-// SAFETY: as above.
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    /// A method, so that closures capture the whole `Send` wrapper, not the field.
-    pub(super) fn get(self) -> *mut f32 {
-        self.0
-    }
-}
+mod kernel;
 
 #[cfg(test)]
 mod tests;

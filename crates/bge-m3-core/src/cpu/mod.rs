@@ -24,11 +24,56 @@
 //! layers of the encoder (`encoder.rs`, which chooses the path and calls this one), and they
 //! remain the reference the tests compare this path with.
 
+// The unsafe code of the crate is here, in the modules that allow it (the workspace denies
+// `unsafe_code` everywhere else): tasks that write disjoint parts of one buffer (`shared`, and
+// its users `matmul`, `int8` and `attention`), and kernels compiled for CPU features that only
+// a token of `arch` can reach (`matmul`'s microkernel, `int8`'s kernels and row quantizer,
+// `kernels`). See docs/DESIGN.md, "Unsafe code".
+
+/// Tokens of CPU features. A kernel compiled for AVX2 and FMA is reachable only with the token
+/// that detection makes, and only detection makes it:
+///
+/// ```compile_fail
+/// #[path = "arch.rs"]
+/// mod arch;
+/// // Made without detection: does not compile (the field is private to `arch`).
+/// let token = arch::Avx2Fma { _detected: () };
+/// ```
+///
+/// The same module reached the same way, through `detect` (so that the failure above is the
+/// private field, nothing else):
+///
+/// ```
+/// #[path = "arch.rs"]
+/// mod arch;
+/// use arch::Avx2Fma;
+///
+/// /// Safe code, compiled for AVX2 and FMA, reachable only with their token.
+/// #[target_feature(enable = "avx2,fma")]
+/// fn double(_: Avx2Fma, x: &mut [f32]) {
+///     x.iter_mut().for_each(|v| *v *= 2.0);
+/// }
+///
+/// let mut x = [1.5f32; 8];
+/// if let Some(token) = Avx2Fma::detect() {
+///     // SAFETY: `token` proves that the CPU has AVX2 and FMA, the features `double` enables.
+///     unsafe { double(token, &mut x) };
+///     assert_eq!(x, [3.0; 8]);
+/// }
+/// ```
+#[cfg(target_arch = "x86_64")]
+mod arch;
+#[allow(unsafe_code)]
 mod attention;
 mod calibration;
+#[allow(unsafe_code)]
 mod int8;
+#[allow(unsafe_code)]
 mod kernels;
+#[allow(unsafe_code)]
 mod matmul;
+#[allow(unsafe_code)]
+mod shared;
 #[cfg(test)]
 mod testing;
 
@@ -378,10 +423,9 @@ impl CpuEncoder {
         for layer in &self.layers {
             self.layer_forward(layer, &mut x, &segments, &mut ws, None);
         }
-        let starts = segments.starts.clone();
         Ok(HiddenStates {
             rows: Tensor::from_vec(x, (tokens, self.hidden), &Device::Cpu)?,
-            starts,
+            starts: segments.into_starts(),
         })
     }
 
@@ -392,7 +436,7 @@ impl CpuEncoder {
             .iter()
             .flat_map(|s| position_ids(s, self.pad_token_id))
             .collect();
-        let segments = Segments::new(sequences.iter().map(|s| s.len()));
+        let segments = Segments::new(sequences.iter().map(|s| s.len()))?;
         // The callers check ids and lengths against the model; this only keeps the table
         // lookups in bounds whatever they are given.
         let outside = ids.iter().any(|&id| id as usize >= self.vocab)
@@ -400,9 +444,9 @@ impl CpuEncoder {
                 .iter()
                 .any(|&p| p as usize >= self.max_positions);
         if outside {
-            return Err(Error::Candle(candle_core::Error::Msg(
-                "cpu encoder: a token id or position is outside the embedding tables".into(),
-            )));
+            return Err(Error::cpu_encoder(
+                "a token id or position is outside the embedding tables",
+            ));
         }
         let h = self.hidden;
         let mut x = vec![0f32; ids.len() * h];
@@ -526,9 +570,7 @@ fn f32_slice(tensor: &Tensor) -> Result<CpuSlice<'_>> {
 }
 
 fn not_f32() -> Error {
-    Error::Candle(candle_core::Error::Msg(
-        "cpu encoder: a weight is not a contiguous f32 tensor on the CPU".into(),
-    ))
+    Error::cpu_encoder("a weight is not a contiguous f32 tensor on the CPU")
 }
 
 /// See [`f32_slice`].
@@ -546,5 +588,56 @@ impl std::ops::Deref for CpuSlice<'_> {
             Storage::Cpu(CpuStorage::F32(data)) => &data[self.start..self.end],
             _ => unreachable!("checked in f32_slice"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::DType;
+
+    fn tiny() -> (CpuEncoder, Config) {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models/tiny-pt");
+        let files = crate::weights::ModelFiles::locate(&dir).unwrap();
+        let cfg = Config::from_file(&files.config).unwrap();
+        let (vb, _) =
+            crate::weights::encoder_var_builder(&files.encoder, DType::F32, &Device::Cpu).unwrap();
+        (CpuEncoder::load(vb, &cfg).unwrap(), cfg)
+    }
+
+    /// The path's own checks are its own error, not a tensor library's, and say what disagreed.
+    /// (The ids and positions are made from the sequences here, so they cannot disagree in
+    /// number with the segments: only the tables' bounds are left to check.)
+    #[test]
+    fn ids_and_positions_outside_the_tables_are_the_cpu_encoders_errors() {
+        let (encoder, cfg) = tiny();
+        let outside = cfg.vocab_size as u32;
+        let Err(error) = encoder.embed(&[&[5, outside, 6]]) else {
+            panic!("an id outside the vocabulary was embedded")
+        };
+        assert!(
+            matches!(&error, Error::CpuEncoder { message } if message.contains("outside the embedding tables")),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "cpu encoder: a token id or position is outside the embedding tables"
+        );
+        // One position more than the table holds (positions start after the padding id).
+        let long = vec![5u32; cfg.max_position_embeddings];
+        assert!(matches!(
+            encoder.embed(&[&long]),
+            Err(Error::CpuEncoder { .. })
+        ));
+    }
+
+    /// A weight of another dtype is refused by the same error (the loader converts to f32
+    /// first, so only a bug would get there).
+    #[test]
+    fn a_weight_that_is_not_f32_is_refused() {
+        let weight = Tensor::zeros((2, 3), DType::F16, &Device::Cpu).unwrap();
+        let error = f32_slice(&weight).err().unwrap();
+        assert!(matches!(error, Error::CpuEncoder { .. }), "{error:?}");
     }
 }

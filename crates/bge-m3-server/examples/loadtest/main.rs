@@ -36,6 +36,8 @@
 //! the server must stop cleanly on SIGTERM, and its log must hold no ERROR line and no panic.
 //! The program prints a summary and exits 1 on any violation.
 
+#![forbid(unsafe_code)]
+
 mod client;
 mod hostile;
 mod pools;

@@ -289,6 +289,7 @@ pub fn trim_soon() {
 
 /// Gives the allocator's free memory back to the system now (glibc's `malloc_trim`, which
 /// walks every arena); nothing elsewhere.
+#[allow(unsafe_code)] // malloc_trim(3)
 pub fn trim() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: `malloc_trim` only releases free memory of the allocator; it is thread-safe.

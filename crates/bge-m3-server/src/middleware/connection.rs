@@ -19,9 +19,8 @@
 
 use std::any::Any;
 use std::cell::Cell;
-use std::mem::ManuallyDrop;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -73,31 +72,22 @@ impl Peer {
 
     /// Resets the connection now: the client gets an RST, the server's side of the connection
     /// wakes up, fails its next write and drops the request and its answer. Whether it was cut.
+    #[allow(unsafe_code)] // The socket, borrowed from the HTTP layer.
     pub(crate) fn cut(&self) -> bool {
         if !self.is_open() {
             return false;
         }
-        // SAFETY: the descriptor is open (see the type's comment), and `ManuallyDrop` never
-        // closes it: the connection still owns it.
-        let stream = ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(self.fd) });
-        if stream.peer_addr().ok() != self.addr {
+        // SAFETY: the descriptor is open (see the type's comment) until the connection's end,
+        // which cannot come while this synchronous call runs on the connection's thread; the
+        // borrow ends with the call, and closes nothing.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        let socket = socket2::SockRef::from(&fd);
+        if socket.peer_addr().ok().and_then(|addr| addr.as_socket()) != self.addr {
             return false;
         }
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        // SAFETY: a valid descriptor and a `linger` of the size given.
-        unsafe {
-            libc::setsockopt(
-                self.fd,
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&linger as *const libc::linger).cast(),
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            );
-        }
-        stream.shutdown(std::net::Shutdown::Both).is_ok()
+        // A zero linger: the shutdown resets the connection.
+        let _ = socket.set_linger(Some(Duration::ZERO));
+        socket.shutdown(std::net::Shutdown::Both).is_ok()
     }
 }
 

@@ -2,6 +2,8 @@
 //! fixture model behind a real listener on an OS-assigned port; every vector and score is
 //! compared with bge-m3-core's on the same model within 1e-5.
 
+#![forbid(unsafe_code)]
+
 mod common;
 mod embeddings_native;
 mod embeddings_openai;

@@ -152,22 +152,9 @@ pub fn metric_in(metrics: &str, line_start: &str) -> f64 {
 /// Closes `stream` with a reset (RST, a zero linger) rather than a FIN: a client that is gone
 /// at once, which even a server that ignores half-closed connections notices.
 pub fn reset(stream: TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: an open socket and a `linger` of the size given.
-    let set = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(set, 0, "setsockopt(SO_LINGER)");
+    socket2::SockRef::from(&stream)
+        .set_linger(Some(Duration::ZERO))
+        .expect("setsockopt(SO_LINGER)");
     drop(stream);
 }
 

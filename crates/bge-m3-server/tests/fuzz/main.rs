@@ -14,6 +14,8 @@
 //! `checks.rs` holds the checks of one answer, `strategies.rs` the generators, `compat.rs` both
 //! for the routes in other servers' shapes (rerank, text-embeddings-inference's).
 
+#![forbid(unsafe_code)]
+
 mod checks;
 mod compat;
 mod strategies;

@@ -19,8 +19,9 @@
 //! by tiles that overlap the ones before them (a tile starts at most 16 rows before the end),
 //! computing some sums twice rather than reading past the rows.
 
-use super::kernels::Amx;
 use super::{Line, QuantizedMatrix, QuantizedRows, GROUP, KC, MC, NR};
+use crate::cpu::arch::Avx512Vnni;
+use crate::cpu::shared::SharedMut;
 use std::arch::asm;
 use std::arch::x86_64::*;
 
@@ -28,6 +29,32 @@ use std::arch::x86_64::*;
 const TILE_ROWS: usize = 16;
 /// Inputs of one tile step: an activation tile's 64 bytes per row, a weight tile's 16 lines.
 const TILE_INPUTS: usize = 64;
+
+/// The proof that this CPU has AMX's int8 tiles (AMX-TILE and AMX-INT8, read from CPUID:
+/// `is_x86_feature_detected!` cannot name them on stable Rust) and that Linux lets this process
+/// use them, holding the proof of the AVX-512 VNNI every such CPU has (the products the tiles do
+/// not take, and the dequantization, run on it). Made only by [`Amx::detect`]: the field is
+/// private to this module, which is why the token lives here and not in `cpu::arch` with the
+/// others (its detection needs a system call, and `arch` has no unsafe code).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Amx {
+    vnni: Avx512Vnni,
+}
+
+impl Amx {
+    /// The token, if this CPU has AMX's int8 tiles and AVX-512 VNNI, and Linux lets this
+    /// process use the tiles (asked once).
+    pub(crate) fn detect() -> Option<Self> {
+        Avx512Vnni::detect()
+            .filter(|_| available())
+            .map(|vnni| Self { vnni })
+    }
+
+    /// The proof of AVX-512 VNNI it holds.
+    pub(crate) fn vnni(self) -> Avx512Vnni {
+        self.vnni
+    }
+}
 
 /// Whether [`columns`] takes this product: inputs in whole tile steps and at least one full
 /// activation tile of rows.
@@ -70,14 +97,14 @@ struct Block {
 /// kernel, when [`fits`] says so.
 ///
 /// # Safety
-/// `out` addresses `x.rows` rows of `w.out` elements, and no other thread accesses these
-/// columns meanwhile; `x` fits ([`fits`]) and has `w`'s inputs; `panels` are `w`'s.
+/// No other task accesses the columns of `panels` in `out` (`x.rows` rows of `w.out` elements)
+/// meanwhile.
 pub(super) unsafe fn columns(
     token: Amx,
     x: &QuantizedRows,
     w: &QuantizedMatrix,
     panels: std::ops::Range<usize>,
-    out: *mut f32,
+    out: &SharedMut,
 ) {
     let (rows, stride) = (x.rows, x.stride);
     assert!(fits(x), "a product AMX does not take");
@@ -131,8 +158,8 @@ pub(super) unsafe fn columns(
                     .into_iter()
                     .enumerate()
                 {
-                    // SAFETY: the caller's promise: rows `t..t + 16` of `out`, panel `p`'s
-                    // columns; the token proves AVX-512.
+                    // SAFETY: rows `t..t + 16` of panel `p`'s columns, which the caller
+                    // promised no other task accesses.
                     unsafe { dequantize(token, &sums, tile, x, w, t, p, out) };
                 }
             }
@@ -214,9 +241,10 @@ unsafe fn pair(_: Amx, a0: *const u8, a1: *const u8, lda: usize, plan: &[Block],
 /// last block in the same order.
 ///
 /// # Safety
-/// As [`columns`], for rows `t..t + 16` (of `x`) and panel `p` (of `w`).
+/// No other task accesses rows `t..t + 16` of panel `p`'s columns in `out` meanwhile. (The
+/// token proves the AVX-512 the function enables: it holds AVX-512 VNNI's.)
 #[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx2,avx512f,avx512vnni")]
 unsafe fn dequantize(
     _: Amx,
     sums: &Sums,
@@ -225,20 +253,18 @@ unsafe fn dequantize(
     w: &QuantizedMatrix,
     t: usize,
     p: usize,
-    out: *mut f32,
+    out: &SharedMut,
 ) {
     let (n, c0) = (w.out, p * NR);
     let cols = NR.min(n - c0);
     // Channels past the matrix's are not written.
     let mask: __mmask16 = if cols == NR { !0 } else { (1 << cols) - 1 };
     let tile = &sums.0[tile * TILE_ROWS * NR..][..TILE_ROWS * NR];
-    // SAFETY: `w.scales` and `w.sums` hold `NR` per panel.
-    let (col_scales, col_sums) = unsafe {
-        (
-            _mm512_loadu_ps(w.scales[c0..c0 + NR].as_ptr()),
-            _mm512_loadu_si512(w.sums[c0..c0 + NR].as_ptr().cast()),
-        )
-    };
+    let (scales, col_sums) = (&w.scales[c0..c0 + NR], &w.sums[c0..c0 + NR]);
+    // SAFETY: sixteen f32 (`w.scales` holds `NR` per panel).
+    let col_scales = unsafe { _mm512_loadu_ps(scales.as_ptr()) };
+    // SAFETY: sixteen i32 (`w.sums` holds `NR` per panel).
+    let col_sums = unsafe { _mm512_loadu_si512(col_sums.as_ptr().cast()) };
     for (i, row) in tile.chunks_exact(NR).enumerate() {
         let r = t + i;
         // SAFETY: `row` is sixteen i32.
@@ -247,16 +273,18 @@ unsafe fn dequantize(
         let sum = _mm512_sub_epi32(sum, _mm512_mullo_epi32(zero, col_sums));
         let scale = _mm512_mul_ps(_mm512_set1_ps(x.scales[r]), col_scales);
         let y = _mm512_mul_ps(_mm512_cvtepi32_ps(sum), scale);
-        // SAFETY: row `r` column `c0` of `out` and the `cols` after it are this task's (the
-        // contract); the mask keeps the store to them.
-        unsafe { _mm512_mask_storeu_ps(out.add(r * n + c0), mask, y) };
+        let c = out.ptr_at(r * n + c0, cols);
+        // SAFETY: `ptr_at` checked that the `cols` elements from `c` lie in `out`, the mask keeps
+        // the store to them (masked lanes are not accessed), and no other task accesses them
+        // (the caller's promise).
+        unsafe { _mm512_mask_storeu_ps(c, mask, y) };
     }
 }
 
 /// Whether this CPU and this process can run AMX's int8 tiles, asking Linux for the permission
 /// once (`arch_prctl(ARCH_REQ_XCOMP_PERM)`: the tile data is an XSAVE component a process must
 /// request before its first tile instruction).
-pub(super) fn available() -> bool {
+fn available() -> bool {
     static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *AVAILABLE.get_or_init(|| {
         if cfg!(miri) {

@@ -10,11 +10,23 @@
 //!
 //! All four compute the same integer sums and the same f32 operations in the same order, so
 //! their results are bit for bit equal (tested).
+//!
+//! The proof is split as in the f32 microkernel (`matmul/kernel.rs`): [`Tile::new`] checks
+//! every bound of a tile for the kernel that will run it and asks its caller only that no other
+//! task accesses the tile's outputs while it lives; the kernels read the inputs unchecked
+//! within those bounds and write the outputs through [`Tile::row`]; a SIMD kernel takes the
+//! token of its CPU features (`cpu::arch`), which only run-time detection makes.
 
+#[cfg(target_arch = "x86_64")]
+use super::amx::Amx;
 use super::{Line, GROUP, NR};
+#[cfg(target_arch = "x86_64")]
+use crate::cpu::arch::{Avx2, Avx512Vnni, AvxVnni};
+use crate::cpu::shared::SharedMut;
 
-/// One call of a kernel: `rows` rows of activations against one panel of weights.
-pub(crate) struct Tile<'a> {
+/// What one call of a kernel multiplies: `rows` rows of activations against one panel of
+/// weights.
+pub(crate) struct Operands<'a> {
     /// Row `i`'s inputs start at `a[i * lda]`: `4 · b.len()` of them.
     pub(crate) a: &'a [u8],
     /// The same, widened to 16 bits, for the kernels that read them so ([`Kernel::wide_rows`]);
@@ -25,12 +37,8 @@ pub(crate) struct Tile<'a> {
     pub(crate) rows: usize,
     /// The panel's lines for this block of inputs.
     pub(crate) b: &'a [Line],
-    /// Row-major output, rows `ldc` apart; only the first `cols` (1 ..= [`NR`]) columns are
-    /// accessed. Between blocks of inputs it holds the partial `i32` sums (their bits).
-    pub(crate) c: *mut f32,
-    pub(crate) ldc: usize,
-    pub(crate) cols: usize,
-    /// The first block of inputs: `c` holds nothing yet.
+    /// The first block of inputs: the output holds nothing yet. (Between blocks it holds the
+    /// partial `i32` sums, their bits.)
     pub(crate) first: bool,
     /// The last block of inputs: write f32 results with these.
     pub(crate) dequantize: Option<Dequantize<'a>>,
@@ -48,87 +56,171 @@ pub(crate) struct Dequantize<'a> {
     pub(crate) col_sums: &'a [i32],
 }
 
-/// Proofs of CPU features, made only by detection (the fields are private to this module), so
-/// that a kernel needing a feature cannot be chosen on a CPU without it.
-#[cfg(target_arch = "x86_64")]
-mod tokens {
-    /// This CPU has AVX-512 F, BW and VNNI (and AVX2).
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub(crate) struct Avx512Vnni(());
-
-    impl Avx512Vnni {
-        pub(crate) fn detect() -> Option<Self> {
-            let yes = std::is_x86_feature_detected!("avx2")
-                && std::is_x86_feature_detected!("avx512f")
-                && std::is_x86_feature_detected!("avx512bw")
-                && std::is_x86_feature_detected!("avx512vnni");
-            yes.then_some(Self(()))
-        }
-    }
-
-    /// This CPU has AMX-TILE and AMX-INT8, this process may use them (Linux granted it the
-    /// tile data), and the CPU has AVX-512 F, BW and VNNI too.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub(crate) struct Amx(());
-
-    impl Amx {
-        pub(crate) fn detect() -> Option<Self> {
-            let yes = Avx512Vnni::detect().is_some() && super::super::amx::available();
-            yes.then_some(Self(()))
-        }
-    }
-
-    impl From<Amx> for Avx512Vnni {
-        fn from(_: Amx) -> Self {
-            Self(())
-        }
-    }
-
-    /// This CPU has AVX2 and AVX-VNNI.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub(crate) struct AvxVnni(());
-
-    impl AvxVnni {
-        pub(crate) fn detect() -> Option<Self> {
-            let yes =
-                std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("avxvnni");
-            yes.then_some(Self(()))
-        }
-    }
-
-    /// This CPU has AVX2.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub(crate) struct Avx2(());
-
-    impl Avx2 {
-        pub(crate) fn detect() -> Option<Self> {
-            std::is_x86_feature_detected!("avx2").then_some(Self(()))
-        }
-    }
-
-    impl From<Avx512Vnni> for Avx2 {
-        fn from(_: Avx512Vnni) -> Self {
-            Self(())
-        }
-    }
-
-    impl From<AvxVnni> for Avx2 {
-        fn from(_: AvxVnni) -> Self {
-            Self(())
-        }
-    }
+/// [`Operands`] whose bounds are checked for one kernel, and where their product goes.
+pub(crate) struct Tile<'a> {
+    kernel: Kernel,
+    operands: Operands<'a>,
+    /// Row-major output, rows `ldc` apart, of which the first `cols` (1 ..= [`NR`]) columns are
+    /// accessed.
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
 }
 
-#[cfg(target_arch = "x86_64")]
-pub(crate) use tokens::Amx;
-#[cfg(target_arch = "x86_64")]
-use tokens::{Avx2, Avx512Vnni, AvxVnni};
+impl<'a> Tile<'a> {
+    /// The tile that `kernel` runs, writing the product of `operands` to elements `offset + i *
+    /// ldc + j` of `out`, for `i < operands.rows` and `j < cols`. Panics if those elements, or
+    /// the inputs the kernel reads (the rows, widened or not, and the dequantization's scales
+    /// and sums), are out of bounds.
+    ///
+    /// # Safety
+    /// Nothing else accesses those elements of `out` while the tile lives.
+    // Once per tile, in the product's innermost loop: inlined, as the f32 product's is.
+    #[inline(always)]
+    pub(crate) unsafe fn new(
+        kernel: Kernel,
+        operands: Operands<'a>,
+        out: &'a SharedMut<'_>,
+        offset: usize,
+        (ldc, cols): (usize, usize),
+    ) -> Self {
+        let Operands {
+            a,
+            a_wide,
+            lda,
+            rows,
+            b,
+            ref dequantize,
+            ..
+        } = operands;
+        assert!(
+            (1..=kernel.rows()).contains(&rows) && (1..=NR).contains(&cols) && cols <= ldc,
+            "a tile of {rows} x {cols}, rows {ldc} apart, for the {} kernel",
+            kernel.name()
+        );
+        let inputs = b.len() * GROUP;
+        let held = if kernel.wide_rows() {
+            a_wide.len()
+        } else {
+            a.len()
+        };
+        assert!(
+            lda >= inputs && (rows - 1).saturating_mul(lda).saturating_add(inputs) <= held,
+            "the activations are shorter than the tile"
+        );
+        if let Some(d) = dequantize {
+            assert!(d.row_scales.len() >= rows && d.row_zeros.len() >= rows);
+            assert!(d.col_scales.len() >= NR && d.col_sums.len() >= NR);
+        }
+        let extent = (rows - 1).saturating_mul(ldc).saturating_add(cols);
+        let c = out.ptr_at(offset, extent);
+        Self {
+            kernel,
+            operands,
+            c,
+            ldc,
+            cols,
+        }
+    }
 
-/// The proof of AVX2 where there is one (none elsewhere).
-#[cfg(target_arch = "x86_64")]
-type Avx2Proof = Avx2;
-#[cfg(not(target_arch = "x86_64"))]
-type Avx2Proof = std::convert::Infallible;
+    /// Runs the tile's kernel.
+    ///
+    /// A safe call: [`Tile::new`] checked the tile's bounds for this kernel and took its
+    /// caller's promise that no other task accesses its outputs; and the CPU has the features
+    /// of the kernel, whose variant of [`Kernel`] holds the token that only their detection
+    /// makes.
+    #[inline(always)]
+    pub(crate) fn run(&mut self) {
+        /// Calls the SIMD kernel `$kernel` for the tile's number of rows, with the token of its
+        /// features.
+        #[cfg(target_arch = "x86_64")]
+        macro_rules! simd_by_rows {
+            ($kernel:ident, $token:expr, $($r:literal)*) => {
+                match self.operands.rows {
+                    $($r => {
+                        // SAFETY: the token, which only detection of the features the kernel
+                        // enables makes, proves that this CPU has them.
+                        unsafe { $kernel::<$r>($token, self) }
+                    })*
+                    _ => unreachable!("checked by `Tile::new`"),
+                }
+            };
+        }
+        match self.kernel {
+            #[cfg(target_arch = "x86_64")]
+            // The tiles of a product AMX does not take (`super::amx::fits`).
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx(token) => {
+                simd_by_rows!(avx512_vnni, token.vnni(), 1 2 3 4 5 6 7 8)
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni(token) => simd_by_rows!(avx512_vnni, token, 1 2 3 4 5 6 7 8),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::AvxVnni(token) => simd_by_rows!(avx_vnni, token, 1 2 3 4 5 6),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2(token) => simd_by_rows!(avx2, token, 1 2 3 4 5 6),
+            Kernel::Portable => match self.operands.rows {
+                1 => portable::<1>((), self),
+                2 => portable::<2>((), self),
+                3 => portable::<3>((), self),
+                4 => portable::<4>((), self),
+                _ => unreachable!("checked by `Tile::new`"),
+            },
+        }
+    }
+
+    /// Checks, once per call of a kernel, that the tile was made for that kernel (`wide`: it
+    /// reads the widened rows) and that its `R` is the tile's: what [`Tile::inputs`] and
+    /// [`Tile::wide_inputs`] rely on.
+    #[inline(always)]
+    fn check<const R: usize>(&self, wide: bool) {
+        assert!(R == self.operands.rows && wide == self.kernel.wide_rows());
+    }
+
+    /// The four inputs of row `i` in group `g`, as one native-endian word (what `vpdpbusd`
+    /// multiplies with four weights).
+    ///
+    /// # Safety
+    /// `i < R` and `g < self.operands.b.len()`, and [`Tile::check`] passed for `R`.
+    #[inline(always)]
+    unsafe fn inputs(&self, i: usize, g: usize) -> i32 {
+        let first = i * self.operands.lda + g * GROUP;
+        // SAFETY: `i < rows` and `g < b.len()` (the caller's promise) put the four inputs at
+        // most at `(rows - 1) * lda + 4 · b.len()`, which `new` checked against `a`'s length.
+        let four = unsafe { self.operands.a.get_unchecked(first..first + GROUP) };
+        i32::from_ne_bytes([four[0], four[1], four[2], four[3]])
+    }
+
+    /// [`Tile::inputs`] widened to 16 bits, as one native-endian double word.
+    ///
+    /// # Safety
+    /// As [`Tile::inputs`], for a kernel that reads the widened rows.
+    #[inline(always)]
+    unsafe fn wide_inputs(&self, i: usize, g: usize) -> i64 {
+        let first = i * self.operands.lda + g * GROUP;
+        // SAFETY: as in `inputs`, against `a_wide`'s length, which `new` checked for a kernel
+        // that reads the widened rows (`check` passed).
+        let four = unsafe { self.operands.a_wide.get_unchecked(first..first + GROUP) };
+        bytemuck::cast([four[0], four[1], four[2], four[3]])
+    }
+
+    /// Row `i` of the tile's output, its `cols` elements: one at a time (`&mut self`).
+    #[inline(always)]
+    fn row(&mut self, i: usize) -> &mut [f32] {
+        assert!(i < self.operands.rows);
+        let first = self.c.wrapping_add(i * self.ldc);
+        // SAFETY: row `i < rows` of the tile: `new` checked that its `cols` elements lie in the
+        // output, and its caller promised that nothing else accesses them while the tile lives;
+        // the slice borrows the tile mutably, so it is the only one meanwhile.
+        unsafe { std::slice::from_raw_parts_mut(first, self.cols) }
+    }
+
+    /// Row `i` of the output when the tile is [`NR`] columns wide, else `None`.
+    #[inline(always)]
+    fn whole_row(&mut self, i: usize) -> Option<&mut [f32; NR]> {
+        <&mut [f32; NR]>::try_from(self.row(i)).ok()
+    }
+}
 
 /// An int8 kernel this CPU can run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -194,26 +286,34 @@ impl Kernel {
         if let Some(scales) = input_scales {
             assert_eq!(scales.len(), x.len(), "input scales of the wrong width");
         }
-        let avx2: Option<Avx2Proof> = match self {
+        match self {
             #[cfg(target_arch = "x86_64")]
-            Kernel::Amx(token) => Some(Avx512Vnni::from(token).into()),
+            Kernel::Amx(token) => {
+                // SAFETY: `token` holds AVX-512 VNNI's, which proves AVX2 (it converts to its
+                // token), which `quantize_avx2` enables.
+                unsafe { quantize_avx2(token.vnni().into(), x, input_scales, values) }
+            }
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512Vnni(token) => Some(token.into()),
+            Kernel::Avx512Vnni(token) => {
+                // SAFETY: `token` proves AVX2 (it converts to its token), which
+                // `quantize_avx2` enables.
+                unsafe { quantize_avx2(token.into(), x, input_scales, values) }
+            }
             #[cfg(target_arch = "x86_64")]
-            Kernel::AvxVnni(token) => Some(token.into()),
+            Kernel::AvxVnni(token) => {
+                // SAFETY: as above.
+                unsafe { quantize_avx2(token.into(), x, input_scales, values) }
+            }
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2(token) => Some(token),
-            Kernel::Portable => None,
-        };
-        match avx2 {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: the lengths were checked above; the token proves AVX2.
-            Some(token) => unsafe { quantize_avx2(token, x, input_scales, values) },
-            _ => quantize_portable(x, input_scales, values),
+            Kernel::Avx2(token) => {
+                // SAFETY: `token` proves AVX2, which `quantize_avx2` enables.
+                unsafe { quantize_avx2(token, x, input_scales, values) }
+            }
+            Kernel::Portable => quantize_portable(x, input_scales, values),
         }
     }
 
-    /// Whether the kernel reads the activations widened to 16 bits (`Tile::a_wide`).
+    /// Whether the kernel reads the activations widened to 16 bits (`Operands::a_wide`).
     pub(crate) fn wide_rows(self) -> bool {
         match self {
             #[cfg(target_arch = "x86_64")]
@@ -234,87 +334,36 @@ impl Kernel {
             Kernel::Portable => 4,
         }
     }
-
-    /// Runs `tile`. The CPU features a kernel needs are proven by its token.
-    ///
-    /// # Safety
-    /// `tile.c` addresses `tile.rows` rows of `tile.cols` elements, `tile.ldc` apart, valid for
-    /// reads and writes, which nothing else accesses meanwhile; when `tile.first` is false they
-    /// hold the partial sums this kernel wrote for the previous blocks.
-    pub(crate) unsafe fn run(self, tile: &Tile) {
-        check(tile, self.rows(), self.wide_rows());
-        macro_rules! by_rows {
-            ($kernel:ident, $token:expr, $($r:literal)*) => {
-                match tile.rows {
-                    $($r => $kernel::<$r>($token, tile),)*
-                    _ => unreachable!("checked above"),
-                }
-            };
-        }
-        // SAFETY: the caller's promise about `c`; `check` proved the rest of the tile's shape.
-        unsafe {
-            match self {
-                // The tiles of a product AMX does not take (`super::amx::fits`).
-                #[cfg(target_arch = "x86_64")]
-                Kernel::Amx(token) => by_rows!(avx512_vnni, token.into(), 1 2 3 4 5 6 7 8),
-                #[cfg(target_arch = "x86_64")]
-                Kernel::Avx512Vnni(token) => by_rows!(avx512_vnni, token, 1 2 3 4 5 6 7 8),
-                #[cfg(target_arch = "x86_64")]
-                Kernel::AvxVnni(token) => by_rows!(avx_vnni, token, 1 2 3 4 5 6),
-                #[cfg(target_arch = "x86_64")]
-                Kernel::Avx2(token) => by_rows!(avx2, token, 1 2 3 4 5 6),
-                Kernel::Portable => by_rows!(portable, (), 1 2 3 4),
-            }
-        }
-    }
-}
-
-/// Panics unless the tile's slices hold what the kernels read.
-fn check(tile: &Tile, max_rows: usize, wide: bool) {
-    assert!((1..=max_rows).contains(&tile.rows), "{} rows", tile.rows);
-    assert!((1..=NR).contains(&tile.cols), "{} columns", tile.cols);
-    let inputs = tile.b.len() * GROUP;
-    let held = if wide {
-        tile.a_wide.len()
-    } else {
-        tile.a.len()
-    };
-    assert!(
-        held >= (tile.rows - 1) * tile.lda + inputs && tile.lda >= inputs,
-        "the activations are shorter than the tile"
-    );
-    if let Some(d) = &tile.dequantize {
-        assert!(d.row_scales.len() >= tile.rows && d.row_zeros.len() >= tile.rows);
-        assert!(d.col_scales.len() >= NR && d.col_sums.len() >= NR);
-    }
 }
 
 /// Adds the partial sums of earlier blocks to `acc` and writes the tile: the sums' bits, or on
 /// the last block the results. In plain Rust; the SIMD kernels do the same operations on full
 /// tiles.
-///
-/// # Safety
-/// As [`Kernel::run`].
-unsafe fn finish<const R: usize>(acc: &mut [[i32; NR]; R], tile: &Tile) {
-    for (i, acc) in acc.iter_mut().enumerate() {
-        // SAFETY: row `i` of the tile holds `cols` elements at `c + i * ldc` (the contract).
-        let c = unsafe { std::slice::from_raw_parts_mut(tile.c.add(i * tile.ldc), tile.cols) };
-        if !tile.first {
+#[inline(always)]
+fn finish<const R: usize>(acc: &mut [[i32; NR]; R], tile: &mut Tile) {
+    let first = tile.operands.first;
+    for (i, acc) in acc.iter_mut().enumerate().take(tile.operands.rows) {
+        let dequantize = tile
+            .operands
+            .dequantize
+            .as_ref()
+            .map(|d| (d.row_scales[i], d.row_zeros[i], d.col_scales, d.col_sums));
+        let c = tile.row(i);
+        if !first {
             for (acc, c) in acc.iter_mut().zip(c.iter()) {
                 *acc += c.to_bits() as i32;
             }
         }
-        match &tile.dequantize {
+        match dequantize {
             None => {
                 for (c, acc) in c.iter_mut().zip(acc.iter()) {
                     *c = f32::from_bits(*acc as u32);
                 }
             }
-            Some(d) => {
-                let (scale, zero) = (d.row_scales[i], d.row_zeros[i]);
+            Some((scale, zero, col_scales, col_sums)) => {
                 for (j, c) in c.iter_mut().enumerate() {
-                    let sum = acc[j] - zero * d.col_sums[j];
-                    *c = sum as f32 * (scale * d.col_scales[j]);
+                    let sum = acc[j] - zero * col_sums[j];
+                    *c = sum as f32 * (scale * col_scales[j]);
                 }
             }
         }
@@ -322,14 +371,12 @@ unsafe fn finish<const R: usize>(acc: &mut [[i32; NR]; R], tile: &Tile) {
 }
 
 /// The kernel in plain Rust.
-///
-/// # Safety
-/// As [`Kernel::run`].
-unsafe fn portable<const R: usize>((): (), tile: &Tile) {
+fn portable<const R: usize>((): (), tile: &mut Tile) {
+    tile.check::<R>(false);
     let mut acc = [[0i32; NR]; R];
-    for (g, line) in tile.b.iter().enumerate() {
+    for (g, line) in tile.operands.b.iter().enumerate() {
         for (i, acc) in acc.iter_mut().enumerate() {
-            let a = &tile.a[i * tile.lda + g * GROUP..][..GROUP];
+            let a = &tile.operands.a[i * tile.operands.lda + g * GROUP..][..GROUP];
             for (j, acc) in acc.iter_mut().enumerate() {
                 let w = &line.0[j * GROUP..][..GROUP];
                 for t in 0..GROUP {
@@ -338,108 +385,86 @@ unsafe fn portable<const R: usize>((): (), tile: &Tile) {
             }
         }
     }
-    // SAFETY: the caller's promise.
-    unsafe { finish(&mut acc, tile) };
+    finish(&mut acc, tile);
 }
 
 /// AVX-512 VNNI: row `i`'s sixteen sums in one register; each line is one `vpdpbusd` per row.
-///
-/// # Safety
-/// As [`Kernel::run`].
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn avx512_vnni<const R: usize>(_: Avx512Vnni, tile: &Tile) {
+#[target_feature(enable = "avx2,avx512f,avx512vnni")]
+fn avx512_vnni<const R: usize>(_: Avx512Vnni, tile: &mut Tile) {
     use std::arch::x86_64::*;
+    tile.check::<R>(false);
     let mut acc = [_mm512_setzero_si512(); R];
-    let a = tile.a.as_ptr();
-    for (g, line) in tile.b.iter().enumerate() {
-        // SAFETY: a line is 64 bytes, 64-byte aligned.
+    for (g, line) in tile.operands.b.iter().enumerate() {
+        // SAFETY: a line is 64 bytes, 64-byte aligned, borrowed for the call.
         let w = unsafe { _mm512_load_si512(line.0.as_ptr().cast()) };
         for (i, acc) in acc.iter_mut().enumerate() {
-            // SAFETY: `check` proved the four inputs of row `i` at group `g` inside `a`.
-            let x = unsafe {
-                a.add(i * tile.lda + g * GROUP)
-                    .cast::<i32>()
-                    .read_unaligned()
-            };
+            // SAFETY: `i < R` and `g` indexes a line of `b`; `check` passed above.
+            let x = unsafe { tile.inputs(i, g) };
             *acc = _mm512_dpbusd_epi32(*acc, _mm512_set1_epi32(x), w);
         }
     }
     if tile.cols < NR {
         let mut sums = [[0i32; NR]; R];
         for (sums, acc) in sums.iter_mut().zip(&acc) {
-            // SAFETY: `sums` is sixteen i32.
+            // SAFETY: `sums` is sixteen i32, borrowed mutably.
             unsafe { _mm512_storeu_si512(sums.as_mut_ptr().cast(), *acc) };
         }
-        // SAFETY: the caller's promise.
-        return unsafe { finish(&mut sums, tile) };
+        return finish(&mut sums, tile);
     }
+    let first = tile.operands.first;
     for (i, acc) in acc.iter().enumerate() {
-        // SAFETY: row `i` of the tile holds sixteen elements at `c + i * ldc` (the contract).
-        let c = unsafe { tile.c.add(i * tile.ldc) };
-        let mut sum = *acc;
-        if !tile.first {
-            // SAFETY: as above.
-            sum = _mm512_add_epi32(sum, unsafe { _mm512_loadu_si512(c.cast()) });
-        }
-        let out = match &tile.dequantize {
-            None => _mm512_castsi512_ps(sum),
+        let dequantize = match &tile.operands.dequantize {
+            None => None,
             Some(d) => {
-                // SAFETY: `check` proved sixteen column scales and sums.
-                let (col_scales, col_sums) = unsafe {
-                    (
-                        _mm512_loadu_ps(d.col_scales.as_ptr()),
-                        _mm512_loadu_si512(d.col_sums.as_ptr().cast()),
-                    )
-                };
-                let zero = _mm512_set1_epi32(d.row_zeros[i]);
+                // SAFETY: `Tile::new` checked sixteen column scales.
+                let col_scales = unsafe { _mm512_loadu_ps(d.col_scales.as_ptr()) };
+                // SAFETY: `Tile::new` checked sixteen column sums.
+                let col_sums = unsafe { _mm512_loadu_si512(d.col_sums.as_ptr().cast()) };
+                Some((d.row_scales[i], d.row_zeros[i], col_scales, col_sums))
+            }
+        };
+        let Some(c) = tile.whole_row(i) else {
+            unreachable!("a row of `NR` elements")
+        };
+        let mut sum = *acc;
+        if !first {
+            // SAFETY: `c` is sixteen f32, borrowed mutably.
+            let partial = unsafe { _mm512_loadu_si512(c.as_ptr().cast()) };
+            sum = _mm512_add_epi32(sum, partial);
+        }
+        let out = match dequantize {
+            None => _mm512_castsi512_ps(sum),
+            Some((row_scale, row_zero, col_scales, col_sums)) => {
+                let zero = _mm512_set1_epi32(row_zero);
                 let sum = _mm512_sub_epi32(sum, _mm512_mullo_epi32(zero, col_sums));
-                let scale = _mm512_mul_ps(_mm512_set1_ps(d.row_scales[i]), col_scales);
+                let scale = _mm512_mul_ps(_mm512_set1_ps(row_scale), col_scales);
                 _mm512_mul_ps(_mm512_cvtepi32_ps(sum), scale)
             }
         };
         // SAFETY: as above.
-        unsafe { _mm512_storeu_ps(c, out) };
+        unsafe { _mm512_storeu_ps(c.as_mut_ptr(), out) };
     }
 }
 
 /// AVX-VNNI: row `i`'s sixteen sums in two registers.
-///
-/// # Safety
-/// As [`Kernel::run`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,avxvnni")]
-unsafe fn avx_vnni<const R: usize>(_: AvxVnni, tile: &Tile) {
+fn avx_vnni<const R: usize>(_: AvxVnni, tile: &mut Tile) {
     use std::arch::x86_64::*;
+    tile.check::<R>(false);
     let mut acc = [[_mm256_setzero_si256(); 2]; R];
-    let a = tile.a.as_ptr();
-    for (g, line) in tile.b.iter().enumerate() {
-        let p = line.0.as_ptr().cast::<__m256i>();
-        // SAFETY: a line is 64 bytes, 64-byte aligned: two aligned 32-byte halves.
-        let (w0, w1) = unsafe { (_mm256_load_si256(p), _mm256_load_si256(p.add(1))) };
+    for (g, line) in tile.operands.b.iter().enumerate() {
+        let [w0, w1]: [__m256i; 2] = bytemuck::cast(line.0);
         for (i, acc) in acc.iter_mut().enumerate() {
-            // SAFETY: `check` proved the four inputs of row `i` at group `g` inside `a`.
-            let x = unsafe {
-                a.add(i * tile.lda + g * GROUP)
-                    .cast::<i32>()
-                    .read_unaligned()
-            };
-            let x = _mm256_set1_epi32(x);
+            // SAFETY: `i < R` and `g` indexes a line of `b`; `check` passed above.
+            let x = _mm256_set1_epi32(unsafe { tile.inputs(i, g) });
             acc[0] = _mm256_dpbusd_avx_epi32(acc[0], x, w0);
             acc[1] = _mm256_dpbusd_avx_epi32(acc[1], x, w1);
         }
     }
-    let mut sums = [[0i32; NR]; R];
-    for (sums, acc) in sums.iter_mut().zip(&acc) {
-        let p = sums.as_mut_ptr().cast::<__m256i>();
-        // SAFETY: `sums` is sixteen i32: two 32-byte halves.
-        unsafe {
-            _mm256_storeu_si256(p, acc[0]);
-            _mm256_storeu_si256(p.add(1), acc[1]);
-        }
-    }
-    // SAFETY: the caller's promise.
-    unsafe { finish(&mut sums, tile) };
+    let mut sums: [[i32; NR]; R] = acc.map(bytemuck::cast);
+    finish(&mut sums, tile);
 }
 
 /// AVX2: the panel in two halves of eight channels; each half-line's two 16-byte quarters
@@ -447,36 +472,25 @@ unsafe fn avx_vnni<const R: usize>(_: AvxVnni, tile: &Tile) {
 /// repeated, and `vpmaddwd` giving two partial sums per channel, added pairwise at the end.
 /// (`vpmaddubsw` would take the bytes as they are, but its 16-bit pair sums saturate at
 /// `2 · 255 · 127`.)
-///
-/// # Safety
-/// As [`Kernel::run`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn avx2<const R: usize>(_: Avx2, tile: &Tile) {
+fn avx2<const R: usize>(_: Avx2, tile: &mut Tile) {
     use std::arch::x86_64::*;
-    let a = tile.a_wide.as_ptr();
+    tile.check::<R>(true);
     let mut sums = [[0i32; NR]; R];
     for half in 0..2 {
         // acc[i][q]: channels 8 · half + 4q .. + 4 of row i, two partial sums each.
         let mut acc = [[_mm256_setzero_si256(); 2]; R];
-        for (g, line) in tile.b.iter().enumerate() {
-            let p = line.0[32 * half..].as_ptr().cast::<__m128i>();
-            // SAFETY: a line is 64 bytes, 64-byte aligned: its quarters are aligned.
-            let w = unsafe {
-                [
-                    _mm256_cvtepi8_epi16(_mm_load_si128(p)),
-                    _mm256_cvtepi8_epi16(_mm_load_si128(p.add(1))),
-                ]
-            };
+        for (g, line) in tile.operands.b.iter().enumerate() {
+            let quarters: [__m128i; 4] = bytemuck::cast(line.0);
+            let w = [
+                _mm256_cvtepi8_epi16(quarters[2 * half]),
+                _mm256_cvtepi8_epi16(quarters[2 * half + 1]),
+            ];
             for (i, acc) in acc.iter_mut().enumerate() {
-                // SAFETY: `check` proved the four inputs of row `i` at group `g` inside
-                // `a_wide`: eight bytes.
-                let x = unsafe {
-                    a.add(i * tile.lda + g * GROUP)
-                        .cast::<i64>()
-                        .read_unaligned()
-                };
-                let x = _mm256_set1_epi64x(x);
+                // SAFETY: `i < R` and `g` indexes a line of `b`; `check` passed above, for a
+                // kernel that reads the widened rows.
+                let x = _mm256_set1_epi64x(unsafe { tile.wide_inputs(i, g) });
                 acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(x, w[0]));
                 acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(x, w[1]));
             }
@@ -486,12 +500,10 @@ unsafe fn avx2<const R: usize>(_: Avx2, tile: &Tile) {
             // the 64-bit lanes then go back in order.
             let pairs = _mm256_hadd_epi32(acc[0], acc[1]);
             let ordered = _mm256_permute4x64_epi64::<0b11_01_10_00>(pairs);
-            // SAFETY: `sums[8 · half..]` holds eight i32.
-            unsafe { _mm256_storeu_si256(sums[8 * half..].as_mut_ptr().cast(), ordered) };
+            sums[8 * half..][..8].copy_from_slice(&bytemuck::cast::<__m256i, [i32; 8]>(ordered));
         }
     }
-    // SAFETY: the caller's promise.
-    unsafe { finish(&mut sums, tile) };
+    finish(&mut sums, tile);
 }
 
 /// The range of a row's (scaled) values, whether they are all finite, and from it the scale,
@@ -543,13 +555,12 @@ fn quantize_portable(x: &[f32], input_scales: Option<&[f32]>, values: &mut [u8])
     (scale, zero as i32)
 }
 
-/// [`Kernel::quantize_row`] on AVX2: eight values a step, the tail as in plain Rust.
-///
-/// # Safety
-/// `values` holds at least `x.len()` bytes and `input_scales`, if given, `x.len()` values.
+/// [`Kernel::quantize_row`] on AVX2: eight values a step, the tail as in plain Rust. Panics
+/// unless `values` holds at least `x.len()` bytes and `input_scales`, if given, `x.len()`
+/// values.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn quantize_avx2(
+fn quantize_avx2(
     _: Avx2,
     x: &[f32],
     input_scales: Option<&[f32]>,
@@ -557,15 +568,22 @@ unsafe fn quantize_avx2(
 ) -> (f32, i32) {
     use std::arch::x86_64::*;
     let n = x.len();
+    assert!(values.len() >= n, "no room for the row");
+    if let Some(s) = input_scales {
+        assert_eq!(s.len(), n, "input scales of the wrong width");
+    }
     let body = n / 32 * 32;
+    // Eight values from `k` (checked: `k + 8 <= body`), scaled.
     let load = |k: usize| {
-        // SAFETY: `k + 8 <= body <= n`: inside `x`, and inside the scales (the contract).
-        unsafe {
-            let v = _mm256_loadu_ps(x.as_ptr().add(k));
-            match input_scales {
-                Some(s) => _mm256_mul_ps(v, _mm256_loadu_ps(s.as_ptr().add(k))),
-                None => v,
-            }
+        let eight = |v: &[f32]| -> __m256 {
+            let Ok(v) = <[f32; 8]>::try_from(&v[k..k + 8]) else {
+                unreachable!("eight values")
+            };
+            bytemuck::cast(v)
+        };
+        match input_scales {
+            Some(s) => _mm256_mul_ps(eight(x), eight(s)),
+            None => eight(x),
         }
     };
     let scaled = |k: usize| match input_scales {
@@ -589,12 +607,7 @@ unsafe fn quantize_avx2(
             _mm256_cmp_ps::<_CMP_NLT_UQ>(_mm256_and_ps(v, magnitude), infinity),
         );
     }
-    let (mut los, mut his) = ([0f32; 8], [0f32; 8]);
-    // SAFETY: eight f32 each.
-    unsafe {
-        _mm256_storeu_ps(los.as_mut_ptr(), lo);
-        _mm256_storeu_ps(his.as_mut_ptr(), hi);
-    }
+    let (los, his): ([f32; 8], [f32; 8]) = (bytemuck::cast(lo), bytemuck::cast(hi));
     let mut finite = _mm256_movemask_ps(bad) == 0;
     let (mut lo, mut hi) = (
         los.iter().fold(0f32, |m, &v| m.min(v)),
@@ -622,12 +635,14 @@ unsafe fn quantize_avx2(
     };
     // Gathers the 32 bytes of four packed vectors back into order.
     let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    for k in (0..body).step_by(32) {
+    for (k, out) in (0..body)
+        .step_by(32)
+        .zip(values[..body].chunks_exact_mut(32))
+    {
         let ab = _mm256_packus_epi32(quantize(k), quantize(k + 8));
         let cd = _mm256_packus_epi32(quantize(k + 16), quantize(k + 24));
         let bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), order);
-        // SAFETY: `k + 32 <= body <= n <= values.len()`.
-        unsafe { _mm256_storeu_si256(values.as_mut_ptr().add(k).cast(), bytes) };
+        out.copy_from_slice(&bytemuck::cast::<__m256i, [u8; 32]>(bytes));
     }
     for (k, value) in values[body..n].iter_mut().enumerate() {
         *value = quantize_one(scaled(body + k), inverse, zero);

@@ -17,7 +17,8 @@ struct Timespec {
     sec: i64,
     nsec: i64,
 }
-extern "C" {
+unsafe extern "C" {
+    /// POSIX `clock_gettime(2)`, from the C library the standard library links.
     fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
 }
 /// Linux's `CLOCK_THREAD_CPUTIME_ID`.

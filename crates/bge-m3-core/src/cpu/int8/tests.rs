@@ -376,3 +376,69 @@ fn symmetric_quantization_rounds_ties_to_even() {
     assert_eq!(scale, 1.0);
     assert_eq!(values, [0, 2, 127, -127]);
 }
+
+/// Whether `kernel` runs a tile of `rows` rows of two lines, 16 inputs apart in `a` or
+/// `a_wide`, writing `cols` columns from element `offset` of a buffer of `len` (rows 16 apart);
+/// false if it panics.
+fn tile_runs(
+    kernel: Kernel,
+    (rows, a, a_wide): (usize, &[u8], &[u16]),
+    len: usize,
+    (offset, cols): (usize, usize),
+) -> bool {
+    let b = [Line([1; NR * GROUP]); 2];
+    let operands = kernels::Operands {
+        a,
+        a_wide,
+        lda: 16,
+        rows,
+        b: &b,
+        first: true,
+        dequantize: None,
+    };
+    let mut buffer = vec![0f32; len];
+    let out = SharedMut::new(&mut buffer);
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: the only tile, and nothing else touches `buffer`.
+        let mut tile = unsafe { kernels::Tile::new(kernel, operands, &out, offset, (16, cols)) };
+        tile.run();
+    }))
+    .is_ok()
+}
+
+/// `Tile::new` refuses, for every kernel, a tile whose outputs leave the buffer, whose
+/// activations (widened or not, as the kernel reads them) are shorter than its rows, or whose
+/// rows are more than the kernel's: what the kernels' unchecked reads and writes rely on.
+#[test]
+fn a_tile_outside_its_inputs_or_its_output_is_refused() {
+    let (a, a_wide) = (vec![1u8; 9 * 16], vec![1u16; 9 * 16]);
+    for kernel in Kernel::available() {
+        let name = kernel.name();
+        // Four rows of 8 inputs (two lines), the last row's ending 7 elements short.
+        let short = 3 * 16 + 7;
+        let (short_a, short_wide) = if kernel.wide_rows() {
+            (&a[..], &a_wide[..short])
+        } else {
+            (&a[..short], &a_wide[..])
+        };
+        let four = (4, &a[..], &a_wide[..]);
+        assert!(
+            tile_runs(kernel, four, 64, (0, 16)),
+            "{name}: a tile that fits"
+        );
+        assert!(
+            !tile_runs(kernel, four, 64, (1, 16)),
+            "{name}: one past the end"
+        );
+        assert!(!tile_runs(kernel, four, 64, (0, 17)), "{name}: 17 columns");
+        assert!(
+            !tile_runs(kernel, (4, short_a, short_wide), 64, (0, 16)),
+            "{name}: short rows"
+        );
+        let too_many = (kernel.rows() + 1, &a[..], &a_wide[..]);
+        assert!(
+            !tile_runs(kernel, too_many, 9 * 16, (0, 16)),
+            "{name}: too many rows"
+        );
+    }
+}

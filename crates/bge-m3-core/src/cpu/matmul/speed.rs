@@ -16,7 +16,8 @@ struct Timespec {
     sec: i64,
     nsec: i64,
 }
-extern "C" {
+unsafe extern "C" {
+    /// POSIX `clock_gettime(2)`, from the C library the standard library links.
     fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
 }
 /// Linux's `CLOCK_THREAD_CPUTIME_ID`.
@@ -31,6 +32,9 @@ fn cpu_now() -> f64 {
 }
 
 fn gemm_crate(x: &[f32], rows: usize, w: &[f32], n: usize, k: usize, out: &mut [f32]) {
+    assert!(x.len() >= rows * k && w.len() >= n * k && out.len() >= rows * n);
+    // SAFETY: `x` `(rows, k)`, `w` `(n, k)` read as its transpose, and `out` `(rows, n)`, all
+    // row-major with the strides given, lie in the slices (asserted); `out` is borrowed mutably.
     unsafe {
         gemm::gemm(
             rows,

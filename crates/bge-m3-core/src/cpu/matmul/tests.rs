@@ -25,18 +25,9 @@ fn check(rows: usize, out: usize, inner: usize, kernel: Kernel) {
     let w = random(out * inner, 2 + out as u64);
     let packed = PackedMatrix::pack(&w, out, inner);
     let mut ours = vec![f32::NAN; rows * out];
-    let dst = SharedOut(ours.as_mut_ptr());
-    // SAFETY: one task writes every column of `ours`.
-    unsafe {
-        columns(
-            kernel,
-            &x,
-            rows,
-            &packed,
-            0..packed.panels,
-            (dst.get(), out),
-        )
-    };
+    let dst = SharedMut::new(&mut ours);
+    // SAFETY: one task writes every column of `ours`, which nothing else accesses.
+    unsafe { columns(kernel, &x, rows, &packed, 0..packed.panels, &dst, (0, out)) };
     let expected = reference(&x, rows, &w, out, inner);
     // Each sum has `inner` terms of magnitude below 1.
     let tolerance = 1e-6 * inner as f64;
@@ -48,11 +39,12 @@ fn check(rows: usize, out: usize, inner: usize, kernel: Kernel) {
     }
 }
 
+/// The portable kernel, and the SIMD one where this CPU has it.
 fn kernels() -> Vec<Kernel> {
     let mut kernels = vec![Kernel::Portable];
     #[cfg(target_arch = "x86_64")]
-    if matches!(Kernel::detect(), Kernel::Avx2Fma) {
-        kernels.push(Kernel::Avx2Fma);
+    if let Some(token) = crate::cpu::arch::Avx2Fma::detect() {
+        kernels.push(Kernel::Avx2Fma(token));
     }
     kernels
 }
@@ -123,8 +115,9 @@ fn transposed_packing_and_strided_rows() {
     let ldc = out + 5;
     let mut strided = vec![-1.0; rows * ldc];
     let packed = PackedMatrix::pack_transposed(&wt, inner, out);
-    // SAFETY: `strided` holds `rows` rows `ldc` apart.
-    unsafe { matmul_strided(&x, rows, &packed, strided.as_mut_ptr(), ldc) };
+    let dst = SharedMut::new(&mut strided);
+    // SAFETY: nothing else accesses `strided`.
+    unsafe { matmul_strided(&x, rows, &packed, &dst, (0, ldc)) };
     for (i, row) in strided.chunks(ldc).enumerate() {
         assert_eq!(row[..out], direct[i * out..][..out], "row {i}");
         assert!(
@@ -157,8 +150,39 @@ fn packed_and_unpacked_rows_agree_bit_for_bit() {
     }
 }
 
+/// No rows, no work: nothing is written, and the thread does not even set up its buffer for
+/// packed rows.
 #[test]
 fn no_rows_is_no_work() {
     let packed = PackedMatrix::pack(&random(12, 7), 4, 3);
-    matmul(&[], 0, &packed, &mut []);
+    // A thread of its own, whose buffer for packed rows nothing has touched yet.
+    std::thread::spawn(move || {
+        matmul(&[], 0, &packed, &mut []);
+        let mut sentinel = vec![-1.0; 8];
+        let dst = SharedMut::new(&mut sentinel);
+        // SAFETY: nothing else accesses `sentinel`.
+        unsafe { matmul_strided(&[], 0, &packed, &dst, (0, 4)) };
+        assert!(sentinel.iter().all(|&v| v == -1.0), "{sentinel:?}");
+        let set_up = PACKED_ROWS.with_borrow(|rows| rows.capacity());
+        assert_eq!(set_up, 0, "a product of no rows set up the packing buffer");
+    })
+    .join()
+    .unwrap();
+}
+
+/// Each kernel on every shape of tile: 1 to 6 rows (and a second tile), rows packed (a
+/// product of many panels) and read in place (a thin one), every remainder of the AVX2
+/// kernel's four-input loop, whole and partial panels.
+#[test]
+fn every_kernel_matches_f64_on_every_tile_shape() {
+    let wide = NR * PACK_ROWS_PANELS + 5;
+    for kernel in kernels() {
+        for out in [wide, 2 * NR + 5] {
+            for rows in 1..=MR + 1 {
+                for inner in 36..40 {
+                    check(rows, out, inner, kernel);
+                }
+            }
+        }
+    }
 }

@@ -276,17 +276,8 @@ fn a_slow_reader_of_a_large_one_piece_answer_keeps_its_connection() {
 }
 
 /// Sets `SO_RCVBUF` (the kernel doubles it), which also stops its automatic growth.
-fn set_receive_buffer(stream: &std::net::TcpStream, bytes: libc::c_int) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: an open socket, and an `int` of the size given.
-    let set = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&bytes as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(set, 0, "setsockopt(SO_RCVBUF)");
+fn set_receive_buffer(stream: &std::net::TcpStream, bytes: usize) {
+    socket2::SockRef::from(stream)
+        .set_recv_buffer_size(bytes)
+        .expect("setsockopt(SO_RCVBUF)");
 }
