@@ -37,7 +37,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
         let limit = state
             .as_ref()
             .map_or(0, |state| state.limits().max_body_bytes);
-        let held = match (&checked, &state) {
+        let reservation = match (&checked, &state) {
             (Ok(()), Some(state)) => {
                 let announced = req
                     .headers()
@@ -53,7 +53,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
         let body = web::Bytes::from_request(req, payload);
         Box::pin(async move {
             checked?;
-            let held = held.transpose()?;
+            let reservation = reservation.transpose()?;
             let read = async {
                 body.await.map_err(|e| match e.as_error::<PayloadError>() {
                     Some(PayloadError::Overflow) => Error::BodyTooLarge { limit },
@@ -73,7 +73,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
                 })??,
             };
             let value = parse(&body)?;
-            Ok(Json(value, held))
+            Ok(Json(value, reservation))
         })
     }
 }
