@@ -4,7 +4,10 @@
 //! future it is, with a waker that unparks the waiting thread, it can: the thread sleeps until
 //! the reply comes or a period passes, then takes the GIL back for a moment to let Python run
 //! its signal handlers (a `KeyboardInterrupt` raised there ends the wait, and dropping the
-//! receiver cancels what was left of the request).
+//! receiver cancels what was left of the request). The handlers run after a reply too, not only
+//! after a quiet period: when the model is ahead of the caller (its answers ready before they
+//! are awaited, as on a loaded machine where the calling thread waits for a core), no wait lasts
+//! a period, and a call looking only then would run to its end through Ctrl-C.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,10 +29,12 @@ pub(crate) type Reply = Result<Computed, QueueError>;
 
 /// Waits for `receiver`'s reply with the GIL released: the texts' embeddings, a
 /// `RuntimeError` when their pass failed (a panic in a pass included), or the exception of a
-/// signal handler.
+/// signal handler, which is looked for every [`SIGNAL_CHECK`] and once the reply has come.
 pub(crate) fn wait(py: Python<'_>, receiver: &mut oneshot::Receiver<Reply>) -> PyResult<Computed> {
     loop {
-        match py.detach(|| poll_for(receiver, SIGNAL_CHECK)) {
+        let reply = py.detach(|| poll_for(receiver, SIGNAL_CHECK));
+        py.check_signals()?;
+        match reply {
             Some(Ok(Ok(computed))) => return Ok(computed),
             Some(Ok(Err(error))) => {
                 return Err(PyRuntimeError::new_err(
@@ -41,7 +46,7 @@ pub(crate) fn wait(py: Python<'_>, receiver: &mut oneshot::Receiver<Reply>) -> P
                     "the model's queue stopped without answering",
                 ))
             }
-            None => py.check_signals()?,
+            None => {}
         }
     }
 }

@@ -109,3 +109,31 @@ def test_ctrl_c_stops_a_long_encode_and_the_model_goes_on(small_passes):
     assert answered < len(texts), "the call ran to its end before the interrupt stopped it"
     out = model.encode(SHORT_TEXTS, max_length=LENGTH)["dense_vecs"]
     assert out.shape == (len(SHORT_TEXTS), 32)
+
+
+def test_ctrl_c_stops_a_call_whose_answers_are_ready_before_they_are_awaited(small_passes):
+    """20,000 chunks of one short text: the model answers them faster than the call reads the
+    answers, so no wait lasts the engine's period of 100 ms. The interrupt, raised once the first
+    chunk is done, must still end the call before its end: the engine looks for signals after
+    every answer too. (It did only after a quiet period of 100 ms, and the test above failed on
+    a loaded machine, where the model ran ahead of a calling thread that waited for a core.)"""
+    model = small_passes
+    chunks = queue.SimpleQueue()
+    texts = ["a"] * 20_000
+
+    def interrupt_after_the_first_chunk():
+        chunks.get()
+        _thread.interrupt_main()
+
+    helper = threading.Thread(target=interrupt_after_the_first_chunk)
+    helper.start()
+    with pytest.raises(KeyboardInterrupt):
+        model._model.encode(texts, batch_size=1, max_length=8, return_dense=True,
+                            return_sparse=False, return_colbert_vecs=False, progress=chunks.put)
+    helper.join()
+    answered = 1
+    while not chunks.empty():
+        answered += chunks.get()
+    assert answered < len(texts), "the call ran to its end before the interrupt stopped it"
+    out = model.encode(SHORT_TEXTS, max_length=LENGTH)["dense_vecs"]
+    assert out.shape == (len(SHORT_TEXTS), 32)

@@ -56,7 +56,7 @@ pub struct Encoded {
     pub timings: Timings,
     /// The request's memory reservation, now the size of these embeddings: keep it until the
     /// answer is written.
-    pub held: Option<Reservation>,
+    pub reservation: Option<Reservation>,
 }
 
 impl Encoded {

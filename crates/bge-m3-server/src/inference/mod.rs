@@ -104,14 +104,14 @@ impl Inference {
         self.encode_within(job, None).await
     }
 
-    /// Embeds a job's inputs within the memory reservation `held` (see [`memory`]): it
+    /// Embeds a job's inputs within the request's memory `reservation` (see [`memory`]): it
     /// grows to the bound of the job's token ids before tokenization, then becomes its ids and
-    /// embeddings, handed back in [`Encoded::held`]; a request that does not fit is refused with
-    /// 429, or 413 when it never could.
+    /// embeddings, handed back in [`Encoded::reservation`]; a request that does not fit is
+    /// refused with 429, or 413 when it never could.
     pub async fn encode_within(
         &self,
         job: EncodeJob,
-        mut held: Option<Reservation>,
+        mut reservation: Option<Reservation>,
     ) -> Result<Encoded> {
         let batch_size = check_batch_size(job.options.batch_size)?;
         let _admitted = self.admit()?;
@@ -128,7 +128,7 @@ impl Inference {
                 batch_size,
             };
             let (computed, timings) = self
-                .embed(vec![(job.inputs, max_length)], asked, &mut held)
+                .embed(vec![(job.inputs, max_length)], asked, &mut reservation)
                 .await?;
             let embeddings = computed.embeddings;
             if !sparse_tokens {
@@ -136,7 +136,7 @@ impl Inference {
                     embeddings,
                     sparse_tokens: None,
                     timings,
-                    held,
+                    reservation,
                 });
             }
             let model = self.inner.model.clone();
@@ -156,7 +156,7 @@ impl Inference {
                 embeddings,
                 sparse_tokens: Some(sparse_tokens?),
                 timings,
-                held,
+                reservation,
             })
         })
         .await
@@ -172,12 +172,12 @@ impl Inference {
         self.score_within(job, None).await
     }
 
-    /// [`Self::score`] within the memory reservation `held`, as [`Self::encode_within`]; the
+    /// [`Self::score`] within the request's memory `reservation`, as [`Self::encode_within`]; the
     /// reservation is given back with the scores.
     pub async fn score_within(
         &self,
         job: ScoreJob,
-        mut held: Option<Reservation>,
+        mut reservation: Option<Reservation>,
     ) -> Result<Scored> {
         let batch_size = check_batch_size(job.options.batch_size)?;
         let _admitted = self.admit()?;
@@ -198,7 +198,7 @@ impl Inference {
                 (Inputs::Texts(queries), options.max_query_length),
                 (Inputs::Texts(passages), options.max_passage_length),
             ];
-            let (computed, timings) = self.embed(parts, asked, &mut held).await?;
+            let (computed, timings) = self.embed(parts, asked, &mut reservation).await?;
             let mut queries = computed.embeddings;
             let tokens = queries.iter().map(|e| e.tokens).sum();
             let scores = blocking(move || {
@@ -206,7 +206,7 @@ impl Inference {
                 bge_m3_core::score_pairs(&queries, &passages, options.weights)
             })
             .await??;
-            drop(held);
+            drop(reservation);
             Ok(Scored {
                 scores,
                 tokens,
@@ -216,23 +216,23 @@ impl Inference {
         .await
     }
 
-    /// What every job does before its answer is written: grows the reservation `held` to the
-    /// bound of the token ids of `parts` (inputs and the length they are truncated to),
-    /// tokenizes them in order, growing it as soon as the answer is known to need more (see
-    /// [`AnswerSize`]), sets it to their ids and the embeddings `asked` will give, and runs
-    /// them through the model's thread.
+    /// What every job does before its answer is written: grows the request's memory
+    /// `reservation` to the bound of the token ids of `parts` (inputs and the length they are
+    /// truncated to), tokenizes them in order, growing it as soon as the answer is known to need
+    /// more (see [`AnswerSize`]), sets it to their ids and the embeddings `asked` will give, and
+    /// runs them through the model's thread.
     async fn embed(
         &self,
         parts: Vec<(Inputs, usize)>,
         asked: Asked,
-        held: &mut Option<Reservation>,
+        reservation: &mut Option<Reservation>,
     ) -> Result<(Computed, Timings)> {
         let Asked {
             outputs,
             sparse_tokens,
             batch_size,
         } = asked;
-        if let Some(held) = held.as_mut() {
+        if let Some(reservation) = reservation.as_mut() {
             let bound = parts
                 .iter()
                 .map(|(inputs, max_length)| match inputs {
@@ -240,14 +240,14 @@ impl Inference {
                     Inputs::TokenIds(ids) => ids_of(ids, *max_length),
                 })
                 .sum::<u64>();
-            held.resize(held.bytes() + bound, Need::Tokens)?;
+            reservation.resize(reservation.bytes() + bound, Need::Tokens)?;
         }
         let texts = parts.iter().map(|(inputs, _)| inputs.len()).sum();
         let measure = Measure {
             outputs,
             sparse_tokens,
         };
-        let mut size = AnswerSize::new(held, &self.inner.model, measure, texts);
+        let mut size = AnswerSize::new(reservation, &self.inner.model, measure, texts);
         let start = Instant::now();
         let mut tokenized = Tokenized::default();
         for (inputs, max_length) in parts {

@@ -382,9 +382,9 @@ async fn tokenize_reserves_its_texts_and_tokens_and_is_refused_past_the_budget()
     let (inference, _gate) = gated(InferenceOptions::default());
     let budget = MemoryBudget::new(1 << 20);
     let texts = ["What is BGE M3?", "", "Le chat est assis sur le tapis."];
-    let held = budget.empty();
+    let reservation = budget.empty();
     let tokens = inference
-        .text_tokens(tokenize_job(&texts), Some(held))
+        .text_tokens(tokenize_job(&texts), Some(reservation))
         .await
         .unwrap();
     let tokenizer = tiny();
@@ -399,12 +399,12 @@ async fn tokenize_reserves_its_texts_and_tokens_and_is_refused_past_the_budget()
             .map(|t| memory::Cost::text_tokens(t.len()))
             .sum::<u64>();
     // Rounded up to the budget's unit of 1 KiB.
-    let held = tokens.held.as_ref().unwrap().bytes();
+    let reserved = tokens.reservation.as_ref().unwrap().bytes();
     assert!(
-        held >= expected && held < expected + 1024,
-        "{held} for {expected}"
+        reserved >= expected && reserved < expected + 1024,
+        "{reserved} for {expected}"
     );
-    assert_eq!(budget.in_use(), held);
+    assert_eq!(budget.in_use(), reserved);
     drop(tokens);
     assert_eq!(budget.in_use(), 0);
 
@@ -432,7 +432,10 @@ async fn tokenize_reserves_its_texts_and_tokens_and_is_refused_past_the_budget()
         .text_tokens(tokenize_job(&[&long]), Some(budget.empty()))
         .await
         .unwrap();
-    assert_eq!(budget.in_use(), tokens.held.as_ref().unwrap().bytes());
+    assert_eq!(
+        budget.in_use(),
+        tokens.reservation.as_ref().unwrap().bytes()
+    );
 }
 
 #[actix_web::test]
@@ -449,10 +452,10 @@ async fn decode_reserves_its_texts_and_gives_them_back() {
     assert_eq!(decoded.texts, texts);
     let expected =
         memory::Cost::ANSWER_BUFFER + texts.iter().map(|t| memory::Cost::decoded(t)).sum::<u64>();
-    let held = decoded.held.as_ref().unwrap().bytes();
+    let reserved = decoded.reservation.as_ref().unwrap().bytes();
     assert!(
-        held >= expected && held < expected + 1024,
-        "{held} for {expected}"
+        reserved >= expected && reserved < expected + 1024,
+        "{reserved} for {expected}"
     );
     drop(decoded);
     assert_eq!(budget.in_use(), 0);

@@ -164,7 +164,7 @@ pub(super) fn ids_of(ids: &[Vec<u32>], max_length: usize) -> u64 {
 /// never fit is refused with 413 (or 429 when there is no room for it now) after the chunk that
 /// shows it, rather than after the whole request was tokenized.
 pub(super) struct AnswerSize<'a> {
-    held: &'a mut Option<Reservation>,
+    reservation: &'a mut Option<Reservation>,
     measure: Measure,
     /// What each text not tokenized yet holds at least.
     smallest: u64,
@@ -174,7 +174,7 @@ pub(super) struct AnswerSize<'a> {
 
 impl<'a> AnswerSize<'a> {
     pub fn new(
-        held: &'a mut Option<Reservation>,
+        reservation: &'a mut Option<Reservation>,
         model: &BgeM3,
         measure: Measure,
         texts: usize,
@@ -182,7 +182,7 @@ impl<'a> AnswerSize<'a> {
         let smallest = Cost::sequence(TextShape::SMALLEST.ids)
             + model.output_bytes(TextShape::SMALLEST, measure.outputs, measure.sparse_tokens);
         Self {
-            held,
+            reservation,
             measure,
             smallest,
             untokenized: texts,
@@ -192,27 +192,27 @@ impl<'a> AnswerSize<'a> {
 
     /// What to measure of each tokenized text: nothing without a budget.
     pub fn measure(&self) -> Option<Measure> {
-        self.held.is_some().then_some(self.measure)
+        self.reservation.is_some().then_some(self.measure)
     }
 
     /// Checks the size once `texts` more texts, holding `bytes`, are tokenized.
     pub fn tokenized(&mut self, texts: usize, bytes: u64) -> Result<()> {
         self.untokenized = self.untokenized.saturating_sub(texts);
         self.known += bytes;
-        let Some(held) = self.held.as_mut() else {
+        let Some(reservation) = self.reservation.as_mut() else {
             return Ok(());
         };
         let least = self.known + self.smallest * self.untokenized as u64;
-        if least > held.bytes() {
-            held.resize(least, Need::Answer)?;
+        if least > reservation.bytes() {
+            reservation.resize(least, Need::Answer)?;
         }
         Ok(())
     }
 
     /// Sets the reservation to the answer, every text tokenized.
     pub fn settle(self) -> Result<()> {
-        if let Some(held) = self.held.as_mut() {
-            held.resize(self.known, Need::Answer)?;
+        if let Some(reservation) = self.reservation.as_mut() {
+            reservation.resize(self.known, Need::Answer)?;
         }
         Ok(())
     }

@@ -34,7 +34,7 @@ pub struct TextTokens {
     pub tokenization: Duration,
     /// The request's memory reservation, now the size of these texts and tokens: keep it until
     /// the answer is written.
-    pub held: Option<Reservation>,
+    pub reservation: Option<Reservation>,
 }
 
 /// A validated `/decode` request: every id in the vocabulary.
@@ -53,20 +53,20 @@ pub struct Decoded {
     pub decoding: Duration,
     /// The request's memory reservation, now the size of these texts: keep it until the answer
     /// is written.
-    pub held: Option<Reservation>,
+    pub reservation: Option<Reservation>,
 }
 
 impl Inference {
-    /// `/tokenize`: each text's tokens and their spans, not truncated, within the memory
-    /// reservation `held`. Admitted like every request (429 when the queue is full) and bounded
-    /// by the request timeout; the reservation first grows to the texts and the most tokens
+    /// `/tokenize`: each text's tokens and their spans, not truncated, within the request's
+    /// memory `reservation`. Admitted like every request (429 when the queue is full) and
+    /// bounded by the request timeout; the reservation first grows to the texts and the most tokens
     /// they can have (one per byte, see [`Cost::text_tokens_bound`]), then follows the tokens
     /// found, chunk by chunk of [`TOKENIZE_CHUNK_BYTES`] on the tokenizer pool (429 or 413 when
     /// it does not fit). A request whose future is dropped stops after the chunk at hand.
     pub async fn text_tokens(
         &self,
         job: TokenizeJob,
-        mut held: Option<Reservation>,
+        mut reservation: Option<Reservation>,
     ) -> Result<TextTokens> {
         let _admitted = self.admit()?;
         self.within_timeout(async move {
@@ -83,8 +83,8 @@ impl Inference {
             // What is known (the texts, the tokens found), and the bound of the rest.
             let mut known = Cost::ANSWER_BUFFER + Cost::texts(&texts);
             let mut pending = bound(&texts);
-            if let Some(held) = held.as_mut() {
-                held.resize(known + pending, Need::Tokens)?;
+            if let Some(reservation) = reservation.as_mut() {
+                reservation.resize(known + pending, Need::Tokens)?;
             }
             let start = Instant::now();
             let texts = Arc::new(texts);
@@ -102,8 +102,8 @@ impl Inference {
                     .map(|t| Cost::text_tokens(t.len()))
                     .sum::<u64>();
                 tokens.extend(chunk);
-                if let Some(held) = held.as_mut() {
-                    held.resize(known + pending, Need::Tokens)?;
+                if let Some(reservation) = reservation.as_mut() {
+                    reservation.resize(known + pending, Need::Tokens)?;
                 }
             }
             let tokenization = start.elapsed();
@@ -114,18 +114,22 @@ impl Inference {
                 texts,
                 tokens,
                 tokenization,
-                held,
+                reservation,
             })
         })
         .await
     }
 
-    /// `/decode`: the text of each list of ids, within the memory reservation `held`. Admitted
-    /// and bounded by the request timeout like every request; the lists are decoded in chunks
-    /// of [`DECODE_CHUNK_IDS`] ids on the tokenizer pool, and after each the reservation
-    /// becomes the ids still to decode and the texts decoded (429 or 413 when it does not
-    /// fit). A request whose future is dropped stops after the chunk at hand.
-    pub async fn decode(&self, job: DecodeJob, mut held: Option<Reservation>) -> Result<Decoded> {
+    /// `/decode`: the text of each list of ids, within the request's memory `reservation`.
+    /// Admitted and bounded by the request timeout like every request; the lists are decoded in
+    /// chunks of [`DECODE_CHUNK_IDS`] ids on the tokenizer pool, and after each the reservation
+    /// becomes the ids still to decode and the texts decoded (429 or 413 when it does not fit).
+    /// A request whose future is dropped stops after the chunk at hand.
+    pub async fn decode(
+        &self,
+        job: DecodeJob,
+        mut reservation: Option<Reservation>,
+    ) -> Result<Decoded> {
         let _admitted = self.admit()?;
         self.within_timeout(async move {
             let DecodeJob {
@@ -152,14 +156,14 @@ impl Inference {
                     .await??;
                 known += decoded.iter().map(|t| Cost::decoded(t)).sum::<u64>();
                 texts.extend(decoded);
-                if let Some(held) = held.as_mut() {
-                    held.resize(known + waiting, Need::Answer)?;
+                if let Some(reservation) = reservation.as_mut() {
+                    reservation.resize(known + waiting, Need::Answer)?;
                 }
             }
             Ok(Decoded {
                 texts,
                 decoding: start.elapsed(),
-                held,
+                reservation,
             })
         })
         .await

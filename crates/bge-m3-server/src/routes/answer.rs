@@ -30,9 +30,9 @@ pub(crate) const CHUNK: usize = 64 << 10;
 /// Answers this long or shorter are written at once, with a `Content-Length`.
 pub(crate) const SMALL: usize = 256 << 10;
 
-/// A 200 JSON answer made of `pieces`; `held` is given back once it is written (at once for a
-/// small answer).
-pub(crate) fn respond(mut pieces: Pieces, held: Option<Reservation>) -> HttpResponse {
+/// A 200 JSON answer made of `pieces`; `reservation` is given back once it is written (at once
+/// for a small answer).
+pub(crate) fn respond(mut pieces: Pieces, reservation: Option<Reservation>) -> HttpResponse {
     let mut first = Vec::new();
     for piece in pieces.by_ref() {
         first.extend_from_slice(&piece);
@@ -42,7 +42,7 @@ pub(crate) fn respond(mut pieces: Pieces, held: Option<Reservation>) -> HttpResp
                 .body(Streamed {
                     first: Some(first),
                     pieces,
-                    held,
+                    reservation,
                 });
         }
     }
@@ -56,7 +56,7 @@ struct Streamed {
     /// What [`respond`] serialized before it knew the answer was large.
     first: Option<Vec<u8>>,
     pieces: Pieces,
-    held: Option<Reservation>,
+    reservation: Option<Reservation>,
 }
 
 impl MessageBody for Streamed {
@@ -84,7 +84,7 @@ impl MessageBody for Streamed {
         if chunk.is_empty() {
             // Written: the embeddings are gone, and so is their reservation.
             this.pieces = Box::new(std::iter::empty());
-            this.held = None;
+            this.reservation = None;
             return Poll::Ready(None);
         }
         Poll::Ready(Some(Ok(Bytes::from(chunk))))
@@ -173,12 +173,12 @@ mod tests {
         assert_eq!(small.body().size(), BodySize::Sized(7));
 
         let budget = MemoryBudget::new(1 << 30);
-        let held = budget.reserve(10 << 20, Need::Answer).unwrap();
+        let reservation = budget.reserve(10 << 20, Need::Answer).unwrap();
         let rows: Vec<Vec<f32>> = (0..20_000).map(|i| vec![i as f32; 8]).collect();
         let expected = serde_json::to_vec(&rows).unwrap();
-        let large = respond(Box::new(array(rows.into_iter())), Some(held));
+        let large = respond(Box::new(array(rows.into_iter())), Some(reservation));
         assert_eq!(large.body().size(), BodySize::Stream);
-        assert_eq!(budget.in_use(), 10 << 20, "held while unwritten");
+        assert_eq!(budget.in_use(), 10 << 20, "reservation while unwritten");
         let body = to_bytes(large.into_body()).await.unwrap();
         assert_eq!(body, expected);
         assert_eq!(budget.in_use(), 0, "given back once written");

@@ -99,12 +99,12 @@ impl EmbeddingsRequest {
 async fn embed(
     state: &AppState,
     request: EmbeddingsRequest,
-    held: Option<crate::inference::memory::Reservation>,
+    reservation: Option<crate::inference::memory::Reservation>,
 ) -> Result<(Encoded, Format, Outputs)> {
     let ready = state.ready()?;
     let (job, format) = request.validate(state, &ready.info)?;
     let outputs = job.options.outputs;
-    let encoded = ready.inference.encode_within(job, held).await?;
+    let encoded = ready.inference.encode_within(job, reservation).await?;
     Ok((encoded, format, outputs))
 }
 
@@ -170,9 +170,9 @@ struct OpenAiItem {
 )]
 pub(crate) async fn openai(
     state: web::Data<AppState>,
-    Json(request, held): Json<EmbeddingsRequest>,
+    Json(request, reservation): Json<EmbeddingsRequest>,
 ) -> Result<HttpResponse> {
-    let (encoded, mut format, _) = embed(&state, request, held).await?;
+    let (encoded, mut format, _) = embed(&state, request, reservation).await?;
     // OpenAI's SDK asks for base64 by default and decodes `embedding` alone: `dense` and
     // `colbert` stay JSON numbers, or its users would get them undecoded.
     let encoding = std::mem::take(&mut format.encoding);
@@ -187,7 +187,7 @@ pub(crate) async fn openai(
         tokens,
     );
     Ok(answered(
-        answer::respond(pieces, encoded.held),
+        answer::respond(pieces, encoded.reservation),
         tokens,
         timings,
     ))
@@ -281,9 +281,9 @@ struct NativeResponse {
 )]
 pub(crate) async fn native(
     state: web::Data<AppState>,
-    Json(request, held): Json<EmbeddingsRequest>,
+    Json(request, reservation): Json<EmbeddingsRequest>,
 ) -> Result<HttpResponse> {
-    let (encoded, format, outputs) = embed(&state, request, held).await?;
+    let (encoded, format, outputs) = embed(&state, request, reservation).await?;
     let tokens = encoded.tokens();
     let timings = encoded.timings;
     let pieces = native_pieces(
@@ -294,7 +294,7 @@ pub(crate) async fn native(
         tokens,
     );
     Ok(answered(
-        answer::respond(pieces, encoded.held),
+        answer::respond(pieces, encoded.reservation),
         tokens,
         timings,
     ))

@@ -25,9 +25,17 @@ use crate::{Error, Result};
 ///   `Content-Encoding` other than `identity` is a 415: bodies are not decompressed.
 /// - A syntax error is a 400 `invalid_json`; a wrong type or value is a 400 naming the field
 ///   by its JSON path (`input_type.dense`).
+/// - A body of [`BLOCKING_PARSE_BYTES`] bytes or more is parsed on the blocking pool
+///   (`web::block`), so that the worker goes on serving its other connections meanwhile.
 pub struct Json<T>(pub T, pub Option<Reservation>);
 
-impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+/// Bodies of this many bytes or more are parsed on the blocking pool; a shorter one on the actix
+/// worker itself, which it holds for under a millisecond (16 MiB of short inputs took
+/// about 160 ms to read and parse in a release build: docs/BENCHMARKS.md, "The JSON body's
+/// parse").
+pub(crate) const BLOCKING_PARSE_BYTES: usize = 64 << 10;
+
+impl<T: DeserializeOwned + Send + 'static> FromRequest for Json<T> {
     type Error = Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self>>>>;
 
@@ -37,7 +45,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
         let limit = state
             .as_ref()
             .map_or(0, |state| state.limits().max_body_bytes);
-        let held = match (&checked, &state) {
+        let reservation = match (&checked, &state) {
             (Ok(()), Some(state)) => {
                 let announced = req
                     .headers()
@@ -53,7 +61,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
         let body = web::Bytes::from_request(req, payload);
         Box::pin(async move {
             checked?;
-            let held = held.transpose()?;
+            let reservation = reservation.transpose()?;
             let read = async {
                 body.await.map_err(|e| match e.as_error::<PayloadError>() {
                     Some(PayloadError::Overflow) => Error::BodyTooLarge { limit },
@@ -72,8 +80,15 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
                     }
                 })??,
             };
-            let value = parse(&body)?;
-            Ok(Json(value, held))
+            if body.len() < BLOCKING_PARSE_BYTES {
+                return Ok(Json(parse(&body)?, reservation));
+            }
+            // The reservation goes with the parse, so that a client that leaves meanwhile
+            // frees its share of the budget only once the parse has.
+            let (value, reservation) = web::block(move || (parse(&body), reservation))
+                .await
+                .map_err(|e| Error::Internal(format!("the parse of a request body failed: {e}")))?;
+            Ok(Json(value?, reservation))
         })
     }
 }
@@ -195,7 +210,70 @@ fn describe(e: &serde_json::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::mpsc;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+    use tokio::sync::oneshot;
+
     use super::*;
+
+    /// What the parse of [`Waits`] signals when it begins, and what it waits for then.
+    type Parsing = (oneshot::Sender<()>, mpsc::Receiver<()>);
+    static PARSING: Mutex<Option<Parsing>> = Mutex::new(None);
+
+    /// A value whose parse says that it has begun, then waits (60 s at most) for a signal that
+    /// another task of the test's runtime sends.
+    struct Waits;
+
+    impl<'de> Deserialize<'de> for Waits {
+        fn deserialize<D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> std::result::Result<Self, D::Error> {
+            serde::de::IgnoredAny::deserialize(deserializer)?;
+            let (begun, go) = PARSING.lock().unwrap().take().expect("one parse");
+            begun.send(()).unwrap();
+            go.recv_timeout(Duration::from_secs(60)).map_err(|_| {
+                serde::de::Error::custom("the runtime did not run while the body was parsed")
+            })?;
+            Ok(Waits)
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[allow(dead_code)]
+    struct Large {
+        waits: Waits,
+        pad: String,
+    }
+
+    /// Issue 24: a 16 MiB body was parsed on the actix worker, which served none of its other
+    /// connections meanwhile. On the test's runtime (one thread, as a worker's), the parse of a
+    /// large body waits for another task: it ends only if it runs off the runtime's thread.
+    #[actix_web::test]
+    async fn a_large_body_is_parsed_off_the_worker() {
+        let (begun, has_begun) = oneshot::channel();
+        let (go, wait_for_go) = mpsc::channel();
+        *PARSING.lock().unwrap() = Some((begun, wait_for_go));
+        let body = format!(
+            r#"{{"waits": null, "pad": "{}"}}"#,
+            "x".repeat(BLOCKING_PARSE_BYTES)
+        );
+        let (req, mut payload) = actix_web::test::TestRequest::post()
+            .insert_header((header::CONTENT_TYPE, "application/json"))
+            .set_payload(body)
+            .to_http_parts();
+        let other_task = async {
+            has_begun.await.unwrap();
+            let _ = go.send(());
+        };
+        let (parsed, ()) =
+            tokio::join!(Json::<Large>::from_request(&req, &mut payload), other_task);
+        if let Err(e) = parsed {
+            panic!("{e}");
+        }
+    }
 
     #[derive(Debug, serde::Deserialize)]
     #[allow(dead_code)]

@@ -55,7 +55,7 @@ struct Ranking {
 /// Scores every document against the query and sorts them, best first (ties in request
 /// order).
 /// Ranks `query`'s documents within the request's memory reservation.
-async fn rank(state: &AppState, query: Query, held: Option<Reservation>) -> Result<Ranking> {
+async fn rank(state: &AppState, query: Query, reservation: Option<Reservation>) -> Result<Ranking> {
     let ready = state.ready()?;
     let limits = state.limits();
     input::check_text_lengths(
@@ -80,7 +80,7 @@ async fn rank(state: &AppState, query: Query, held: Option<Reservation>) -> Resu
         .inference
         .score_within(
             ScoreJob::rerank(query.query, query.documents, options),
-            held,
+            reservation,
         )
         .await?;
     let mut ranked: Vec<Ranked> = scored
@@ -163,7 +163,7 @@ struct TeiRank<'a> {
 )]
 pub(crate) async fn tei(
     state: web::Data<AppState>,
-    Json(request, held): Json<TeiRerankRequest>,
+    Json(request, reservation): Json<TeiRerankRequest>,
 ) -> Result<HttpResponse> {
     input::check_truncation_direction(request.truncation_direction.as_deref())?;
     let query = required_query(request.query)?;
@@ -178,7 +178,7 @@ pub(crate) async fn tei(
             weights: request.weights,
             max_passage_length: None,
         },
-        held,
+        reservation,
     )
     .await?;
     let body: Vec<TeiRank> = ranking
@@ -368,7 +368,7 @@ enum CohereVersion {
 async fn cohere(
     state: &AppState,
     request: CohereRerankRequest,
-    held: Option<Reservation>,
+    reservation: Option<Reservation>,
     version: CohereVersion,
 ) -> Result<HttpResponse> {
     state.check_model(request.model.as_deref())?;
@@ -397,7 +397,7 @@ async fn cohere(
             weights: request.weights,
             max_passage_length: Integer::get(request.max_tokens_per_doc),
         },
-        held,
+        reservation,
     )
     .await?;
     let results = ranking
@@ -448,9 +448,9 @@ async fn cohere(
 )]
 pub(crate) async fn cohere_v1(
     state: web::Data<AppState>,
-    Json(request, held): Json<CohereRerankRequest>,
+    Json(request, reservation): Json<CohereRerankRequest>,
 ) -> Result<HttpResponse> {
-    cohere(&state, request, held, CohereVersion::V1).await
+    cohere(&state, request, reservation, CohereVersion::V1).await
 }
 
 /// `POST /v2/rerank`.
@@ -469,9 +469,9 @@ pub(crate) async fn cohere_v1(
 )]
 pub(crate) async fn cohere_v2(
     state: web::Data<AppState>,
-    Json(request, held): Json<CohereRerankRequest>,
+    Json(request, reservation): Json<CohereRerankRequest>,
 ) -> Result<HttpResponse> {
-    cohere(&state, request, held, CohereVersion::V2).await
+    cohere(&state, request, reservation, CohereVersion::V2).await
 }
 
 #[cfg(test)]

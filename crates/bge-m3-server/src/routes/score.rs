@@ -124,11 +124,11 @@ struct ScoreResponse {
 )]
 pub(crate) async fn score(
     state: web::Data<AppState>,
-    Json(request, held): Json<ScoreRequest>,
+    Json(request, reservation): Json<ScoreRequest>,
 ) -> Result<HttpResponse> {
     let ready = state.ready()?;
     let job = request.validate(&state, &ready.info)?;
-    let scored = ready.inference.score_within(job, held).await?;
+    let scored = ready.inference.score_within(job, reservation).await?;
     let pick = |f: fn(&bge_m3_core::PairScores) -> f32| scored.scores.iter().map(f).collect();
     let response = ScoreResponse {
         dense: pick(|s| s.dense),

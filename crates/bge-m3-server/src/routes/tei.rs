@@ -83,24 +83,24 @@ impl EmbedRequest {
 async fn encode(
     state: &AppState,
     request: EmbedRequest,
-    held: Option<Reservation>,
+    reservation: Option<Reservation>,
     outputs: Outputs,
 ) -> Result<(Encoded, Option<usize>)> {
     let (job, dimensions) = request.job(state, outputs)?;
     let inference = &state.ready()?.inference;
-    Ok((inference.encode_within(job, held).await?, dimensions))
+    Ok((inference.encode_within(job, reservation).await?, dimensions))
 }
 
-/// A JSON array of `values`, written one element at a time as the client reads it; `held` goes
-/// back once it is written.
+/// A JSON array of `values`, written one element at a time as the client reads it;
+/// `reservation` goes back once it is written.
 fn respond_array<T: Serialize + 'static>(
     values: Vec<T>,
-    held: Option<Reservation>,
+    reservation: Option<Reservation>,
     tokens: usize,
     timings: Timings,
 ) -> HttpResponse {
     answered(
-        answer::respond(Box::new(array(values.into_iter())), held),
+        answer::respond(Box::new(array(values.into_iter())), reservation),
         tokens,
         timings,
     )
@@ -126,14 +126,14 @@ fn missing(output: &str) -> Error {
 )]
 pub(crate) async fn embed(
     state: web::Data<AppState>,
-    Json(request, held): Json<EmbedRequest>,
+    Json(request, reservation): Json<EmbedRequest>,
 ) -> Result<HttpResponse> {
     let outputs = Outputs {
         dense: true,
         sparse: false,
         colbert: false,
     };
-    let (encoded, dimensions) = encode(&state, request, held, outputs).await?;
+    let (encoded, dimensions) = encode(&state, request, reservation, outputs).await?;
     let tokens = encoded.tokens();
     let vectors = encoded
         .embeddings
@@ -148,7 +148,7 @@ pub(crate) async fn embed(
         .collect::<Result<Vec<Vec<f32>>>>()?;
     Ok(respond_array(
         vectors,
-        encoded.held,
+        encoded.reservation,
         tokens,
         encoded.timings,
     ))
@@ -203,14 +203,14 @@ struct SparseValue {
 )]
 pub(crate) async fn embed_sparse(
     state: web::Data<AppState>,
-    Json(request, held): Json<EmbedRequest>,
+    Json(request, reservation): Json<EmbedRequest>,
 ) -> Result<HttpResponse> {
     let outputs = Outputs {
         dense: false,
         sparse: true,
         colbert: false,
     };
-    let (encoded, _) = encode(&state, request, held, outputs).await?;
+    let (encoded, _) = encode(&state, request, reservation, outputs).await?;
     let tokens = encoded.tokens();
     let weights = encoded
         .embeddings
@@ -226,7 +226,7 @@ pub(crate) async fn embed_sparse(
         .collect::<Result<Vec<Vec<SparseValue>>>>()?;
     Ok(respond_array(
         weights,
-        encoded.held,
+        encoded.reservation,
         tokens,
         encoded.timings,
     ))
@@ -249,21 +249,26 @@ pub(crate) async fn embed_sparse(
 )]
 pub(crate) async fn embed_all(
     state: web::Data<AppState>,
-    Json(request, held): Json<EmbedRequest>,
+    Json(request, reservation): Json<EmbedRequest>,
 ) -> Result<HttpResponse> {
     let outputs = Outputs {
         dense: false,
         sparse: false,
         colbert: true,
     };
-    let (encoded, _) = encode(&state, request, held, outputs).await?;
+    let (encoded, _) = encode(&state, request, reservation, outputs).await?;
     let tokens = encoded.tokens();
     let rows = encoded
         .embeddings
         .into_iter()
         .map(|e| e.colbert.ok_or_else(|| missing("colbert")))
         .collect::<Result<Vec<Vec<Vec<f32>>>>>()?;
-    Ok(respond_array(rows, encoded.held, tokens, encoded.timings))
+    Ok(respond_array(
+        rows,
+        encoded.reservation,
+        tokens,
+        encoded.timings,
+    ))
 }
 
 /// `/info`'s `model_type`: an embedding model with CLS pooling.

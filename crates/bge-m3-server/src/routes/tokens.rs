@@ -64,7 +64,7 @@ struct SimpleToken {
 )]
 pub(crate) async fn tokenize(
     state: web::Data<AppState>,
-    Json(request, held): Json<TokenizeRequest>,
+    Json(request, reservation): Json<TokenizeRequest>,
 ) -> Result<HttpResponse> {
     if let Some(name) = request.prompt_name {
         return Err(Error::invalid(
@@ -78,12 +78,12 @@ pub(crate) async fn tokenize(
         add_special_tokens: request.add_special_tokens.unwrap_or(true),
     };
     let ready = state.ready()?;
-    let tokens = ready.inference.text_tokens(job, held).await?;
+    let tokens = ready.inference.text_tokens(job, reservation).await?;
     let count = tokens.tokens.iter().map(Vec::len).sum();
     let tokenization = tokens.tokenization;
     let pieces = token_pieces(tokens.texts, tokens.tokens, ready.inference.model().clone());
     Ok(tokenized(
-        answer::respond(pieces, tokens.held),
+        answer::respond(pieces, tokens.reservation),
         count,
         tokenization,
     ))
@@ -225,7 +225,7 @@ pub(crate) struct DecodeRequest {
 )]
 pub(crate) async fn decode(
     state: web::Data<AppState>,
-    Json(request, held): Json<DecodeRequest>,
+    Json(request, reservation): Json<DecodeRequest>,
 ) -> Result<HttpResponse> {
     let Ids(lists) = request.ids.ok_or_else(|| Error::missing("ids"))?;
     let info = &state.ready()?.info;
@@ -239,10 +239,10 @@ pub(crate) async fn decode(
         ids: lists,
         skip_special_tokens: request.skip_special_tokens.unwrap_or(true),
     };
-    let decoded = state.ready()?.inference.decode(job, held).await?;
+    let decoded = state.ready()?.inference.decode(job, reservation).await?;
     let pieces = Box::new(array(decoded.texts.into_iter()));
     Ok(tokenized(
-        answer::respond(pieces, decoded.held),
+        answer::respond(pieces, decoded.reservation),
         ids,
         decoded.decoding,
     ))

@@ -6,6 +6,9 @@
 //! "Reliability" of `docs/BENCHMARKS.md` reports them.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bge_m3_test_support::eventually;
 
 use serde_json::Value;
 
@@ -40,6 +43,23 @@ const JSON: Option<&str> = Some("application/json");
 fn heavy() -> MutexGuard<'static, ()> {
     static HEAVY: Mutex<()> = Mutex::new(());
     HEAVY.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// How long after an answer the tests read what the server's RSS still keeps: until it is
+/// within their bound, for up to this long. The allocator gives memory back on a thread of its
+/// own after a large request (`inference::memory::trim_soon`), which a loaded machine delays:
+/// the bound holds once that has run, not at a moment a sleep guessed.
+const KEPT_WITHIN: Duration = Duration::from_secs(30);
+
+/// What the server's RSS keeps over `base` (MiB), read until it is at most `bound` for up to
+/// [`KEPT_WITHIN`]: the last reading, and when it fell within the bound.
+fn kept_mib(server: &Server, base: f64, bound: f64) -> (f64, Option<Duration>) {
+    let mut kept = f64::INFINITY;
+    let fell = eventually(KEPT_WITHIN, || {
+        kept = server.rss_mib() - base;
+        kept <= bound
+    });
+    (kept, fell)
 }
 
 /// Resets the kernel's high-water mark of the server's RSS (`VmHWM`).
