@@ -11,26 +11,7 @@
 
 use super::*;
 use crate::cpu::matmul::{matmul_here, PackedMatrix};
-
-#[repr(C)]
-struct Timespec {
-    sec: i64,
-    nsec: i64,
-}
-unsafe extern "C" {
-    /// POSIX `clock_gettime(2)`, from the C library the standard library links.
-    fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
-}
-/// Linux's `CLOCK_THREAD_CPUTIME_ID`.
-const THREAD_CPU_CLOCK: i32 = 3;
-
-/// This thread's CPU time in seconds.
-fn cpu_now() -> f64 {
-    let mut ts = Timespec { sec: 0, nsec: 0 };
-    // SAFETY: `ts` is a valid, writable timespec for the call.
-    unsafe { clock_gettime(THREAD_CPU_CLOCK, &mut ts) };
-    ts.sec as f64 + ts.nsec as f64 * 1e-9
-}
+use crate::cpu::testing::{cpu_now, shapes};
 
 /// The best of three of `work` repeated `iters` times: operations per CPU-second.
 fn best(ops: f64, iters: usize, mut work: impl FnMut()) -> f64 {
@@ -48,25 +29,15 @@ fn best(ops: f64, iters: usize, mut work: impl FnMut()) -> f64 {
 #[test]
 #[ignore]
 fn speed() {
-    let shapes: Vec<(usize, usize, usize)> = std::env::var("SHAPES")
-        .ok()
-        .map(|s| {
-            s.split(',')
-                .map(|t| {
-                    let v: Vec<usize> = t.split('x').map(|x| x.parse().unwrap()).collect();
-                    (v[0], v[1], v[2])
-                })
-                .collect()
-        })
-        .unwrap_or(vec![
-            (1, 3072, 1024),
-            (22, 3072, 1024),
-            (22, 1024, 4096),
-            (96, 3072, 1024),
-            (320, 4096, 1024),
-            (320, 1024, 4096),
-            (2048, 4096, 1024),
-        ]);
+    let shapes = shapes(&[
+        (1, 3072, 1024),
+        (22, 3072, 1024),
+        (22, 1024, 4096),
+        (96, 3072, 1024),
+        (320, 4096, 1024),
+        (320, 1024, 4096),
+        (2048, 4096, 1024),
+    ]);
     // One thread: the products' own pool would otherwise be the machine's.
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(1)

@@ -10,26 +10,7 @@
 //! disturbs them less.
 
 use super::*;
-
-#[repr(C)]
-struct Timespec {
-    sec: i64,
-    nsec: i64,
-}
-unsafe extern "C" {
-    /// POSIX `clock_gettime(2)`, from the C library the standard library links.
-    fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
-}
-/// Linux's `CLOCK_THREAD_CPUTIME_ID`.
-const THREAD_CPU_CLOCK: i32 = 3;
-
-/// This thread's CPU time in seconds.
-fn cpu_now() -> f64 {
-    let mut ts = Timespec { sec: 0, nsec: 0 };
-    // SAFETY: `ts` is a valid, writable timespec for the call.
-    unsafe { clock_gettime(THREAD_CPU_CLOCK, &mut ts) };
-    ts.sec as f64 + ts.nsec as f64 * 1e-9
-}
+use crate::cpu::testing::{cpu_now, shapes};
 
 fn gemm_crate(x: &[f32], rows: usize, w: &[f32], n: usize, k: usize, out: &mut [f32]) {
     assert!(x.len() >= rows * k && w.len() >= n * k && out.len() >= rows * n);
@@ -65,24 +46,14 @@ fn gemm_crate(x: &[f32], rows: usize, w: &[f32], n: usize, k: usize, out: &mut [
 #[test]
 #[ignore]
 fn speed() {
-    let shapes: Vec<(usize, usize, usize)> = std::env::var("SHAPES")
-        .ok()
-        .map(|s| {
-            s.split(',')
-                .map(|t| {
-                    let v: Vec<usize> = t.split('x').map(|x| x.parse().unwrap()).collect();
-                    (v[0], v[1], v[2])
-                })
-                .collect()
-        })
-        .unwrap_or(vec![
-            (22, 3072, 1024),
-            (22, 1024, 4096),
-            (96, 3072, 1024),
-            (320, 4096, 1024),
-            (320, 1024, 4096),
-            (2048, 4096, 1024),
-        ]);
+    let shapes = shapes(&[
+        (22, 3072, 1024),
+        (22, 1024, 4096),
+        (96, 3072, 1024),
+        (320, 4096, 1024),
+        (320, 1024, 4096),
+        (2048, 4096, 1024),
+    ]);
     for (rows, n, k) in shapes {
         let x: Vec<f32> = (0..rows * k).map(|i| (i % 7) as f32 * 0.1).collect();
         let w: Vec<f32> = (0..n * k).map(|i| (i % 5) as f32 * 0.1).collect();
