@@ -26,6 +26,7 @@
 
 use rayon::prelude::*;
 
+use super::aligned::Aligned;
 use super::shared::SharedMut;
 
 #[cfg(target_arch = "x86_64")]
@@ -242,10 +243,12 @@ pub(crate) struct QuantizedRows {
     rows: usize,
     /// Inputs per row, a multiple of [`GROUP`] (the padding holds each row's zero point).
     stride: usize,
-    values: Vec<u8>,
+    /// Row-major, each row starting a cache line (so that AMX's 64-byte tile rows read one line
+    /// each).
+    values: Aligned<u8>,
     /// The same values widened to 16 bits, for the kernels that read them so
     /// ([`Kernel::wide_rows`]); empty otherwise.
-    wide: Vec<u16>,
+    wide: Aligned<u16>,
     scales: Vec<f32>,
     zeros: Vec<i32>,
 }
@@ -279,9 +282,9 @@ impl QuantizedRows {
         let stride = inner.next_multiple_of(GROUP);
         self.rows = rows;
         self.stride = stride;
-        self.values.resize(rows * stride, 0);
+        self.values.resize(rows * stride);
         self.wide
-            .resize(if kernel.wide_rows() { rows * stride } else { 0 }, 0);
+            .resize(if kernel.wide_rows() { rows * stride } else { 0 });
         self.scales.resize(rows, 0.0);
         self.zeros.resize(rows, 0);
         if rows == 0 || inner == 0 {
@@ -329,8 +332,8 @@ impl QuantizedRows {
         Self {
             rows,
             stride,
-            wide: values.iter().map(|&v| u16::from(v)).collect(),
-            values,
+            wide: Aligned::from_slice(&values.iter().map(|&v| u16::from(v)).collect::<Vec<_>>()),
+            values: Aligned::from_slice(&values),
             scales,
             zeros,
         }

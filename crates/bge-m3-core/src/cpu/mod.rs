@@ -61,6 +61,7 @@
 ///     assert_eq!(x, [3.0; 8]);
 /// }
 /// ```
+mod aligned;
 #[cfg(target_arch = "x86_64")]
 mod arch;
 #[allow(unsafe_code)]
@@ -84,6 +85,7 @@ use crate::batch::{position_ids, HiddenStates};
 use crate::config::Config;
 use crate::weights::TensorFile;
 use crate::{Error, Result};
+use aligned::Aligned;
 use attention::{Heads, Segments};
 use calibration::LayerRanges;
 use int8::{QuantizedMatrix, QuantizedRows};
@@ -424,13 +426,14 @@ impl CpuEncoder {
             self.layer_forward(layer, &mut x, &segments, &mut ws, None);
         }
         Ok(HiddenStates {
-            rows: Tensor::from_vec(x, (tokens, self.hidden), &Device::Cpu)?,
+            // A copy (of a few MiB, once a pass) out of the buffer that starts a cache line.
+            rows: Tensor::from_slice(&x, (tokens, self.hidden), &Device::Cpu)?,
             starts: segments.into_starts(),
         })
     }
 
     /// The embeddings' output for `sequences` laid end to end, and where each sequence lies.
-    fn embed(&self, sequences: &[&[u32]]) -> Result<(Vec<f32>, Segments)> {
+    fn embed(&self, sequences: &[&[u32]]) -> Result<(Aligned<f32>, Segments)> {
         let ids: Vec<u32> = sequences.iter().flat_map(|s| s.iter().copied()).collect();
         let position_ids: Vec<u32> = sequences
             .iter()
@@ -449,7 +452,7 @@ impl CpuEncoder {
             ));
         }
         let h = self.hidden;
-        let mut x = vec![0f32; ids.len() * h];
+        let mut x = Aligned::new(ids.len() * h);
         let tables = (&self.positions[..], &self.token_type[..]);
         match &self.words {
             Words::F32(words) => {
@@ -529,14 +532,15 @@ impl CpuEncoder {
     }
 }
 
-/// Buffers of one forward pass, reused by every layer.
+/// Buffers of one forward pass, reused by every layer, each starting a cache line (as do the
+/// hidden states and the quantized rows: see [`aligned`]).
 struct Workspace {
-    qkv: Vec<f32>,
-    context: Vec<f32>,
-    attended: Vec<f32>,
+    qkv: Aligned<f32>,
+    context: Aligned<f32>,
+    attended: Aligned<f32>,
     /// The intermediate activations, and before them the projection split into heads
     /// (`(3, heads, tokens, head_dim)`).
-    inner: Vec<f32>,
+    inner: Aligned<f32>,
     /// The int8 products' inputs, quantized.
     quantized: QuantizedRows,
 }
@@ -544,10 +548,10 @@ struct Workspace {
 impl Workspace {
     fn new(tokens: usize, hidden: usize, intermediate: usize) -> Self {
         Self {
-            qkv: vec![0.0; tokens * 3 * hidden],
-            context: vec![0.0; tokens * hidden],
-            attended: vec![0.0; tokens * hidden],
-            inner: vec![0.0; tokens * intermediate.max(3 * hidden)],
+            qkv: Aligned::new(tokens * 3 * hidden),
+            context: Aligned::new(tokens * hidden),
+            attended: Aligned::new(tokens * hidden),
+            inner: Aligned::new(tokens * intermediate.max(3 * hidden)),
             quantized: QuantizedRows::default(),
         }
     }
