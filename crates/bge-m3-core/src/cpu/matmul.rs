@@ -21,7 +21,7 @@
 use rayon::prelude::*;
 
 use super::shared::SharedMut;
-use kernel::{Kernel, Operands, Tile};
+use kernel::{Kernel, Panel};
 
 /// Output columns of one packed panel: two AVX2 registers of f32.
 pub(crate) const NR: usize = 16;
@@ -255,25 +255,20 @@ unsafe fn columns(
                     };
                     let per_tile = ahead.len().div_ceil(tiles);
                     let cols = NR.min(n - panel * NR);
+                    let a = if pack {
+                        (&packed[..], 0, mc)
+                    } else {
+                        (&x[ic * k + k0..], k, mc)
+                    };
+                    let at = offset + ic * ldc + panel * NR;
+                    // SAFETY: the panel writes rows `ic..ic + mc` of the columns of `panel`,
+                    // which the caller promised nothing else accesses; it lives for this
+                    // iteration only.
+                    let mut in_panel = unsafe { Panel::new(a, b, k0 > 0, out, at, (ldc, cols)) };
                     for t in 0..tiles {
                         let first = (t * per_tile).min(ahead.len());
-                        let operands = Operands {
-                            a: if pack {
-                                &packed[t * MR * kc..][..MR * kc]
-                            } else {
-                                &x[(ic + t * MR) * k + k0..]
-                            },
-                            lda: if pack { 0 } else { k },
-                            rows: MR.min(mc - t * MR),
-                            b,
-                            accumulate: k0 > 0,
-                            ahead: &ahead[first..(first + per_tile).min(ahead.len())],
-                        };
-                        let at = offset + (ic + t * MR) * ldc + panel * NR;
-                        // SAFETY: the tile writes rows `ic + t * MR..` of the columns of
-                        // `panel`, which the caller promised nothing else accesses; it lives
-                        // for this iteration only.
-                        let mut tile = unsafe { Tile::new(operands, out, at, (ldc, cols)) };
+                        let ahead = &ahead[first..(first + per_tile).min(ahead.len())];
+                        let mut tile = in_panel.tile(t, ahead);
                         kernel.run(&mut tile);
                     }
                 }

@@ -2,10 +2,11 @@
 //! on AVX2 with fused multiply-adds where the CPU has them, else in plain Rust.
 //!
 //! The proof is split three ways, so that each kernel's body needs none of its own:
-//! - [`Tile::new`] checks every bound (the rows' inputs, the output's extent) and asks its
-//!   caller only that no other task accesses the tile's outputs while it lives;
-//! - the kernels read the inputs without bounds checks ([`Tile::inputs`]) within what
-//!   `Tile::new` checked, and write the outputs through [`Tile::store`];
+//! - [`Panel::new`] checks every bound of a panel's tiles (the rows' inputs, the output's
+//!   extent) and asks its caller only that no other task accesses the panel's outputs while it
+//!   lives; [`Panel::tile`] hands out its tiles, one at a time, within those bounds;
+//! - the kernels read the inputs without bounds checks ([`Tile::inputs`]) within what the
+//!   panel checked, and write the outputs through [`Tile::store`];
 //! - a SIMD kernel takes the token of its CPU features (`cpu::arch`) as its first argument:
 //!   a [`Kernel`] that holds one exists only where run-time detection found them.
 
@@ -15,23 +16,23 @@ use crate::cpu::arch::Avx2Fma;
 use crate::cpu::shared::SharedMut;
 
 /// What one call of the microkernel multiplies: the first `rows` rows of `a` by the panel `b`.
-pub(super) struct Operands<'a> {
+struct Operands<'a> {
     /// The rows' inputs: [`MR`] values per input (packed by `pack_rows`) when `lda` is 0, else
     /// row-major rows `lda` apart.
-    pub(super) a: &'a [f32],
-    pub(super) lda: usize,
+    a: &'a [f32],
+    lda: usize,
     /// Rows of the tile, 1..=[`MR`].
-    pub(super) rows: usize,
+    rows: usize,
     /// The panel's lines, one per input: the tile's `kc` is `b.len()`.
-    pub(super) b: &'a [Line],
+    b: &'a [Line],
     /// Add to the output (a later block of inputs) instead of overwriting it.
-    pub(super) accumulate: bool,
+    accumulate: bool,
     /// Lines of the next panel to prefetch (into L1) while this tile runs, spread evenly over
     /// its inputs.
-    pub(super) ahead: &'a [Line],
+    ahead: &'a [Line],
 }
 
-/// [`Operands`] whose bounds are checked, and where their product goes.
+/// A tile of a [`Panel`], whose bounds the panel checked, and where its product goes.
 pub(super) struct Tile<'a> {
     operands: Operands<'a>,
     /// Row-major output, rows `ldc` apart, of which the first `cols` columns are written.
@@ -40,50 +41,101 @@ pub(super) struct Tile<'a> {
     cols: usize,
 }
 
-impl<'a> Tile<'a> {
-    /// The tile that writes the product of `operands` to elements `offset + i * ldc + j` of
-    /// `out`, for `i < operands.rows` and `j < cols`. Panics if those elements, or the inputs
-    /// of the rows, are out of bounds.
+/// The tiles of one panel of weights for a block of rows: the product of `rows` rows of `a`
+/// by the panel, into `cols` columns of the output. Its bounds are checked once, for all its
+/// tiles, when it is made; [`Panel::tile`] then hands its tiles out one at a time. (Checked
+/// tile by tile, the checks weighed most where tiles are smallest: attention's `q · kᵀ`, 64
+/// inputs deep.)
+pub(super) struct Panel<'a> {
+    /// The rows' inputs: packed tile by tile (`pack_rows`, [`MR`] rows by `b.len()` inputs
+    /// each) when `lda` is 0, else row-major rows `lda` apart.
+    a: &'a [f32],
+    lda: usize,
+    rows: usize,
+    b: &'a [Line],
+    accumulate: bool,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+}
+
+impl<'a> Panel<'a> {
+    /// The panel that writes the product of `rows` rows of `a` (laid out as `lda` says) by
+    /// `b` to elements `offset + i * ldc + j` of `out`, for `i < rows` and `j < cols`, adding
+    /// to them if `accumulate`. Panics if those elements, or the inputs of the rows, are out of
+    /// bounds.
     ///
     /// # Safety
-    /// Nothing else accesses those elements of `out` while the tile lives.
-    // Once per tile, in the product's innermost loop: inlined, the operands stay in registers
-    // (called, they went through the stack, and the checks cost a sixth of a pass).
+    /// Nothing else accesses those elements of `out` while the panel lives.
+    // Once per panel, in the product's loops: inlined, its fields stay in registers.
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub(super) unsafe fn new(
-        operands: Operands<'a>,
+        (a, lda, rows): (&'a [f32], usize, usize),
+        b: &'a [Line],
+        accumulate: bool,
         out: &'a SharedMut<'_>,
         offset: usize,
         (ldc, cols): (usize, usize),
     ) -> Self {
-        let Operands {
-            a, lda, rows, b, ..
-        } = operands;
         assert!(
-            (1..=MR).contains(&rows) && (1..=NR).contains(&cols) && cols <= ldc,
-            "a tile of {rows} x {cols}, rows {ldc} apart"
+            rows >= 1 && (1..=NR).contains(&cols) && cols <= ldc,
+            "a panel of {rows} x {cols}, rows {ldc} apart"
         );
-        if let Some(last) = b.len().checked_sub(1) {
-            let (row, step) = a_layout(lda);
-            let furthest = (rows - 1)
-                .saturating_mul(row)
-                .saturating_add(last.saturating_mul(step));
-            assert!(
-                furthest < a.len(),
-                "{rows} rows of {} inputs past `a`",
-                b.len()
-            );
+        if !b.is_empty() {
+            // One past the furthest input a tile reads: packed, every tile (the last one too)
+            // is `MR` rows of `kc` inputs; row-major, the last row's last input.
+            let end = if lda == 0 {
+                rows.div_ceil(MR).saturating_mul(MR).saturating_mul(b.len())
+            } else {
+                (rows - 1).saturating_mul(lda).saturating_add(b.len())
+            };
+            assert!(end <= a.len(), "{rows} rows of {} inputs past `a`", b.len());
         }
         let extent = (rows - 1).saturating_mul(ldc).saturating_add(cols);
         let c = out.ptr_at(offset, extent);
         Self {
-            operands,
+            a,
+            lda,
+            rows,
+            b,
+            accumulate,
             c,
             ldc,
             cols,
         }
     }
 
+    /// Tile `t`: rows `t * MR..` of the panel, at most [`MR`] of them, prefetching `ahead`
+    /// (lines of the next panel) as it runs. One at a time: the tile borrows the panel.
+    #[inline(always)]
+    pub(super) fn tile(&mut self, t: usize, ahead: &'a [Line]) -> Tile<'_> {
+        let r0 = t * MR;
+        assert!(r0 < self.rows, "tile {t} of a panel of {} rows", self.rows);
+        // Within what `new` checked: packed, tile `t`'s `MR * kc` inputs start at `r0 * kc`;
+        // row-major, its rows are rows `r0..` of the panel's.
+        let start = if self.lda == 0 {
+            r0 * self.b.len()
+        } else {
+            r0 * self.lda
+        };
+        Tile {
+            operands: Operands {
+                a: &self.a[start..],
+                lda: self.lda,
+                rows: MR.min(self.rows - r0),
+                b: self.b,
+                accumulate: self.accumulate,
+                ahead,
+            },
+            c: self.c.wrapping_add(r0 * self.ldc),
+            ldc: self.ldc,
+            cols: self.cols,
+        }
+    }
+}
+
+impl Tile<'_> {
     fn packed(&self) -> bool {
         self.operands.lda == 0
     }
@@ -110,7 +162,8 @@ impl<'a> Tile<'a> {
         };
         std::array::from_fn(|i| {
             // SAFETY: `i < R == rows` and `kk < kc` (the caller's promise), so the index is at
-            // most `(rows - 1) * row + (kc - 1) * step`, which `new` checked is inside `a`.
+            // most `(rows - 1) * row + (kc - 1) * step`, inside `a` (`Panel::new` checked the
+            // panel's furthest input, and `Panel::tile` starts `a` at the tile's first).
             unsafe { self.operands.a.get_unchecked(kk * step + i * row) }
         })
     }
@@ -120,9 +173,10 @@ impl<'a> Tile<'a> {
     fn row(&mut self, i: usize) -> &mut [f32] {
         assert!(i < self.operands.rows);
         let first = self.c.wrapping_add(i * self.ldc);
-        // SAFETY: row `i < rows` of the tile: `new` checked that its `cols` elements lie in the
-        // output, and its caller promised that nothing else accesses them while the tile lives;
-        // the slice borrows the tile mutably, so it is the only one meanwhile.
+        // SAFETY: row `i < rows` of the tile: its panel checked that its `cols` elements lie in
+        // the output, and the panel's maker promised that nothing else accesses them while the
+        // panel lives (the tile borrows the panel); the slice borrows the tile mutably, so it
+        // is the only one meanwhile.
         unsafe { std::slice::from_raw_parts_mut(first, self.cols) }
     }
 
@@ -139,15 +193,6 @@ impl<'a> Tile<'a> {
                 Err(_) => write_row(c, &acc[..cols], accumulate),
             }
         }
-    }
-}
-
-/// The distances, in floats, between a tile's rows and between its consecutive inputs.
-fn a_layout(lda: usize) -> (usize, usize) {
-    if lda == 0 {
-        (1, MR)
-    } else {
-        (lda, 1)
     }
 }
 
@@ -182,7 +227,7 @@ impl Kernel {
 
     /// Runs the kernel on `tile`.
     ///
-    /// A safe call: [`Tile::new`] checked the tile's bounds and took its caller's promise that
+    /// A safe call: the tile's [`Panel`] checked its bounds and took its maker's promise that
     /// no other task accesses its outputs; and the CPU has the features of the kernel chosen,
     /// since a `Kernel::Avx2Fma` holds the token that only detection of AVX2 and FMA makes.
     #[inline(always)]
@@ -283,7 +328,7 @@ fn avx2_fma<const R: usize, const PACKED: bool>(token: Avx2Fma, tile: &mut Tile)
             let x = rows.map(|offset| {
                 // SAFETY: input `g * UNROLL + u` of row `i`, where `g` is this group and `line`
                 // that input's line of `b`, and `offset = i * row`: inside `a` (`check` passed
-                // and `Tile::new` checked the furthest input), which the tile borrows.
+                // and the panel checked the furthest input), which the tile borrows.
                 unsafe { &*a.wrapping_add(u * a_step + offset) }
             });
             step(token, &mut acc, x, line);

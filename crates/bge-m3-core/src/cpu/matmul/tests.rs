@@ -186,3 +186,79 @@ fn every_kernel_matches_f64_on_every_tile_shape() {
         }
     }
 }
+
+/// A panel's bounds are checked once, for all its tiles, before any of them runs: inputs and
+/// outputs short by one element are refused, whether its rows are packed or read in place, and
+/// so is a tile past its rows.
+mod panel_bounds {
+    use super::*;
+    use crate::cpu::matmul::kernel::Panel;
+
+    const KC: usize = 4;
+
+    /// `Panel::new` on `a` (`rows` rows, `lda` as the panel takes it) into `out` from `offset`.
+    fn panel(a: &[f32], lda: usize, rows: usize, out: &mut [f32], offset: usize) {
+        let lines = [Line([0.0; NR]); KC];
+        let out = SharedMut::new(out);
+        // SAFETY: nothing else accesses `out`.
+        let mut panel =
+            unsafe { Panel::new((a, lda, rows), &lines, false, &out, offset, (NR, NR)) };
+        // The panel's last tile, which the checks above cover.
+        let _ = panel.tile((rows - 1) / MR, &[]);
+    }
+
+    #[test]
+    fn fitting_panels_are_taken() {
+        // Packed: two tiles (7 rows) of MR rows by KC inputs each; in place: 7 rows of KC.
+        panel(&[0.0; 2 * MR * KC], 0, MR + 1, &mut [0.0; (MR + 1) * NR], 0);
+        panel(
+            &[0.0; MR * KC + KC],
+            KC,
+            MR + 1,
+            &mut [0.0; (MR + 1) * NR],
+            0,
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "7 rows of 4 inputs past `a`")]
+    fn packed_rows_short_of_their_last_tile_are_refused() {
+        panel(
+            &[0.0; 2 * MR * KC - 1],
+            0,
+            MR + 1,
+            &mut [0.0; (MR + 1) * NR],
+            0,
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "7 rows of 4 inputs past `a`")]
+    fn rows_in_place_short_of_their_last_input_are_refused() {
+        panel(
+            &[0.0; MR * KC + KC - 1],
+            KC,
+            MR + 1,
+            &mut [0.0; (MR + 1) * NR],
+            0,
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "of a buffer of 112")]
+    fn outputs_past_the_buffer_are_refused() {
+        panel(&[0.0; 2 * MR * KC], 0, MR + 1, &mut [0.0; (MR + 1) * NR], 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "tile 2 of a panel of 7 rows")]
+    fn a_tile_past_the_rows_is_refused() {
+        let lines = [Line([0.0; NR]); KC];
+        let mut out = [0.0; (MR + 1) * NR];
+        let out = SharedMut::new(&mut out);
+        let a = [0.0; 2 * MR * KC];
+        // SAFETY: nothing else accesses `out`.
+        let mut panel = unsafe { Panel::new((&a, 0, MR + 1), &lines, false, &out, 0, (NR, NR)) };
+        let _ = panel.tile(2, &[]);
+    }
+}
