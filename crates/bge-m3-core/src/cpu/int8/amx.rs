@@ -11,7 +11,7 @@
 //! input, in one `asm!` block that configures the tiles, runs the loops, stores the sums and
 //! releases the tiles, so that no tile state lives between blocks. The sums are exact, as in
 //! every kernel, and the dequantization is [`super::kernels`]' AVX-512 one, operation for
-//! operation: the results are the same bits ([`super::tests`]).
+//! operation: the results are the same bits (`int8/tests.rs`).
 //!
 //! Shapes: the inputs must be a multiple of 64 (each row's stride: BGE-M3's 1,024 and 4,096,
 //! MiniLM's 384 and 1,536), and the product at least 16 rows; otherwise, and for nothing else,
