@@ -68,7 +68,6 @@ impl<'a> Panel<'a> {
     /// # Safety
     /// Nothing else accesses those elements of `out` while the panel lives.
     // Once per panel, in the product's loops: inlined, its fields stay in registers.
-    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub(super) unsafe fn new(
         (a, lda, rows): (&'a [f32], usize, usize),
