@@ -255,16 +255,17 @@ unsafe fn columns(
                     };
                     let per_tile = ahead.len().div_ceil(tiles);
                     let cols = NR.min(n - panel * NR);
-                    let a = if pack {
-                        (&packed[..], 0, mc)
+                    let (a, lda) = if pack {
+                        (&packed[..], 0)
                     } else {
-                        (&x[ic * k + k0..], k, mc)
+                        (&x[ic * k + k0..], k)
                     };
                     let at = offset + ic * ldc + panel * NR;
                     // SAFETY: the panel writes rows `ic..ic + mc` of the columns of `panel`,
                     // which the caller promised nothing else accesses; it lives for this
                     // iteration only.
-                    let mut in_panel = unsafe { Panel::new(a, b, k0 > 0, out, at, (ldc, cols)) };
+                    let mut in_panel =
+                        unsafe { Panel::new((a, lda, mc), b, k0 > 0, out, at, (ldc, cols)) };
                     for t in 0..tiles {
                         let first = (t * per_tile).min(ahead.len());
                         let ahead = &ahead[first..(first + per_tile).min(ahead.len())];
