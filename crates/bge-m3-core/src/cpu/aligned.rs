@@ -23,14 +23,27 @@ pub(crate) struct Aligned<T> {
     len: usize,
 }
 
-impl<T: Copy + Default> Aligned<T> {
-    /// `len` elements of `T::default()`.
-    pub(crate) fn new(len: usize) -> Self {
-        let mut aligned = Self {
+impl<T> Aligned<T> {
+    /// No elements, and nothing allocated (usable in a `const` thread-local).
+    pub(crate) const fn empty() -> Self {
+        Self {
             buffer: Vec::new(),
             start: 0,
             len: 0,
-        };
+        }
+    }
+
+    /// Elements allocated (0 while nothing is), as `Vec::capacity`.
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.buffer.capacity()
+    }
+}
+
+impl<T: Copy + Default> Aligned<T> {
+    /// `len` elements of `T::default()`.
+    pub(crate) fn new(len: usize) -> Self {
+        let mut aligned = Self::empty();
         aligned.resize(len);
         aligned
     }

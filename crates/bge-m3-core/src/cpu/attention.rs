@@ -2,6 +2,7 @@
 
 use rayon::prelude::*;
 
+use super::aligned::Aligned;
 use super::kernels::simd;
 use super::matmul::{self, PackedMatrix};
 use super::shared::SharedMut;
@@ -140,7 +141,9 @@ pub(crate) fn attention(qkv: &[f32], context: &mut [f32], segments: &Segments, h
     let out = SharedMut::new(context);
 
     (0..heads.count * sequences).into_par_iter().for_each_init(
-        || (Vec::<f32>::new(), Vec::<f32>::new()),
+        // The scores start a cache line, as the workspace's buffers do (see `Aligned`): the
+        // products store whole rows of them.
+        || (Aligned::<f32>::empty(), Vec::<f32>::new()),
         |(scores, sums), task| {
             let (h, s) = (task / sequences, task % sequences);
             let (start, keys) = segments.get(s);
@@ -153,7 +156,7 @@ pub(crate) fn attention(qkv: &[f32], context: &mut [f32], segments: &Segments, h
             let v = PackedMatrix::pack_transposed(v, keys, head_dim);
             for q0 in (0..keys).step_by(block) {
                 let rows = block.min(keys - q0);
-                scores.resize(rows * keys, 0.0);
+                scores.resize(rows * keys);
                 sums.resize(rows, 0.0);
                 let q = &q[q0 * head_dim..(q0 + rows) * head_dim];
                 matmul::matmul_here(q, rows, &k, scores);

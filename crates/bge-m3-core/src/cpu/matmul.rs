@@ -20,6 +20,7 @@
 
 use rayon::prelude::*;
 
+use super::aligned::Aligned;
 use super::shared::SharedMut;
 use kernel::{Kernel, Panel};
 
@@ -235,7 +236,7 @@ unsafe fn columns(
     // when the block meets many panels, not for a thin product (attention's `p · v`).
     let pack = panels.len() >= PACK_ROWS_PANELS;
     PACKED_ROWS.with_borrow_mut(|packed| {
-        packed.resize(MC.next_multiple_of(MR) * KC, 0.0);
+        packed.resize(MC.next_multiple_of(MR) * KC);
         for ic in (0..rows).step_by(MC) {
             let mc = MC.min(rows - ic);
             let tiles = mc.div_ceil(MR);
@@ -279,8 +280,10 @@ unsafe fn columns(
 }
 
 thread_local! {
-    /// Each thread's copy of the block of rows it multiplies, in the microkernel's layout.
-    static PACKED_ROWS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Each thread's copy of the block of rows it multiplies, in the microkernel's layout,
+    /// starting a cache line whatever the allocator's history (see [`Aligned`]).
+    static PACKED_ROWS: std::cell::RefCell<Aligned<f32>> =
+        const { std::cell::RefCell::new(Aligned::empty()) };
 }
 
 /// Copies inputs `k0..k0 + kc` of the row-major `rows` (`k` wide) into `packed` as tiles of

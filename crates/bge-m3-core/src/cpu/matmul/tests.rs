@@ -150,6 +150,24 @@ fn packed_and_unpacked_rows_agree_bit_for_bit() {
     }
 }
 
+/// The packed rows start a cache line whatever the allocator's history, as the workspace's
+/// buffers do: where they started was chance before (docs/BENCHMARKS.md).
+#[test]
+fn packed_rows_start_a_cache_line() {
+    let (rows, inner, wide) = (7, 40, 16 * PACK_ROWS_PANELS);
+    let w = PackedMatrix::pack(&random(wide * inner, 12), wide, inner);
+    std::thread::spawn(move || {
+        for rows in [rows, rows + MC] {
+            let mut out = vec![0.0; rows * wide];
+            matmul_here(&random(rows * inner, 13), rows, &w, &mut out);
+            let start = PACKED_ROWS.with_borrow(|packed| packed.as_ptr() as usize);
+            assert_eq!(start % 64, 0, "packed rows at {start:#x}, {rows} rows");
+        }
+    })
+    .join()
+    .unwrap();
+}
+
 /// No rows, no work: nothing is written, and the thread does not even set up its buffer for
 /// packed rows.
 #[test]
