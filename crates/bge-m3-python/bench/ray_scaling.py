@@ -12,9 +12,13 @@ For each run it prints: the wall time of the whole pipeline (the actors' model l
 Parquet writes included) and the tokens/s over it; "encode tokens/s" over the span from the
 first batch an actor starts to the last one it finishes (loads excluded); "cpu_s", the CPU time
 the actors' processes spent in `encode` (user + system, all their threads), and "tokens/cpu_s"
-the tokens over it: what the work costs whatever else runs. And the load average before each
-run: on a shared machine, a ratio is only worth what the load allows. Then the ratios, pair by
-pair (each two-actor run against the one-actor run before it).
+the tokens over it: what the work costs whatever else runs; the CPU time that the cluster's other
+processes and this driver took over the run, in cores (what Ray itself takes from the cores the
+actors run on). And the load average before each run: on a shared machine, a ratio is only worth
+what the load allows. Then the ratios, pair by pair (each two-actor run against the one-actor run
+before it). `LOG_MONITORS=off` starts the nodes without their log monitors (`ray start
+--include-log-monitor false`), which forward the workers' output to a driver that does not print
+it here.
 
 Usage: python crates/bge-m3-python/bench/ray_scaling.py MODEL_DIR [RUNS] [DOCS]
 e.g.   target/python-venv/bin/python crates/bge-m3-python/bench/ray_scaling.py /tmp/bge-m3-full 3 48
@@ -104,6 +108,11 @@ def own_sessions() -> tuple:
     ray_cli = str(Path(sys.executable).parent / "ray")
     common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1",
               "--object-store-memory", str(200 << 20), "--disable-usage-stats"]
+    if os.environ.get("LOG_MONITORS", "on") == "off":
+        # Each node's log monitor forwards its workers' output to the driver, which this
+        # script does not print (`log_to_driver=False`): three processes at about 1.2% of a
+        # core each on the two cores the actors need.
+        common += ["--include-log-monitor", "false"]
     commands = [[ray_cli, "start", "--head", "--port", str(port), "--include-dashboard",
                  "false", *common]]
     commands += [[ray_cli, "start", "--address", f"127.0.0.1:{port}", "--resources",
@@ -136,27 +145,50 @@ def stop(sessions: list) -> None:
                     pass
 
 
-def run(model: str, path: Path, out: Path, actors: int, number: int, placed: bool) -> dict:
+def session_cpu(sessions: list) -> dict:
+    """pid -> CPU seconds (user + system) so far of this process and of every process in
+    `sessions`."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if int(entry) == os.getpid() or os.getsid(int(entry)) in sessions:
+                    with open(f"/proc/{entry}/stat") as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                    found[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+            except (OSError, ValueError, IndexError):
+                pass  # ended meanwhile
+    return found
+
+
+def run(model: str, path: Path, out: Path, actors: int, number: int, placed: bool,
+        sessions: list) -> dict:
     name = f"stats-{number}"
     stats = Stats.options(name=name).remote()
     _, args = ray_encode.arguments([str(path), "-o", str(out), "--model", model, "--actors",
                                     str(actors), "--cpus-per-actor", "1", "--batch-size", "4"])
     # Batches of 4 texts, so that the second actor gets its share of 48 passages.
     ranges = ray_encode.plan([str(path)], 4, ray_encode.MAX_TEXT_CHARS)
+    before = session_cpu(sessions)
     started = time.monotonic()
     resources = {"encoder": 1} if placed else None
     ds = ray_encode.pipeline(ranges, ["dense", "sparse"], resources, args, encoder=TimedEncoder,
                              encoder_kwargs={"stats_name": name})
     ds.write_parquet(str(out))
     wall = time.monotonic() - started
+    after = session_cpu(sessions)
     by_pid = ray.get(stats.get.remote())
     ray.kill(stats)
     tokens = sum(t for _, t, _, _ in by_pid.values())
     cpu = sum(c for c, _, _, _ in by_pid.values())
+    # Everything else of the cluster and the driver: what Ray itself takes from the cores the
+    # actors run on (processes that ended during the run are missed: the tasks' workers stay).
+    ray_cpu = sum(t - before.get(pid, 0.0) for pid, t in after.items() if pid not in by_pid)
     span = max(e for _, _, _, e in by_pid.values()) - min(s for _, _, s, _ in by_pid.values())
     return {"actors": actors, "processes": len(by_pid), "wall": wall, "tokens": tokens,
             "tokens_per_s": tokens / wall, "encode_tokens_per_s": tokens / span, "cpu": cpu,
-            "tokens_per_cpu_s": tokens / cpu}
+            "tokens_per_cpu_s": tokens / cpu, "ray_cores": ray_cpu / wall}
 
 
 def colbert_cost(model: str, docs: int, runs: int) -> None:
@@ -206,13 +238,15 @@ def main() -> None:
         for i in range(2 * runs):
             actors = 1 + i % 2
             load = os.getloadavg()[0]
-            r = run(model, path, Path(work) / f"out-{i}", actors, i, own)
+            r = run(model, path, Path(work) / f"out-{i}", actors, i, own,
+                    sessions if own else [os.getsid(0)])
             r["load"] = load
             results.append(r)
             print(f"run {i}: {actors} actor(s) ({r['processes']} encoded), load {load:.1f}: "
                   f"{r['tokens']} tokens in {r['wall']:.1f} s, {r['tokens_per_s']:.1f} tokens/s, "
                   f"encode {r['encode_tokens_per_s']:.1f} tokens/s, cpu {r['cpu']:.1f} s, "
-                  f"{r['tokens_per_cpu_s']:.0f} tokens/cpu_s", flush=True)
+                  f"{r['tokens_per_cpu_s']:.0f} tokens/cpu_s, Ray's own processes and the driver "
+                  f"{r['ray_cores']:.2f} cores", flush=True)
     ray.shutdown()
     if own:
         stop(sessions)
@@ -227,7 +261,9 @@ def main() -> None:
               f"{statistics.median(r['tokens_per_s'] for r in own):.1f} "
               f"({min(r['tokens_per_s'] for r in own):.1f}-"
               f"{max(r['tokens_per_s'] for r in own):.1f}), tokens/cpu_s median "
-              f"{statistics.median(r['tokens_per_cpu_s'] for r in own):.0f}")
+              f"{statistics.median(r['tokens_per_cpu_s'] for r in own):.0f}, Ray's own "
+              f"processes and the driver median {statistics.median(r['ray_cores'] for r in own):.2f}"
+              " cores")
 
 
 if __name__ == "__main__":
