@@ -12,13 +12,14 @@ For each run it prints: the wall time of the whole pipeline (the actors' model l
 Parquet writes included) and the tokens/s over it; "encode tokens/s" over the span from the
 first batch an actor starts to the last one it finishes (loads excluded); "cpu_s", the CPU time
 the actors' processes spent in `encode` (user + system, all their threads), and "tokens/cpu_s"
-the tokens over it: what the work costs whatever else runs; the CPU time that the cluster's other
-processes and this driver took over the run, in cores (what Ray itself takes from the cores the
-actors run on). And the load average before each run: on a shared machine, a ratio is only worth
-what the load allows. Then the ratios, pair by pair (each two-actor run against the one-actor run
-before it). `LOG_MONITORS=off` starts the nodes without their log monitors (`ray start
---include-log-monitor false`), which forward the workers' output to a driver that does not print
-it here.
+the tokens over it: what the work costs whatever else runs; the CPU time that the cluster's
+other processes and this driver took over the run, in cores (what Ray itself takes from the
+cores the actors run on; with `SESSIONS=shared`, the other processes of this script's session).
+And the load average before each run: on a shared machine, a ratio is only worth what the load
+allows. Then the ratios, pair by pair (each two-actor run against the one-actor run before it).
+`LOG_MONITORS=off` starts the nodes without their log monitors (`ray start
+--include-log-monitor false`), which forward the workers' output to a driver that does not
+print it here.
 
 Usage: python crates/bge-m3-python/bench/ray_scaling.py MODEL_DIR [RUNS] [DOCS]
 e.g.   target/python-venv/bin/python crates/bge-m3-python/bench/ray_scaling.py /tmp/bge-m3-full 3 48
@@ -229,7 +230,8 @@ def main() -> None:
         address, sessions = own_sessions()
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
+        # "local": a new cluster even where `ray start` left the address of one (own sessions).
+        ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     results = []
     with tempfile.TemporaryDirectory() as work:
