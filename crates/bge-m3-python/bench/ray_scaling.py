@@ -134,16 +134,24 @@ def own_sessions() -> tuple:
     return f"127.0.0.1:{port}", sessions
 
 
+def processes(sessions: list):
+    """The pids of the processes whose session is one of `sessions`."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getsid(int(entry)) in sessions:
+                    yield int(entry)
+            except OSError:
+                pass  # ended meanwhile
+
+
 def stop(sessions: list) -> None:
     """Ends every process of `sessions` (those `own_sessions` started)."""
-    for sid in sessions:
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    if os.getsid(int(entry)) == sid:
-                        os.kill(int(entry), signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+    for pid in processes(sessions):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def session_cpu(sessions: list) -> dict:
@@ -151,15 +159,13 @@ def session_cpu(sessions: list) -> dict:
     `sessions`."""
     tick = os.sysconf("SC_CLK_TCK")
     found = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if int(entry) == os.getpid() or os.getsid(int(entry)) in sessions:
-                    with open(f"/proc/{entry}/stat") as f:
-                        fields = f.read().rsplit(")", 1)[1].split()
-                    found[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
-            except (OSError, ValueError, IndexError):
-                pass  # ended meanwhile
+    for pid in {os.getpid(), *processes(sessions)}:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            found[pid] = (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, ValueError, IndexError):
+            pass  # ended meanwhile
     return found
 
 
