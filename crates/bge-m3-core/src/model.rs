@@ -58,6 +58,10 @@ impl LoadOptions {
         if let (Some(DType::Int8), DeviceSpec::Cuda(_)) = (self.dtype, self.device) {
             return Err(int8_on_a_gpu());
         }
+        if self.dtype == Some(DType::Int8) {
+            crate::cpu::check_int8_kernel()
+                .map_err(|why| Error::invalid_input(crate::cpu::INT8_KERNEL_VARIABLE, why))?;
+        }
         Ok(())
     }
 

@@ -321,6 +321,59 @@ fn int8_on_a_gpu_is_refused_before_the_model_is_fetched() {
     );
 }
 
+/// `BGE_M3_INT8_KERNEL` names the int8 kernel: each one this CPU has runs and stays close to
+/// f32 (AVX2's with its 7-bit weights too); a name that is not a kernel is refused, naming the
+/// variable, before the model is read.
+#[test]
+fn the_int8_kernel_can_be_named_and_a_wrong_name_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.jsonl");
+    let texts = texts(6);
+    write_jsonl(&corpus, &texts);
+    let want = library(&texts);
+    let mut kernels = vec!["portable"];
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        kernels.push("avx2");
+    }
+    for kernel in kernels {
+        let out = dir.path().join(format!("{kernel}.jsonl"));
+        let output = encoder()
+            .args([
+                "--progress",
+                "none",
+                "--dtype",
+                "int8",
+                "--outputs",
+                "dense",
+            ])
+            .arg(&corpus)
+            .arg("-o")
+            .arg(&out)
+            .env("BGE_M3_INT8_KERNEL", kernel)
+            .run(RUN_TIMEOUT);
+        output.assert_success();
+        for (i, (row, want)) in rows(&out).iter().zip(&want).enumerate() {
+            let (got, want) = (floats(&row["dense"]), want.dense.as_ref().unwrap());
+            let cosine: f32 = got.iter().zip(want).map(|(a, b)| a * b).sum();
+            assert!(
+                cosine > 0.98,
+                "{kernel}, text {i}: cosine {cosine} with f32"
+            );
+        }
+    }
+    let refused = encoder()
+        .args(["--dtype", "int8", "-"])
+        .env("BGE_M3_INT8_KERNEL", "avx512")
+        .run(RUN_TIMEOUT);
+    let stderr = &refused.stderr;
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(r#"invalid `BGE_M3_INT8_KERNEL`: "avx512" is not an int8 kernel: one of amx, avx512-vnni, avx-vnni, avx2, portable"#),
+        "{stderr}"
+    );
+}
+
 /// Waits until `path` holds at least `lines` complete lines (bounded: 60 s).
 fn wait_for_lines(path: &Path, lines: usize) {
     let written = eventually(Duration::from_secs(60), || {

@@ -2,13 +2,13 @@
 //! quantized per row (token) at each product, products summed exactly in 32-bit integers, and
 //! the scales applied in f32.
 //!
-//! **Weights** `(out, in)`: each output channel `c` gets the scale `s_c = max_k |w[c, k]| / 127`
-//! and the values `q[c, k] = round(w[c, k] / s_c)` in `-127..=127`, packed into panels of [`NR`]
-//! channels in blocks of [`KC`] inputs, each panel a run of 64-byte [`Line`]s holding four
-//! consecutive inputs of its sixteen channels: the order in which `vpdpbusd` (AVX-512 VNNI,
-//! AVX-VNNI) multiplies them, and AMX's `tdpbusd` reads a tile of sixteen lines
-//! ([`amx`]), and which the AVX2 kernel widens to 16 bits. Each channel also
-//! keeps `Σ_k q[c, k]` for the zero point below.
+//! **Weights** `(out, in)`: each output channel `c` gets the scale `s_c = max_k |w[c, k]| / L`
+//! and the values `q[c, k] = round(w[c, k] / s_c)` in `-L..=L`, where `L` is 127, or 64 for
+//! the AVX2 kernel ([`Kernel::weight_limit`]), packed into panels of [`NR`] channels in blocks
+//! of [`KC`] inputs, each panel a run of 64-byte [`Line`]s holding four consecutive inputs of
+//! its sixteen channels: the order in which `vpdpbusd` (AVX-512 VNNI, AVX-VNNI) and AVX2's
+//! `vpmaddubsw` multiply them, and AMX's `tdpbusd` reads a tile of sixteen lines ([`amx`]).
+//! Each channel also keeps `Σ_k q[c, k]` for the zero point below.
 //!
 //! **Activations** `(rows, in)`: each row `r` is quantized asymmetrically to `u8`, over its own
 //! range widened to hold zero: `a_r = (max(hi, 0) - min(lo, 0)) / 255`, the zero point
@@ -19,8 +19,9 @@
 //!
 //! **The product**: `y[r, c] = a_r · s_c · (Σ_k u[r, k] · q[c, k] - z_r · Σ_k q[c, k])`. The sum is
 //! exact in `i32` (at most 255 · 128 per term: [`MAX_INNER`], 65,793 inputs, cannot overflow), so every
-//! kernel, SIMD or portable, returns the same bits, and so does a row whatever the other rows of
-//! its batch: a text's hidden states do not depend on the texts it shares a pass with, as in f32.
+//! kernel, SIMD or portable, returns the same bits from the same weights, and so does a row
+//! whatever the other rows of its batch: a text's hidden states do not depend on the texts it
+//! shares a pass with, as in f32.
 //!
 //! Threads take disjoint ranges of panels, as in the f32 product ([`super::matmul`]).
 
@@ -40,7 +41,7 @@ mod tests;
 #[cfg(test)]
 mod speed;
 
-pub(crate) use kernels::Kernel;
+pub(crate) use kernels::{Kernel, KERNEL_VARIABLE};
 
 /// Output channels of one packed panel.
 pub(crate) const NR: usize = 16;
@@ -71,6 +72,9 @@ pub(crate) struct QuantizedMatrix {
     inner: usize,
     panels: usize,
     lines: Vec<Line>,
+    /// The largest `|q[c, k]|`: a kernel whose [`Kernel::weight_limit`] is lower cannot run
+    /// the matrix.
+    largest: i32,
     /// `s_c`, per channel (zero past `out`).
     scales: Vec<f32>,
     /// `Σ_k q[c, k]`, per channel (zero past `out`).
@@ -82,14 +86,17 @@ pub(crate) struct QuantizedMatrix {
 
 impl QuantizedMatrix {
     /// Quantizes and packs the row-major `(out, inner)` matrices `parts`, stacked in order, as
-    /// one matrix (query, key and value become one product). With `smoothing`, input `k` of
-    /// every channel is multiplied by `smoothing[k]` first, and the product's inputs divided by
-    /// it ([`Self::input_scales`]).
+    /// one matrix (query, key and value become one product), for `kernel`: to values within its
+    /// [`Kernel::weight_limit`], at most 127. With `smoothing`, input `k` of every channel is
+    /// multiplied by `smoothing[k]` first, and the product's inputs divided by it
+    /// ([`Self::input_scales`]).
     pub(crate) fn quantize_stacked<P: std::ops::Deref<Target = [f32]> + Sync>(
+        kernel: Kernel,
         parts: &[P],
         inner: usize,
         smoothing: Option<&[f32]>,
     ) -> Self {
+        let limit = kernel.weight_limit().min(127);
         let rows: Vec<&[f32]> = parts
             .iter()
             .flat_map(|part| {
@@ -103,10 +110,10 @@ impl QuantizedMatrix {
         let channels: Vec<Channel> = rows
             .par_iter()
             .map(|row| match smoothing {
-                None => Channel::quantize(row),
+                None => Channel::quantize(row, limit),
                 Some(s) => {
                     let smoothed: Vec<f32> = row.iter().zip(s).map(|(w, s)| w * s).collect();
-                    Channel::quantize(&smoothed)
+                    Channel::quantize(&smoothed, limit)
                 }
             })
             .collect();
@@ -131,6 +138,7 @@ impl QuantizedMatrix {
         let padded = inner.next_multiple_of(GROUP);
         let mut scales = vec![0f32; panels * NR];
         let mut sums = vec![0i32; panels * NR];
+        let mut largest = 0;
         for (c, channel) in channels.iter().take(out).enumerate() {
             assert_eq!(
                 channel.values.len(),
@@ -139,6 +147,8 @@ impl QuantizedMatrix {
             );
             scales[c] = channel.scale;
             sums[c] = channel.values.iter().map(|&q| i32::from(q)).sum();
+            let magnitudes = channel.values.iter().map(|&q| i32::from(q).abs());
+            largest = magnitudes.fold(largest, i32::max);
         }
         let mut lines = vec![Line([0; NR * GROUP]); padded / GROUP * panels];
         let block_lines = KC / GROUP * panels;
@@ -166,6 +176,7 @@ impl QuantizedMatrix {
             inner,
             panels,
             lines,
+            largest,
             scales,
             sums,
             input_scales: None,
@@ -209,29 +220,32 @@ struct Channel {
 }
 
 impl Channel {
-    fn quantize(row: &[f32]) -> Self {
-        let (scale, values) = quantize_symmetric(row);
+    fn quantize(row: &[f32], limit: i32) -> Self {
+        let (scale, values) = quantize_symmetric(row, limit);
         Self { scale, values }
     }
 }
 
 /// Quantizes `row` symmetrically over its largest magnitude: `row[k] ≈ scale · values[k]` with
-/// values in `-127..=127`, rounded to nearest, ties to even. A row of zeros, or one holding a
-/// NaN or an infinity, gets the scale 1 (a NaN becomes 0, an infinity ±127).
-pub(crate) fn quantize_symmetric(row: &[f32]) -> (f32, Vec<i8>) {
+/// values in `-limit..=limit` (`limit` in `1..=127`), rounded to nearest, ties to even. A row of
+/// zeros, or one holding a NaN or an infinity, gets the scale 1 (a NaN becomes 0, an infinity
+/// ±`limit`).
+pub(crate) fn quantize_symmetric(row: &[f32], limit: i32) -> (f32, Vec<i8>) {
+    assert!((1..=127).contains(&limit), "a limit of {limit}");
     // Adding then subtracting 1.5 · 2^23 rounds any |v| < 2^22 to an integer, ties to even, in
     // the current (default) rounding mode: the same as `round_ties_even`, which is a library
     // call per value, while this loop compiles to vector instructions.
     const ROUND: f32 = 12_582_912.0;
     let max = row.iter().fold(0f32, |m, &w| m.max(w.abs()));
+    let limit = limit as f32;
     let scale = if max > 0.0 && max.is_finite() {
-        max / 127.0
+        max / limit
     } else {
         1.0
     };
     let values = row
         .iter()
-        .map(|&w| (((w / scale).clamp(-127.0, 127.0) + ROUND) - ROUND) as i8)
+        .map(|&w| (((w / scale).clamp(-limit, limit) + ROUND) - ROUND) as i8)
         .collect();
     (scale, values)
 }
@@ -246,9 +260,6 @@ pub(crate) struct QuantizedRows {
     /// Row-major, each row starting a cache line (so that AMX's 64-byte tile rows read one line
     /// each).
     values: Aligned<u8>,
-    /// The same values widened to 16 bits, for the kernels that read them so
-    /// ([`Kernel::wide_rows`]); empty otherwise.
-    wide: Aligned<u16>,
     scales: Vec<f32>,
     zeros: Vec<i32>,
 }
@@ -283,42 +294,27 @@ impl QuantizedRows {
         self.rows = rows;
         self.stride = stride;
         self.values.resize(rows * stride);
-        self.wide
-            .resize(if kernel.wide_rows() { rows * stride } else { 0 });
         self.scales.resize(rows, 0.0);
         self.zeros.resize(rows, 0);
         if rows == 0 || inner == 0 {
             return;
         }
         let per_task = rows_per_task(rows, inner);
-        let quantize = |values: &mut [u8], scales: &mut [f32], zeros: &mut [i32], x: &[f32]| {
-            for (((values, scale), zero), x) in values
-                .chunks_exact_mut(stride)
-                .zip(scales)
-                .zip(zeros)
-                .zip(x.chunks_exact(inner))
-            {
-                (*scale, *zero) = kernel.quantize_row(x, input_scales, values);
-            }
-        };
-        let tasks = self
-            .values
+        self.values
             .par_chunks_mut(stride * per_task)
             .zip(self.scales.par_chunks_mut(per_task))
             .zip(self.zeros.par_chunks_mut(per_task))
-            .zip(x.par_chunks(inner * per_task));
-        if kernel.wide_rows() {
-            tasks
-                .zip(self.wide.par_chunks_mut(stride * per_task))
-                .for_each(|((((values, scales), zeros), x), wide)| {
-                    quantize(values, scales, zeros, x);
-                    for (wide, &value) in wide.iter_mut().zip(values.iter()) {
-                        *wide = u16::from(value);
-                    }
-                });
-        } else {
-            tasks.for_each(|(((values, scales), zeros), x)| quantize(values, scales, zeros, x));
-        }
+            .zip(x.par_chunks(inner * per_task))
+            .for_each(|(((values, scales), zeros), x)| {
+                for (((values, scale), zero), x) in values
+                    .chunks_exact_mut(stride)
+                    .zip(scales)
+                    .zip(zeros)
+                    .zip(x.chunks_exact(inner))
+                {
+                    (*scale, *zero) = kernel.quantize_row(x, input_scales, values);
+                }
+            });
     }
 
     /// Rows already quantized: `values` row-major `(rows, stride)`, with their scales and zero
@@ -332,7 +328,6 @@ impl QuantizedRows {
         Self {
             rows,
             stride,
-            wide: Aligned::from_slice(&values.iter().map(|&v| u16::from(v)).collect::<Vec<_>>()),
             values: Aligned::from_slice(&values),
             scales,
             zeros,
@@ -366,9 +361,11 @@ pub(crate) fn matmul_with(kernel: Kernel, x: &QuantizedRows, w: &QuantizedMatrix
     );
     assert_eq!(out.len(), rows * n, "out is not ({rows}, {n})");
     assert!(
-        !kernel.wide_rows() || x.wide.len() == x.values.len(),
-        "rows quantized for another kernel than {}",
-        kernel.name()
+        w.largest <= kernel.weight_limit(),
+        "weights of up to {} for the {} kernel, which sums exactly only up to {}",
+        w.largest,
+        kernel.name(),
+        kernel.weight_limit()
     );
     if rows == 0 || n == 0 {
         return;
@@ -431,7 +428,6 @@ unsafe fn columns(
                     let r = tile_rows.min(ic + mc - r0);
                     let operands = kernels::Operands {
                         a: &x.values[r0 * stride + k0..],
-                        a_wide: x.wide.get(r0 * stride + k0..).unwrap_or_default(),
                         lda: stride,
                         rows: r,
                         b,

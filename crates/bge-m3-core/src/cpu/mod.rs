@@ -93,6 +93,12 @@ use kernels::Norm;
 use matmul::PackedMatrix;
 
 pub(crate) use calibration::{LENGTH as CALIBRATION_LENGTH, TEXTS as CALIBRATION_TEXTS};
+pub(crate) use int8::KERNEL_VARIABLE as INT8_KERNEL_VARIABLE;
+
+/// Whether [`int8::KERNEL_VARIABLE`], if set, names an int8 kernel this CPU has; if not, why.
+pub(crate) fn check_int8_kernel() -> std::result::Result<(), String> {
+    int8::Kernel::chosen().map(drop)
+}
 
 /// A `Linear` layer: its weight, packed for the products of the encoder's precision, and its
 /// bias.
@@ -149,7 +155,8 @@ impl RawLinear {
         let weight = {
             let parts = self.slices()?;
             let smoothing = range.smoothing(&calibration::column_ranges(&parts, self.inner));
-            QuantizedMatrix::quantize_stacked(&parts, self.inner, Some(&smoothing))
+            let kernel = int8::Kernel::detect();
+            QuantizedMatrix::quantize_stacked(kernel, &parts, self.inner, Some(&smoothing))
         };
         Ok(Linear {
             weight: Weight::Int8(weight),
@@ -288,7 +295,7 @@ impl Words {
         file.read_rows(name, (vocab, hidden), 4096, |first, rows| {
             for (i, row) in rows.chunks_exact(hidden.max(1)).enumerate() {
                 let id = first + i;
-                let (scale, quantized) = int8::quantize_symmetric(row);
+                let (scale, quantized) = int8::quantize_symmetric(row, 127);
                 scales[id] = scale;
                 values[id * hidden..][..hidden].copy_from_slice(&quantized);
             }
@@ -372,8 +379,9 @@ impl CpuEncoder {
                     Weight::F32(_) => 0,
                 })
                 .sum::<usize>();
-        tracing::debug!(
+        tracing::info!(
             kernel = int8::Kernel::detect().name(),
+            weight_limit = int8::Kernel::detect().weight_limit().min(127),
             calibration_tokens = segments.tokens(),
             mib = bytes >> 20,
             "int8 weights quantized"

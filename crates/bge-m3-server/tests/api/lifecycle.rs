@@ -149,6 +149,24 @@ fn int8_on_a_gpu_is_refused_before_the_model_is_fetched() {
 }
 
 #[test]
+fn an_int8_kernel_this_cpu_lacks_is_refused_at_start() {
+    let finished = Launch::new(env!("CARGO_BIN_EXE_bge-m3-server"))
+        .env("MODEL_PATH", tiny_pt())
+        .env("DTYPE", "int8")
+        .env("BGE_M3_INT8_KERNEL", "sse2")
+        .env("PORT", "0")
+        .env("HOST", "127.0.0.1")
+        .run(Duration::from_secs(30));
+    assert!(!finished.timed_out, "the server did not exit");
+    assert_eq!(finished.status.code(), Some(1));
+    let log = &finished.stderr;
+    assert!(
+        log.contains(r#"invalid `BGE_M3_INT8_KERNEL`: "sse2" is not an int8 kernel"#),
+        "{log}"
+    );
+}
+
+#[test]
 fn help_documents_every_setting() {
     let output = Launch::new(env!("CARGO_BIN_EXE_bge-m3-server"))
         .arg("--help")

@@ -4,12 +4,15 @@
 //!
 //! - AVX-512 VNNI: `vpdpbusd` on 512-bit registers, a row's sixteen channels in one register;
 //! - AVX-VNNI: `vpdpbusd` on 256-bit registers (two per row);
-//! - AVX2: both operands widened to 16 bits and `vpmaddwd` (exact; `vpmaddubsw` would
-//!   saturate its 16-bit pair sums at 2 · 255 · 127);
+//! - AVX2: `vpmaddubsw` (each input times its weight, adjacent products added in 16 bits),
+//!   then `vpmaddwd` with ones (the pairs added in 32 bits). Exact only for weights of at most
+//!   64 in magnitude ([`Kernel::weight_limit`]): a pair's sum, at most `2 · 255 · 64 = 32,640`,
+//!   then fits 16 bits, where `2 · 255 · 127` would saturate;
 //! - portable: plain Rust.
 //!
 //! All four compute the same integer sums and the same f32 operations in the same order, so
-//! their results are bit for bit equal (tested).
+//! on the same weights their results are bit for bit equal (tested). The weights a model gets
+//! depend on its kernel's limit, chosen at load: AVX2's run with 7-bit weights.
 //!
 //! The proof is split as in the f32 microkernel (`matmul/kernel.rs`): [`Tile::new`] checks
 //! every bound of a tile for the kernel that will run it and asks its caller only that no other
@@ -23,15 +26,13 @@ use super::{Line, GROUP, NR};
 #[cfg(target_arch = "x86_64")]
 use crate::cpu::arch::{Avx2, Avx512Vnni, AvxVnni};
 use crate::cpu::shared::SharedMut;
+use std::sync::OnceLock;
 
 /// What one call of a kernel multiplies: `rows` rows of activations against one panel of
 /// weights.
 pub(crate) struct Operands<'a> {
     /// Row `i`'s inputs start at `a[i * lda]`: `4 · b.len()` of them.
     pub(crate) a: &'a [u8],
-    /// The same, widened to 16 bits, for the kernels that read them so ([`Kernel::wide_rows`]);
-    /// empty for the others.
-    pub(crate) a_wide: &'a [u16],
     pub(crate) lda: usize,
     /// 1 ..= [`Kernel::rows`].
     pub(crate) rows: usize,
@@ -70,8 +71,8 @@ pub(crate) struct Tile<'a> {
 impl<'a> Tile<'a> {
     /// The tile that `kernel` runs, writing the product of `operands` to elements `offset + i *
     /// ldc + j` of `out`, for `i < operands.rows` and `j < cols`. Panics if those elements, or
-    /// the inputs the kernel reads (the rows, widened or not, and the dequantization's scales
-    /// and sums), are out of bounds.
+    /// the inputs the kernel reads (the rows and the dequantization's scales and sums), are out
+    /// of bounds.
     ///
     /// # Safety
     /// Nothing else accesses those elements of `out` while the tile lives.
@@ -86,7 +87,6 @@ impl<'a> Tile<'a> {
     ) -> Self {
         let Operands {
             a,
-            a_wide,
             lda,
             rows,
             b,
@@ -99,13 +99,8 @@ impl<'a> Tile<'a> {
             kernel.name()
         );
         let inputs = b.len() * GROUP;
-        let held = if kernel.wide_rows() {
-            a_wide.len()
-        } else {
-            a.len()
-        };
         assert!(
-            lda >= inputs && (rows - 1).saturating_mul(lda).saturating_add(inputs) <= held,
+            lda >= inputs && (rows - 1).saturating_mul(lda).saturating_add(inputs) <= a.len(),
             "the activations are shorter than the tile"
         );
         if let Some(d) = dequantize {
@@ -158,7 +153,7 @@ impl<'a> Tile<'a> {
             #[cfg(target_arch = "x86_64")]
             Kernel::AvxVnni(token) => simd_by_rows!(avx_vnni, token, 1 2 3 4 5 6),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2(token) => simd_by_rows!(avx2, token, 1 2 3 4 5 6),
+            Kernel::Avx2(token) => simd_by_rows!(avx2, token, 1 2 3 4),
             Kernel::Portable => match self.operands.rows {
                 1 => portable::<1>((), self),
                 2 => portable::<2>((), self),
@@ -169,12 +164,11 @@ impl<'a> Tile<'a> {
         }
     }
 
-    /// Checks, once per call of a kernel, that the tile was made for that kernel (`wide`: it
-    /// reads the widened rows) and that its `R` is the tile's: what [`Tile::inputs`] and
-    /// [`Tile::wide_inputs`] rely on.
+    /// Checks, once per call of a kernel, that its `R` is the tile's: what [`Tile::inputs`]
+    /// relies on.
     #[inline(always)]
-    fn check<const R: usize>(&self, wide: bool) {
-        assert!(R == self.operands.rows && wide == self.kernel.wide_rows());
+    fn check<const R: usize>(&self) {
+        assert!(R == self.operands.rows);
     }
 
     /// The four inputs of row `i` in group `g`, as one native-endian word (what `vpdpbusd`
@@ -189,19 +183,6 @@ impl<'a> Tile<'a> {
         // most at `(rows - 1) * lda + 4 · b.len()`, which `new` checked against `a`'s length.
         let four = unsafe { self.operands.a.get_unchecked(first..first + GROUP) };
         i32::from_ne_bytes([four[0], four[1], four[2], four[3]])
-    }
-
-    /// [`Tile::inputs`] widened to 16 bits, as one native-endian double word.
-    ///
-    /// # Safety
-    /// As [`Tile::inputs`], for a kernel that reads the widened rows.
-    #[inline(always)]
-    unsafe fn wide_inputs(&self, i: usize, g: usize) -> i64 {
-        let first = i * self.operands.lda + g * GROUP;
-        // SAFETY: as in `inputs`, against `a_wide`'s length, which `new` checked for a kernel
-        // that reads the widened rows (`check` passed).
-        let four = unsafe { self.operands.a_wide.get_unchecked(first..first + GROUP) };
-        bytemuck::cast([four[0], four[1], four[2], four[3]])
     }
 
     /// Row `i` of the tile's output, its `cols` elements: one at a time (`&mut self`).
@@ -237,10 +218,66 @@ pub(crate) enum Kernel {
     Portable,
 }
 
+/// The environment variable that names the kernel to run instead of the fastest: one of
+/// [`Kernel::NAMES`] that this CPU has. The same kernel gives the same results on every CPU
+/// that has it, so a fleet of different CPUs that all name one (`avx2` on any x86-64 with AVX2
+/// and FMA) computes the same int8 vectors everywhere, where the fastest kernels would give
+/// AVX2-only machines other weights ([`Kernel::weight_limit`]).
+pub(crate) const KERNEL_VARIABLE: &str = "BGE_M3_INT8_KERNEL";
+
 impl Kernel {
-    /// The fastest kernel of this CPU.
+    /// Every kernel's name, fastest first.
+    pub(crate) const NAMES: [&'static str; 5] =
+        ["amx", "avx512-vnni", "avx-vnni", "avx2", "portable"];
+
+    /// The kernel of the products: the one [`KERNEL_VARIABLE`] names, else the fastest of this
+    /// CPU. Decided once per process. A name that is unknown or not on this CPU is refused by
+    /// [`Kernel::chosen`], which loading an int8 model calls first; here it is passed over.
     pub(crate) fn detect() -> Self {
-        Self::available()[0]
+        static KERNEL: OnceLock<Kernel> = OnceLock::new();
+        *KERNEL.get_or_init(|| {
+            Self::chosen()
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| Self::available()[0])
+        })
+    }
+
+    /// The kernel [`KERNEL_VARIABLE`] names, if it is set and not empty; an error that says
+    /// why if it names none this CPU has.
+    pub(crate) fn chosen() -> Result<Option<Self>, String> {
+        match std::env::var(KERNEL_VARIABLE) {
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => Err("is not valid UTF-8".to_string()),
+            Ok(name) if name.trim().is_empty() => Ok(None),
+            Ok(name) => Self::named(name.trim()).map(Some),
+        }
+    }
+
+    /// The kernel called `name` (any case), if this CPU has it.
+    pub(crate) fn named(name: &str) -> Result<Self, String> {
+        let available = Self::available();
+        if let Some(kernel) = available
+            .iter()
+            .find(|kernel| kernel.name().eq_ignore_ascii_case(name))
+        {
+            return Ok(*kernel);
+        }
+        let here = available.iter().map(|k| k.name()).collect::<Vec<_>>();
+        Err(
+            if Self::NAMES.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+                format!(
+                    "{name:?} is not available on this CPU, which has: {}",
+                    here.join(", ")
+                )
+            } else {
+                format!(
+                    "{name:?} is not an int8 kernel: one of {} (this CPU has: {})",
+                    Self::NAMES.join(", "),
+                    here.join(", ")
+                )
+            },
+        )
     }
 
     /// Every kernel this CPU can run, fastest first.
@@ -313,12 +350,15 @@ impl Kernel {
         }
     }
 
-    /// Whether the kernel reads the activations widened to 16 bits (`Operands::a_wide`).
-    pub(crate) fn wide_rows(self) -> bool {
+    /// The largest weight magnitude whose sums the kernel computes exactly: 128 (every `i8`),
+    /// but 64 for AVX2's, whose 16-bit pair sums would saturate beyond (`2 · 255 · 64 =
+    /// 32,640`). A model's weights are quantized to its kernel's limit, capped at 127
+    /// ([`super::QuantizedMatrix::quantize_stacked`]).
+    pub(crate) fn weight_limit(self) -> i32 {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2(_) => true,
-            _ => false,
+            Kernel::Avx2(_) => 64,
+            _ => 128,
         }
     }
 
@@ -330,7 +370,7 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             Kernel::AvxVnni(_) => 6,
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2(_) => 6,
+            Kernel::Avx2(_) => 4,
             Kernel::Portable => 4,
         }
     }
@@ -372,7 +412,7 @@ fn finish<const R: usize>(acc: &mut [[i32; NR]; R], tile: &mut Tile) {
 
 /// The kernel in plain Rust.
 fn portable<const R: usize>((): (), tile: &mut Tile) {
-    tile.check::<R>(false);
+    tile.check::<R>();
     let mut acc = [[0i32; NR]; R];
     for (g, line) in tile.operands.b.iter().enumerate() {
         for (i, acc) in acc.iter_mut().enumerate() {
@@ -393,7 +433,7 @@ fn portable<const R: usize>((): (), tile: &mut Tile) {
 #[target_feature(enable = "avx2,avx512f,avx512vnni")]
 fn avx512_vnni<const R: usize>(_: Avx512Vnni, tile: &mut Tile) {
     use std::arch::x86_64::*;
-    tile.check::<R>(false);
+    tile.check::<R>();
     let mut acc = [_mm512_setzero_si512(); R];
     for (g, line) in tile.operands.b.iter().enumerate() {
         // SAFETY: a line is 64 bytes, 64-byte aligned, borrowed for the call.
@@ -452,7 +492,7 @@ fn avx512_vnni<const R: usize>(_: Avx512Vnni, tile: &mut Tile) {
 #[target_feature(enable = "avx2,avxvnni")]
 fn avx_vnni<const R: usize>(_: AvxVnni, tile: &mut Tile) {
     use std::arch::x86_64::*;
-    tile.check::<R>(false);
+    tile.check::<R>();
     let mut acc = [[_mm256_setzero_si256(); 2]; R];
     for (g, line) in tile.operands.b.iter().enumerate() {
         let [w0, w1]: [__m256i; 2] = bytemuck::cast(line.0);
@@ -467,42 +507,31 @@ fn avx_vnni<const R: usize>(_: AvxVnni, tile: &mut Tile) {
     finish(&mut sums, tile);
 }
 
-/// AVX2: the panel in two halves of eight channels; each half-line's two 16-byte quarters
-/// (four channels' four inputs) widened to 16 bits, each row's four inputs read widened and
-/// repeated, and `vpmaddwd` giving two partial sums per channel, added pairwise at the end.
-/// (`vpmaddubsw` would take the bytes as they are, but its 16-bit pair sums saturate at
-/// `2 · 255 · 127`.)
+/// AVX2: row `i`'s sixteen sums in two registers, as AVX-VNNI's, each `vpdpbusd` done in
+/// two steps: `vpmaddubsw` multiplies the row's four inputs with four weights of eight channels
+/// and adds the products in pairs (16 bits: exact for weights within
+/// [`Kernel::weight_limit`], which [`super::matmul_with`] checks), and `vpmaddwd` with ones
+/// adds the pairs into 32 bits. Four rows: six would need more than the sixteen registers
+/// (twelve sums, two weights, the ones, the inputs, a product) and ran slower.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn avx2<const R: usize>(_: Avx2, tile: &mut Tile) {
     use std::arch::x86_64::*;
-    tile.check::<R>(true);
-    let mut sums = [[0i32; NR]; R];
-    for half in 0..2 {
-        // acc[i][q]: channels 8 · half + 4q .. + 4 of row i, two partial sums each.
-        let mut acc = [[_mm256_setzero_si256(); 2]; R];
-        for (g, line) in tile.operands.b.iter().enumerate() {
-            let quarters: [__m128i; 4] = bytemuck::cast(line.0);
-            let w = [
-                _mm256_cvtepi8_epi16(quarters[2 * half]),
-                _mm256_cvtepi8_epi16(quarters[2 * half + 1]),
-            ];
-            for (i, acc) in acc.iter_mut().enumerate() {
-                // SAFETY: `i < R` and `g` indexes a line of `b`; `check` passed above, for a
-                // kernel that reads the widened rows.
-                let x = _mm256_set1_epi64x(unsafe { tile.wide_inputs(i, g) });
-                acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(x, w[0]));
-                acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(x, w[1]));
-            }
-        }
-        for (sums, acc) in sums.iter_mut().zip(&acc) {
-            // Within each 128-bit half, `hadd` sums adjacent lanes: [c0 c1 c4 c5 | c2 c3 c6 c7];
-            // the 64-bit lanes then go back in order.
-            let pairs = _mm256_hadd_epi32(acc[0], acc[1]);
-            let ordered = _mm256_permute4x64_epi64::<0b11_01_10_00>(pairs);
-            sums[8 * half..][..8].copy_from_slice(&bytemuck::cast::<__m256i, [i32; 8]>(ordered));
+    tile.check::<R>();
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm256_setzero_si256(); 2]; R];
+    for (g, line) in tile.operands.b.iter().enumerate() {
+        let [w0, w1]: [__m256i; 2] = bytemuck::cast(line.0);
+        for (i, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: `i < R` and `g` indexes a line of `b`; `check` passed above.
+            let x = _mm256_set1_epi32(unsafe { tile.inputs(i, g) });
+            let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(x, w0), ones);
+            let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(x, w1), ones);
+            acc[0] = _mm256_add_epi32(acc[0], p0);
+            acc[1] = _mm256_add_epi32(acc[1], p1);
         }
     }
+    let mut sums: [[i32; NR]; R] = acc.map(bytemuck::cast);
     finish(&mut sums, tile);
 }
 

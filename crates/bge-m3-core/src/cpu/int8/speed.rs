@@ -50,7 +50,6 @@ fn speed() {
                 .collect();
             let w: Vec<f32> = (0..n * k).map(|i| ((i % 5) as f32 - 2.0) * 0.1).collect();
             let packed = PackedMatrix::pack(&w, n, k);
-            let quantized = QuantizedMatrix::quantize_stacked(&[w.as_slice()], k, None);
             let mut q = QuantizedRows::default();
             q.quantize(&x, rows, k, None);
             let mut out = vec![0.0; rows * n];
@@ -59,6 +58,7 @@ fn speed() {
             let f32s = best(ops, iters, || matmul_here(&x, rows, &packed, &mut out)) / 1e9;
             let mut line = format!("{rows}x{n}x{k}: f32 {f32s:.1} GFLOP/cpu-s");
             for kernel in Kernel::available() {
+                let quantized = QuantizedMatrix::quantize_stacked(kernel, &[w.as_slice()], k, None);
                 q.quantize_for(kernel, &x, rows, k, None);
                 let int8 = best(ops, iters, || matmul_with(kernel, &q, &quantized, &mut out)) / 1e9;
                 line += &format!(", {} {int8:.1} ({:.2}x)", kernel.name(), int8 / f32s);

@@ -46,21 +46,41 @@ fn reference(
     out
 }
 
-fn random_channels(rng: &mut Rng, out: usize, inner: usize) -> Vec<Channel> {
+/// Channels of weights in `-limit..=limit` (`limit` at most 128; 127 above), the edges and
+/// zeros frequent, in runs that put an edge beside an edge of either sign.
+fn random_channels(rng: &mut Rng, out: usize, inner: usize, limit: i32) -> Vec<Channel> {
+    let (lo, hi) = (-limit, limit.min(127));
     (0..out)
         .map(|c| Channel {
             scale: 0.5 + c as f32 / 16.0,
             values: (0..inner)
                 .map(|k| match (c + k) % 11 {
-                    // The edges of the range, and zeros, are frequent.
-                    0 => -128,
-                    1 => 127,
-                    2 => 0,
-                    _ => (rng.next_u32() % 256) as u8 as i8,
+                    0 | 1 => lo,
+                    2 | 3 | 5 => hi,
+                    4 => 0,
+                    _ => lo + (rng.next_u32() % (hi - lo + 1) as u32) as i32,
                 })
+                .map(|q| i8::try_from(q).unwrap())
                 .collect(),
         })
         .collect()
+}
+
+/// The lowest [`Kernel::weight_limit`] of this CPU's kernels: weights every kernel can run.
+fn common_limit() -> i32 {
+    Kernel::available()
+        .into_iter()
+        .map(Kernel::weight_limit)
+        .min()
+        .unwrap()
+}
+
+/// The kernel of this CPU with the lowest [`Kernel::weight_limit`], to quantize for.
+fn most_limited() -> Kernel {
+    Kernel::available()
+        .into_iter()
+        .min_by_key(|k| k.weight_limit())
+        .unwrap()
 }
 
 fn random_rows(rng: &mut Rng, rows: usize, inner: usize) -> QuantizedRows {
@@ -102,34 +122,156 @@ fn every_kernel_gives_the_reference_bits_on_every_remainder_path() {
         (45, 80, 576),
         (MC + 21, 17, 1088),
     ] {
-        let channels = random_channels(&mut rng, out, inner);
-        let x = random_rows(&mut rng, rows, inner);
-        // The padding of each row may hold anything: the weights there are zero.
-        let expected = reference(
-            &x.values,
-            (rows, inner, x.stride),
-            &x.scales,
-            &x.zeros,
-            &channels,
-        );
-        let w = QuantizedMatrix::pack(&channels, inner);
-        for kernel in Kernel::available() {
-            let mut got = vec![f32::NAN; rows * out];
-            matmul_with(kernel, &x, &w, &mut got);
-            let same = got
-                .iter()
-                .zip(&expected)
-                .all(|(a, b)| a.to_bits() == b.to_bits());
-            assert!(same, "{} on ({rows}, {out}, {inner})", kernel.name());
+        // Each kernel on weights up to its limit, and those whose limit is higher on the same.
+        for limit in [128, 64] {
+            let channels = random_channels(&mut rng, out, inner, limit);
+            let x = random_rows(&mut rng, rows, inner);
+            // The padding of each row may hold anything: the weights there are zero.
+            let expected = reference(
+                &x.values,
+                (rows, inner, x.stride),
+                &x.scales,
+                &x.zeros,
+                &channels,
+            );
+            let w = QuantizedMatrix::pack(&channels, inner);
+            for kernel in Kernel::available() {
+                if kernel.weight_limit() < limit {
+                    continue;
+                }
+                let mut got = vec![f32::NAN; rows * out];
+                matmul_with(kernel, &x, &w, &mut got);
+                let same = got
+                    .iter()
+                    .zip(&expected)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                let name = kernel.name();
+                assert!(
+                    same,
+                    "{name} on ({rows}, {out}, {inner}), weights to {limit}"
+                );
+            }
         }
     }
+}
+
+/// The largest sums a kernel can meet: every input 255 against every weight at the kernel's
+/// limit, of either sign, over the most inputs a product takes: exact, without saturation.
+#[test]
+fn every_kernel_is_exact_at_the_edges_of_its_range() {
+    for kernel in Kernel::available() {
+        let limit = kernel.weight_limit();
+        let inner = 1031;
+        for sign in [1, -1] {
+            let value = i8::try_from((sign * limit).min(127)).unwrap();
+            let channels: Vec<Channel> = (0..NR + 1)
+                .map(|_| Channel {
+                    scale: 1.0,
+                    values: vec![value; inner],
+                })
+                .collect();
+            let stride = inner.next_multiple_of(GROUP);
+            let rows = kernel.rows() + 1;
+            let x = QuantizedRows::from_parts(
+                vec![255; rows * stride],
+                stride,
+                vec![1.0; rows],
+                vec![0; rows],
+            );
+            let w = QuantizedMatrix::pack(&channels, inner);
+            let mut got = vec![0f32; rows * channels.len()];
+            matmul_with(kernel, &x, &w, &mut got);
+            let expected = (255 * inner as i64 * i64::from(value)) as f32;
+            assert!(
+                got.iter().all(|&v| v == expected),
+                "{}: {:?} instead of {expected}",
+                kernel.name(),
+                &got[..4]
+            );
+        }
+    }
+}
+
+/// A kernel refuses weights beyond its limit (its sums would saturate) and takes them up to it.
+#[test]
+fn a_kernel_refuses_weights_beyond_its_limit() {
+    let channels = |value: i8| {
+        vec![Channel {
+            scale: 1.0,
+            values: vec![value; 8],
+        }]
+    };
+    let x = QuantizedRows::from_parts(vec![255; 8], 8, vec![1.0], vec![0]);
+    for kernel in Kernel::available() {
+        let limit = kernel.weight_limit();
+        if limit > 127 {
+            continue;
+        }
+        let at = QuantizedMatrix::pack(&channels(i8::try_from(-limit).unwrap()), 8);
+        let mut out = [0f32];
+        matmul_with(kernel, &x, &at, &mut out);
+        assert_eq!(out[0], (255 * 8 * -limit) as f32);
+        let beyond = QuantizedMatrix::pack(&channels(i8::try_from(limit + 1).unwrap()), 8);
+        let refused = std::panic::catch_unwind(|| matmul_with(kernel, &x, &beyond, &mut [0f32]));
+        let message = *refused.unwrap_err().downcast::<String>().unwrap();
+        assert!(
+            message.contains(&format!("weights of up to {}", limit + 1)),
+            "{message}"
+        );
+    }
+}
+
+/// Weights quantized for a kernel stay within its limit and use all of it.
+#[test]
+fn weights_are_quantized_to_the_kernels_limit() {
+    let mut rng = Rng::new(23);
+    let (out, inner) = (5, 200);
+    let weight = rng.normal_vec(out * inner);
+    for kernel in Kernel::available() {
+        let w = QuantizedMatrix::quantize_stacked(kernel, &[weight.as_slice()], inner, None);
+        assert_eq!(
+            w.largest,
+            kernel.weight_limit().min(127),
+            "{}",
+            kernel.name()
+        );
+    }
+}
+
+#[test]
+fn kernels_are_named_as_reported_and_only_those_of_this_cpu_are_given() {
+    let available = Kernel::available();
+    for name in Kernel::NAMES {
+        match Kernel::named(&name.to_uppercase()) {
+            Ok(kernel) => assert_eq!(kernel.name(), name),
+            Err(why) => {
+                assert!(available.iter().all(|k| k.name() != name));
+                assert!(why.contains("is not available on this CPU"), "{why}");
+            }
+        }
+    }
+    assert_eq!(Kernel::named("portable"), Ok(Kernel::Portable));
+    for kernel in &available {
+        assert_eq!(Kernel::named(kernel.name()), Ok(*kernel));
+    }
+    let why = Kernel::named("avx512").unwrap_err();
+    assert!(
+        why.contains("\"avx512\" is not an int8 kernel: one of amx,"),
+        "{why}"
+    );
+    assert!(why.contains("portable"), "{why}");
 }
 
 #[test]
 fn a_row_gets_the_same_bits_whatever_the_other_rows() {
     let mut rng = Rng::new(5);
     let (out, inner) = (40, 300);
-    let w = QuantizedMatrix::quantize_stacked(&[rng.normal_vec(out * inner)], inner, None);
+    let w = QuantizedMatrix::quantize_stacked(
+        Kernel::detect(),
+        &[rng.normal_vec(out * inner)],
+        inner,
+        None,
+    );
     let x = rng.normal_vec(11 * inner);
     let mut all = QuantizedRows::default();
     all.quantize(&x, 11, inner, None);
@@ -160,7 +302,7 @@ fn quantized_products_are_close_to_f32() {
     for v in &mut x[3 * inner..4 * inner] {
         *v = v.abs();
     }
-    let w = QuantizedMatrix::quantize_stacked(&[weight.as_slice()], inner, None);
+    let w = QuantizedMatrix::quantize_stacked(Kernel::detect(), &[weight.as_slice()], inner, None);
     let mut q = QuantizedRows::default();
     q.quantize(&x, rows, inner, None);
     let mut got = vec![0f32; rows * out];
@@ -180,7 +322,8 @@ fn quantized_products_are_close_to_f32() {
                 .iter()
                 .fold((0f32, 0f32), |(l, h), &v| (l.min(v), h.max(v)));
             let a_step = f64::from((hi - lo) / 255.0);
-            let w_step = f64::from(channel.iter().fold(0f32, |m, &v| m.max(v.abs())) / 127.0);
+            let limit = Kernel::detect().weight_limit().min(127) as f32;
+            let w_step = f64::from(channel.iter().fold(0f32, |m, &v| m.max(v.abs())) / limit);
             let bound = 4.0 * (inner as f64).sqrt() * (a_step * 1.0 + w_step * 3.0);
             let error = (f64::from(got[r * out + c]) - exact).abs();
             assert!(error < bound, "({r}, {c}): {error} > {bound}");
@@ -192,14 +335,15 @@ fn quantized_products_are_close_to_f32() {
 fn zeros_and_empty_shapes() {
     // A row of zeros: scale 1, zero point 0, every result exactly zero.
     let mut rng = Rng::new(9);
-    let w = QuantizedMatrix::quantize_stacked(&[rng.normal_vec(20 * 8)], 8, None);
+    let kernel = Kernel::detect();
+    let w = QuantizedMatrix::quantize_stacked(kernel, &[rng.normal_vec(20 * 8)], 8, None);
     let mut q = QuantizedRows::default();
     q.quantize(&[0.0; 16], 2, 8, None);
     let mut out = vec![f32::NAN; 2 * 20];
     matmul(&q, &w, &mut out);
     assert!(out.iter().all(|&v| v == 0.0), "{out:?}");
     // A weight of zeros: every result exactly zero.
-    let zero = QuantizedMatrix::quantize_stacked(&[vec![0f32; 3 * 8]], 8, None);
+    let zero = QuantizedMatrix::quantize_stacked(kernel, &[vec![0f32; 3 * 8]], 8, None);
     q.quantize(&rng.normal_vec(16), 2, 8, None);
     let mut out = vec![f32::NAN; 2 * 3];
     matmul(&q, &zero, &mut out);
@@ -208,14 +352,14 @@ fn zeros_and_empty_shapes() {
     q.quantize(&[], 0, 8, None);
     matmul(&q, &w, &mut []);
     // No inputs: zeros.
-    let empty = QuantizedMatrix::quantize_stacked(&[Vec::<f32>::new()], 0, None);
+    let empty = QuantizedMatrix::quantize_stacked(kernel, &[Vec::<f32>::new()], 0, None);
     assert_eq!(empty.out(), 0);
 }
 
 #[test]
 fn a_row_with_a_value_that_is_not_finite_gives_nan() {
     let mut rng = Rng::new(11);
-    let w = QuantizedMatrix::quantize_stacked(&[rng.normal_vec(4 * 8)], 8, None);
+    let w = QuantizedMatrix::quantize_stacked(Kernel::detect(), &[rng.normal_vec(4 * 8)], 8, None);
     let mut x = rng.normal_vec(24);
     x[3] = f32::NAN;
     x[13] = f32::INFINITY;
@@ -261,7 +405,12 @@ fn smoothing_leaves_the_product_and_moves_the_range() {
         })
         .collect();
     let error = |smoothing: Option<&[f32]>| {
-        let w = QuantizedMatrix::quantize_stacked(&[weight.as_slice()], inner, smoothing);
+        let w = QuantizedMatrix::quantize_stacked(
+            Kernel::detect(),
+            &[weight.as_slice()],
+            inner,
+            smoothing,
+        );
         let mut q = QuantizedRows::default();
         q.quantize(&x, rows, inner, w.input_scales());
         let mut got = vec![0f32; rows * out];
@@ -324,7 +473,14 @@ fn every_kernel_gives_the_same_bits_from_f32_rows() {
     let mut rng = Rng::new(19);
     let (rows, out, inner) = (13, 37, 531);
     let scales: Vec<f32> = (0..inner).map(|k| 0.5 + (k % 3) as f32).collect();
-    let w = QuantizedMatrix::quantize_stacked(&[rng.normal_vec(out * inner)], inner, Some(&scales));
+    // Weights every kernel can run.
+    let w = QuantizedMatrix::quantize_stacked(
+        most_limited(),
+        &[rng.normal_vec(out * inner)],
+        inner,
+        Some(&scales),
+    );
+    assert_eq!(w.largest, common_limit().min(127));
     let x = rng.normal_vec(rows * inner);
     let mut results = Vec::new();
     for kernel in Kernel::available() {
@@ -353,43 +509,51 @@ fn symmetric_quantization_rounds_ties_to_even() {
     let row = [
         127.0, -127.0, 0.5, -0.5, 1.5, 2.5, -2.5, 126.5, 3.4999, -0.0, 0.0,
     ];
-    let (scale, values) = quantize_symmetric(&row);
+    let (scale, values) = quantize_symmetric(&row, 127);
     assert_eq!(scale, 1.0);
     assert_eq!(values, [127, -127, 0, 0, 2, 2, -2, 126, 3, 0, 0]);
+    // The same row to 64: the scale 127 / 64.
+    let (scale, values) = quantize_symmetric(&row, 64);
+    assert_eq!(scale, 127.0 / 64.0);
+    assert_eq!(values[..3], [64, -64, 0]);
 
     // Against the library's rounding on random rows of many magnitudes.
     let mut rng = Rng::new(9);
     for magnitude in [1e-30f32, 1e-3, 1.0, 3.0e5, 1e30] {
-        let row: Vec<f32> = rng.normal_vec(1000).iter().map(|v| v * magnitude).collect();
-        let (scale, values) = quantize_symmetric(&row);
-        let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-        assert_eq!(scale, max / 127.0);
-        for (&w, &q) in row.iter().zip(&values) {
-            let expected = (w / scale).round_ties_even().clamp(-127.0, 127.0) as i8;
-            assert_eq!(q, expected, "{w} at scale {scale}");
+        for limit in [127, 64] {
+            let row: Vec<f32> = rng.normal_vec(1000).iter().map(|v| v * magnitude).collect();
+            let (scale, values) = quantize_symmetric(&row, limit);
+            let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let limit = limit as f32;
+            assert_eq!(scale, max / limit);
+            for (&w, &q) in row.iter().zip(&values) {
+                let expected = (w / scale).round_ties_even().clamp(-limit, limit) as i8;
+                assert_eq!(q, expected, "{w} at scale {scale}");
+            }
         }
     }
 
     // Zeros, NaN and infinities: the scale 1, NaN as 0, infinities at the ends.
-    assert_eq!(quantize_symmetric(&[0.0, 0.0]), (1.0, vec![0, 0]));
-    let (scale, values) = quantize_symmetric(&[f32::NAN, 2.0, f32::INFINITY, f32::NEG_INFINITY]);
+    assert_eq!(quantize_symmetric(&[0.0, 0.0], 127), (1.0, vec![0, 0]));
+    let odd = [f32::NAN, 2.0, f32::INFINITY, f32::NEG_INFINITY];
+    let (scale, values) = quantize_symmetric(&odd, 127);
     assert_eq!(scale, 1.0);
     assert_eq!(values, [0, 2, 127, -127]);
+    assert_eq!(quantize_symmetric(&odd, 64).1, [0, 2, 64, -64]);
 }
 
-/// Whether `kernel` runs a tile of `rows` rows of two lines, 16 inputs apart in `a` or
-/// `a_wide`, writing `cols` columns from element `offset` of a buffer of `len` (rows 16 apart);
-/// false if it panics.
+/// Whether `kernel` runs a tile of `rows` rows of two lines, 16 inputs apart in `a`, writing
+/// `cols` columns from element `offset` of a buffer of `len` (rows 16 apart); false if it
+/// panics.
 fn tile_runs(
     kernel: Kernel,
-    (rows, a, a_wide): (usize, &[u8], &[u16]),
+    (rows, a): (usize, &[u8]),
     len: usize,
     (offset, cols): (usize, usize),
 ) -> bool {
     let b = [Line([1; NR * GROUP]); 2];
     let operands = kernels::Operands {
         a,
-        a_wide,
         lda: 16,
         rows,
         b: &b,
@@ -407,21 +571,16 @@ fn tile_runs(
 }
 
 /// `Tile::new` refuses, for every kernel, a tile whose outputs leave the buffer, whose
-/// activations (widened or not, as the kernel reads them) are shorter than its rows, or whose
-/// rows are more than the kernel's: what the kernels' unchecked reads and writes rely on.
+/// activations are shorter than its rows, or whose rows are more than the kernel's: what the
+/// kernels' unchecked reads and writes rely on.
 #[test]
 fn a_tile_outside_its_inputs_or_its_output_is_refused() {
-    let (a, a_wide) = (vec![1u8; 9 * 16], vec![1u16; 9 * 16]);
+    let a = [1u8; 9 * 16];
     for kernel in Kernel::available() {
         let name = kernel.name();
         // Four rows of 8 inputs (two lines), the last row's ending 7 elements short.
-        let short = 3 * 16 + 7;
-        let (short_a, short_wide) = if kernel.wide_rows() {
-            (&a[..], &a_wide[..short])
-        } else {
-            (&a[..short], &a_wide[..])
-        };
-        let four = (4, &a[..], &a_wide[..]);
+        let short_a = &a[..3 * 16 + 7];
+        let four = (4, &a[..]);
         assert!(
             tile_runs(kernel, four, 64, (0, 16)),
             "{name}: a tile that fits"
@@ -432,10 +591,10 @@ fn a_tile_outside_its_inputs_or_its_output_is_refused() {
         );
         assert!(!tile_runs(kernel, four, 64, (0, 17)), "{name}: 17 columns");
         assert!(
-            !tile_runs(kernel, (4, short_a, short_wide), 64, (0, 16)),
+            !tile_runs(kernel, (4, short_a), 64, (0, 16)),
             "{name}: short rows"
         );
-        let too_many = (kernel.rows() + 1, &a[..], &a_wide[..]);
+        let too_many = (kernel.rows() + 1, &a[..]);
         assert!(
             !tile_runs(kernel, too_many, 9 * 16, (0, 16)),
             "{name}: too many rows"
