@@ -66,16 +66,8 @@ fn random_channels(rng: &mut Rng, out: usize, inner: usize, limit: i32) -> Vec<C
         .collect()
 }
 
-/// The lowest [`Kernel::weight_limit`] of this CPU's kernels: weights every kernel can run.
-fn common_limit() -> i32 {
-    Kernel::available()
-        .into_iter()
-        .map(Kernel::weight_limit)
-        .min()
-        .unwrap()
-}
-
-/// The kernel of this CPU with the lowest [`Kernel::weight_limit`], to quantize for.
+/// The kernel of this CPU with the lowest [`Kernel::weight_limit`]: weights quantized for it
+/// every kernel can run.
 fn most_limited() -> Kernel {
     Kernel::available()
         .into_iter()
@@ -480,7 +472,7 @@ fn every_kernel_gives_the_same_bits_from_f32_rows() {
         inner,
         Some(&scales),
     );
-    assert_eq!(w.largest, common_limit().min(127));
+    assert_eq!(w.largest, most_limited().weight_limit().min(127));
     let x = rng.normal_vec(rows * inner);
     let mut results = Vec::new();
     for kernel in Kernel::available() {
