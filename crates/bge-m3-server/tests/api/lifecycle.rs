@@ -130,18 +130,14 @@ fn int8_on_a_gpu_is_refused_before_the_model_is_fetched() {
     // A Hub id, offline, with an empty cache: were the cache asked first, the error would name
     // the missing files instead of the setting.
     let cache = tempfile::tempdir().unwrap();
-    let finished = Launch::new(env!("CARGO_BIN_EXE_bge-m3-server"))
-        .env("MODEL_PATH", "BAAI/bge-m3")
-        .env("HF_HUB_OFFLINE", "1")
-        .env("HF_HOME", cache.path())
-        .env("DTYPE", "int8")
-        .env("DEVICE", "cuda")
-        .env("PORT", "0")
-        .env("HOST", "127.0.0.1")
-        .run(Duration::from_secs(30));
-    assert!(!finished.timed_out, "the server did not exit");
-    assert_eq!(finished.status.code(), Some(1));
-    let log = &finished.stderr;
+    let log = refused_at_start(
+        Launch::new(env!("CARGO_BIN_EXE_bge-m3-server"))
+            .env("MODEL_PATH", "BAAI/bge-m3")
+            .env("HF_HUB_OFFLINE", "1")
+            .env("HF_HOME", cache.path())
+            .env("DTYPE", "int8")
+            .env("DEVICE", "cuda"),
+    );
     assert!(
         log.contains("invalid `dtype`: int8 runs on the CPU only"),
         "{log}"
@@ -149,21 +145,29 @@ fn int8_on_a_gpu_is_refused_before_the_model_is_fetched() {
 }
 
 #[test]
-fn an_int8_kernel_this_cpu_lacks_is_refused_at_start() {
-    let finished = Launch::new(env!("CARGO_BIN_EXE_bge-m3-server"))
-        .env("MODEL_PATH", tiny_pt())
-        .env("DTYPE", "int8")
-        .env("BGE_M3_INT8_KERNEL", "sse2")
+fn a_name_that_is_not_an_int8_kernel_is_refused_at_start() {
+    let log = refused_at_start(
+        Launch::new(env!("CARGO_BIN_EXE_bge-m3-server"))
+            .env("MODEL_PATH", tiny_pt())
+            .env("DTYPE", "int8")
+            .env("BGE_M3_INT8_KERNEL", "sse2"),
+    );
+    assert!(
+        log.contains(r#"invalid `BGE_M3_INT8_KERNEL`: "sse2" is not an int8 kernel"#),
+        "{log}"
+    );
+}
+
+/// Starts the server `launch` describes on a free local port, which must exit with 1 (a
+/// setting refused at start) within 30 s, and returns its log.
+fn refused_at_start(launch: Launch) -> String {
+    let finished = launch
         .env("PORT", "0")
         .env("HOST", "127.0.0.1")
         .run(Duration::from_secs(30));
     assert!(!finished.timed_out, "the server did not exit");
     assert_eq!(finished.status.code(), Some(1));
-    let log = &finished.stderr;
-    assert!(
-        log.contains(r#"invalid `BGE_M3_INT8_KERNEL`: "sse2" is not an int8 kernel"#),
-        "{log}"
-    );
+    finished.stderr
 }
 
 #[test]
