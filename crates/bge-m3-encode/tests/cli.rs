@@ -372,6 +372,23 @@ fn the_int8_kernel_can_be_named_and_a_wrong_name_is_refused() {
         stderr.contains(r#"invalid `BGE_M3_INT8_KERNEL`: "avx512" is not an int8 kernel: one of amx, avx512-vnni, avx-vnni, avx2, portable"#),
         "{stderr}"
     );
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let refused = encoder()
+            .args(["--dtype", "int8", "-"])
+            .env(
+                "BGE_M3_INT8_KERNEL",
+                std::ffi::OsStr::from_bytes(b"avx\xff"),
+            )
+            .run(RUN_TIMEOUT);
+        let stderr = &refused.stderr;
+        assert!(!refused.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("invalid `BGE_M3_INT8_KERNEL`: is not valid UTF-8"),
+            "{stderr}"
+        );
+    }
 }
 
 /// Waits until `path` holds at least `lines` complete lines (bounded: 60 s).
