@@ -28,6 +28,7 @@
 use rayon::prelude::*;
 
 use super::aligned::Aligned;
+use super::matmul::{share, Walk};
 use super::shared::SharedMut;
 
 #[cfg(target_arch = "x86_64")]
@@ -418,23 +419,39 @@ unsafe fn columns(
     let (rows, n, stride) = (x.rows, w.out, x.stride);
     let blocks = stride.div_ceil(KC);
     let tile_rows = kernel.rows();
+    // The block's lines of a panel.
+    let lines = |block: usize, panel: usize| {
+        let k0 = block * KC;
+        w.panel(k0, KC.min(stride - k0) / GROUP, panel)
+    };
+    let walk = Walk {
+        rows,
+        mc: MC,
+        blocks,
+        panels: panels.clone(),
+    };
     for ic in (0..rows).step_by(MC) {
         let mc = MC.min(rows - ic);
+        let tiles = mc.div_ceil(tile_rows);
         for block in 0..blocks {
             let k0 = block * KC;
-            let groups = KC.min(stride - k0) / GROUP;
             let last = block + 1 == blocks;
             for panel in panels.clone() {
                 let c0 = panel * NR;
                 let cols = NR.min(n - c0);
-                let b = w.panel(k0, groups, panel);
-                for r0 in (ic..ic + mc).step_by(tile_rows) {
+                let b = lines(block, panel);
+                // The next panel, which this one's tiles prefetch ([`Walk`]).
+                let ahead = walk
+                    .after(ic, block, panel)
+                    .map_or(&[][..], |(block, panel)| lines(block, panel));
+                for (t, r0) in (ic..ic + mc).step_by(tile_rows).enumerate() {
                     let r = tile_rows.min(ic + mc - r0);
                     let operands = kernels::Operands {
                         a: &x.values[r0 * stride + k0..],
                         lda: stride,
                         rows: r,
                         b,
+                        ahead: share(ahead, tiles, t),
                         first: block == 0,
                         dequantize: last.then(|| kernels::Dequantize {
                             row_scales: &x.scales[r0..r0 + r],

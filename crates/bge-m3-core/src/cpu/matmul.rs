@@ -220,17 +220,11 @@ unsafe fn columns(
 ) {
     let (n, k) = (w.out, w.inner);
     let blocks = k.div_ceil(KC);
-    // The panel visited after (ic, block, panel), in this task's order.
-    let next = |ic: usize, block: usize, panel: usize| {
-        if panel + 1 < panels.end {
-            Some((block, panel + 1))
-        } else if block + 1 < blocks {
-            Some((block + 1, panels.start))
-        } else if ic + MC < rows {
-            Some((0, panels.start))
-        } else {
-            None
-        }
+    let walk = Walk {
+        rows,
+        mc: MC,
+        blocks,
+        panels: panels.clone(),
     };
     // Packing a block of rows costs about what multiplying it by a few panels does: worth it
     // when the block meets many panels, not for a thin product (attention's `p · v`).
@@ -247,14 +241,11 @@ unsafe fn columns(
                 }
                 for panel in panels.clone() {
                     let b = w.panel(k0, kc, panel);
-                    // While this panel is multiplied, its tiles prefetch the next one, spread
-                    // over all of them: the weights stream from memory at an even rate
-                    // instead of in bursts that stall the first tile of each panel.
-                    let ahead = match next(ic, block, panel) {
+                    // The next panel, which this one's tiles prefetch ([`Walk`]).
+                    let ahead = match walk.after(ic, block, panel) {
                         Some((block, panel)) => w.panel(block * KC, KC.min(k - block * KC), panel),
                         None => &[],
                     };
-                    let per_tile = ahead.len().div_ceil(tiles);
                     let cols = NR.min(n - panel * NR);
                     let (a, lda) = if pack {
                         (&packed[..], 0)
@@ -268,15 +259,48 @@ unsafe fn columns(
                     let mut in_panel =
                         unsafe { Panel::new((a, lda, mc), b, k0 > 0, out, at, (ldc, cols)) };
                     for t in 0..tiles {
-                        let first = (t * per_tile).min(ahead.len());
-                        let ahead = &ahead[first..(first + per_tile).min(ahead.len())];
-                        let mut tile = in_panel.tile(t, ahead);
+                        let mut tile = in_panel.tile(t, share(ahead, tiles, t));
                         kernel.run(&mut tile);
                     }
                 }
             }
         }
     });
+}
+
+/// The order in which one task of a blocked product visits its panels: `mc` rows at a time;
+/// for those rows, the blocks of inputs; in each block, the task's `panels`. While a panel is
+/// multiplied its tiles prefetch the one visited after it ([`Walk::after`]), a [`share`]
+/// each, so that the weights stream from memory at an even rate instead of in bursts that
+/// stall the first tile of each panel. (The int8 product walks its panels the same way.)
+pub(crate) struct Walk {
+    pub(crate) rows: usize,
+    pub(crate) mc: usize,
+    pub(crate) blocks: usize,
+    pub(crate) panels: std::ops::Range<usize>,
+}
+
+impl Walk {
+    /// The block and panel visited after `panel` of `block` for the rows from `ic`, or `None`
+    /// after the last.
+    pub(crate) fn after(&self, ic: usize, block: usize, panel: usize) -> Option<(usize, usize)> {
+        if panel + 1 < self.panels.end {
+            Some((block, panel + 1))
+        } else if block + 1 < self.blocks {
+            Some((block + 1, self.panels.start))
+        } else if ic + self.mc < self.rows {
+            Some((0, self.panels.start))
+        } else {
+            None
+        }
+    }
+}
+
+/// Part `t` of `parts` nearly equal parts of `lines`, in order (empty past the end).
+pub(crate) fn share<T>(lines: &[T], parts: usize, t: usize) -> &[T] {
+    let per_part = lines.len().div_ceil(parts.max(1));
+    let first = (t * per_part).min(lines.len());
+    &lines[first..(first + per_part).min(lines.len())]
 }
 
 thread_local! {

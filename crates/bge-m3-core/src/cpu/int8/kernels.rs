@@ -38,6 +38,9 @@ pub(crate) struct Operands<'a> {
     pub(crate) rows: usize,
     /// The panel's lines for this block of inputs.
     pub(crate) b: &'a [Line],
+    /// Lines of the next panel to prefetch (into L1) while this tile runs, spread evenly over
+    /// its inputs ([`crate::cpu::matmul::Walk`]).
+    pub(crate) ahead: &'a [Line],
     /// The first block of inputs: the output holds nothing yet. (Between blocks it holds the
     /// partial `i32` sums, their bits.)
     pub(crate) first: bool,
@@ -183,6 +186,15 @@ impl<'a> Tile<'a> {
         // most at `(rows - 1) * lda + 4 · b.len()`, which `new` checked against `a`'s length.
         let four = unsafe { self.operands.a.get_unchecked(first..first + GROUP) };
         i32::from_ne_bytes([four[0], four[1], four[2], four[3]])
+    }
+
+    /// [`Operands::ahead`] in as many parts as the tile has groups of inputs (fewer when it
+    /// is shorter), the lines each group prefetches: spread evenly over the tile.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn ahead(&self) -> std::slice::Chunks<'a, Line> {
+        let Operands { ahead, b, .. } = self.operands;
+        ahead.chunks(ahead.len().div_ceil(b.len().max(1)).max(1))
     }
 
     /// Row `i` of the tile's output, its `cols` elements: one at a time (`&mut self`).
@@ -428,6 +440,18 @@ fn portable<const R: usize>((): (), tile: &mut Tile) {
     finish(&mut acc, tile);
 }
 
+/// Fetches `lines` into the L1 cache. (A prefetch reads nothing the program sees and never
+/// faults.)
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse")]
+#[inline]
+fn prefetch(lines: &[Line]) {
+    use std::arch::x86_64::*;
+    for line in lines {
+        _mm_prefetch::<_MM_HINT_T0>(line.0.as_ptr());
+    }
+}
+
 /// AVX-512 VNNI: row `i`'s sixteen sums in one register; each line is one `vpdpbusd` per row.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,avx512f,avx512vnni")]
@@ -435,7 +459,9 @@ fn avx512_vnni<const R: usize>(_: Avx512Vnni, tile: &mut Tile) {
     use std::arch::x86_64::*;
     tile.check::<R>();
     let mut acc = [_mm512_setzero_si512(); R];
+    let mut ahead = tile.ahead();
     for (g, line) in tile.operands.b.iter().enumerate() {
+        prefetch(ahead.next().unwrap_or_default());
         // SAFETY: a line is 64 bytes, 64-byte aligned, borrowed for the call.
         let w = unsafe { _mm512_load_si512(line.0.as_ptr().cast()) };
         for (i, acc) in acc.iter_mut().enumerate() {
@@ -494,7 +520,9 @@ fn avx_vnni<const R: usize>(_: AvxVnni, tile: &mut Tile) {
     use std::arch::x86_64::*;
     tile.check::<R>();
     let mut acc = [[_mm256_setzero_si256(); 2]; R];
+    let mut ahead = tile.ahead();
     for (g, line) in tile.operands.b.iter().enumerate() {
+        prefetch(ahead.next().unwrap_or_default());
         let [w0, w1]: [__m256i; 2] = bytemuck::cast(line.0);
         for (i, acc) in acc.iter_mut().enumerate() {
             // SAFETY: `i < R` and `g` indexes a line of `b`; `check` passed above.
@@ -520,7 +548,9 @@ fn avx2<const R: usize>(_: Avx2, tile: &mut Tile) {
     tile.check::<R>();
     let ones = _mm256_set1_epi16(1);
     let mut acc = [[_mm256_setzero_si256(); 2]; R];
+    let mut ahead = tile.ahead();
     for (g, line) in tile.operands.b.iter().enumerate() {
+        prefetch(ahead.next().unwrap_or_default());
         let [w0, w1]: [__m256i; 2] = bytemuck::cast(line.0);
         for (i, acc) in acc.iter_mut().enumerate() {
             // SAFETY: `i < R` and `g` indexes a line of `b`; `check` passed above.

@@ -549,6 +549,7 @@ fn tile_runs(
         lda: 16,
         rows,
         b: &b,
+        ahead: &[],
         first: true,
         dequantize: None,
     };

@@ -188,6 +188,63 @@ fn no_rows_is_no_work() {
     .unwrap();
 }
 
+/// `Walk::after` names, for every panel a task visits, the one its loops visit next (what the
+/// tiles prefetch), and nothing after the last; on tasks that start past panel 0, with one
+/// block or several, one block of rows or several.
+#[test]
+fn each_panel_prefetches_the_one_visited_next() {
+    for (rows, mc, blocks, panels) in [
+        (1, 96, 1, 0..1),
+        (21, 96, 4, 3..7),
+        (200, 96, 3, 8..16),
+        (192, 96, 1, 5..6),
+    ] {
+        let walk = Walk {
+            rows,
+            mc,
+            blocks,
+            panels: panels.clone(),
+        };
+        let mut visits = vec![];
+        for ic in (0..rows).step_by(mc) {
+            for block in 0..blocks {
+                for panel in panels.clone() {
+                    visits.push((ic, block, panel));
+                }
+            }
+        }
+        let named: Vec<_> = visits
+            .iter()
+            .map(|&(ic, b, p)| walk.after(ic, b, p))
+            .collect();
+        let next: Vec<_> = visits[1..]
+            .iter()
+            .map(|&(_, b, p)| Some((b, p)))
+            .chain([None])
+            .collect();
+        assert_eq!(
+            named, next,
+            "{rows} rows, {mc} a block, {blocks} blocks, {panels:?}"
+        );
+    }
+}
+
+/// `share` cuts the lines into consecutive parts of nearly equal length that cover them all,
+/// and gives the parts past the end nothing.
+#[test]
+fn shares_cover_the_lines_in_order() {
+    let lines: Vec<usize> = (0..23).collect();
+    for parts in [1, 2, 5, 23, 40] {
+        let shares: Vec<&[usize]> = (0..parts).map(|t| share(&lines, parts, t)).collect();
+        assert_eq!(shares.concat(), lines, "{parts} parts");
+        let longest = shares.iter().map(|s| s.len()).max().unwrap();
+        assert_eq!(longest, lines.len().div_ceil(parts), "{parts} parts");
+        assert!(share(&lines, parts, parts).is_empty());
+    }
+    assert!(share(&lines, 0, 0) == lines.as_slice());
+    assert!(share::<usize>(&[], 3, 1).is_empty());
+}
+
 /// Each kernel on every shape of tile: 1 to 6 rows (and a second tile), rows packed (a
 /// product of many panels) and read in place (a thin one), every remainder of the AVX2
 /// kernel's four-input loop, whole and partial panels.
