@@ -369,7 +369,7 @@ fn the_int8_kernel_can_be_named_and_a_wrong_name_is_refused() {
     let stderr = &refused.stderr;
     assert!(!refused.status.success(), "{stderr}");
     assert!(
-        stderr.contains(r#"invalid `BGE_M3_INT8_KERNEL`: "avx512" is not an int8 kernel: one of amx, avx512-vnni, avx-vnni, avx2, portable"#),
+        stderr.contains(r#"invalid `BGE_M3_INT8_KERNEL`: "avx512" is not an int8 kernel: one of amx, avx512-vnni, avx-vnni, avx512bw, avx2, portable"#),
         "{stderr}"
     );
     #[cfg(unix)]

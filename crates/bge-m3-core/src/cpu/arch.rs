@@ -47,6 +47,10 @@ tokens! {
     /// AVX-VNNI: `vpdpbusd` on 256-bit registers (Alder Lake and later without AVX-512); and
     /// AVX2, which it extends.
     AvxVnni = "avx2", "avxvnni";
+    /// AVX-512 BW, with the AVX-512 foundation it extends: byte and word operations on 512-bit
+    /// registers (int8's kernel for Skylake-SP, which has AVX-512 without VNNI); and AVX2, for
+    /// the row quantizer.
+    Avx512Bw = "avx2", "avx512f", "avx512bw";
 }
 
 /// A token whose features include AVX2's proves AVX2: the row quantizer of int8 runs on AVX2
@@ -62,7 +66,7 @@ macro_rules! implies_avx2 {
     )*};
 }
 
-implies_avx2!(Avx512Vnni, AvxVnni);
+implies_avx2!(Avx512Vnni, AvxVnni, Avx512Bw);
 
 #[cfg(test)]
 mod tests {
@@ -85,15 +89,19 @@ mod tests {
             "avx512f" => std::is_x86_feature_detected!("avx512f"),
             "avx512vnni" => std::is_x86_feature_detected!("avx512vnni"),
             "avxvnni" => std::is_x86_feature_detected!("avxvnni"),
+            "avx512bw" => std::is_x86_feature_detected!("avx512bw"),
             other => unreachable!("{other}"),
         };
         assert_eq!(Avx2::detect().is_some(), has("avx2"));
         let vnni512 = ["avx2", "avx512f", "avx512vnni"].iter().all(|f| has(f));
         assert_eq!(Avx512Vnni::detect().is_some(), vnni512);
         assert_eq!(AvxVnni::detect().is_some(), has("avx2") && has("avxvnni"));
+        let bw = ["avx2", "avx512f", "avx512bw"].iter().all(|f| has(f));
+        assert_eq!(Avx512Bw::detect().is_some(), bw);
         for avx2 in [
             Avx512Vnni::detect().map(Avx2::from),
             AvxVnni::detect().map(Avx2::from),
+            Avx512Bw::detect().map(Avx2::from),
         ]
         .into_iter()
         .flatten()

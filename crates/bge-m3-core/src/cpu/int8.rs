@@ -2,13 +2,13 @@
 //! quantized per row (token) at each product, products summed exactly in 32-bit integers, and
 //! the scales applied in f32.
 //!
-//! **Weights** `(out, in)`: each output channel `c` gets the scale `s_c = max_k |w[c, k]| / L`
-//! and the values `q[c, k] = round(w[c, k] / s_c)` in `-L..=L`, where `L` is 127, or 64 for
-//! the AVX2 kernel ([`Kernel::weight_limit`]), packed into panels of [`NR`] channels in blocks
-//! of [`KC`] inputs, each panel a run of 64-byte [`Line`]s holding four consecutive inputs of
-//! its sixteen channels: the order in which `vpdpbusd` (AVX-512 VNNI, AVX-VNNI) and AVX2's
-//! `vpmaddubsw` multiply them, and AMX's `tdpbusd` reads a tile of sixteen lines ([`amx`]).
-//! Each channel also keeps `Σ_k q[c, k]` for the zero point below.
+//! **Weights** `(out, in)`: each output channel `c` gets the scale `s_c = max_k |w[c, k]| / L` and
+//! the values `q[c, k] = round(w[c, k] / s_c)` in `-L..=L`, where `L` is 127, or 64 for the AVX2
+//! and AVX-512 BW kernels ([`Kernel::weight_limit`]), packed into panels of [`NR`] channels in
+//! blocks of [`KC`] inputs, each panel a run of 64-byte [`Line`]s holding four consecutive inputs
+//! of its sixteen channels: the order in which `vpdpbusd` (AVX-512 VNNI, AVX-VNNI) and AVX2's
+//! `vpmaddubsw` multiply them, and AMX's `tdpbusd` reads a tile of sixteen lines ([`amx`]). Each
+//! channel also keeps `Σ_k q[c, k]` for the zero point below.
 //!
 //! **Activations** `(rows, in)`: each row `r` is quantized asymmetrically to `u8`, over its own
 //! range widened to hold zero: `a_r = (max(hi, 0) - min(lo, 0)) / 255`, the zero point

@@ -8,11 +8,13 @@
 //!   then `vpmaddwd` with ones (the pairs added in 32 bits). Exact only for weights of at most
 //!   64 in magnitude ([`Kernel::weight_limit`]): a pair's sum, at most `2 · 255 · 64 = 32,640`,
 //!   then fits 16 bits, where `2 · 255 · 127` would saturate;
+//! - AVX-512 BW (AVX-512 without VNNI: Skylake-SP): AVX2's two steps on 512-bit registers, with
+//!   the same limit;
 //! - portable: plain Rust.
 //!
-//! All four compute the same integer sums and the same f32 operations in the same order, so
-//! on the same weights their results are bit for bit equal (tested). The weights a model gets
-//! depend on its kernel's limit, chosen at load: AVX2's run with 7-bit weights.
+//! All compute the same integer sums and the same f32 operations in the same order, so on the
+//! same weights their results are bit for bit equal (tested). The weights a model gets depend
+//! on its kernel's limit, chosen at load: AVX2's and AVX-512 BW's run with 7-bit weights.
 //!
 //! The proof is split as in the f32 microkernel (`matmul/kernel.rs`): [`Tile::new`] checks
 //! every bound of a tile for the kernel that will run it and asks its caller only that no other
@@ -24,7 +26,7 @@
 use super::amx::Amx;
 use super::{Line, GROUP, NR};
 #[cfg(target_arch = "x86_64")]
-use crate::cpu::arch::{Avx2, Avx512Vnni, AvxVnni};
+use crate::cpu::arch::{Avx2, Avx512Bw, Avx512Vnni, AvxVnni};
 use crate::cpu::shared::SharedMut;
 use std::sync::OnceLock;
 
@@ -156,6 +158,8 @@ impl<'a> Tile<'a> {
             #[cfg(target_arch = "x86_64")]
             Kernel::AvxVnni(token) => simd_by_rows!(avx_vnni, token, 1 2 3 4 5 6),
             #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Bw(token) => simd_by_rows!(avx512bw, token, 1 2 3 4 5 6 7 8),
+            #[cfg(target_arch = "x86_64")]
             Kernel::Avx2(token) => simd_by_rows!(avx2, token, 1 2 3 4),
             Kernel::Portable => match self.operands.rows {
                 1 => portable::<1>((), self),
@@ -226,6 +230,8 @@ pub(crate) enum Kernel {
     #[cfg(target_arch = "x86_64")]
     AvxVnni(AvxVnni),
     #[cfg(target_arch = "x86_64")]
+    Avx512Bw(Avx512Bw),
+    #[cfg(target_arch = "x86_64")]
     Avx2(Avx2),
     Portable,
 }
@@ -239,8 +245,14 @@ pub(crate) const KERNEL_VARIABLE: &str = "BGE_M3_INT8_KERNEL";
 
 impl Kernel {
     /// Every kernel's name, fastest first.
-    pub(crate) const NAMES: [&'static str; 5] =
-        ["amx", "avx512-vnni", "avx-vnni", "avx2", "portable"];
+    pub(crate) const NAMES: [&'static str; 6] = [
+        "amx",
+        "avx512-vnni",
+        "avx-vnni",
+        "avx512bw",
+        "avx2",
+        "portable",
+    ];
 
     /// The kernel of the products: the one [`KERNEL_VARIABLE`] names, else the fastest of this
     /// CPU. Decided once per process. A name that is unknown or not on this CPU is refused by
@@ -300,6 +312,7 @@ impl Kernel {
             kernels.extend(Amx::detect().map(Kernel::Amx));
             kernels.extend(Avx512Vnni::detect().map(Kernel::Avx512Vnni));
             kernels.extend(AvxVnni::detect().map(Kernel::AvxVnni));
+            kernels.extend(Avx512Bw::detect().map(Kernel::Avx512Bw));
             kernels.extend(Avx2::detect().map(Kernel::Avx2));
         }
         kernels.push(Kernel::Portable);
@@ -315,6 +328,8 @@ impl Kernel {
             Kernel::Avx512Vnni(_) => "avx512-vnni",
             #[cfg(target_arch = "x86_64")]
             Kernel::AvxVnni(_) => "avx-vnni",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Bw(_) => "avx512bw",
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2(_) => "avx2",
             Kernel::Portable => "portable",
@@ -354,6 +369,11 @@ impl Kernel {
                 unsafe { quantize_avx2(token.into(), x, input_scales, values) }
             }
             #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Bw(token) => {
+                // SAFETY: as above.
+                unsafe { quantize_avx2(token.into(), x, input_scales, values) }
+            }
+            #[cfg(target_arch = "x86_64")]
             Kernel::Avx2(token) => {
                 // SAFETY: `token` proves AVX2, which `quantize_avx2` enables.
                 unsafe { quantize_avx2(token, x, input_scales, values) }
@@ -363,13 +383,13 @@ impl Kernel {
     }
 
     /// The largest weight magnitude whose sums the kernel computes exactly: 128 (every `i8`),
-    /// but 64 for AVX2's, whose 16-bit pair sums would saturate beyond (`2 · 255 · 64 =
-    /// 32,640`). A model's weights are quantized to its kernel's limit, capped at 127
+    /// but 64 for AVX2's and AVX-512 BW's, whose 16-bit pair sums would saturate beyond (`2 ·
+    /// 255 · 64 = 32,640`). A model's weights are quantized to its kernel's limit, capped at 127
     /// ([`super::QuantizedMatrix::quantize_stacked`]).
     pub(crate) fn weight_limit(self) -> i32 {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2(_) => 64,
+            Kernel::Avx2(_) | Kernel::Avx512Bw(_) => 64,
             _ => 128,
         }
     }
@@ -378,7 +398,7 @@ impl Kernel {
     pub(crate) fn rows(self) -> usize {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Kernel::Amx(_) | Kernel::Avx512Vnni(_) => 8,
+            Kernel::Amx(_) | Kernel::Avx512Vnni(_) | Kernel::Avx512Bw(_) => 8,
             #[cfg(target_arch = "x86_64")]
             Kernel::AvxVnni(_) => 6,
             #[cfg(target_arch = "x86_64")]
@@ -470,9 +490,19 @@ fn avx512_vnni<const R: usize>(_: Avx512Vnni, tile: &mut Tile) {
             *acc = _mm512_dpbusd_epi32(*acc, _mm512_set1_epi32(x), w);
         }
     }
+    finish_avx512(&acc, tile);
+}
+
+/// [`finish`] for a tile whose sums are one 512-bit register per row: the same operations,
+/// sixteen columns at a time on whole tiles.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,avx512f")]
+#[inline]
+fn finish_avx512<const R: usize>(acc: &[std::arch::x86_64::__m512i; R], tile: &mut Tile) {
+    use std::arch::x86_64::*;
     if tile.cols < NR {
         let mut sums = [[0i32; NR]; R];
-        for (sums, acc) in sums.iter_mut().zip(&acc) {
+        for (sums, acc) in sums.iter_mut().zip(acc) {
             // SAFETY: `sums` is sixteen i32, borrowed mutably.
             unsafe { _mm512_storeu_si512(sums.as_mut_ptr().cast(), *acc) };
         }
@@ -563,6 +593,31 @@ fn avx2<const R: usize>(_: Avx2, tile: &mut Tile) {
     }
     let mut sums: [[i32; NR]; R] = acc.map(bytemuck::cast);
     finish(&mut sums, tile);
+}
+
+/// AVX-512 BW (Skylake-SP: AVX-512 without VNNI): AVX2's two steps on 512-bit registers, a
+/// row's sixteen sums in one register as AVX-512 VNNI's, so a line is one `vpmaddubsw` and one
+/// `vpmaddwd` per row. The same 7-bit weights as AVX2's ([`Kernel::weight_limit`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,avx512f,avx512bw")]
+fn avx512bw<const R: usize>(_: Avx512Bw, tile: &mut Tile) {
+    use std::arch::x86_64::*;
+    tile.check::<R>();
+    let ones = _mm512_set1_epi16(1);
+    let mut acc = [_mm512_setzero_si512(); R];
+    let mut ahead = tile.ahead();
+    for (g, line) in tile.operands.b.iter().enumerate() {
+        prefetch(ahead.next().unwrap_or_default());
+        // SAFETY: a line is 64 bytes, 64-byte aligned, borrowed for the call.
+        let w = unsafe { _mm512_load_si512(line.0.as_ptr().cast()) };
+        for (i, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: `i < R` and `g` indexes a line of `b`; `check` passed above.
+            let x = _mm512_set1_epi32(unsafe { tile.inputs(i, g) });
+            let pairs = _mm512_maddubs_epi16(x, w);
+            *acc = _mm512_add_epi32(*acc, _mm512_madd_epi16(pairs, ones));
+        }
+    }
+    finish_avx512(&acc, tile);
 }
 
 /// The range of a row's (scaled) values, whether they are all finite, and from it the scale,
