@@ -102,6 +102,8 @@ fn every_kernel_gives_the_reference_bits_on_every_remainder_path() {
         (1, 16, 4),
         (2, 17, 5),
         (3, 33, 7),
+        (4, 16, 8),
+        (6, 17, 68),
         (7, 15, 64),
         (9, 48, 513),
         (13, 20, 1031),
