@@ -3,6 +3,7 @@
 use rayon::prelude::*;
 
 use super::aligned::Aligned;
+use super::int8::{self, Kernel, QuantizedMatrix, QuantizedRows};
 use super::kernels::simd;
 use super::matmul::{self, PackedMatrix};
 use super::shared::SharedMut;
@@ -125,7 +126,17 @@ pub(crate) fn split_heads(qkv: &[f32], bias: &[f32], out: &mut [f32], heads: Hea
 /// [`matmul`], then for each block of queries the scores `q · kᵀ` over the sequence's keys,
 /// the softmax of `scores / sqrt(head_dim)` in f32, and `p · v`, with the division by each
 /// row's sum done on the `head_dim` outputs instead of the `len` weights.
-pub(crate) fn attention(qkv: &[f32], context: &mut [f32], segments: &Segments, heads: Heads) {
+///
+/// With `int8`, the scores are that kernel's int8 product instead ([`Kernel::scores_in_int8`]):
+/// each key quantized on its own scale, as a weight's channel, and each query as a row of
+/// activations.
+pub(crate) fn attention(
+    qkv: &[f32],
+    context: &mut [f32],
+    segments: &Segments,
+    heads: Heads,
+    int8: Option<Kernel>,
+) {
     let tokens = segments.tokens();
     let (head_dim, hidden) = (heads.dim, heads.count * heads.dim);
     let part = heads.count * tokens * head_dim;
@@ -141,10 +152,19 @@ pub(crate) fn attention(qkv: &[f32], context: &mut [f32], segments: &Segments, h
     let out = SharedMut::new(context);
 
     (0..heads.count * sequences).into_par_iter().for_each_init(
-        // The scores start a cache line, as the workspace's buffers do (see `Aligned`): the
-        // products store whole rows of them.
-        || (Aligned::<f32>::empty(), Vec::<f32>::new()),
-        |(scores, sums), task| {
+        || Buffers {
+            scores: Aligned::empty(),
+            sums: Vec::new(),
+            queries: QuantizedRows::default(),
+            keys: QuantizedMatrix::empty(),
+        },
+        |Buffers {
+             scores,
+             sums,
+             queries,
+             keys: quantized_keys,
+         },
+         task| {
             let (h, s) = (task / sequences, task % sequences);
             let (start, keys) = segments.get(s);
             let head = (h * tokens + start) * head_dim;
@@ -152,14 +172,26 @@ pub(crate) fn attention(qkv: &[f32], context: &mut [f32], segments: &Segments, h
             let (q, k, v) = (rows_of(0), rows_of(1), rows_of(2));
             // `k` is (keys, head_dim): the weight of `q · kᵀ`; `v` is (keys, head_dim), the
             // transposed weight of `p · v`.
-            let k = PackedMatrix::pack_stacked(&[k], head_dim);
+            let k = match int8 {
+                None => Keys::F32(PackedMatrix::pack_stacked(&[k], head_dim)),
+                Some(kernel) => {
+                    quantized_keys.requantize(kernel, k, head_dim);
+                    Keys::Int8(kernel, quantized_keys)
+                }
+            };
             let v = PackedMatrix::pack_transposed(v, keys, head_dim);
             for q0 in (0..keys).step_by(block) {
                 let rows = block.min(keys - q0);
                 scores.resize(rows * keys);
                 sums.resize(rows, 0.0);
                 let q = &q[q0 * head_dim..(q0 + rows) * head_dim];
-                matmul::matmul_here(q, rows, &k, scores);
+                match &k {
+                    Keys::F32(k) => matmul::matmul_here(q, rows, k, scores),
+                    Keys::Int8(kernel, k) => {
+                        queries.quantize_for(*kernel, q, rows, head_dim, None);
+                        int8::matmul_here(*kernel, queries, k, scores);
+                    }
+                }
                 for (scores, sum) in scores.chunks_exact_mut(keys).zip(sums.iter_mut()) {
                     *sum = simd::exp_normalizer(scores, scale);
                 }
@@ -180,6 +212,23 @@ pub(crate) fn attention(qkv: &[f32], context: &mut [f32], segments: &Segments, h
             }
         },
     );
+}
+
+/// A head's keys, as the weight of its scores' product.
+enum Keys<'a> {
+    F32(PackedMatrix),
+    Int8(Kernel, &'a QuantizedMatrix),
+}
+
+/// What each task of [`attention`] reuses from one (sequence, head) to the next.
+struct Buffers {
+    /// The scores start a cache line, as the workspace's buffers do (see `Aligned`): the
+    /// products store whole rows of them.
+    scores: Aligned<f32>,
+    sums: Vec<f32>,
+    /// For scores in int8.
+    queries: QuantizedRows,
+    keys: QuantizedMatrix,
 }
 
 #[cfg(test)]
@@ -225,7 +274,7 @@ mod tests {
         let mut split = vec![0.0; qkv.len()];
         split_heads(&qkv, &vec![0.0; width], &mut split, heads);
         let mut ours = vec![0.0; tokens * heads.count * heads.dim];
-        attention(&split, &mut ours, &segments, heads);
+        attention(&split, &mut ours, &segments, heads, None);
         let diff = max_abs_diff(&ours, &expected);
         assert!(diff < 1e-5, "lens {lens:?}: {diff}");
     }
@@ -241,6 +290,51 @@ mod tests {
     fn attention_over_several_query_blocks_matches_candle() {
         // 1100 keys make blocks of 953 queries, the last one partial.
         check(&[1100, 650], Heads { count: 2, dim: 8 }, 13);
+    }
+
+    /// Scores in int8 are exactly those of the queries and keys as int8 holds them (each query
+    /// a row of activations, each key a weight's channel), with every kernel.
+    #[test]
+    fn int8_scores_are_those_of_the_quantized_queries_and_keys() {
+        let heads = Heads { count: 2, dim: 16 };
+        let (dim, width) = (heads.dim, 3 * heads.count * heads.dim);
+        let segments = Segments::new([37, 5, 70]).unwrap();
+        let tokens = segments.tokens();
+        let qkv = random(&[tokens, width], 14, 2.0)
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let attended = |qkv: &[f32], int8: Option<Kernel>| {
+            let mut split = vec![0.0; qkv.len()];
+            split_heads(qkv, &vec![0.0; width], &mut split, heads);
+            let mut out = vec![0.0; tokens * heads.count * dim];
+            attention(&split, &mut out, &segments, heads, int8);
+            out
+        };
+        let exact = attended(&qkv, None);
+        for kernel in Kernel::available() {
+            // Row `t` is token `t`'s (query, key, value) x heads x dim.
+            let mut seen = qkv.clone();
+            for row in seen.chunks_exact_mut(width) {
+                for h in 0..heads.count {
+                    let query = &mut row[h * dim..][..dim];
+                    let mut rows = QuantizedRows::default();
+                    rows.quantize_for(kernel, query, 1, dim, None);
+                    query.copy_from_slice(&rows.dequantized(dim));
+                    let key = &mut row[(heads.count + h) * dim..][..dim];
+                    let mut keys = QuantizedMatrix::empty();
+                    keys.requantize(kernel, key, dim);
+                    key.copy_from_slice(&keys.dequantized());
+                }
+            }
+            let ours = attended(&qkv, Some(kernel));
+            let diff = max_abs_diff(&ours, &attended(&seen, None));
+            assert!(diff < 1e-5, "{}: {diff}", kernel.name());
+            // What the rounding of queries and keys costs: visible, and small.
+            let cost = max_abs_diff(&ours, &exact);
+            assert!(1e-4 < cost && cost < 0.1, "{}: {cost}", kernel.name());
+        }
     }
 
     #[test]

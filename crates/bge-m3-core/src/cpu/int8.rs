@@ -127,6 +127,54 @@ impl QuantizedMatrix {
         matrix
     }
 
+    /// A matrix of no channels, for [`Self::requantize`] to fill.
+    pub(crate) fn empty() -> Self {
+        Self::pack(&[], 0)
+    }
+
+    /// [`Self::quantize_stacked`] of the one row-major `(out, inner)` matrix `w`, unsmoothed,
+    /// in place of what this held: on this thread, reusing the buffers, for the small matrices
+    /// that each task of a parallel loop quantizes anew (a head's keys, in
+    /// [`super::attention`]).
+    pub(crate) fn requantize(&mut self, kernel: Kernel, w: &[f32], inner: usize) {
+        assert!(
+            inner <= MAX_INNER,
+            "{inner} inputs could overflow the 32-bit sums (at most {MAX_INNER})"
+        );
+        assert_eq!(w.len() % inner.max(1), 0, "w is not {inner} wide");
+        let limit = kernel.weight_limit().min(127);
+        let out = w.len().checked_div(inner).unwrap_or(0);
+        let panels = out.div_ceil(NR);
+        let padded = inner.next_multiple_of(GROUP);
+        (self.out, self.inner, self.panels) = (out, inner, panels);
+        self.largest = 0;
+        self.input_scales = None;
+        self.scales.clear();
+        self.scales.resize(panels * NR, 0.0);
+        self.sums.clear();
+        self.sums.resize(panels * NR, 0);
+        self.lines.clear();
+        self.lines
+            .resize(padded / GROUP * panels, Line([0; NR * GROUP]));
+        let mut values = vec![0i8; inner];
+        for (c, row) in w.chunks_exact(inner.max(1)).take(out).enumerate() {
+            self.scales[c] = quantize_symmetric_into(row, limit, &mut values);
+            self.sums[c] = values.iter().map(|&q| i32::from(q)).sum();
+            let magnitudes = values.iter().map(|&q| i32::from(q).abs());
+            self.largest = magnitudes.fold(self.largest, i32::max);
+            // The layout of [`Self::pack`]: channel `c` is column `j` of its panel's lines.
+            let (panel, j) = (c / NR, c % NR);
+            for (k0, block) in (0..inner).step_by(KC).zip(values.chunks(KC)) {
+                let groups = KC.min(padded - k0) / GROUP;
+                let start = k0 / GROUP * panels + panel * groups;
+                let lines = &mut self.lines[start..start + groups];
+                for (line, group) in lines.iter_mut().zip(block.chunks(GROUP)) {
+                    line.0[j * GROUP..j * GROUP + group.len()].copy_from_slice(group);
+                }
+            }
+        }
+    }
+
     /// What the product's inputs are multiplied by before they are quantized, if anything.
     pub(crate) fn input_scales(&self) -> Option<&[f32]> {
         self.input_scales.as_deref()
@@ -236,7 +284,15 @@ impl Channel {
 /// zeros, or one holding a NaN or an infinity, gets the scale 1 (a NaN becomes 0, an infinity
 /// ±`limit`).
 pub(crate) fn quantize_symmetric(row: &[f32], limit: i32) -> (f32, Vec<i8>) {
+    let mut values = vec![0; row.len()];
+    let scale = quantize_symmetric_into(row, limit, &mut values);
+    (scale, values)
+}
+
+/// [`quantize_symmetric`] into `values` (as long as `row`), returning the scale.
+fn quantize_symmetric_into(row: &[f32], limit: i32, values: &mut [i8]) -> f32 {
     assert!((1..=127).contains(&limit), "a limit of {limit}");
+    assert_eq!(values.len(), row.len(), "values for {} inputs", row.len());
     // Adding then subtracting 1.5 · 2^23 rounds any |v| < 2^22 to an integer, ties to even, in
     // the current (default) rounding mode: the same as `round_ties_even`, which is a library
     // call per value, while this loop compiles to vector instructions.
@@ -248,11 +304,10 @@ pub(crate) fn quantize_symmetric(row: &[f32], limit: i32) -> (f32, Vec<i8>) {
     } else {
         1.0
     };
-    let values = row
-        .iter()
-        .map(|&w| (((w / scale).clamp(-limit, limit) + ROUND) - ROUND) as i8)
-        .collect();
-    (scale, values)
+    for (v, &w) in values.iter_mut().zip(row) {
+        *v = (((w / scale).clamp(-limit, limit) + ROUND) - ROUND) as i8;
+    }
+    scale
 }
 
 /// Rows of activations quantized to `u8` for [`matmul`]: one buffer reused by every product of
@@ -340,6 +395,42 @@ impl QuantizedRows {
     }
 }
 
+#[cfg(test)]
+impl QuantizedRows {
+    /// The rows of `inner` inputs as the products see them, in f32: `scale · (u - zero)`.
+    pub(crate) fn dequantized(&self, inner: usize) -> Vec<f32> {
+        let rows = self.values.chunks_exact(self.stride.max(1)).take(self.rows);
+        rows.zip(&self.scales)
+            .zip(&self.zeros)
+            .flat_map(|((row, &scale), &zero)| {
+                row[..inner]
+                    .iter()
+                    .map(move |&u| scale * (i32::from(u) - zero) as f32)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+impl QuantizedMatrix {
+    /// The `(out, inner)` weights as the products see them, in f32: `scale · q`.
+    pub(crate) fn dequantized(&self) -> Vec<f32> {
+        let padded = self.inner.next_multiple_of(GROUP);
+        let mut w = Vec::with_capacity(self.out * self.inner);
+        for c in 0..self.out {
+            let (panel, j) = (c / NR, c % NR);
+            for k in 0..self.inner {
+                let k0 = k / KC * KC;
+                let groups = KC.min(padded - k0) / GROUP;
+                let line = &self.panel(k0, groups, panel)[(k - k0) / GROUP];
+                let q = line.0[j * GROUP + k % GROUP];
+                w.push(self.scales[c] * f32::from(q));
+            }
+        }
+        w
+    }
+}
+
 /// Rows per quantization task, so that short batches are not split into tasks that cost more
 /// to schedule than to run.
 fn rows_per_task(rows: usize, width: usize) -> usize {
@@ -356,6 +447,23 @@ pub(crate) fn matmul(x: &QuantizedRows, w: &QuantizedMatrix, out: &mut [f32]) {
 
 /// [`matmul`] with the kernel `kernel`.
 pub(crate) fn matmul_with(kernel: Kernel, x: &QuantizedRows, w: &QuantizedMatrix, out: &mut [f32]) {
+    product(kernel, x, w, out, rayon::current_num_threads());
+}
+
+/// [`matmul_with`] on the calling thread alone, for products that are one task of a parallel
+/// loop (a head's scores, in [`super::attention`]).
+pub(crate) fn matmul_here(kernel: Kernel, x: &QuantizedRows, w: &QuantizedMatrix, out: &mut [f32]) {
+    product(kernel, x, w, out, 1);
+}
+
+/// [`matmul_with`] in at most `threads` tasks of the current rayon pool.
+fn product(
+    kernel: Kernel,
+    x: &QuantizedRows,
+    w: &QuantizedMatrix,
+    out: &mut [f32],
+    threads: usize,
+) {
     let (rows, n) = (x.rows, w.out);
     assert_eq!(
         x.stride,
@@ -379,8 +487,7 @@ pub(crate) fn matmul_with(kernel: Kernel, x: &QuantizedRows, w: &QuantizedMatrix
         out.fill(0.0);
         return;
     }
-    let threads = rayon::current_num_threads().max(1);
-    let per_task = w.panels.div_ceil(threads).max(MIN_TASK_PANELS);
+    let per_task = w.panels.div_ceil(threads.max(1)).max(MIN_TASK_PANELS);
     let tasks = w.panels.div_ceil(per_task);
     let out = SharedMut::new(out);
     let run = |task: usize| {

@@ -204,6 +204,9 @@ struct Layer {
     intermediate: Linear,
     output: Linear,
     output_norm: Norm,
+    /// The int8 kernel of attention's scores, if they run in int8
+    /// ([`int8::Kernel::scores_in_int8`]): only where the products do.
+    scores: Option<int8::Kernel>,
 }
 
 impl Layer {
@@ -217,6 +220,7 @@ impl Layer {
             intermediate: Linear::load(&vb.pp("intermediate"), &["dense"], (i, h))?,
             output: Linear::load(&vb.pp("output"), &["dense"], (h, i))?,
             output_norm: load_norm(&vb.pp("output.LayerNorm"), h, eps)?,
+            scores: None,
         })
     }
 }
@@ -254,6 +258,7 @@ impl RawLayer {
             intermediate: self.intermediate.packed()?,
             output: self.output.packed()?,
             output_norm: self.output_norm.clone(),
+            scores: None,
         })
     }
 
@@ -266,6 +271,7 @@ impl RawLayer {
             intermediate: self.intermediate.quantized(&ranges.intermediate)?,
             output: self.output.quantized(&ranges.output)?,
             output_norm: self.output_norm,
+            scores: Some(int8::Kernel::detect()).filter(|kernel| kernel.scores_in_int8()),
         })
     }
 }
@@ -514,7 +520,7 @@ impl CpuEncoder {
         let heads = &mut ws.inner[..tokens * 3 * h];
         attention::split_heads(qkv, &layer.qkv.bias, heads, self.heads);
         let context = &mut ws.context[..tokens * h];
-        attention::attention(heads, context, segments, self.heads);
+        attention::attention(heads, context, segments, self.heads, layer.scores);
 
         if let Some(ranges) = ranges.as_deref_mut() {
             ranges.attention_output.observe(context);

@@ -596,3 +596,70 @@ fn a_tile_outside_its_inputs_or_its_output_is_refused() {
         );
     }
 }
+
+/// Everything a [`QuantizedMatrix`] holds, to compare two.
+fn contents(w: &QuantizedMatrix) -> impl PartialEq + std::fmt::Debug {
+    let lines: Vec<Vec<i8>> = w.lines.iter().map(|line| line.0.to_vec()).collect();
+    let scales: Vec<u32> = w.scales.iter().map(|s| s.to_bits()).collect();
+    (
+        (w.out, w.inner, w.panels, w.largest),
+        lines,
+        scales,
+        w.sums.clone(),
+        w.input_scales.is_some(),
+    )
+}
+
+#[test]
+fn a_matrix_requantized_in_place_equals_one_quantized_anew() {
+    let mut rng = Rng::new(23);
+    for kernel in Kernel::available() {
+        // One matrix reused for every shape, larger ones first then smaller: nothing of an
+        // earlier shape may remain. Channels past a panel, inputs not a multiple of four and
+        // past one block of KC, a matrix of no inputs.
+        let mut reused = QuantizedMatrix::empty();
+        for &(out, inner) in &[(40, 1100), (830, 64), (17, 7), (1, 1), (3, 0), (16, 64)] {
+            let mut w = rng.normal_vec(out * inner);
+            if let Some(v) = w.first_mut() {
+                *v = 0.0;
+            }
+            let fresh = QuantizedMatrix::quantize_stacked(kernel, &[w.as_slice()], inner, None);
+            reused.requantize(kernel, &w, inner);
+            assert_eq!(
+                contents(&reused),
+                contents(&fresh),
+                "{} at ({out}, {inner})",
+                kernel.name()
+            );
+        }
+        // A smoothed matrix's input scales do not stay either.
+        let ones = [1.0f32; 8];
+        let mut reused =
+            QuantizedMatrix::quantize_stacked(kernel, &[ones.as_slice()], 8, Some(&[2.0; 8]));
+        assert!(reused.input_scales().is_some());
+        reused.requantize(kernel, &ones, 8);
+        assert!(reused.input_scales().is_none());
+    }
+}
+
+#[test]
+fn a_product_on_this_thread_equals_the_parallel_one() {
+    let mut rng = Rng::new(29);
+    // Enough panels for the parallel product to split them into several tasks.
+    let (rows, out, inner) = (11, 300, 70);
+    for kernel in Kernel::available() {
+        let w =
+            QuantizedMatrix::quantize_stacked(kernel, &[rng.normal_vec(out * inner)], inner, None);
+        let mut q = QuantizedRows::default();
+        q.quantize_for(kernel, &rng.normal_vec(rows * inner), rows, inner, None);
+        let (mut here, mut parallel) = (vec![0f32; rows * out], vec![1f32; rows * out]);
+        matmul_here(kernel, &q, &w, &mut here);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .unwrap();
+        pool.install(|| matmul_with(kernel, &q, &w, &mut parallel));
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&here), bits(&parallel), "{}", kernel.name());
+    }
+}
