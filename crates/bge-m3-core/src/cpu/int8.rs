@@ -166,8 +166,8 @@ impl QuantizedMatrix {
             let (panel, j) = (c / NR, c % NR);
             for (k0, block) in (0..inner).step_by(KC).zip(values.chunks(KC)) {
                 let groups = KC.min(padded - k0) / GROUP;
-                let start = k0 / GROUP * panels + panel * groups;
-                let lines = &mut self.lines[start..start + groups];
+                let lines = self.panel_lines(k0, groups, panel);
+                let lines = &mut self.lines[lines];
                 for (line, group) in lines.iter_mut().zip(block.chunks(GROUP)) {
                     line.0[j * GROUP..j * GROUP + group.len()].copy_from_slice(group);
                 }
@@ -260,9 +260,14 @@ impl QuantizedMatrix {
 
     /// The lines of `panel` in the block that starts at input `k0`, `groups` of them.
     fn panel(&self, k0: usize, groups: usize, panel: usize) -> &[Line] {
+        &self.lines[self.panel_lines(k0, groups, panel)]
+    }
+
+    /// Where [`Self::panel`]'s lines lie in `lines`.
+    fn panel_lines(&self, k0: usize, groups: usize, panel: usize) -> std::ops::Range<usize> {
         // Every block before this one is full.
         let start = k0 / GROUP * self.panels + panel * groups;
-        &self.lines[start..start + groups]
+        start..start + groups
     }
 }
 
