@@ -1,6 +1,6 @@
 //! The routes in other servers' shapes: rerank (`/rerank`, `/v1/rerank`, `/v2/rerank`) and
-//! text-embeddings-inference's (`/embed`, `/embed_sparse`, `/embed_all`, `/tokenize`,
-//! `/decode`). Their generators, biased towards each route's fields, and the checks of a 2xx
+//! text-embeddings-inference's (`/embed` and `POST /`, which answers as `/embed`,
+//! `/embed_sparse`, `/embed_all`, `/tokenize`, `/decode`). Their generators, biased towards each route's fields, and the checks of a 2xx
 //! answer; 4xx answers are checked by [`crate::checks`] like every other.
 
 use proptest::collection::vec;
@@ -16,7 +16,8 @@ use crate::strategies::{
 use crate::{Served, MAX_INPUTS};
 
 /// The POST routes of this module.
-pub(crate) const ROUTES: [&str; 8] = [
+pub(crate) const ROUTES: [&str; 9] = [
+    "/",
     "/rerank",
     "/v1/rerank",
     "/v2/rerank",
@@ -216,6 +217,7 @@ pub(crate) fn request() -> impl Strategy<Value = (&'static str, Value)> {
         on("/rerank", tei_rerank_body().boxed()),
         on("/v1/rerank", cohere_rerank_body().boxed()),
         on("/v2/rerank", cohere_rerank_body().boxed()),
+        on("/", embed_body().boxed()),
         on("/embed", embed_body().boxed()),
         on("/embed_sparse", embed_body().boxed()),
         on("/embed_all", embed_body().boxed()),
@@ -251,7 +253,8 @@ pub(crate) fn check(
         "/rerank" => check_tei_rerank(request, body),
         "/v1/rerank" => check_cohere_rerank(request, body, "1", true),
         "/v2/rerank" => check_cohere_rerank(request, body, "2", false),
-        "/embed" => check_embed(served, request, body),
+        // text-embeddings-inference answers `POST /` as `/embed` for an embedding model.
+        "/" | "/embed" => check_embed(served, request, body),
         "/embed_sparse" => check_embed_sparse(served, request, body),
         "/embed_all" => check_embed_all(served, request, body),
         "/tokenize" => check_tokenize(served, request, body),
