@@ -294,25 +294,16 @@ pub(crate) fn quantize_symmetric(row: &[f32], limit: i32) -> (f32, Vec<i8>) {
     (scale, values)
 }
 
-/// [`quantize_symmetric`] into `values` (as long as `row`), returning the scale.
-fn quantize_symmetric_into(row: &[f32], limit: i32, values: &mut [i8]) -> f32 {
+/// [`quantize_symmetric`] into `values` (as long as `row`), returning the scale: with AVX2
+/// where the CPU has it, whatever the kernel of the products (the same bytes either way).
+pub(crate) fn quantize_symmetric_into(row: &[f32], limit: i32, values: &mut [i8]) -> f32 {
     assert!((1..=127).contains(&limit), "a limit of {limit}");
-    assert_eq!(values.len(), row.len(), "values for {} inputs", row.len());
-    // Adding then subtracting 1.5 · 2^23 rounds any |v| < 2^22 to an integer, ties to even, in
-    // the current (default) rounding mode: the same as `round_ties_even`, which is a library
-    // call per value, while this loop compiles to vector instructions.
-    const ROUND: f32 = 12_582_912.0;
-    let max = row.iter().fold(0f32, |m, &w| m.max(w.abs()));
-    let limit = limit as f32;
-    let scale = if max > 0.0 && max.is_finite() {
-        max / limit
-    } else {
-        1.0
-    };
-    for (v, &w) in values.iter_mut().zip(row) {
-        *v = (((w / scale).clamp(-limit, limit) + ROUND) - ROUND) as i8;
+    #[cfg(target_arch = "x86_64")]
+    if let Some(token) = super::arch::Avx2::detect() {
+        // SAFETY: `token` proves that the CPU has AVX2, which `symmetric_avx2` enables.
+        return unsafe { kernels::symmetric_avx2(token, row, limit as f32, values) };
     }
-    scale
+    kernels::symmetric_portable(row, limit as f32, values)
 }
 
 /// Rows of activations quantized to `u8` for [`matmul`]: one buffer reused by every product of

@@ -301,9 +301,8 @@ impl Words {
         file.read_rows(name, (vocab, hidden), 4096, |first, rows| {
             for (i, row) in rows.chunks_exact(hidden.max(1)).enumerate() {
                 let id = first + i;
-                let (scale, quantized) = int8::quantize_symmetric(row, 127);
-                scales[id] = scale;
-                values[id * hidden..][..hidden].copy_from_slice(&quantized);
+                let values = &mut values[id * hidden..][..hidden];
+                scales[id] = int8::quantize_symmetric_into(row, 127, values);
             }
         })?;
         Ok(Words::Int8 { values, scales })

@@ -536,6 +536,61 @@ fn symmetric_quantization_rounds_ties_to_even() {
     assert_eq!(quantize_symmetric(&odd, 64).1, [0, 2, 64, -64]);
 }
 
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn symmetric_quantization_on_avx2_gives_the_portable_bytes() {
+    let Some(token) = crate::cpu::arch::Avx2::detect() else {
+        eprintln!("skipped: this CPU has no AVX2");
+        return;
+    };
+    let mut rng = Rng::new(23);
+    let check = |row: &[f32], limit: f32| {
+        let mut expected = vec![0i8; row.len()];
+        let scale = kernels::symmetric_portable(row, limit, &mut expected);
+        let mut got = vec![0x55i8; row.len()];
+        // SAFETY: `token` proves that the CPU has AVX2.
+        let got_scale = unsafe { kernels::symmetric_avx2(token, row, limit, &mut got) };
+        assert_eq!(got_scale.to_bits(), scale.to_bits(), "{row:?} to {limit}");
+        assert_eq!(got, expected, "{row:?} to {limit}");
+    };
+    // Every length around the 32-value steps, the remainder paths included.
+    for n in (0..=100).chain([1000, 1024, 4096]) {
+        let mut row = rng.normal_vec(n);
+        // Exact ties once scaled (the largest magnitude set to the limit), zeros of both signs.
+        for (k, v) in row.iter_mut().enumerate() {
+            match k % 7 {
+                0 => *v = (k % 20) as f32 + 0.5,
+                1 => *v = -0.0,
+                2 => *v = 0.0,
+                _ => *v *= 40.0,
+            }
+        }
+        if let Some(first) = row.first_mut() {
+            *first = 127.0;
+        }
+        for limit in [1.0, 63.0, 64.0, 127.0] {
+            check(&row, limit);
+        }
+    }
+    // Magnitudes from subnormal to near the largest f32.
+    for magnitude in [1e-42f32, 1e-30, 1e-3, 1.0, 3.0e5, 1e30, 3e38] {
+        let row: Vec<f32> = rng.normal_vec(77).iter().map(|v| v * magnitude).collect();
+        check(&row, 127.0);
+    }
+    // Not finite, in the steps and in the tail: NaN becomes 0 and is left out of the scale;
+    // an infinity makes the scale 1 and goes to the limit.
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        for at in [0, 5, 31, 32, 40, 64, 69] {
+            let mut row = rng.normal_vec(70);
+            row[at] = bad;
+            check(&row, 127.0);
+            check(&row, 64.0);
+        }
+    }
+    check(&[f32::NAN; 40], 127.0);
+    check(&[0.0; 40], 127.0);
+}
+
 /// Whether `kernel` runs a tile of `rows` rows of two lines, 16 inputs apart in `a`, writing
 /// `cols` columns from element `offset` of a buffer of `len` (rows 16 apart); false if it
 /// panics.
