@@ -4,6 +4,7 @@ long call. The tests wait for events (the progress callback of a chunk), not for
 
 import _thread
 import queue
+import signal
 import threading
 
 import numpy as np
@@ -20,6 +21,18 @@ LENGTH = 500
 @pytest.fixture(scope="module")
 def small_passes():
     return BGEM3FlagModel(str(model_dir("tiny-pt")), max_batch_tokens=LENGTH, show_progress_bar=False)
+
+
+@pytest.fixture
+def ctrl_c_handled():
+    """Python's own Ctrl-C handler for the test, as an interactive session has it. A process
+    started in the background by a shell without job control (`cmd &`, as some CI runners start
+    their steps) inherits SIGINT ignored; Python then installs no handler and
+    `_thread.interrupt_main()` does nothing, which would fail the Ctrl-C tests for how they were
+    started rather than for what the engine does."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 def test_other_threads_run_and_encode_while_a_call_computes(small_passes):
@@ -83,7 +96,7 @@ def test_many_threads_at_once_each_get_their_own_results(models):
             assert_close(a, b, f"thread {i} colbert")
 
 
-def test_ctrl_c_stops_a_long_encode_and_the_model_goes_on(small_passes):
+def test_ctrl_c_stops_a_long_encode_and_the_model_goes_on(small_passes, ctrl_c_handled):
     """A helper thread raises the interrupt (as Ctrl-C raises it) once the first chunk is done,
     with 200 long texts left, one per pass (seconds of work): the call ends with
     KeyboardInterrupt before them, and the queue drops them. The progress callback is
@@ -111,7 +124,9 @@ def test_ctrl_c_stops_a_long_encode_and_the_model_goes_on(small_passes):
     assert out.shape == (len(SHORT_TEXTS), 32)
 
 
-def test_ctrl_c_stops_a_call_whose_answers_are_ready_before_they_are_awaited(small_passes):
+def test_ctrl_c_stops_a_call_whose_answers_are_ready_before_they_are_awaited(
+    small_passes, ctrl_c_handled
+):
     """20,000 chunks of one short text: the model answers them faster than the call reads the
     answers, so no wait lasts the engine's period of 100 ms. The interrupt, raised once the first
     chunk is done, must still end the call before its end: the engine looks for signals after
