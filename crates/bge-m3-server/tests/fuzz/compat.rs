@@ -1,7 +1,8 @@
 //! The routes in other servers' shapes: rerank (`/rerank`, `/v1/rerank`, `/v2/rerank`) and
-//! text-embeddings-inference's (`/embed` and `POST /`, which answers as `/embed`,
-//! `/embed_sparse`, `/embed_all`, `/tokenize`, `/decode`). Their generators, biased towards each route's fields, and the checks of a 2xx
-//! answer; 4xx answers are checked by [`crate::checks`] like every other.
+//! text-embeddings-inference's (`/embed` and `POST /`, which answers as `/embed`;
+//! `/embed_sparse`, `/embed_all`, `/tokenize`, `/decode`). Their generators, biased towards
+//! each route's fields, and the checks of a 2xx answer; 4xx answers are checked by
+//! [`crate::checks`] like every other.
 
 use proptest::collection::vec;
 use proptest::option::weighted as maybe;

@@ -780,7 +780,7 @@ fn quantize_avx2(
 
 /// Adding then subtracting 1.5 · 2^23 rounds any |v| < 2^22 to an integer, ties to even, in
 /// the current (default) rounding mode: the same as `round_ties_even`, which is a library call
-/// per value, while this compiles to two vector instructions.
+/// per value, while this is two additions, on vectors too.
 const ROUND: f32 = 12_582_912.0;
 
 /// The scale of [`super::quantize_symmetric`] for a row whose largest magnitude, NaNs left
